@@ -1,0 +1,38 @@
+"""Where dlbox keeps its state, read from the environment at call time (never at import)."""
+
+import os
+from pathlib import Path
+
+
+def home() -> Path:
+    """State directory: base records, preset locks, debootstrap cache."""
+    explicit = os.environ.get("DLBOX_HOME")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(xdg) / "dlbox"
+
+
+def extra_labels() -> dict[str, str]:
+    """Labels added to every object dlbox creates (`DLBOX_LABELS=k=v,k2=v2`).
+
+    The test suite uses this to find and remove exactly what it made.
+    """
+    raw = os.environ.get("DLBOX_LABELS", "").strip()
+    labels = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            from dlbox.errors import UsageError
+
+            raise UsageError(f"DLBOX_LABELS: {item!r} is not KEY=VALUE")
+        labels[key] = value
+    return labels
+
+
+def default_ca_bundle() -> Path | None:
+    """The host's CA bundle, which builds trust by default (see docs/architecture.md)."""
+    for candidate in (os.environ.get("DLBOX_CA_BUNDLE"), "/etc/ssl/certs/ca-certificates.crt"):
+        if candidate and candidate != "none" and Path(candidate).is_file():
+            return Path(candidate)
+    return None

@@ -1,0 +1,182 @@
+"""Images: build a spec into a locked, labelled image; list, inspect and verify them.
+
+Flow: spec -> base (bootstrapped or registry) -> rendered Dockerfile -> engine build ->
+packages read back out of the image -> lock -> labels and content tag.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from typing import TYPE_CHECKING
+
+from dlbox import engine
+from dlbox.errors import DlboxError, NotFound
+
+if TYPE_CHECKING:  # listing images must stay fast: the heavy modules load only to build
+    from dlbox import lock as locks
+    from dlbox.progress import Progress
+    from dlbox.spec import Spec
+
+LOCK_LABEL = "dlbox.lock"
+LOCK_HASH_LABEL = "dlbox.lock-hash"
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    image: str
+    id: str
+    lock: locks.Lock
+    lock_file: Path
+    tags: list[str]
+
+    def to_json(self) -> dict:
+        return {"image": self.image, "id": self.id, "lock_hash": self.lock.hash,
+                "lock_file": str(self.lock_file), "tags": self.tags}
+
+
+def repository(spec: Spec) -> str:
+    return f"dlbox/{spec.name}"
+
+
+def usable_lock(spec: Spec, lock_file: Path, progress: Progress) -> locks.Lock | None:
+    """The lock to build from, if it still describes this spec."""
+    from dlbox import lock as locks
+
+    if not lock_file.exists():
+        return None
+    lock = locks.read(lock_file)
+    if lock.spec_hash != spec.environment_hash():
+        progress.step(f"{lock_file.name} is for an older version of the spec; resolving packages again")
+        return None
+    return lock
+
+
+def build(spec: Spec, *, project_dir: Path, lock_file: Path, use_lock: bool = True, nocache: bool = False,
+          ca_bundle: Path | None = None, tag: str = "latest", progress: Progress) -> BuildResult:
+    from dlbox import bases, context, gitinfo, render
+    from dlbox import lock as locks
+
+    pinned = usable_lock(spec, lock_file, progress) if use_lock else None
+    base = bases.ensure(spec.base, progress)
+    if pinned is not None and pinned.base != base:
+        progress.step(f"{lock_file.name} was made on another base ({pinned.base.ref}); resolving packages again")
+        pinned = None
+    plan = render.render(spec, base.ref, lock=pinned, ca_bundle=ca_bundle is not None)
+    code_dir = (project_dir / spec.code.src).resolve() if spec.code else None
+    if code_dir is not None and not code_dir.is_dir():
+        raise DlboxError(f"code.src: {code_dir} is not a directory")
+    ctx = context.make(plan, ca_bundle=ca_bundle.read_bytes() if ca_bundle else None, code_dir=code_dir)
+    how = "from " + lock_file.name if pinned else "resolving the spec's requirements"
+    progress.step(f"building {repository(spec)} ({how})")
+    try:
+        built = engine.build(ctx, nocache=nocache, on_line=progress.line)
+    except engine.BuildFailed as exc:
+        progress.show_tail(exc.tail)
+        raise
+    progress.step("reading the installed packages for the lock")
+    listing = engine.read_packages(built)
+    lock = locks.from_listing(name=spec.name, spec_hash=spec.environment_hash(), base=base, listing=listing)
+    if not lock.python.version.startswith(f"{spec.python}."):
+        raise DlboxError(f"python: the image has Python {lock.python.version}, the spec says {spec.python}")
+    if pinned is not None and lock.hash != pinned.hash:
+        changes = locks.diff_packages(pinned, lock)
+        first = changes[0] if changes else {"name": "base"}
+        raise DlboxError(f"the rebuilt image does not match {lock_file.name} ({len(changes)} differences, "
+                         f"first: {first['name']} {first.get('locked')} -> {first.get('found')}); "
+                         "rebuild with --update-lock to accept the new set")
+    git = gitinfo.describe(project_dir)
+    final = engine.relabel(built, {
+        LOCK_HASH_LABEL: lock.hash,
+        LOCK_LABEL: lock.compact(),
+        "dlbox.git-commit": git["commit"] or "",
+        "dlbox.git-dirty": str(git["dirty"]).lower(),
+    })
+    tags = [f"{repository(spec)}:{lock.hash[:12]}", f"{repository(spec)}:{tag}"]
+    for full in tags:
+        repo, _, name = full.rpartition(":")
+        engine.tag(final, repo, name)
+    locks.write(lock, lock_file)
+    progress.step(f"built {tags[-1]} ({final[:19]}), lock {lock.hash[:12]} written to {lock_file}")
+    return BuildResult(image=tags[-1], id=final, lock=lock, lock_file=lock_file, tags=tags)
+
+
+# --- reading images back ------------------------------------------------------------------
+
+
+def _labels(attrs: dict) -> dict:
+    return attrs.get("Labels") or attrs.get("Config", {}).get("Labels") or {}
+
+
+def summary(attrs: dict) -> dict:
+    """One image as the listing shows it; from an inspect document or a list summary."""
+    labels = _labels(attrs)
+    tags = sorted(t for t in attrs.get("RepoTags") or [] if t != "<none>:<none>")
+    content = [t for t in tags if t.endswith(":" + labels.get(LOCK_HASH_LABEL, "-")[:12])]
+    friendly = [t for t in tags if t not in content]
+    created = attrs.get("Created", "")
+    return {
+        "ref": (friendly or content or [attrs["Id"]])[0],
+        "id": attrs["Id"],
+        "name": labels.get("dlbox.name"),
+        "tags": tags,
+        "lock_hash": labels.get(LOCK_HASH_LABEL),
+        "spec_hash": labels.get("dlbox.spec-hash"),
+        "git_commit": labels.get("dlbox.git-commit") or None,
+        "git_dirty": labels.get("dlbox.git-dirty") == "true",
+        "dlbox_version": labels.get("dlbox.version"),
+        "services": [s for s in labels.get("dlbox.services", "").split(",") if s],
+        "size": attrs.get("Size"),
+        "created": _iso(created),
+    }
+
+
+def _iso(created: str | int) -> str:
+    if isinstance(created, int):  # list summaries give epoch seconds
+        stamp = datetime.fromtimestamp(created, timezone.utc)
+    else:  # inspect gives RFC 3339 with nanoseconds
+        try:
+            stamp = datetime.fromisoformat(created[:19]).replace(tzinfo=timezone.utc)
+        except ValueError:
+            return created
+    return stamp.isoformat().replace("+00:00", "Z")
+
+
+def list_images(*, include_untagged: bool = False) -> list[dict]:
+    """Images built by dlbox, newest first; untagged (replaced) ones only when asked."""
+    found = [summary(a) for a in engine.list_images([engine.MANAGED, LOCK_HASH_LABEL])]
+    if not include_untagged:
+        found = [image for image in found if image["tags"]]
+    return sorted(found, key=lambda s: (s["created"], s["ref"]), reverse=True)
+
+
+def get(ref: str) -> dict:
+    attrs = engine.image_attrs(ref)
+    if LOCK_HASH_LABEL not in _labels(attrs):
+        raise NotFound(f"{ref!r} is not an image built by dlbox (it has no lock label)")
+    return attrs
+
+
+def lock_of(attrs: dict) -> locks.Lock:
+    from dlbox import lock as locks
+
+    return locks.parse_compact(_labels(attrs)[LOCK_LABEL])
+
+
+def inspect(ref: str) -> dict:
+    attrs = get(ref)
+    return {**summary(attrs), "lock": json.loads(lock_of(attrs).to_json())}
+
+
+def verify(ref: str) -> dict:
+    attrs = get(ref)
+    lock = lock_of(attrs)
+    found = engine.read_packages(attrs["Id"])
+    from dlbox import lock as locks
+
+    drift = locks.drift(lock, found)
+    return {"ok": not drift, "image": ref, "id": attrs["Id"], "lock_hash": lock.hash, "drift": drift}
+

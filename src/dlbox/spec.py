@@ -1,0 +1,301 @@
+"""The environment spec (`dlbox.yaml`): parsing and strict validation.
+
+Everything here is pure: a spec is text in, a validated `Spec` out. Errors name the
+key, its dotted place in the file and its line, and what is allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from dlbox.errors import UsageError
+
+# Debian suites dlbox can bootstrap, with the Python 3 each one ships.
+DEBIAN_PYTHON = {"buster": "3.7", "bullseye": "3.9", "bookworm": "3.11", "trixie": "3.13"}
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)([kmgt]?)b?$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def parse_size(value: Any) -> int:
+    """'8g' / '512m' / 1073741824 -> bytes."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size like 512m or 8g")
+    if isinstance(value, int):
+        if value <= 0:
+            raise ValueError("must be positive")
+        return value
+    match = _SIZE.match(str(value).strip())
+    if not match:
+        raise ValueError(f"{value!r} is not a size; use a number with k, m, g or t (e.g. 512m, 8g)")
+    size = int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    if size <= 0:
+        raise ValueError("must be positive")
+    return size
+
+
+def format_size(size: int) -> str:
+    for unit in ("t", "g", "m", "k"):
+        if size % _UNITS[unit] == 0:
+            return f"{size // _UNITS[unit]}{unit}"
+    return str(size)
+
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Base(Strict):
+    """Where the image starts: a bootstrapped Debian suite or a registry image."""
+
+    debian: str | None = None
+    mirror: str | None = None
+    image: str | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Base:
+        if bool(self.debian) == bool(self.image):
+            raise ValueError("set exactly one of 'debian' (a suite to bootstrap) or 'image' (a registry image)")
+        if self.debian and self.debian not in DEBIAN_PYTHON:
+            raise ValueError(f"debian: unknown suite {self.debian!r}; allowed: {', '.join(DEBIAN_PYTHON)}")
+        if self.mirror and not self.debian:
+            raise ValueError("mirror applies only to a 'debian' base")
+        return self
+
+    @property
+    def effective_mirror(self) -> str:
+        return self.mirror or DEFAULT_MIRROR
+
+
+class User(Strict):
+    name: str = "dl"
+    uid: int = Field(default=1000, ge=1000, le=60000)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", value) or value == "root":
+            raise ValueError("must be a lowercase user name other than root")
+        return value
+
+
+class Gpu(Strict):
+    """A GPU variant: the base must already carry CUDA (e.g. an nvidia/cuda image)."""
+
+    cuda: str
+    capabilities: list[str] = ["compute", "utility"]
+
+
+class Code(Strict):
+    src: str = "."
+    dest: str = "/opt/code"
+
+    @field_validator("dest")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must be an absolute path in the image")
+        return value
+
+
+class Resources(Strict):
+    memory: Size | None = None
+    cpus: float | None = Field(default=None, gt=0)
+    gpus: str | int | list[str] | None = None
+    shm_size: Size | None = None
+    pids: int | None = Field(default=None, ge=16)
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpus(cls, value: Any) -> Any:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("a GPU count must be at least 1")
+        if isinstance(value, str) and value != "all":
+            raise ValueError("use 'all', a count, or a list of GPU IDs")
+        return value
+
+
+class Defaults(Strict):
+    """Workspace or job defaults; the workspace and job commands read them."""
+
+    mounts: list[str] = []
+    resources: Resources = Resources()
+
+
+class Spec(Strict):
+    name: str
+    base: Base
+    python: str | None = None
+    apt: list[str] = []
+    pip: list[str] = []
+    services: list[Literal["jupyter", "ssh"]] = []
+    user: User = User()
+    gpu: Gpu | None = None
+    env: dict[str, str] = {}
+    code: Code | None = None
+    workspace: Defaults = Defaults()
+    job: Defaults = Defaults()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("use lowercase letters, digits, '.', '_' or '-' (at most 63, starting with a letter or digit)")
+        return value
+
+    @field_validator("python", mode="before")
+    @classmethod
+    def _python(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        text = str(value)
+        if not re.fullmatch(r"3\.\d{1,2}", text):
+            raise ValueError("give a Python version like '3.9'")
+        return text
+
+    @field_validator("apt", "pip")
+    @classmethod
+    def _no_blank(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not item.strip() or item.strip().startswith("-"):
+                raise ValueError(f"{item!r} is not a package requirement")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Spec:
+        if self.base.debian:
+            shipped = DEBIAN_PYTHON[self.base.debian]
+            if self.python is None:
+                object.__setattr__(self, "python", shipped)
+            elif self.python != shipped:
+                raise ValueError(f"python: {self.base.debian} ships Python {shipped}, not {self.python}")
+        elif self.python is None:
+            raise ValueError("python: required with an 'image' base (the version the image provides)")
+        if self.gpu and not self.base.image:
+            raise ValueError("gpu: needs an 'image' base that carries CUDA (e.g. nvidia/cuda:11.2.2-cudnn8-runtime-ubuntu20.04)")
+        if "jupyter" in self.services and not any(_is_jupyter(req) for req in self.pip):
+            raise ValueError("services: 'jupyter' needs a Jupyter server in pip (jupyter_server, notebook or jupyterlab)")
+        return self
+
+    def environment_hash(self) -> str:
+        """Hash of what defines the image (not workspace/job defaults)."""
+        data = self.model_dump(mode="json", exclude={"workspace", "job"})
+        return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _is_jupyter(requirement: str) -> bool:
+    name = re.split(r"[<>=!~\[; ]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-")
+    return name in {"jupyter-server", "notebook", "jupyterlab"}
+
+
+# --- loading, with errors that point into the file -------------------------------------------
+
+
+def load(path: Path) -> Spec:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise UsageError(f"spec file {path} does not exist (create one with `dlbox init --preset NAME`)") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read spec file {path}: {exc.strerror}") from None
+    return parse(text, source=str(path))
+
+
+def parse(text: str, *, source: str = "dlbox.yaml") -> Spec:
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+        root = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        raise UsageError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{source}: a spec is a mapping of keys (name, base, pip, ...)")
+    try:
+        return Spec.model_validate(data)
+    except ValidationError as exc:
+        raise UsageError(describe(exc.errors()[0], root, source)) from None
+
+
+def describe(error: dict, root: Any, source: str) -> str:
+    """One line for the first validation error: file:line: dotted.place: what is wrong."""
+    loc = [part for part in error["loc"] if not (isinstance(part, str) and "[" in part)]
+    place = _dotted(loc) or "(top level)"
+    line = _line_of(root, loc)
+    where = f"{source}:{line}" if line else source
+    if error["type"] == "extra_forbidden":
+        allowed = ", ".join(_allowed_keys(loc[:-1]))
+        return f"{where}: {place}: unknown key; allowed here: {allowed}"
+    if error["type"] == "missing":
+        return f"{where}: {place}: required key is missing"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "literal_error":
+        message = "must be " + message.removeprefix("Input should be ")
+    named = re.match(r"^([a-z_]+): (.*)$", message)
+    if named:  # a cross-field check names the key it is about
+        key, message = named.groups()
+        return describe({**error, "loc": (*loc, key), "msg": message, "type": "named"}, root, source)
+    return f"{where}: {place}: {message}"
+
+
+def _dotted(loc: list) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _line_of(node: Any, loc: list) -> int | None:
+    import yaml
+
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = [(k, v) for k, v in node.value if k.value == part]
+            if not match:
+                return line
+            key, node = match[0]
+            line = key.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def _allowed_keys(loc: list) -> list[str]:
+    model: Any = Spec
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            break
+        candidates = [field.annotation, *getattr(field.annotation, "__args__", ())]
+        nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not nested:
+            break
+        model = nested[0]
+    return list(model.model_fields)
+
+
+def to_yaml(spec: Spec) -> str:
+    import yaml
+
+    data = spec.model_dump(mode="json", exclude_defaults=True)
+    data.setdefault("python", spec.python)
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
