@@ -39,7 +39,7 @@ def ref(base: Base) -> str:
     if base.image:
         return base.image
     digest = hashlib.sha256(json.dumps(inputs(base), sort_keys=True).encode()).hexdigest()[:12]
-    return f"dlbox-base/debian-{base.debian}:{digest}"
+    return f"{config.base_repository()}/debian-{base.debian}:{digest}"
 
 
 def ensure(base: Base, progress: Progress) -> BaseInfo:
@@ -75,8 +75,9 @@ def bootstrap(base: Base, target: str, progress: Progress) -> BaseInfo:
         raise DlboxError("bootstrapping a Debian base needs root (debootstrap); run as root once, "
                          "or start from a registry image (`base: {image: ...}`)")
     spec = inputs(base)
-    cache = config.home() / "cache" / "debootstrap" / f"{spec['suite']}-{spec['arch']}"
+    cache = config.cache_dir() / "debootstrap" / f"{spec['suite']}-{spec['arch']}"
     cache.mkdir(parents=True, exist_ok=True)
+    config.home().mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="dlbox-base-", dir=config.home()))
     rootfs, tarball = work / "rootfs", work / "rootfs.tar"
     try:

@@ -94,7 +94,8 @@ def load_spec(spec_file: Path | None, preset: str | None):
             raise UsageError("no SPEC given and no dlbox.yaml here; give a SPEC file or --preset NAME "
                              "(`dlbox init --preset NAME` writes one)")
     spec = specs.load(spec_file)
-    return spec, spec_file.resolve().parent, spec_file.with_suffix(".lock")
+    spec_file = spec_file.resolve()
+    return spec, spec_file.parent, spec_file.with_suffix(".lock")
 
 
 # --- images -------------------------------------------------------------------------------

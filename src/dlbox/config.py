@@ -13,6 +13,16 @@ def home() -> Path:
     return Path(xdg) / "dlbox"
 
 
+def cache_dir() -> Path:
+    """Downloaded packages (debootstrap's .debs); safe to share between homes."""
+    return Path(os.environ.get("DLBOX_CACHE_DIR") or home() / "cache")
+
+
+def base_repository() -> str:
+    """Repository prefix for bootstrapped bases; the tests use their own so they never replace yours."""
+    return os.environ.get("DLBOX_BASE_REPO", "dlbox-base")
+
+
 def extra_labels() -> dict[str, str]:
     """Labels added to every object dlbox creates (`DLBOX_LABELS=k=v,k2=v2`).
 

@@ -94,13 +94,23 @@ def render(spec: Spec, base_ref: str, *, lock: Lock | None = None, ca_bundle: bo
     lines += [
         f"RUN groupadd --gid {user.uid} {user.name} \\\n"
         f"    && useradd --create-home --uid {user.uid} --gid {user.uid} --shell /bin/bash {user.name}",
-        "# Python environment: the requirements file alone, so code changes keep this layer",
+        "# Python environment, owned by the user (so `pip install` works in a workspace; `dlbox verify`",
+        "# shows such drift). Its requirements file comes alone, so code changes keep this layer.",
+        f"RUN install -d -o {user.uid} -g {user.uid} {VENV} /opt/dlbox",
+        f"USER {user.uid}:{user.uid}",
         f"RUN python3 -m venv {VENV} && {VENV}/bin/python -m pip install --no-cache-dir pip=={PIP_VERSION}",
         f"ENV VIRTUAL_ENV={VENV} PATH={VENV}/bin:$PATH",
-        "COPY dlbox/requirements.txt /opt/dlbox/requirements.txt",
     ]
-    pinned = "--no-deps --require-hashes " if lock is not None else ""
-    lines.append(f"RUN pip install {pinned}--report /opt/dlbox/pip-report.json -r /opt/dlbox/requirements.txt")
+    if lock is None and spec.constraints:
+        files["dlbox/constraints.txt"] = "".join(f"{c.strip()}\n" for c in spec.constraints).encode()
+        lines += ["COPY dlbox/requirements.txt dlbox/constraints.txt /opt/dlbox/",
+                  "RUN pip install --report /opt/dlbox/pip-report.json -r /opt/dlbox/requirements.txt "
+                  "-c /opt/dlbox/constraints.txt"]
+    else:
+        pinned = "--no-deps --require-hashes " if lock is not None else ""
+        lines += ["COPY dlbox/requirements.txt /opt/dlbox/requirements.txt",
+                  f"RUN pip install {pinned}--report /opt/dlbox/pip-report.json -r /opt/dlbox/requirements.txt"]
+    lines.append("USER root")
     if "ssh" in spec.services:
         files["dlbox/sshd_config"] = SSHD_CONFIG.format(user=user.name).encode()
         lines += [

@@ -139,6 +139,7 @@ class Spec(Strict):
     python: str | None = None
     apt: list[str] = []
     pip: list[str] = []
+    constraints: list[str] = []  # pip constraints: versions for dependencies not named in pip
     services: list[Literal["jupyter", "ssh"]] = []
     user: User = User()
     gpu: Gpu | None = None
@@ -164,7 +165,7 @@ class Spec(Strict):
             raise ValueError("give a Python version like '3.9'")
         return text
 
-    @field_validator("apt", "pip")
+    @field_validator("apt", "pip", "constraints")
     @classmethod
     def _no_blank(cls, value: list[str]) -> list[str]:
         for item in value:

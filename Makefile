@@ -1,0 +1,43 @@
+# dlbox: the two commands of the Quick start are `make quickstart` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PRESET ?= tensorflow-2.9
+
+.PHONY: quickstart test unit bench engine venv clean
+
+## venv: a virtual environment with dlbox and its test tools
+venv: $(BIN)/.installed
+$(BIN)/.installed: pyproject.toml
+	scripts/host-setup.sh packages
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+## engine: make sure a Docker Engine answers (installs and starts one if needed)
+engine: venv
+	scripts/host-setup.sh engine
+
+## quickstart: set everything up, build the TensorFlow 2.9 image and train a model in it
+quickstart: venv engine
+	$(BIN)/dlbox build --preset $(PRESET)
+	$(BIN)/dlbox verify dlbox/$(PRESET):latest
+	docker run --rm --network none -v "$(CURDIR)/examples:/examples:ro" dlbox/$(PRESET):latest \
+	    python /examples/check_tf.py
+	@echo "Quick start done: dlbox/$(PRESET):latest is built, verified against its lock, and trains."
+
+## test: the whole suite, engine tests included
+test: venv engine
+	$(BIN)/python -m pytest -q -ra
+
+## unit: the tests that need no engine
+unit: venv
+	$(BIN)/python -m pytest -q tests/unit
+
+## bench: benchmarks, printed as a table of ratios against plain Docker
+bench: venv engine
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,64 @@
+"""Shared test setup.
+
+Engine tests (tests/engine) run against the real Docker Engine at DOCKER_HOST. Every object
+they create carries the label dlbox.test-run=<id> (through DLBOX_LABELS) and is removed at the
+end of the session, pass or fail; bases go to their own repository so yours are never replaced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Dlbox:
+    """Runs the real `dlbox` command line in a subprocess with the test environment."""
+
+    def __init__(self, env: dict[str, str]):
+        self.env = env
+
+    def __call__(self, *args: str, cwd: Path | None = None, check: bool = True, extra_env=None,
+                 timeout: float = 1200) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [sys.executable, "-m", "dlbox", *args], cwd=cwd, env={**self.env, **(extra_env or {})},
+            capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"dlbox {' '.join(args)} exited {result.returncode}:\n{result.stderr[-4000:]}")
+        return result
+
+    def json(self, *args: str, **kw):
+        return json.loads(self(*args, "--json", **kw).stdout)
+
+
+@pytest.fixture(scope="session")
+def run_id() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session")
+def test_env(tmp_path_factory, run_id) -> dict[str, str]:
+    home = tmp_path_factory.mktemp("dlbox-home")
+    return {
+        **os.environ,
+        "DLBOX_HOME": str(home),
+        # .debs are worth keeping between local runs; CI starts empty anyway
+        "DLBOX_CACHE_DIR": os.environ.get("DLBOX_TEST_CACHE_DIR", str(Path.home() / ".cache" / "dlbox-tests")),
+        "DLBOX_LABELS": f"dlbox.test-run={run_id}",
+        "DLBOX_BASE_REPO": f"dlbox-test-{run_id}",
+        "PYTHONPATH": str(ROOT / "src"),
+        "NO_COLOR": "1",
+    }
+
+
+@pytest.fixture(scope="session")
+def dlbox(test_env) -> Dlbox:
+    return Dlbox(test_env)

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    import docker
+
+    try:
+        client = docker.from_env(version="auto")
+        client.ping()
+    except Exception as exc:  # the suite needs the real engine; say so instead of skipping
+        pytest.fail(f"engine tests need a Docker Engine (run `make engine`): {exc}", pytrace=False)
+    return client
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cleanup(docker_client, run_id, test_env):
+    """Remove everything this session created, found by its label, even when tests fail."""
+    yield
+    from dlbox import engine
+
+    engine.client.cache_clear()
+    engine.remove_labelled(f"dlbox.test-run={run_id}")
+
+
+@pytest.fixture(scope="session")
+def labelled(run_id) -> dict[str, str]:
+    return {"dlbox.managed": "true", "dlbox.test-run": run_id}
