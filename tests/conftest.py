@@ -62,3 +62,14 @@ def test_env(tmp_path_factory, run_id) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def dlbox(test_env) -> Dlbox:
     return Dlbox(test_env)
+
+
+@pytest.fixture(scope="session")
+def tf_image(dlbox, tmp_path_factory, run_id) -> dict:
+    """The tensorflow-2.9 preset, built under a test name so your own tags are never moved."""
+    from dlbox import presets
+
+    project = tmp_path_factory.mktemp("tf-project")
+    spec = presets.text("tensorflow-2.9").replace("name: tensorflow-2.9\n", f"name: t{run_id}-tf\n", 1)
+    (project / "dlbox.yaml").write_text(spec)
+    return dlbox.json("build", cwd=project)

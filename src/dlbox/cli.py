@@ -78,26 +78,6 @@ def init(preset: str, output: Path, force: bool, as_json: bool) -> None:
         click.echo(f"wrote {output} from preset {preset}; build it with `dlbox build {output}`")
 
 
-def load_spec(spec_file: Path | None, preset: str | None):
-    """(spec, project directory, lock file) from a SPEC argument, --preset, or ./dlbox.yaml."""
-    from dlbox import config, presets as p, spec as specs
-
-    if spec_file and preset:
-        raise UsageError("give either a SPEC file or --preset, not both")
-    if preset:
-        spec = specs.parse(p.text(preset), source=f"preset {preset}")
-        lock_dir = config.home() / "presets"
-        return spec, Path.cwd(), lock_dir / f"{preset}.lock"
-    if spec_file is None:
-        spec_file = Path("dlbox.yaml")
-        if not spec_file.exists():
-            raise UsageError("no SPEC given and no dlbox.yaml here; give a SPEC file or --preset NAME "
-                             "(`dlbox init --preset NAME` writes one)")
-    spec = specs.load(spec_file)
-    spec_file = spec_file.resolve()
-    return spec, spec_file.parent, spec_file.with_suffix(".lock")
-
-
 # --- images -------------------------------------------------------------------------------
 
 
@@ -125,7 +105,9 @@ def build(spec_file, preset, dry_run, update_lock, no_cache, ca_bundle, tag, as_
     from dlbox import bases, config, render
     from dlbox import lock as locks
 
-    spec, project_dir, lock_file = load_spec(spec_file, preset)
+    from dlbox.images import load_source
+
+    spec, project_dir, lock_file = load_source(spec_file, preset)
     if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", tag):
         raise UsageError(f"--tag: {tag!r} is not a valid tag (letters, digits, '_', '.', '-')")
     if ca_bundle == "none":
@@ -234,6 +216,251 @@ def rmi(image: str, force: bool, as_json: bool) -> None:
         emit({"removed": image, "id": attrs["Id"]})
     else:
         click.echo(f"removed {image}")
+
+
+# --- workspaces ---------------------------------------------------------------------------
+
+
+def print_workspace(ws: dict, *, secrets_shown: bool) -> None:
+    click.echo(f"workspace {ws['name']}: {ws['state']} ({ws['image']})")
+    if ws["jupyter"]:
+        click.echo(f"  Jupyter  {ws['jupyter']['url']}")
+    if ws["ssh"]:
+        ssh = ws["ssh"]
+        click.echo(f"  SSH      ssh -p {ssh['port']} {ssh['user']}@{ssh['host']}   (or: dlbox ssh {ws['name']})")
+    click.echo(f"  data     volume {ws['volume']['name']} at {ws['volume']['target']}")
+    for m in ws["mounts"]:
+        click.echo(f"  mount    {m['source']} -> {m['target']}{' (read-only)' if m['read_only'] else ''}")
+    r = ws["resources"]
+    click.echo(f"  limits   memory {r['memory'] or 'none'}, cpus {r['cpus'] or 'all'}, /dev/shm {r['shm_size']}, "
+               f"pids {r['pids']}, gpus {','.join(r['gpus']) if r['gpus'] else 'none'}")
+    if secrets_shown and ws["jupyter"]:
+        click.echo("  (the token is shown only now and by `dlbox token`; keep it to yourself)")
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("spec_file", metavar="[SPEC]", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--preset", metavar="NAME", help="Use a built-in spec (see `dlbox presets`).")
+@click.option("--image", metavar="REF", help="Use an image dlbox built (see `dlbox images`).")
+@click.option("--jupyter/--no-jupyter", default=None, help="Run Jupyter (default: when the image has it).")
+@click.option("--ssh", is_flag=True, help="Run an SSH server: key-only, for the workspace user, never root.")
+@click.option("--ssh-key", type=click.Path(dir_okay=False, path_type=Path), metavar="PUBKEY_FILE",
+              help="Public key allowed to log in (default ~/.ssh/id_ed25519.pub or id_rsa.pub).")
+@click.option("--mount", "mounts", multiple=True, metavar="SRC:DST[:ro]", help="Mount a host directory (repeatable).")
+@click.option("--memory", metavar="SIZE", help="Memory limit, e.g. 8g; past it the kernel kills inside the workspace.")
+@click.option("--cpus", type=float, help="CPU quota, e.g. 4 or 0.5.")
+@click.option("--gpus", metavar="all|N|ID,ID", help="GPUs to give (NVIDIA container toolkit).")
+@click.option("--share-gpus", is_flag=True, help="Allow GPUs that another workspace or job holds.")
+@click.option("--shm-size", metavar="SIZE", help="/dev/shm size (default 1g; Docker's 64m breaks data loaders).")
+@click.option("--pids", type=int, help="Process-count limit (default 4096).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to publish ports on.")
+@click.option("--jupyter-port", type=int, help="Host port for Jupyter (default: a free one).")
+@click.option("--ssh-port", type=int, help="Host port for SSH (default: a free one).")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+def up(name, spec_file, preset, image, jupyter, ssh, ssh_key, mounts, memory, cpus, gpus, share_gpus, shm_size,
+       pids, host, jupyter_port, ssh_port, as_json) -> None:
+    """Start workspace NAME and return when its services answer.
+
+    The image comes from SPEC, --preset or --image (default ./dlbox.yaml, else the
+    tensorflow-2.9 preset) and is built first if missing. The workspace keeps its files in a
+    volume at /workspace that survives `dlbox rm` (unless --purge-data). Prints the Jupyter
+    URL with its token, and the SSH command.
+    """
+    from dlbox import engine, workspaces
+    from dlbox.progress import Progress
+
+    request = workspaces.UpRequest(
+        name=name, spec_file=spec_file, preset=preset, image=image, jupyter=jupyter, ssh=ssh, ssh_key=ssh_key,
+        mounts=list(mounts), memory=memory, cpus=cpus, gpus=gpus, share_gpus=share_gpus, shm_size=shm_size,
+        pids=pids, host=host, jupyter_port=jupyter_port, ssh_port=ssh_port)
+    engine.client()
+    with Progress() as progress:
+        ws = workspaces.up(request, progress)
+    if as_json:
+        emit(ws)
+    else:
+        print_workspace(ws, secrets_shown=True)
+
+
+@cli.command(name="ls")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+def ls_cmd(as_json: bool) -> None:
+    """List workspaces (no secrets: use `dlbox token NAME` for a Jupyter token)."""
+    from dlbox import workspaces
+
+    rows = workspaces.ls()
+    if as_json:
+        emit(rows)
+        return
+    if not rows:
+        click.echo("no workspaces; start one with `dlbox up NAME`")
+        return
+    click.echo(f"{'NAME':<16} {'STATE':<9} {'JUPYTER':<28} {'SSH':<7} {'MEMORY':<7} {'CPUS':<5} {'OOM':<4} IMAGE")
+    for r in rows:
+        res = r["resources"]
+        click.echo(f"{r['name']:<16} {r['state']:<9} {(r['jupyter'] or {}).get('url', '-'):<28} "
+                   f"{(r['ssh'] or {}).get('port', '-'):<7} {res['memory'] or '-':<7} {res['cpus'] or '-':<5} "
+                   f"{r['oom']['kills']:<4} {r['image']}")
+
+
+def _lifecycle(action: str, name: str, as_json: bool) -> None:
+    from dlbox import workspaces
+    from dlbox.progress import Progress
+
+    with Progress() as progress:
+        if action == "stop":
+            ws = workspaces.stop(name)
+        else:
+            ws = getattr(workspaces, action)(name, progress)
+    if as_json:
+        emit(ws)
+    else:
+        print_workspace(ws, secrets_shown=False)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+def stop(name: str, as_json: bool) -> None:
+    """Stop workspace NAME; its container, data, URL and token stay."""
+    _lifecycle("stop", name, as_json)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+def start(name: str, as_json: bool) -> None:
+    """Start a stopped workspace NAME (same ports, same token) and wait for its services."""
+    _lifecycle("start", name, as_json)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+def restart(name: str, as_json: bool) -> None:
+    """Restart workspace NAME (its processes end; its data stays)."""
+    _lifecycle("restart", name, as_json)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--purge-data", is_flag=True, help="Also delete the workspace's data volume (cannot be undone).")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+def rm(name: str, purge_data: bool, as_json: bool) -> None:
+    """Remove workspace NAME. Its /workspace volume is kept for the next `up NAME` unless --purge-data."""
+    from dlbox import workspaces
+
+    result = workspaces.rm(name, purge_data=purge_data)
+    if as_json:
+        emit(result)
+    else:
+        click.echo(f"removed workspace {name}; data {result['data']}")
+
+
+@cli.command()
+@click.argument("name")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new output.")
+@click.option("--tail", default="all", show_default=True, help="Only the last N lines.")
+def logs(name: str, follow: bool, tail: str) -> None:
+    """Print the output of workspace NAME's services."""
+    from dlbox import engine, workspaces
+
+    attrs = workspaces._attrs(name)
+    if tail != "all" and not tail.isdigit():
+        raise UsageError("--tail: a number of lines, or all")
+    for chunk in engine.logs(attrs["Id"], follow=follow, tail=int(tail) if tail.isdigit() else "all"):
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
+
+
+@cli.command(name="exec", context_settings={"ignore_unknown_options": True})
+@click.argument("name")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def exec_cmd(name: str, command: tuple[str, ...]) -> None:
+    """Run COMMAND in workspace NAME as its user: dlbox exec NAME -- CMD [ARGS]...
+
+    Exits with the command's exit code.
+    """
+    from dlbox import engine, workspaces
+
+    sys.exit(engine.exec_stream(workspaces.container_of(name), list(command)))
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def ssh(name: str, command: tuple[str, ...]) -> None:
+    """Open an SSH session to workspace NAME (or run COMMAND there), with its pinned host key."""
+    import os
+    import shutil
+
+    from dlbox import workspaces
+
+    if shutil.which("ssh") is None:
+        raise DlboxError("no ssh client here (apt-get install openssh-client)")
+    ws = workspaces.show(name)
+    if not ws["ssh"]:
+        raise UsageError(f"workspace {name} has no SSH (start it with `dlbox up {name} --ssh`)")
+    info = workspaces.write_ssh_config()
+    os.execvp("ssh", ["ssh", "-F", info["config"], f"dlbox-{name}", *command])
+
+
+@cli.command(name="ssh-config")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+def ssh_config(as_json: bool) -> None:
+    """Write an ssh_config with a `Host dlbox-NAME` per SSH workspace, with pinned host keys.
+
+    Add `Include <file>` to ~/.ssh/config, then `ssh dlbox-NAME` and VS Code Remote-SSH work
+    without flags.
+    """
+    from dlbox import workspaces
+
+    info = workspaces.write_ssh_config()
+    if as_json:
+        emit(info)
+    else:
+        click.echo(f"wrote {info['config']} ({len(info['hosts'])} hosts: {', '.join(info['hosts']) or 'none'})")
+        click.echo(f"add this line to ~/.ssh/config:  Include {info['config']}")
+
+
+@cli.command(name="open")
+@click.argument("name")
+@click.option("--browser", is_flag=True, help="Open it in a web browser instead of printing it.")
+def open_cmd(name: str, browser: bool) -> None:
+    """Print workspace NAME's Jupyter URL with its token (or open it)."""
+    from dlbox import workspaces
+
+    ws = workspaces.show(name, with_token=True)
+    if not ws["jupyter"]:
+        raise UsageError(f"workspace {name} runs no Jupyter server")
+    if browser:
+        import webbrowser
+
+        webbrowser.open(ws["jupyter"]["url"])
+    click.echo(ws["jupyter"]["url"])
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--rotate", is_flag=True, help="Make a new token; the old one stops working at once.")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+def token(name: str, rotate: bool, as_json: bool) -> None:
+    """Print workspace NAME's Jupyter token, or --rotate it (Jupyter restarts; kernels end)."""
+    from dlbox import workspaces
+    from dlbox.progress import Progress
+
+    if rotate:
+        with Progress() as progress:
+            ws = workspaces.rotate_token(name, progress)
+    else:
+        ws = workspaces.show(name, with_token=True)
+    if not ws["jupyter"] or "token" not in ws["jupyter"]:
+        raise UsageError(f"workspace {name} runs no Jupyter server")
+    if as_json:
+        emit({"name": name, "token": ws["jupyter"]["token"], "url": ws["jupyter"]["url"], "rotated": rotate})
+    else:
+        click.echo(ws["jupyter"]["token"])
 
 
 # --- entry point --------------------------------------------------------------------------

@@ -132,8 +132,8 @@ def import_rootfs(path: str, *, repository: str, tag: str, image_labels: dict[st
     return image_attrs(f"{repository}:{tag}")["Id"]
 
 
-def relabel(image_id: str, new_labels: dict[str, str]) -> str:
-    """A new image with the same layers and config plus `new_labels`; returns its ID.
+def relabel(image_id: str, new_labels: dict[str, str], files: list[tuple[str, bytes, int, int]] = ()) -> str:
+    """A new image: the same config plus `new_labels`, and `files` in one small layer; returns its ID.
 
     Used for what is known only after the build (the lock, the git commit), so the
     rendered Dockerfile stays a pure function of the spec.
@@ -144,9 +144,33 @@ def relabel(image_id: str, new_labels: dict[str, str]) -> str:
     changes = "LABEL " + " ".join(f"{k}={json.dumps(v)}" for k, v in new_labels.items())
     container = api.create_container(image_id, labels=labels())
     try:
+        if files:
+            put_files(container["Id"], list(files))
         return api.commit(container["Id"], changes=changes)["Id"]
     except APIError as exc:
         raise _api_error(exc, "labelling the image failed") from None
+    finally:
+        api.remove_container(container["Id"], force=True)
+
+
+def read_file(image: str, path: str) -> bytes:
+    """One file out of an image, without starting a container."""
+    import io
+    import tarfile
+
+    from docker.errors import APIError, NotFound as DockerNotFound
+
+    api = client().api
+    container = api.create_container(image, command=["true"], labels=labels({"dlbox.kind": "probe"}))
+    try:
+        stream, _ = api.get_archive(container["Id"], path)
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+            member = tar.next()
+            return tar.extractfile(member).read()
+    except DockerNotFound:
+        raise NotFound(f"{image} has no {path}") from None
+    except APIError as exc:
+        raise _api_error(exc, f"cannot read {path} from {image}") from None
     finally:
         api.remove_container(container["Id"], force=True)
 
@@ -258,3 +282,205 @@ def remove_labelled(label: str) -> dict[str, int]:
 
 def engine_info() -> dict[str, Any]:
     return client().api.info()
+
+
+# --- containers and volumes (workspaces, jobs) ----------------------------------------------
+
+
+class PortInUse(DlboxError):
+    def __init__(self, detail: str):
+        super().__init__(f"a host port is already in use: {detail}", code="port_in_use")
+
+
+def capacity() -> dict:
+    """What the engine's machine has: CPUs, memory (bytes), runtimes (e.g. nvidia)."""
+    info = client().api.info()
+    return {"cpus": info.get("NCPU"), "memory": info.get("MemTotal"), "runtimes": sorted(info.get("Runtimes") or {})}
+
+
+def create_container(spec, *, entrypoint: list[str] | None = None) -> str:
+    """Create (not start) a container from a `containers.ContainerSpec`; returns its ID."""
+    from docker.errors import APIError, ImageNotFound
+    from docker.types import DeviceRequest
+
+    from dlbox import gpus
+
+    api = client().api
+    binds = {m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in spec.mounts}
+    binds.update({vol: {"bind": target, "mode": "rw"} for vol, target in spec.volumes.items()})
+    devices = None
+    if spec.gpu_ids:
+        wanted = gpus.device_request(spec.gpu_ids)
+        devices = [DeviceRequest(driver=wanted["Driver"], count=wanted["Count"], device_ids=wanted["DeviceIDs"],
+                                 capabilities=wanted["Capabilities"], options=wanted["Options"])]
+    host_config = api.create_host_config(
+        binds=binds,
+        port_bindings={f"{port}/tcp": [(ip, host_port)] for port, (ip, host_port) in spec.ports.items()},
+        mem_limit=spec.limits.memory,
+        memswap_limit=spec.limits.memory,  # no swap beyond the limit: past it, the kernel OOM-kills
+        nano_cpus=int(spec.limits.cpus * 1e9) if spec.limits.cpus else None,
+        pids_limit=spec.limits.pids,
+        shm_size=spec.limits.shm_size,
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
+        privileged=False,
+        init=True,
+        device_requests=devices,
+    )
+    try:
+        created = api.create_container(
+            spec.image, command=spec.command, entrypoint=entrypoint, name=spec.name, user=spec.user,
+            labels=labels(spec.labels), environment=spec.env, working_dir=spec.workdir,
+            ports=list(spec.ports), host_config=host_config, detach=True,
+        )
+    except ImageNotFound:
+        raise NotFound(f"no image {spec.image!r} in the engine") from None
+    except APIError as exc:
+        if exc.status_code == 409:
+            raise DlboxError(f"a container named {spec.name} already exists", code="exists") from None
+        raise _api_error(exc, f"cannot create container {spec.name}") from None
+    return created["Id"]
+
+
+def put_files(container: str, files: list[tuple[str, bytes, int, int]]) -> None:
+    """Copy (absolute path, content, mode, uid) files into a created container."""
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    dirs = sorted({str(p) for path, *_ in files for p in _parents(path)})
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for d in dirs:
+            info = tarfile.TarInfo(d.lstrip("/"))
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        for path, data, mode, uid in files:
+            info = tarfile.TarInfo(path.lstrip("/"))
+            info.size, info.mode, info.uid, info.gid = len(data), mode, uid, uid
+            tar.addfile(info, io.BytesIO(data))
+    client().api.put_archive(container, "/", buf.getvalue())
+
+
+def _parents(path: str) -> list[str]:
+    from pathlib import PurePosixPath
+
+    return [str(p) for p in PurePosixPath(path).parents if str(p) not in ("/", "/etc", "/tmp", "/opt")]
+
+
+def start(container: str) -> None:
+    from docker.errors import APIError
+
+    try:
+        client().api.start(container)
+    except APIError as exc:
+        text = str(getattr(exc, "explanation", "") or exc)
+        if "port is already allocated" in text or "address already in use" in text:
+            raise PortInUse(text.split(": ")[-1]) from None
+        if "could not select device driver" in text:
+            raise DlboxError("--gpus: the engine has no GPU runtime (install the NVIDIA container toolkit and "
+                             "restart dockerd)", code="no_gpu_runtime") from None
+        raise _api_error(exc, "cannot start the container") from None
+
+
+def stop(container: str, timeout: int = 10) -> None:
+    client().api.stop(container, timeout=timeout)
+
+
+def restart(container: str, timeout: int = 10) -> None:
+    client().api.restart(container, timeout=timeout)
+
+
+def remove_container(container: str) -> None:
+    from docker.errors import NotFound as DockerNotFound
+
+    try:
+        client().api.remove_container(container, force=True, v=False)
+    except DockerNotFound:
+        pass
+
+
+def container_attrs(name: str) -> dict | None:
+    from docker.errors import NotFound as DockerNotFound
+
+    try:
+        return client().api.inspect_container(name)
+    except DockerNotFound:
+        return None
+
+
+def list_containers(label_filters: list[str]) -> list[dict]:
+    api = client().api
+    return [api.inspect_container(c["Id"]) for c in api.containers(all=True, filters={"label": label_filters})]
+
+
+def ensure_volume(name: str, volume_labels: dict[str, str]) -> bool:
+    """Create the named volume if missing; True if this call created it."""
+    from docker.errors import NotFound as DockerNotFound
+
+    api = client().api
+    try:
+        api.inspect_volume(name)
+        return False
+    except DockerNotFound:
+        api.create_volume(name, labels=labels(volume_labels))
+        return True
+
+
+def volume_exists(name: str) -> bool:
+    from docker.errors import NotFound as DockerNotFound
+
+    try:
+        client().api.inspect_volume(name)
+        return True
+    except DockerNotFound:
+        return False
+
+
+def remove_volume(name: str) -> None:
+    from docker.errors import NotFound as DockerNotFound
+
+    try:
+        client().api.remove_volume(name, force=True)
+    except DockerNotFound:
+        pass
+
+
+def exec_stream(container: str, command: list[str], *, user: str | None = None, out=None, err=None) -> int:
+    """Run a command in a running container, streaming its output; returns its exit code."""
+    import sys
+
+    api = client().api
+    created = api.exec_create(container, command, user=user or "", stdout=True, stderr=True)
+    for stdout, stderr in api.exec_start(created["Id"], stream=True, demux=True):
+        if stdout:
+            (out or sys.stdout.buffer).write(stdout)
+            (out or sys.stdout.buffer).flush()
+        if stderr:
+            (err or sys.stderr.buffer).write(stderr)
+            (err or sys.stderr.buffer).flush()
+    return api.exec_inspect(created["Id"])["ExitCode"]
+
+
+def exec_capture(container: str, command: list[str], *, user: str | None = None) -> tuple[int, str]:
+    api = client().api
+    created = api.exec_create(container, command, user=user or "", stdout=True, stderr=True)
+    output = api.exec_start(created["Id"]).decode(errors="replace")
+    return api.exec_inspect(created["Id"])["ExitCode"], output
+
+
+def logs(container: str, *, follow: bool = False, tail: int | str = "all"):
+    """Yields chunks of the container's output (stdout and stderr)."""
+    api = client().api
+    if follow:
+        yield from api.logs(container, stream=True, follow=True, tail=tail)
+    else:
+        yield api.logs(container, tail=tail)
+
+
+def oom_events(container: str, since: int) -> list[int]:
+    """Times (epoch seconds) of OOM kills the engine saw in this container since `since`."""
+    import time
+
+    events = client().api.events(since=since, until=int(time.time()) + 1, decode=True,
+                                 filters={"container": container, "event": "oom"})
+    return [e.get("time", 0) for e in events]

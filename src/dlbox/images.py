@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dlbox import engine
-from dlbox.errors import DlboxError, NotFound
+from dlbox.errors import DlboxError, NotFound, UsageError
 
 if TYPE_CHECKING:  # listing images must stay fast: the heavy modules load only to build
     from dlbox import lock as locks
     from dlbox.progress import Progress
     from dlbox.spec import Spec
 
-LOCK_LABEL = "dlbox.lock"
+LOCK_PATH = "/opt/dlbox/dlbox.lock"  # the image carries its own lock
 LOCK_HASH_LABEL = "dlbox.lock-hash"
 
 
@@ -40,6 +40,26 @@ class BuildResult:
 
 def repository(spec: Spec) -> str:
     return f"dlbox/{spec.name}"
+
+
+def load_source(spec_file: Path | None, preset: str | None):
+    """(spec, project directory, lock file) from a SPEC argument, --preset, or ./dlbox.yaml."""
+    from dlbox import config, presets as p, spec as specs
+
+    if spec_file and preset:
+        raise UsageError("give either a SPEC file or --preset, not both")
+    if preset:
+        spec = specs.parse(p.text(preset), source=f"preset {preset}")
+        lock_dir = config.home() / "presets"
+        return spec, Path.cwd(), lock_dir / f"{preset}.lock"
+    if spec_file is None:
+        spec_file = Path("dlbox.yaml")
+        if not spec_file.exists():
+            raise UsageError("no SPEC given and no dlbox.yaml here; give a SPEC file or --preset NAME "
+                             "(`dlbox init --preset NAME` writes one)")
+    spec = specs.load(spec_file)
+    spec_file = spec_file.resolve()
+    return spec, spec_file.parent, spec_file.with_suffix(".lock")
 
 
 def usable_lock(spec: Spec, lock_file: Path, progress: Progress) -> locks.Lock | None:
@@ -91,10 +111,9 @@ def build(spec: Spec, *, project_dir: Path, lock_file: Path, use_lock: bool = Tr
     git = gitinfo.describe(project_dir)
     final = engine.relabel(built, {
         LOCK_HASH_LABEL: lock.hash,
-        LOCK_LABEL: lock.compact(),
         "dlbox.git-commit": git["commit"] or "",
         "dlbox.git-dirty": str(git["dirty"]).lower(),
-    })
+    }, files=[(LOCK_PATH, lock.to_json().encode(), 0o644, 0)])
     tags = [f"{repository(spec)}:{lock.hash[:12]}", f"{repository(spec)}:{tag}"]
     for full in tags:
         repo, _, name = full.rpartition(":")
@@ -129,6 +148,8 @@ def summary(attrs: dict) -> dict:
         "git_dirty": labels.get("dlbox.git-dirty") == "true",
         "dlbox_version": labels.get("dlbox.version"),
         "services": [s for s in labels.get("dlbox.services", "").split(",") if s],
+        "user": labels.get("dlbox.user"),
+        "uid": labels.get("dlbox.uid"),
         "size": attrs.get("Size"),
         "created": _iso(created),
     }
@@ -163,7 +184,7 @@ def get(ref: str) -> dict:
 def lock_of(attrs: dict) -> locks.Lock:
     from dlbox import lock as locks
 
-    return locks.parse_compact(_labels(attrs)[LOCK_LABEL])
+    return locks.parse_text(engine.read_file(attrs["Id"], LOCK_PATH).decode(), source=attrs["Id"])
 
 
 def inspect(ref: str) -> dict:
@@ -180,3 +201,23 @@ def verify(ref: str) -> dict:
     drift = locks.drift(lock, found)
     return {"ok": not drift, "image": ref, "id": attrs["Id"], "lock_hash": lock.hash, "drift": drift}
 
+
+
+def find_built(spec: Spec) -> dict | None:
+    """The newest tagged image built from exactly this spec, if any."""
+    candidates = [i for i in list_images() if i["name"] == spec.name and i["spec_hash"] == spec.environment_hash()]
+    return candidates[0] if candidates else None
+
+
+def ensure(spec: Spec, *, project_dir: Path, lock_file: Path, progress: Progress) -> dict:
+    """The image for `spec`: the one already built, or a new build (with progress)."""
+    from dlbox import config
+
+    found = find_built(spec)
+    if found is None:
+        progress.step(f"no image for {spec.name} yet; building it")
+        lock_file.parent.mkdir(parents=True, exist_ok=True)
+        result = build(spec, project_dir=project_dir, lock_file=lock_file, ca_bundle=config.default_ca_bundle(),
+                       progress=progress)
+        found = summary(engine.image_attrs(result.id))
+    return found

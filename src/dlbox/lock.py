@@ -85,9 +85,6 @@ class Lock(_Model):
             "}\n"
         )
 
-    def compact(self) -> str:
-        return json.dumps(self.model_dump(), sort_keys=True, separators=(",", ":"))
-
 
 def normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
@@ -155,25 +152,31 @@ def diff_packages(a: Lock, b: Lock) -> list[dict]:
 
 def read(path: Path) -> Lock:
     try:
-        data = json.loads(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
         raise UsageError(f"lock file {path} does not exist") from None
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"lock file {path} is not a dlbox lock ({exc})") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read lock file {path}: {exc.strerror}") from None
+    return parse_text(text, source=f"lock file {path}")
+
+
+def parse_text(text: str, *, source: str) -> Lock:
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"{source} is not a dlbox lock ({exc})") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{source} is not a dlbox lock (not a JSON object)")
     stated = data.pop("lock_hash", None)
     try:
         lock = Lock.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         place = ".".join(str(part) for part in first["loc"])
-        raise UsageError(f"lock file {path} is not a dlbox lock: {place}: {first['msg']}") from None
+        raise UsageError(f"{source} is not a dlbox lock: {place}: {first['msg']}") from None
     if stated and stated != lock.hash:
-        raise UsageError(f"lock file {path} was edited: its lock_hash does not match its content")
+        raise UsageError(f"{source} was edited: its lock_hash does not match its content")
     return lock
-
-
-def parse_compact(text: str) -> Lock:
-    return Lock.model_validate_json(text)
 
 
 def write(lock: Lock, path: Path) -> None:

@@ -96,7 +96,7 @@ def render(spec: Spec, base_ref: str, *, lock: Lock | None = None, ca_bundle: bo
         f"    && useradd --create-home --uid {user.uid} --gid {user.uid} --shell /bin/bash {user.name}",
         "# Python environment, owned by the user (so `pip install` works in a workspace; `dlbox verify`",
         "# shows such drift). Its requirements file comes alone, so code changes keep this layer.",
-        f"RUN install -d -o {user.uid} -g {user.uid} {VENV} /opt/dlbox",
+        f"RUN install -d -o {user.uid} -g {user.uid} {VENV} /opt/dlbox /workspace",
         f"USER {user.uid}:{user.uid}",
         f"RUN python3 -m venv {VENV} && {VENV}/bin/python -m pip install --no-cache-dir pip=={PIP_VERSION}",
         f"ENV VIRTUAL_ENV={VENV} PATH={VENV}/bin:$PATH",
@@ -146,6 +146,7 @@ def image_labels(spec: Spec) -> dict[str, str]:
         "dlbox.version": __version__,
         "dlbox.python": spec.python or "",
         "dlbox.user": spec.user.name,
+        "dlbox.uid": str(spec.user.uid),
         "dlbox.services": ",".join(spec.services),
     }
     if spec.gpu:

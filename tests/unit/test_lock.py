@@ -78,6 +78,6 @@ def test_broken_lock_file_is_a_clear_error(tmp_path):
         locks.read(path)
 
 
-def test_compact_form_parses_back():
+def test_lock_text_parses_back():
     lock = make()
-    assert locks.parse_compact(lock.compact()) == lock
+    assert locks.parse_text(lock.to_json(), source="x") == lock

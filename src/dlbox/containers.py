@@ -1,0 +1,119 @@
+"""What a dlbox container is, before the engine sees it: mounts, limits, GPUs, ports, hardening.
+
+Pure: flags and spec defaults in, a `ContainerSpec` out. Workspaces (and jobs) share it; the
+engine module turns it into API calls.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dlbox.errors import UsageError
+from dlbox.spec import Resources, format_size, parse_size
+
+DEFAULT_SHM = 1024**3  # Docker's 64 MB /dev/shm kills TF/PyTorch data loaders
+DEFAULT_PIDS = 4096
+NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,40}$")
+# Host paths a container may never see: the engine itself, or the host's own system.
+FORBIDDEN_SOURCES = ("/var/run/docker.sock", "/run/docker.sock", "/", "/etc", "/proc", "/sys", "/dev", "/boot")
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: str
+    target: str
+    read_only: bool = False
+
+    def to_json(self) -> dict:
+        return {"source": self.source, "target": self.target, "read_only": self.read_only}
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory: int | None = None
+    cpus: float | None = None
+    shm_size: int = DEFAULT_SHM
+    pids: int = DEFAULT_PIDS
+
+    def to_json(self) -> dict:
+        return {"memory": format_size(self.memory) if self.memory else None, "memory_bytes": self.memory,
+                "cpus": self.cpus, "shm_size": format_size(self.shm_size), "pids": self.pids}
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    name: str
+    image: str
+    command: list[str]
+    user: str
+    labels: dict[str, str]
+    mounts: list[Mount] = field(default_factory=list)
+    volumes: dict[str, str] = field(default_factory=dict)  # volume name -> target
+    limits: Limits = Limits()
+    gpu_ids: list[str] | None = None  # None: no GPU; ["all"] for every GPU
+    ports: dict[int, tuple[str, int]] = field(default_factory=dict)  # container port -> (host ip, host port)
+    env: dict[str, str] = field(default_factory=dict)
+    workdir: str | None = None
+
+
+def check_name(name: str, what: str = "NAME") -> str:
+    if not NAME.match(name):
+        raise UsageError(f"{what}: {name!r} must be lowercase letters, digits, '-' or '_' (at most 41)")
+    return name
+
+
+def parse_mount(text: str, *, base: Path | None = None) -> Mount:
+    """SRC:DST[:ro|rw]; SRC must exist on the host and may not expose the engine or the host system."""
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or not all(parts[:2]):
+        raise UsageError(f"--mount: {text!r} is not SRC:DST[:ro]")
+    mode = parts[2] if len(parts) == 3 else "rw"
+    if mode not in ("ro", "rw"):
+        raise UsageError(f"--mount: {text!r}: mode must be ro or rw, not {mode!r}")
+    source = Path(parts[0]).expanduser()
+    if not source.is_absolute():
+        source = (base or Path.cwd()) / source
+    source = source.resolve()  # symlinks resolved: the policy applies to where the data really is
+    if not source.exists():
+        raise UsageError(f"--mount: source {parts[0]} does not exist")
+    if str(source) in FORBIDDEN_SOURCES or str(source).startswith(tuple(f"{p}/" for p in FORBIDDEN_SOURCES[3:])) \
+            or source.name == "docker.sock":
+        raise UsageError(f"--mount: {source} may not be mounted into a workspace")
+    target = parts[1]
+    if not target.startswith("/") or ".." in target.split("/"):
+        raise UsageError(f"--mount: target {target!r} must be an absolute path inside the container")
+    return Mount(source=str(source), target=target.rstrip("/") or "/", read_only=mode == "ro")
+
+
+def limits(defaults: Resources, *, memory: str | None, cpus: float | None, shm_size: str | None,
+           pids: int | None, capacity: dict) -> Limits:
+    """Flags over spec defaults, checked against the machine (`capacity`: cpus, memory in bytes)."""
+    try:
+        mem = parse_size(memory) if memory else defaults.memory
+    except ValueError as exc:
+        raise UsageError(f"--memory: {exc}") from None
+    try:
+        shm = parse_size(shm_size) if shm_size else (defaults.shm_size or DEFAULT_SHM)
+    except ValueError as exc:
+        raise UsageError(f"--shm-size: {exc}") from None
+    cpu = cpus if cpus is not None else defaults.cpus
+    if cpu is not None and cpu <= 0:
+        raise UsageError("--cpus: must be more than 0")
+    if mem is not None and mem < 6 * 1024**2:
+        raise UsageError("--memory: at least 6m")
+    # a flag beyond the machine is an error; a spec default is a ceiling, so it shrinks to fit
+    if capacity.get("memory") and mem and mem > capacity["memory"]:
+        if memory:
+            raise UsageError(f"--memory: {format_size(mem)} is more than this machine has "
+                             f"({capacity['memory'] / 1024**3:.1f}g)")
+        mem = None
+    if capacity.get("cpus") and cpu and cpu > capacity["cpus"]:
+        if cpus is not None:
+            raise UsageError(f"--cpus: {cpu:g} is more than this machine has ({capacity['cpus']})")
+        cpu = float(capacity["cpus"])
+    pid_limit = pids if pids is not None else (defaults.pids or DEFAULT_PIDS)
+    if pid_limit < 16:
+        raise UsageError("--pids: at least 16")
+    return Limits(memory=mem, cpus=cpu, shm_size=shm, pids=pid_limit)

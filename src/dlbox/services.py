@@ -1,0 +1,96 @@
+"""The files that run a workspace's services, put into its container before it starts.
+
+Pure text. Everything runs as the workspace user: sshd on 2222 (a non-root sshd can only
+log in its own user, so root logins are impossible by construction), Jupyter on 8888 with a
+token read from a file (never from the environment or the command line, which `docker
+inspect` and `ps` show).
+"""
+
+from __future__ import annotations
+
+JUPYTER_PORT = 8888
+SSH_PORT = 2222
+DIR = "/etc/dlbox"
+TOKEN_FILE = f"{DIR}/jupyter_token"
+PID_DIR = "/tmp/dlbox"
+
+START = f"""\
+#!/bin/bash
+# dlbox workspace entrypoint: start the services, restart Jupyter when it exits (token rotation).
+set -u
+mkdir -p {PID_DIR}
+cd /workspace 2>/dev/null || cd "$HOME"
+if [ -f {DIR}/ssh/sshd_config ]; then
+  /usr/sbin/sshd -D -e -f {DIR}/ssh/sshd_config &
+fi
+if [ -f {DIR}/jupyter_config.py ]; then
+  (
+    while true; do
+      jupyter server --config={DIR}/jupyter_config.py &
+      echo $! > {PID_DIR}/jupyter.pid
+      wait $!
+      sleep 0.5
+    done
+  ) &
+fi
+trap 'kill -TERM 0; exit 0' TERM INT
+wait
+"""
+
+JUPYTER_CONFIG = f"""\
+# written by dlbox
+c = get_config()  # noqa: F821
+c.ServerApp.ip = "0.0.0.0"
+c.ServerApp.port = {JUPYTER_PORT}
+c.ServerApp.port_retries = 0
+c.ServerApp.open_browser = False
+c.ServerApp.root_dir = "/workspace"
+c.ServerApp.allow_remote_access = True
+with open("{TOKEN_FILE}") as handle:
+    c.IdentityProvider.token = handle.read().strip()
+"""
+
+SSHD_CONFIG = f"""\
+# written by dlbox: key-only logins for {{user}}, run by {{user}} itself
+Port {SSH_PORT}
+HostKey {DIR}/ssh/ssh_host_ed25519_key
+PidFile {PID_DIR}/sshd.pid
+AuthorizedKeysFile {DIR}/ssh/authorized_keys
+PermitRootLogin no
+PasswordAuthentication no
+PermitEmptyPasswords no
+KbdInteractiveAuthentication no
+ChallengeResponseAuthentication no
+PubkeyAuthentication yes
+AuthenticationMethods publickey
+AllowUsers {{user}}
+UsePAM no
+StrictModes yes
+X11Forwarding no
+AllowTcpForwarding yes
+PrintMotd no
+Subsystem sftp /usr/lib/openssh/sftp-server
+"""
+
+
+def sshd_config(user: str, env: dict[str, str]) -> str:
+    """The sshd config, with the image's environment (PATH to the venv, CA settings) for SSH sessions."""
+    text = SSHD_CONFIG.format(user=user)
+    settable = {k: v for k, v in sorted(env.items()) if '"' not in v and k not in ("HOME", "HOSTNAME")}
+    if settable:
+        text += "SetEnv " + " ".join(f'{k}="{v}"' for k, v in settable.items()) + "\n"
+    return text
+
+
+def files(*, user: str, uid: int, token: str | None, host_key: bytes | None,
+          authorized_keys: str | None, env: dict[str, str] | None = None) -> list[tuple[str, bytes, int, int]]:
+    """(path, content, mode, owner uid) for each file the container needs."""
+    out = [(f"{DIR}/start.sh", START.encode(), 0o755, 0)]
+    if token is not None:
+        out += [(f"{DIR}/jupyter_config.py", JUPYTER_CONFIG.encode(), 0o644, 0),
+                (TOKEN_FILE, token.encode(), 0o400, uid)]
+    if host_key is not None:
+        out += [(f"{DIR}/ssh/sshd_config", sshd_config(user, env or {}).encode(), 0o644, 0),
+                (f"{DIR}/ssh/ssh_host_ed25519_key", host_key, 0o600, uid),
+                (f"{DIR}/ssh/authorized_keys", (authorized_keys or "").encode(), 0o644, 0)]
+    return out

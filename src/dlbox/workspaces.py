@@ -1,0 +1,465 @@
+"""Workspaces: one container per developer with Jupyter and/or SSH, a persistent volume, limits.
+
+The engine is the truth about a workspace: its container (named dlbox-ws-NAME) carries its
+settings as labels; its data lives in the volume dlbox-ws-NAME-data; its secrets live in the
+vault on the host and, as files, in the container. Nothing else is stored.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dlbox import config, containers, engine, gpus, services, vault
+from dlbox.errors import DlboxError, NotFound, UsageError
+from dlbox.progress import Progress
+
+PREFIX = "dlbox-ws-"
+KIND = "workspace"
+WORKDIR = "/workspace"
+READY_TIMEOUT = 180.0
+
+
+def container_name(name: str) -> str:
+    return f"{PREFIX}{name}"
+
+
+def volume_name(name: str) -> str:
+    return f"{PREFIX}{name}-data"
+
+
+@dataclass
+class UpRequest:
+    name: str
+    spec_file: Path | None = None
+    preset: str | None = None
+    image: str | None = None
+    jupyter: bool | None = None  # None: on when the image has Jupyter
+    ssh: bool = False
+    ssh_key: Path | None = None
+    mounts: list[str] = field(default_factory=list)
+    memory: str | None = None
+    cpus: float | None = None
+    gpus: str | None = None
+    share_gpus: bool = False
+    shm_size: str | None = None
+    pids: int | None = None
+    host: str = "127.0.0.1"
+    jupyter_port: int | None = None
+    ssh_port: int | None = None
+
+
+# --- up ---------------------------------------------------------------------------------------
+
+
+def _image_for(req: UpRequest, progress: Progress):
+    """(image summary, spec defaults or None). Builds the spec's image when it is missing."""
+    from dlbox import images
+    from dlbox.spec import Defaults
+
+    if req.image and (req.spec_file or req.preset):
+        raise UsageError("give one of SPEC, --preset or --image")
+    if req.image:
+        return images.summary(images.get(req.image)) | {"ref": req.image}, Defaults()
+    spec_file, preset = req.spec_file, req.preset
+    if spec_file is None and preset is None and not Path("dlbox.yaml").exists():
+        preset = "tensorflow-2.9"
+        progress.step("no SPEC, --preset or --image and no ./dlbox.yaml: using the tensorflow-2.9 preset")
+    spec, project_dir, lock_file = images.load_source(spec_file, preset)
+    found = images.ensure(spec, project_dir=project_dir, lock_file=lock_file, progress=progress)
+    return found, spec.workspace
+
+
+def _check_port(host: str, port: int, flag: str) -> int:
+    if not 1 <= port <= 65535:
+        raise UsageError(f"{flag}: {port} is not a port (1-65535)")
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            raise DlboxError(f"{flag}: {host}:{port} is already in use", code="port_in_use") from None
+    return port
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def _public_key(req: UpRequest) -> tuple[str, Path]:
+    candidates = [req.ssh_key] if req.ssh_key else [Path.home() / ".ssh" / n for n in ("id_ed25519.pub", "id_rsa.pub")]
+    for path in candidates:
+        if path and path.is_file():
+            text = path.read_text().strip()
+            if not text.startswith(("ssh-", "ecdsa-", "sk-")) or "PRIVATE KEY" in text:
+                raise UsageError(f"--ssh-key: {path} is not an OpenSSH public key (give the .pub file)")
+            return text, path.resolve()
+    if req.ssh_key:
+        raise UsageError(f"--ssh-key: {req.ssh_key} does not exist")
+    raise UsageError("--ssh needs a public key: --ssh-key FILE.pub (no ~/.ssh/id_ed25519.pub or id_rsa.pub found)")
+
+
+def _held_gpus(exclude: str | None = None) -> dict[str, list[str]]:
+    held = {}
+    for attrs in engine.list_containers([engine.MANAGED, "dlbox.gpus"]):
+        labels = attrs["Config"]["Labels"]
+        holder = labels.get("dlbox.workspace") or labels.get("dlbox.job") or attrs["Name"].lstrip("/")
+        if holder != exclude and labels.get("dlbox.gpus"):
+            held[holder] = labels["dlbox.gpus"].split(",")
+    return held
+
+
+def up(req: UpRequest, progress: Progress) -> dict:
+    name = containers.check_name(req.name)
+    if req.host not in ("127.0.0.1", "0.0.0.0", "::1", "::", "localhost"):
+        try:
+            socket.inet_aton(req.host)
+        except OSError:
+            raise UsageError(f"--host: {req.host!r} is not an IP address to publish ports on") from None
+    host = "127.0.0.1" if req.host == "localhost" else req.host
+    mounts = [containers.parse_mount(m) for m in req.mounts]
+    targets = [m.target for m in mounts]
+    if WORKDIR in targets or len(set(targets)) != len(targets):
+        raise UsageError(f"--mount: each target must be unique and not {WORKDIR} (the workspace's own volume)")
+    gpu_request = gpus.parse(req.gpus)
+    if engine.container_attrs(container_name(name)) is not None:
+        raise DlboxError(f"workspace {name} already exists; `dlbox start {name}` or `dlbox rm {name}` first",
+                         code="exists")
+    if req.jupyter_port:
+        _check_port(host, req.jupyter_port, "--jupyter-port")
+    if req.ssh_port:
+        _check_port(host, req.ssh_port, "--ssh-port")
+    capacity = engine.capacity()
+    image, defaults = _image_for(req, progress)
+    limits = containers.limits(defaults.resources, memory=req.memory, cpus=req.cpus, shm_size=req.shm_size,
+                               pids=req.pids, capacity=capacity)
+    offered = image["services"]
+    jupyter = ("jupyter" in offered) if req.jupyter is None else req.jupyter
+    if jupyter and "jupyter" not in offered:
+        raise UsageError(f"--jupyter: image {image['ref']} has no Jupyter (its spec's services: {offered})")
+    if req.ssh and "ssh" not in offered:
+        raise UsageError(f"--ssh: image {image['ref']} has no SSH server (add 'ssh' to its spec's services)")
+    authorized, key_file = _public_key(req) if req.ssh else (None, None)
+    gpu_request = gpu_request if gpu_request is not None else gpus.parse(defaults.resources.gpus)
+    gpu_ids = None
+    if gpu_request is not None:
+        if "nvidia" not in capacity["runtimes"]:
+            raise DlboxError("--gpus: the engine has no GPU runtime (install the NVIDIA container toolkit and "
+                             f"restart dockerd; runtimes here: {', '.join(capacity['runtimes'])})",
+                             code="no_gpu_runtime")
+        gpu_ids = gpus.allocate(gpu_request, available=gpus.inventory(), held=_held_gpus(), share=req.share_gpus)
+
+    user = (image.get("user") or "dl")
+    uid = int(image.get("uid") or 1000)
+    token = vault.new_token() if jupyter else None
+    host_key, host_pub = vault.host_key(name) if req.ssh else (None, None)
+    image_env = dict(item.split("=", 1) for item in engine.image_attrs(image["id"])["Config"].get("Env") or [])
+    files = services.files(user=user, uid=uid, token=token, host_key=host_key, authorized_keys=authorized,
+                           env=image_env)
+    labels = {
+        "dlbox.kind": KIND, "dlbox.workspace": name, "dlbox.image": image["ref"], "dlbox.host": host,
+        "dlbox.user": user, "dlbox.mounts": json.dumps([m.to_json() for m in mounts]),
+    }
+    if gpu_ids:
+        labels["dlbox.gpus"] = ",".join(gpu_ids)
+    if key_file:
+        labels["dlbox.ssh-key"] = str(key_file)
+
+    progress.step(f"creating workspace {name} from {image['ref']}")
+    made_volume = engine.ensure_volume(volume_name(name), {"dlbox.kind": KIND, "dlbox.workspace": name})
+    container_id = None
+    try:
+        for attempt in range(5):
+            ports = {}
+            if jupyter:
+                ports[services.JUPYTER_PORT] = (host, req.jupyter_port or _free_port(host))
+            if req.ssh:
+                ports[services.SSH_PORT] = (host, req.ssh_port or _free_port(host))
+            spec = containers.ContainerSpec(
+                name=container_name(name), image=image["id"], command=[], user=user,
+                labels=labels | {f"dlbox.port.{p}": str(hp) for p, (_, hp) in ports.items()},
+                mounts=mounts, volumes={volume_name(name): WORKDIR}, limits=limits, gpu_ids=gpu_ids,
+                ports=ports, workdir=WORKDIR,
+            )
+            container_id = engine.create_container(spec, entrypoint=["/bin/bash", f"{services.DIR}/start.sh"])
+            engine.put_files(container_id, files)
+            try:
+                engine.start(container_id)
+                break
+            except engine.PortInUse:
+                engine.remove_container(container_id)
+                container_id = None
+                if req.jupyter_port or req.ssh_port or attempt == 4:
+                    raise
+        vault.save(name, {"token": token, "host_public_key": host_pub})
+        progress.step("waiting for the services to answer")
+        _wait_ready(container_id, host, ports, token)
+    except BaseException:
+        # nothing half-made: the container, a volume this call made, and the secrets go
+        if container_id:
+            engine.remove_container(container_id)
+        if made_volume:
+            engine.remove_volume(volume_name(name))
+        vault.forget(name)
+        raise
+    progress.step(f"workspace {name} is up")
+    return describe(engine.container_attrs(container_id), token=token)
+
+
+def _wait_ready(container_id: str, host: str, ports: dict, token: str | None, timeout: float = READY_TIMEOUT) -> None:
+    connect = _connect_host(host)
+    deadline = time.monotonic() + timeout
+    pending = dict(ports)
+    while pending:
+        attrs = engine.container_attrs(container_id)
+        if attrs is None or not attrs["State"]["Running"]:
+            raise DlboxError(f"the workspace's container stopped while starting: {_last_log_line(container_id)}")
+        for port, (_, host_port) in list(pending.items()):
+            if (port == services.JUPYTER_PORT and _jupyter_answers(connect, host_port, token)) or \
+                    (port == services.SSH_PORT and _ssh_answers(connect, host_port)):
+                del pending[port]
+        if pending and time.monotonic() > deadline:
+            raise DlboxError(f"the workspace's services did not answer within {timeout:.0f}s: "
+                             f"{_last_log_line(container_id)}")
+        if pending:
+            time.sleep(0.25)
+
+
+def _jupyter_answers(host: str, port: int, token: str | None) -> bool:
+    request = urllib.request.Request(f"http://{host}:{port}/api/status", headers={"Authorization": f"token {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def _ssh_answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2) as conn:
+            return conn.recv(16).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+def _last_log_line(container_id: str) -> str:
+    try:
+        text = b"".join(engine.logs(container_id, tail=20)).decode(errors="replace")
+    except Exception:  # the container may be gone already
+        return "no output"
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "no output"
+
+
+# --- reading workspaces back --------------------------------------------------------------------
+
+
+def _attrs(name: str) -> dict:
+    attrs = engine.container_attrs(container_name(name))
+    if attrs is None or (attrs["Config"]["Labels"] or {}).get("dlbox.kind") != KIND:
+        raise NotFound(f"no workspace {name!r} (see `dlbox ls`)")
+    return attrs
+
+
+def describe(attrs: dict, *, token: str | None = None) -> dict:
+    """The workspace as `ls --json` and `up --json` show it; the token only when given."""
+    labels = attrs["Config"]["Labels"] or {}
+    host_config = attrs["HostConfig"]
+    name = labels["dlbox.workspace"]
+    host = labels.get("dlbox.host", "127.0.0.1")
+    shown_host = _connect_host(host)
+    jupyter_port = labels.get(f"dlbox.port.{services.JUPYTER_PORT}")
+    ssh_port = labels.get(f"dlbox.port.{services.SSH_PORT}")
+    jupyter = None
+    if jupyter_port:
+        url = f"http://{shown_host}:{jupyter_port}/"
+        jupyter = {"url": f"{url}?token={token}" if token else url, "port": int(jupyter_port)}
+        if token:
+            jupyter["token"] = token
+    ssh = {"host": shown_host, "port": int(ssh_port), "user": labels.get("dlbox.user", "dl")} if ssh_port else None
+    nano = host_config.get("NanoCpus") or 0
+    limits = containers.Limits(memory=host_config.get("Memory") or None, cpus=nano / 1e9 if nano else None,
+                               shm_size=host_config.get("ShmSize") or 0, pids=host_config.get("PidsLimit") or 0)
+    state = attrs["State"]
+    return {
+        "name": name,
+        "state": state["Status"],
+        "image": labels.get("dlbox.image"),
+        "image_id": attrs["Image"],
+        "container_id": attrs["Id"],
+        "jupyter": jupyter,
+        "ssh": ssh,
+        "mounts": json.loads(labels.get("dlbox.mounts", "[]")),
+        "volume": {"name": volume_name(name), "target": WORKDIR},
+        "resources": {**limits.to_json(), "gpus": labels["dlbox.gpus"].split(",") if labels.get("dlbox.gpus") else None},
+        "created": attrs["Created"][:19] + "Z",
+        "oom": _oom(attrs),
+    }
+
+
+def _oom(attrs: dict) -> dict:
+    """OOM kills in the workspace: the kernel's count (cgroup) and the engine's last event."""
+    kills = 0
+    if attrs["State"]["Running"]:
+        code, out = engine.exec_capture(attrs["Id"], ["sh", "-c", "cat /sys/fs/cgroup/memory/memory.oom_control "
+                                                      "/sys/fs/cgroup/memory.events 2>/dev/null"])
+        for line in out.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill" and value.strip().isdigit():
+                kills = int(value)
+    created = _epoch(attrs["Created"])
+    times = engine.oom_events(attrs["Id"], since=created)
+    last = max(times) if times else None
+    return {"kills": max(kills, len(times)) if (kills or times) else 0,
+            "last": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(last)) if last else None,
+            "killed_main_process": bool(attrs["State"].get("OOMKilled"))}
+
+
+def _epoch(created: str) -> int:
+    from datetime import datetime, timezone
+
+    return int(datetime.fromisoformat(created[:19]).replace(tzinfo=timezone.utc).timestamp())
+
+
+def ls() -> list[dict]:
+    rows = [describe(a) for a in engine.list_containers([engine.MANAGED, f"dlbox.kind={KIND}"])]
+    return sorted(rows, key=lambda r: r["name"])
+
+
+def show(name: str, *, with_token: bool = False) -> dict:
+    token = vault.load(name).get("token") if with_token else None
+    return describe(_attrs(name), token=token)
+
+
+# --- lifecycle ----------------------------------------------------------------------------------
+
+
+def stop(name: str) -> dict:
+    attrs = _attrs(name)
+    engine.stop(attrs["Id"])
+    return describe(engine.container_attrs(attrs["Id"]))
+
+
+def start(name: str, progress: Progress) -> dict:
+    attrs = _attrs(name)
+    if not attrs["State"]["Running"]:
+        engine.start(attrs["Id"])
+    return _ready(name, attrs["Id"], progress)
+
+
+def restart(name: str, progress: Progress) -> dict:
+    attrs = _attrs(name)
+    engine.restart(attrs["Id"])
+    return _ready(name, attrs["Id"], progress)
+
+
+def _ports(labels: dict) -> dict[int, tuple[str, int]]:
+    host = labels.get("dlbox.host", "127.0.0.1")
+    return {port: (host, int(labels[f"dlbox.port.{port}"]))
+            for port in (services.JUPYTER_PORT, services.SSH_PORT) if f"dlbox.port.{port}" in labels}
+
+
+def _connect_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::") else host
+
+
+def _ready(name: str, container_id: str, progress: Progress) -> dict:
+    attrs = engine.container_attrs(container_id)
+    labels = attrs["Config"]["Labels"] or {}
+    token = vault.load(name).get("token")
+    progress.step("waiting for the services to answer")
+    _wait_ready(container_id, labels.get("dlbox.host", "127.0.0.1"), _ports(labels), token)
+    return describe(engine.container_attrs(container_id), token=token)
+
+
+def rm(name: str, *, purge_data: bool = False) -> dict:
+    attrs = engine.container_attrs(container_name(name))
+    has_volume = engine.volume_exists(volume_name(name))
+    if attrs is None and not (purge_data and has_volume):
+        raise NotFound(f"no workspace {name!r} (see `dlbox ls`)")
+    if attrs is not None:
+        _attrs(name)  # refuse to remove a container that is not a workspace
+        engine.remove_container(attrs["Id"])
+    vault.forget(name)
+    if purge_data and has_volume:
+        engine.remove_volume(volume_name(name))
+    return {"name": name, "removed": True, "data": "purged" if purge_data else f"kept in volume {volume_name(name)}"}
+
+
+def rotate_token(name: str, progress: Progress) -> dict:
+    attrs = _attrs(name)
+    described = describe(attrs)
+    if not described["jupyter"]:
+        raise UsageError(f"workspace {name} runs no Jupyter server")
+    uid = int((attrs["Config"]["Labels"] or {}).get("dlbox.uid") or 1000)
+    token = vault.new_token()
+    engine.put_files(attrs["Id"], [(services.TOKEN_FILE, token.encode(), 0o400, uid)])
+    vault.save(name, {**vault.load(name), "token": token})
+    if attrs["State"]["Running"]:
+        # the start script restarts Jupyter, which reads the new token; nohup'd work keeps running
+        engine.exec_capture(attrs["Id"], ["sh", "-c", f"kill $(cat {services.PID_DIR}/jupyter.pid)"])
+        host, port = _ports(attrs["Config"]["Labels"])[services.JUPYTER_PORT]
+        host = _connect_host(host)
+        deadline = time.monotonic() + READY_TIMEOUT
+        progress.step("restarting Jupyter with the new token")
+        while not _jupyter_answers(host, port, token):
+            if time.monotonic() > deadline:
+                raise DlboxError(f"Jupyter did not come back with the new token: {_last_log_line(attrs['Id'])}")
+            time.sleep(0.25)
+    return describe(engine.container_attrs(attrs["Id"]), token=token)
+
+
+def container_of(name: str) -> str:
+    attrs = _attrs(name)
+    if not attrs["State"]["Running"]:
+        raise DlboxError(f"workspace {name} is {attrs['State']['Status']}; `dlbox start {name}` first")
+    return attrs["Id"]
+
+
+# --- SSH client side ----------------------------------------------------------------------------
+
+
+def ssh_config_text() -> tuple[str, str]:
+    """(ssh_config text, known_hosts text) for every workspace with SSH."""
+    blocks, known = [], []
+    known_hosts = config.home() / "known_hosts"
+    for row in ls():
+        if not row["ssh"]:
+            continue
+        name, ssh = row["name"], row["ssh"]
+        labels = engine.container_attrs(row["container_id"])["Config"]["Labels"]
+        key = labels.get("dlbox.ssh-key", "")
+        identity = key[:-4] if key.endswith(".pub") and Path(key[:-4]).exists() else None
+        blocks.append("\n".join(filter(None, [
+            f"Host dlbox-{name}",
+            f"    HostName {ssh['host']}",
+            f"    Port {ssh['port']}",
+            f"    User {ssh['user']}",
+            f"    IdentityFile {identity}" if identity else None,
+            "    IdentitiesOnly yes" if identity else None,
+            f"    HostKeyAlias dlbox-{name}",
+            f"    UserKnownHostsFile {known_hosts}",
+            "    StrictHostKeyChecking yes",
+        ])))
+        public = vault.load(name).get("host_public_key")
+        if public:
+            known.append(f"dlbox-{name} {' '.join(public.split()[:2])}")
+    header = "# written by `dlbox ssh-config`; add `Include <this file>` to ~/.ssh/config\n"
+    return header + "\n\n".join(blocks) + "\n", "\n".join(known) + ("\n" if known else "")
+
+
+def write_ssh_config() -> dict:
+    text, known = ssh_config_text()
+    root = config.home()
+    root.mkdir(parents=True, exist_ok=True)
+    config_path, known_path = root / "ssh_config", root / "known_hosts"
+    config_path.write_text(text)
+    known_path.write_text(known)
+    return {"config": str(config_path), "known_hosts": str(known_path),
+            "hosts": [line.split()[1] for line in text.splitlines() if line.startswith("Host ")]}
