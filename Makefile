@@ -19,13 +19,14 @@ $(BIN)/.installed: pyproject.toml
 engine: venv
 	scripts/host-setup.sh engine
 
-## quickstart: set everything up, build the TensorFlow 2.9 image and train a model in it
+## quickstart: set everything up, build the TensorFlow 2.9 image, train a model in it, open a workspace
 quickstart: venv engine
 	$(BIN)/dlbox build --preset $(PRESET)
 	$(BIN)/dlbox verify dlbox/$(PRESET):latest
-	docker run --rm --network none -v "$(CURDIR)/examples:/examples:ro" dlbox/$(PRESET):latest \
-	    python /examples/check_tf.py
-	@echo "Quick start done: dlbox/$(PRESET):latest is built, verified against its lock, and trains."
+	$(BIN)/dlbox start quickstart 2>/dev/null || \
+	    $(BIN)/dlbox up quickstart --preset $(PRESET) --mount "$(CURDIR)/examples:/workspace/examples:ro"
+	$(BIN)/dlbox exec quickstart -- python /workspace/examples/check_tf.py
+	@echo "Quick start done. Jupyter: $$($(BIN)/dlbox open quickstart)"
 
 ## test: the whole suite, engine tests included
 test: venv engine

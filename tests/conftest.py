@@ -55,6 +55,7 @@ def test_env(tmp_path_factory, run_id) -> dict[str, str]:
         "DLBOX_LABELS": f"dlbox.test-run={run_id}",
         "DLBOX_BASE_REPO": f"dlbox-test-{run_id}",
         "PYTHONPATH": str(ROOT / "src"),
+        "DLBOX_CAPACITY": "cpus=2",  # the queue tests count on room for exactly two 1-CPU jobs
         "NO_COLOR": "1",
     }
 

@@ -7,6 +7,7 @@ Heavy modules (the Docker SDK, pydantic models, Rich) are imported inside comman
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -359,16 +360,25 @@ def rm(name: str, purge_data: bool, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("name")
-@click.option("-f", "--follow", is_flag=True, help="Keep printing new output.")
-@click.option("--tail", default="all", show_default=True, help="Only the last N lines.")
-def logs(name: str, follow: bool, tail: str) -> None:
-    """Print the output of workspace NAME's services."""
+@click.argument("target", metavar="NAME|JOB_ID")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new output until it ends.")
+@click.option("--tail", default="all", show_default=True, help="Workspaces: only the last N lines.")
+def logs(target: str, follow: bool, tail: str) -> None:
+    """Print a workspace's service output, or a job's complete output (kept after it ends)."""
     from dlbox import engine, workspaces
 
-    attrs = workspaces._attrs(name)
     if tail != "all" and not tail.isdigit():
         raise UsageError("--tail: a number of lines, or all")
+    attrs = engine.container_attrs(workspaces.container_name(target)) if re.fullmatch(r"[a-z0-9][a-z0-9_-]*", target) \
+        else None
+    if attrs is None and re.fullmatch(r"[0-9a-f]{4,32}", target):
+        from dlbox import client
+
+        for chunk in client.stream(f"/api/jobs/{target}/logs", {"follow": follow}):
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+        return
+    attrs = workspaces._attrs(target)
     for chunk in engine.logs(attrs["Id"], follow=follow, tail=int(tail) if tail.isdigit() else "all"):
         sys.stdout.buffer.write(chunk)
         sys.stdout.buffer.flush()
@@ -463,6 +473,243 @@ def token(name: str, rotate: bool, as_json: bool) -> None:
         click.echo(ws["jupyter"]["token"])
 
 
+# --- jobs and runs -------------------------------------------------------------------------
+
+
+def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", key):
+            raise UsageError(f"--param: {pair!r} is not KEY=VALUE")
+        params[key] = value
+    return params
+
+
+def resolve_image(spec_file, preset, image, workspace):
+    """(image ref, project dir) for a job, building the spec's image if it is missing."""
+    from dlbox import images
+    from dlbox.progress import Progress
+
+    given = [x for x in (spec_file, preset, image, workspace) if x]
+    if len(given) > 1:
+        raise UsageError("give one of SPEC, --preset, --image or --workspace")
+    if image:
+        return image, Path.cwd()
+    if workspace:
+        from dlbox import workspaces
+
+        return workspaces.show(workspace)["image_id"], Path.cwd()
+    spec, project_dir, lock_file = images.load_source(spec_file, preset)
+    with Progress() as progress:
+        found = images.ensure(spec, project_dir=project_dir, lock_file=lock_file, progress=progress)
+    return found["id"], project_dir
+
+
+def print_job(job: dict) -> None:
+    click.echo(f"job {job['id']}: {job['state']}{' (' + job['reason'] + ')' if job.get('reason') else ''}")
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="[SPEC] -- CMD...")
+@click.option("--preset", metavar="NAME", help="Run in a built-in spec's image.")
+@click.option("--image", metavar="REF", help="Run in this image.")
+@click.option("--workspace", metavar="NAME", help="Run in a workspace's image with its /workspace volume.")
+@click.option("--name", help="A name for the job.")
+@click.option("--mount", "mounts", multiple=True, metavar="SRC:DST[:ro]", help="Mount a host directory (repeatable).")
+@click.option("--memory", metavar="SIZE", help="Memory limit; past it the job ends as oom-killed.")
+@click.option("--cpus", type=float, help="CPUs the job needs (default 1); it waits until they are free.")
+@click.option("--gpus", metavar="all|N|ID,ID", help="GPUs the job needs.")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="A parameter, recorded with the run and given as $DLBOX_PARAM_KEY (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+def run(args, preset, image, workspace, name, mounts, memory, cpus, gpus, params, as_json) -> None:
+    """Submit CMD as a detached job and return at once with its id.
+
+    The job runs in its own container and keeps running when this command, the terminal or
+    dlbox's service ends. Its record keeps the exact image ID, lock, git commit and metrics
+    written to $DLBOX_RUN_DIR/metrics.jsonl.
+
+    \b
+    dlbox run --preset tensorflow-2.9 --mount examples/digits:/code:ro -- python /code/train.py
+    """
+    from dlbox import client, gitinfo
+
+    if "--" in args:
+        split = args.index("--")
+        before, command = args[:split], args[split + 1:]
+    else:
+        before, command = (), args
+    if len(before) > 1 or not command:
+        raise UsageError("usage: dlbox run [SPEC] [OPTIONS] -- CMD [ARGS]...")
+    spec_file = Path(before[0]) if before else None
+    ref, project_dir = resolve_image(spec_file, preset, image, workspace)
+    git = gitinfo.describe(project_dir)
+    body = {"image": ref, "command": list(command), "name": name, "params": parse_params(params),
+            "mounts": list(mounts), "workspace": workspace, "memory": memory, "cpus": cpus, "gpus": gpus,
+            "project_dir": str(project_dir), "git_commit": git["commit"], "git_dirty": git["dirty"],
+            "git_diff": git["diff"] or None}
+    job = client.call("POST", "/api/jobs", json=body)
+    if as_json:
+        emit(job)
+    else:
+        click.echo(f"job {job['id']} {job['state']}; follow it with `dlbox logs -f {job['id']}`")
+
+
+@cli.command(name="jobs")
+@click.option("--all", "show_all", is_flag=True, help="Include finished jobs.")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+def jobs_cmd(show_all: bool, as_json: bool) -> None:
+    """List queued and running jobs (--all: finished ones too)."""
+    from dlbox import client
+
+    rows = client.call("GET", "/api/jobs", params={"all": show_all})
+    if as_json:
+        emit(rows)
+        return
+    if not rows:
+        click.echo("no jobs; submit one with `dlbox run ... -- CMD`")
+        return
+    click.echo(f"{'ID':<13} {'STATE':<11} {'USER':<10} {'CPUS':<5} {'SUBMITTED':<21} COMMAND")
+    for j in rows:
+        click.echo(f"{j['id']:<13} {j['state']:<11} {j['user']:<10} {j['resources']['cpus']:<5g} "
+                   f"{j['submitted_at']:<21} {' '.join(j['command'])[:60]}")
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--timeout", type=float, help="Give up after this many seconds (exit 1).")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+def wait(job_id: str, timeout: float | None, as_json: bool) -> None:
+    """Wait for a job to end; exit with its exit code."""
+    import time
+
+    from dlbox import client
+
+    deadline = time.monotonic() + timeout if timeout else None
+    while True:
+        job = client.call("GET", f"/api/jobs/{job_id}")
+        if job["state"] in ("succeeded", "failed", "cancelled", "oom-killed", "lost"):
+            break
+        if deadline and time.monotonic() > deadline:
+            raise DlboxError(f"job {job_id} is still {job['state']} after {timeout:g}s")
+        time.sleep(0.2)
+    if as_json:
+        emit({"id": job["id"], "state": job["state"], "exit_code": job["exit_code"], "reason": job["reason"]})
+    else:
+        print_job(job)
+    code = job["exit_code"]
+    sys.exit(code if isinstance(code, int) and 0 <= code < 256 else (0 if job["state"] == "succeeded" else 1))
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+def cancel(job_id: str, as_json: bool) -> None:
+    """Cancel a job: SIGTERM, then SIGKILL after 10 s; a queued job never starts."""
+    from dlbox import client
+
+    job = client.call("POST", f"/api/jobs/{job_id}/cancel")
+    if as_json:
+        emit(job)
+    else:
+        click.echo(f"job {job['id']}: cancel requested ({job['state']})")
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+@click.pass_context
+def runs(ctx, as_json: bool) -> None:
+    """Run records: what each job ran on (image ID, lock, git commit), its params and metrics."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from dlbox import client
+
+    rows = client.call("GET", "/api/runs")
+    if as_json:
+        emit(rows)
+        return
+    click.echo(f"{'ID':<13} {'STATE':<11} {'EXIT':<5} {'IMAGE':<19} {'LOCK':<12} {'GIT':<9} METRICS")
+    for r in rows:
+        metrics = ", ".join(f"{k}={v:.4g}" for k, v in r["metrics"].items())
+        click.echo(f"{r['id']:<13} {r['state']:<11} {str(r['exit_code'] if r['exit_code'] is not None else '-'):<5} "
+                   f"{r['image_id'][:19]:<19} {(r['lock_hash'] or '-')[:12]:<12} "
+                   f"{(r['git_commit'] or '-')[:8] + ('*' if r['git_dirty'] else ''):<9} {metrics}")
+
+
+@runs.command(name="show")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+def runs_show(run_id: str, as_json: bool) -> None:
+    """Show one run record in full."""
+    from dlbox import client
+
+    record = client.call("GET", f"/api/runs/{run_id}")
+    if as_json:
+        emit(record)
+        return
+    for key in ("id", "state", "reason", "exit_code", "image", "image_id", "lock_hash", "spec_hash", "git_commit",
+                "git_dirty", "submitted_at", "started_at", "ended_at", "peak_memory"):
+        click.echo(f"{key:<13} {record[key]}")
+    click.echo(f"{'command':<13} {' '.join(record['command'])}")
+    click.echo(f"{'params':<13} {record['params']}")
+    click.echo(f"{'metrics':<13} {record['metrics']}")
+    click.echo(f"{'artifacts':<13} {', '.join(record['artifacts']) or '-'} (in {record['artifacts_dir']})")
+
+
+@runs.command(name="diff")
+@click.argument("a")
+@click.argument("b")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+def runs_diff(a: str, b: str, as_json: bool) -> None:
+    """What differs between runs A and B: image, lock packages, params, code, metrics."""
+    from dlbox import client, rundiff
+
+    result = rundiff.diff(client.call("GET", f"/api/runs/{a}"), client.call("GET", f"/api/runs/{b}"))
+    if as_json:
+        emit(result)
+        return
+    for section, changes in result.items():
+        if section in ("a", "b"):
+            continue
+        if not changes:
+            click.echo(f"{section}: same")
+            continue
+        click.echo(f"{section}:")
+        for change in changes:
+            click.echo(f"  {change['name']}: {change['a']} -> {change['b']}")
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+def reproduce(run_id: str, as_json: bool) -> None:
+    """Run a recorded run again: same command and params on the exact image ID.
+
+    If that image is gone, it is rebuilt from the run's stored lock; the job runs only if the
+    rebuilt lock hash is the recorded one.
+    """
+    from dlbox import client, reproduction
+    from dlbox.progress import Progress
+
+    record = client.call("GET", f"/api/runs/{run_id}")
+    with Progress() as progress:
+        body = reproduction.request_for(record, progress)
+    job = client.call("POST", "/api/jobs", json=body)
+    if as_json:
+        emit(job)
+    else:
+        click.echo(f"job {job['id']} {job['state']}: reproduces run {record['id']} on {job['image_id'][:19]}")
+
+
+@cli.command(hidden=True)
+def service() -> None:
+    """Run the dlbox service in the foreground (the CLI starts it by itself when needed)."""
+    from dlbox import service as svc
+
+    svc.serve()
+
+
 # --- entry point --------------------------------------------------------------------------
 
 
@@ -487,3 +734,12 @@ def main() -> None:
         fail(exc.message, exc.exit_code)
     except KeyboardInterrupt:
         fail("interrupted", 130)
+    except Exception as exc:  # noqa: BLE001 - a bug or an engine surprise: one line, the trace on request
+        import os
+
+        if os.environ.get("DLBOX_DEBUG"):
+            raise
+        origin = type(exc).__module__.split(".")[0]
+        what = {"docker": "the engine", "requests": "the engine", "httpx": "the dlbox service"}.get(origin)
+        detail = f"{what} failed: {exc}" if what else f"internal error: {type(exc).__name__}: {exc}"
+        fail(detail.splitlines()[0] + " (DLBOX_DEBUG=1 shows the traceback)", 1)

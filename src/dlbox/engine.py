@@ -153,26 +153,39 @@ def relabel(image_id: str, new_labels: dict[str, str], files: list[tuple[str, by
         api.remove_container(container["Id"], force=True)
 
 
-def read_file(image: str, path: str) -> bytes:
-    """One file out of an image, without starting a container."""
+def read_files(image: str, paths: list[str]) -> dict[str, bytes]:
+    """Files out of an image, without starting a container; missing ones are left out."""
     import io
     import tarfile
 
     from docker.errors import APIError, NotFound as DockerNotFound
 
     api = client().api
-    container = api.create_container(image, command=["true"], labels=labels({"dlbox.kind": "probe"}))
     try:
-        stream, _ = api.get_archive(container["Id"], path)
-        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
-            member = tar.next()
-            return tar.extractfile(member).read()
+        container = api.create_container(image, command=["true"], labels=labels({"dlbox.kind": "probe"}))
     except DockerNotFound:
-        raise NotFound(f"{image} has no {path}") from None
+        raise NotFound(f"no image {image!r} in the engine") from None
+    found = {}
+    try:
+        for path in paths:
+            try:
+                stream, _ = api.get_archive(container["Id"], path)
+            except DockerNotFound:
+                continue
+            with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+                found[path] = tar.extractfile(tar.next()).read()
     except APIError as exc:
-        raise _api_error(exc, f"cannot read {path} from {image}") from None
+        raise _api_error(exc, f"cannot read files from {image}") from None
     finally:
         api.remove_container(container["Id"], force=True)
+    return found
+
+
+def read_file(image: str, path: str) -> bytes:
+    found = read_files(image, [path])
+    if path not in found:
+        raise NotFound(f"{image} has no {path}")
+    return found[path]
 
 
 def tag(image_id: str, repository: str, tag_name: str) -> None:
@@ -462,10 +475,16 @@ def exec_stream(container: str, command: list[str], *, user: str | None = None, 
 
 
 def exec_capture(container: str, command: list[str], *, user: str | None = None) -> tuple[int, str]:
+    """Run a short command in a running container; (-1, "") if it stopped meanwhile."""
+    from docker.errors import APIError
+
     api = client().api
-    created = api.exec_create(container, command, user=user or "", stdout=True, stderr=True)
-    output = api.exec_start(created["Id"]).decode(errors="replace")
-    return api.exec_inspect(created["Id"])["ExitCode"], output
+    try:
+        created = api.exec_create(container, command, user=user or "", stdout=True, stderr=True)
+        output = api.exec_start(created["Id"]).decode(errors="replace")
+        return api.exec_inspect(created["Id"])["ExitCode"], output
+    except APIError:
+        return -1, ""
 
 
 def logs(container: str, *, follow: bool = False, tail: int | str = "all"):
@@ -484,3 +503,15 @@ def oom_events(container: str, since: int) -> list[int]:
     events = client().api.events(since=since, until=int(time.time()) + 1, decode=True,
                                  filters={"container": container, "event": "oom"})
     return [e.get("time", 0) for e in events]
+
+
+def peak_memory(container: str) -> int | None:
+    """The most memory the container has used so far (cgroup v1 max_usage; v2: current usage)."""
+    from docker.errors import APIError, NotFound as DockerNotFound
+
+    try:
+        stats = client().api.stats(container, stream=False, one_shot=True)
+    except (APIError, DockerNotFound):
+        return None
+    memory = stats.get("memory_stats") or {}
+    return memory.get("max_usage") or memory.get("usage")

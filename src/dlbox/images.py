@@ -21,7 +21,8 @@ if TYPE_CHECKING:  # listing images must stay fast: the heavy modules load only 
     from dlbox.progress import Progress
     from dlbox.spec import Spec
 
-LOCK_PATH = "/opt/dlbox/dlbox.lock"  # the image carries its own lock
+LOCK_PATH = "/opt/dlbox/dlbox.lock"  # the image carries its own lock and spec
+SPEC_PATH = "/opt/dlbox/dlbox.yaml"
 LOCK_HASH_LABEL = "dlbox.lock-hash"
 
 
@@ -76,21 +77,58 @@ def usable_lock(spec: Spec, lock_file: Path, progress: Progress) -> locks.Lock |
 
 
 def build(spec: Spec, *, project_dir: Path, lock_file: Path, use_lock: bool = True, nocache: bool = False,
-          ca_bundle: Path | None = None, tag: str = "latest", progress: Progress) -> BuildResult:
-    from dlbox import bases, context, gitinfo, render
-    from dlbox import lock as locks
+          ca_bundle: Path | None = None, tag: str = "latest", require_lock: bool = False,
+          progress: Progress) -> BuildResult:
+    """Build `spec`; with `require_lock`, only exactly the lock in `lock_file` (or fail)."""
+    from dlbox import bases
 
     pinned = usable_lock(spec, lock_file, progress) if use_lock else None
     base = bases.ensure(spec.base, progress)
+    if require_lock and (pinned is None or pinned.base != base):
+        raise DlboxError(f"cannot rebuild exactly {lock_file.name}: it was made on base "
+                         f"{pinned.base.rootfs_sha256 if pinned else '?'} and this engine's base is "
+                         f"{base.rootfs_sha256}")
     if pinned is not None and pinned.base != base:
         progress.step(f"{lock_file.name} was made on another base ({pinned.base.ref}); resolving packages again")
         pinned = None
-    plan = render.render(spec, base.ref, lock=pinned, ca_bundle=ca_bundle is not None)
+    shape = "lock" if pinned is not None else "spec"
+    if pinned is not None and not nocache and _built_from_spec(spec, pinned):
+        # An image of exactly this lock was built from the spec's own requirements: render the same
+        # Dockerfile so every layer comes from the cache. The lock check below still applies.
+        shape = "spec"
+    result = _build_once(spec, base, pinned, shape, project_dir=project_dir, lock_file=lock_file, nocache=nocache,
+                         ca_bundle=ca_bundle, tag=tag, progress=progress)
+    if result is None:  # the cache no longer held the locked set: install it from the lock instead
+        progress.step(f"the cached layers no longer match {lock_file.name}; installing from the lock")
+        result = _build_once(spec, base, pinned, "lock", project_dir=project_dir, lock_file=lock_file,
+                             nocache=nocache, ca_bundle=ca_bundle, tag=tag, progress=progress)
+    return result
+
+
+def spec_yaml(spec: Spec) -> str:
+    from dlbox.spec import to_yaml
+
+    return to_yaml(spec)
+
+
+def _built_from_spec(spec: Spec, lock: locks.Lock) -> bool:
+    return any(i["spec_hash"] == spec.environment_hash() and i["lock_hash"] == lock.hash and i["from"] == "spec"
+               for i in list_images(include_untagged=True))
+
+
+def _build_once(spec, base, pinned, shape, *, project_dir, lock_file, nocache, ca_bundle, tag, progress):
+    """One engine build; None when a spec-shaped build of a locked spec did not reproduce the lock."""
+    from dlbox import context, gitinfo, render
+    from dlbox import lock as locks
+
+    plan = render.render(spec, base.ref, lock=pinned if shape == "lock" else None, ca_bundle=ca_bundle is not None)
     code_dir = (project_dir / spec.code.src).resolve() if spec.code else None
     if code_dir is not None and not code_dir.is_dir():
         raise DlboxError(f"code.src: {code_dir} is not a directory")
     ctx = context.make(plan, ca_bundle=ca_bundle.read_bytes() if ca_bundle else None, code_dir=code_dir)
-    how = "from " + lock_file.name if pinned else "resolving the spec's requirements"
+    how = {"lock": f"from {lock_file.name}", "spec": "resolving the spec's requirements"}[shape]
+    if pinned is not None and shape == "spec":
+        how = f"locked by {lock_file.name}, layers cached"
     progress.step(f"building {repository(spec)} ({how})")
     try:
         built = engine.build(ctx, nocache=nocache, on_line=progress.line)
@@ -102,6 +140,8 @@ def build(spec: Spec, *, project_dir: Path, lock_file: Path, use_lock: bool = Tr
     lock = locks.from_listing(name=spec.name, spec_hash=spec.environment_hash(), base=base, listing=listing)
     if not lock.python.version.startswith(f"{spec.python}."):
         raise DlboxError(f"python: the image has Python {lock.python.version}, the spec says {spec.python}")
+    if pinned is not None and lock.hash != pinned.hash and shape == "spec":
+        return None
     if pinned is not None and lock.hash != pinned.hash:
         changes = locks.diff_packages(pinned, lock)
         first = changes[0] if changes else {"name": "base"}
@@ -113,7 +153,8 @@ def build(spec: Spec, *, project_dir: Path, lock_file: Path, use_lock: bool = Tr
         LOCK_HASH_LABEL: lock.hash,
         "dlbox.git-commit": git["commit"] or "",
         "dlbox.git-dirty": str(git["dirty"]).lower(),
-    }, files=[(LOCK_PATH, lock.to_json().encode(), 0o644, 0)])
+        "dlbox.from": shape,
+    }, files=[(LOCK_PATH, lock.to_json().encode(), 0o644, 0), (SPEC_PATH, spec_yaml(spec).encode(), 0o644, 0)])
     tags = [f"{repository(spec)}:{lock.hash[:12]}", f"{repository(spec)}:{tag}"]
     for full in tags:
         repo, _, name = full.rpartition(":")
@@ -143,6 +184,7 @@ def summary(attrs: dict) -> dict:
         "name": labels.get("dlbox.name"),
         "tags": tags,
         "lock_hash": labels.get(LOCK_HASH_LABEL),
+        "from": labels.get("dlbox.from"),
         "spec_hash": labels.get("dlbox.spec-hash"),
         "git_commit": labels.get("dlbox.git-commit") or None,
         "git_dirty": labels.get("dlbox.git-dirty") == "true",

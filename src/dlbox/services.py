@@ -34,6 +34,7 @@ if [ -f {DIR}/jupyter_config.py ]; then
   ) &
 fi
 trap 'kill -TERM 0; exit 0' TERM INT
+sleep infinity &  # the workspace lives until stopped, with or without services
 wait
 """
 

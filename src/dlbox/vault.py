@@ -67,6 +67,7 @@ def host_key(name: str) -> tuple[bytes, str]:
         key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"dlbox-{name}", "-f", str(key)],
                        check=True, capture_output=True)
+        key.with_suffix(".pub").chmod(0o600)  # nothing in the vault is for others, public or not
     return key.read_bytes(), key.with_suffix(".pub").read_text().strip()
 
 

@@ -19,7 +19,18 @@ def docker_client():
 def cleanup(docker_client, run_id, test_env):
     """Remove everything this session created, found by its label, even when tests fail."""
     yield
+    import os
+    import signal
+    from pathlib import Path
+
     from dlbox import engine
+
+    pid_file = Path(test_env["DLBOX_HOME"]) / "service" / "pid"
+    if pid_file.exists():  # the session's dlbox service, started by the CLI
+        try:
+            os.kill(int(pid_file.read_text()), signal.SIGTERM)
+        except (ProcessLookupError, ValueError):
+            pass
 
     engine.client.cache_clear()
     engine.remove_labelled(f"dlbox.test-run={run_id}")

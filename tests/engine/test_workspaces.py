@@ -49,6 +49,7 @@ def ssh(key: Path, ws: dict, *command: str, user: str | None = None, extra: list
 @pytest.fixture(scope="module")
 def ws(dlbox, tf_image, ssh_key, run_id, tmp_path_factory):
     data = tmp_path_factory.mktemp("data")
+    data.chmod(0o755)  # readable by the workspace user, as a shared data directory would be
     (data / "input.csv").write_text("x,y\n1,2\n")
     name = f"t{run_id}-main"
     up = dlbox.json("up", name, "--image", tf_image["image"], "--ssh", "--ssh-key", f"{ssh_key}.pub",

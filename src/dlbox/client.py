@@ -1,0 +1,79 @@
+"""The CLI's side of the dlbox service: HTTP over the local Unix socket, starting the service
+in the background when none answers (as SkyPilot's CLI does with its API server).
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+
+from dlbox import config
+from dlbox.errors import DlboxError, NotFound, UsageError
+
+START_TIMEOUT = 30.0
+
+
+def _client() -> httpx.Client:
+    from dlbox.service import socket_path
+
+    return httpx.Client(transport=httpx.HTTPTransport(uds=str(socket_path())), base_url="http://dlbox",
+                        timeout=httpx.Timeout(30.0, read=None), headers={"X-Dlbox-User": getpass.getuser()})
+
+
+def _answers(client: httpx.Client) -> bool:
+    try:
+        return client.get("/api/health", timeout=3).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def ensure_service() -> httpx.Client:
+    client = _client()
+    if _answers(client):
+        return client
+    log = config.home() / "service" / "service.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        subprocess.Popen([sys.executable, "-m", "dlbox", "service"], stdin=subprocess.DEVNULL, stdout=out,
+                         stderr=out, start_new_session=True, env=os.environ.copy())
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if _answers(client):
+            return client
+        time.sleep(0.1)
+    tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
+    raise DlboxError(f"the dlbox service did not start within {START_TIMEOUT:.0f}s: {tail[0]} (log: {log})")
+
+
+def call(method: str, path: str, **kwargs):
+    client = ensure_service()
+    response = client.request(method, path, **kwargs)
+    return _result(response)
+
+
+def _result(response: httpx.Response):
+    if response.status_code < 400:
+        return response.json()
+    try:
+        error = response.json()["error"]
+    except (ValueError, KeyError):
+        raise DlboxError(f"the dlbox service answered {response.status_code}") from None
+    if response.status_code == 404:
+        raise NotFound(error["message"])
+    if response.status_code in (400, 422):
+        raise UsageError(error["message"], code=error.get("code", "invalid"))
+    raise DlboxError(error["message"], code=error.get("code", "failed"))
+
+
+def stream(path: str, params: dict | None = None):
+    client = ensure_service()
+    with client.stream("GET", path, params=params) as response:
+        if response.status_code >= 400:
+            response.read()
+            _result(response)
+        yield from response.iter_bytes()

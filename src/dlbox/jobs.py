@@ -1,0 +1,265 @@
+"""Jobs: detached training runs. What the service does to start, watch and finish them.
+
+The store holds intent and history; the engine holds containers. `reconcile` (run by the
+service's loop) makes the engine match the store and writes back what the engine says.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from dlbox import config, containers, engine, gpus
+from dlbox.jobstate import JobState
+from dlbox.store import Job, Store
+
+PREFIX = "dlbox-job-"
+RUN_DIR = "/dlbox/run"
+LIB_DIR = "/opt/dlbox/lib"
+CANCEL_GRACE = 10
+SECRET_KEY = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|PRIVATE|CREDENTIAL", re.IGNORECASE)
+
+
+def new_id() -> str:
+    return secrets.token_hex(6)
+
+
+def run_dir(job_id: str) -> Path:
+    return config.home() / "runs" / job_id
+
+
+def redact(env: dict[str, str]) -> dict[str, str]:
+    return {k: ("***" if SECRET_KEY.search(k) else v) for k, v in env.items()}
+
+
+@dataclass(frozen=True)
+class Capacity:
+    cpus: float
+    memory: int | None
+    gpus: list[str]
+
+    @classmethod
+    def detect(cls) -> Capacity:
+        """DLBOX_CAPACITY=cpus=2,memory=8g,gpus=0+1 when set; otherwise what the engine's machine has."""
+        from dlbox.spec import parse_size
+
+        declared = dict(part.split("=", 1) for part in os.environ.get("DLBOX_CAPACITY", "").split(",") if "=" in part)
+        machine = engine.capacity()
+        return cls(
+            cpus=float(declared.get("cpus") or machine["cpus"] or 1),
+            memory=parse_size(declared["memory"]) if "memory" in declared else machine["memory"],
+            gpus=declared["gpus"].split("+") if declared.get("gpus") else gpus.inventory(),
+        )
+
+
+def fits(job: Job, running: list[Job], capacity: Capacity) -> bool:
+    cpus = sum(j.cpus for j in running) + job.cpus
+    if cpus > capacity.cpus + 1e-9:
+        return False
+    if job.memory and capacity.memory:
+        if sum(j.memory or 0 for j in running) + job.memory > capacity.memory:
+            return False
+    held = {g for j in running for g in (j.gpu_ids or [])}
+    return not (set(job.gpu_ids or []) & held)
+
+
+def pick(queued: list[Job], running: list[Job], capacity: Capacity) -> list[Job]:
+    """Which queued jobs start now: oldest first, but the user with the fewest running jobs goes first.
+
+    Pure. A job that does not fit waits; smaller jobs behind it may still start (no head-of-line
+    blocking), and fair share is recomputed after every pick.
+    """
+    running = list(running)
+    waiting = sorted(queued, key=lambda j: j.submitted_at)
+    chosen = []
+    while waiting:
+        share: dict[str, int] = {}
+        for j in running:
+            share[j.user] = share.get(j.user, 0) + 1
+        order = sorted(waiting, key=lambda j: (share.get(j.user, 0), j.submitted_at))
+        nxt = next((j for j in order if fits(j, running, capacity)), None)
+        if nxt is None:
+            break
+        chosen.append(nxt)
+        running.append(nxt)
+        waiting.remove(nxt)
+    return chosen
+
+
+# --- starting and finishing -------------------------------------------------------------------
+
+
+def helper_files() -> list[tuple[str, bytes, int, int]]:
+    source = resources.files("dlbox").joinpath("files/dlbox_metrics.py").read_bytes()
+    return [(f"{LIB_DIR}/dlbox_metrics.py", source, 0o644, 0)]
+
+
+def start(store: Store, job: Job) -> None:
+    """queued -> starting -> running: make the container and start it."""
+    store.transition(job.id, JobState.STARTING)
+    attrs = engine.image_attrs(job.image_id)
+    labels = attrs["Config"].get("Labels") or {}
+    uid = int(labels.get("dlbox.uid") or 1000)
+    user = labels.get("dlbox.user") or attrs["Config"].get("User") or str(uid)
+    directory = run_dir(job.id)
+    (directory / "artifacts").mkdir(parents=True, exist_ok=True)
+    (directory / "params.json").write_text(json.dumps(job.params))
+    for path in (directory, directory / "artifacts", directory / "params.json"):
+        os.chown(path, uid, uid)
+    image_env = dict(item.split("=", 1) for item in attrs["Config"].get("Env") or [])
+    env = {"DLBOX_RUN_DIR": RUN_DIR, "DLBOX_JOB_ID": job.id,
+           "PYTHONPATH": ":".join(filter(None, [LIB_DIR, image_env.get("PYTHONPATH")])),
+           **{f"DLBOX_PARAM_{re.sub(r'[^A-Za-z0-9_]', '_', k).upper()}": v for k, v in job.params.items()}}
+    spec = containers.ContainerSpec(
+        name=f"{PREFIX}{job.id}", image=job.image_id, command=list(job.command), user=user,
+        labels={"dlbox.kind": "job", "dlbox.job": job.id, "dlbox.owner": job.user,
+                **({"dlbox.gpus": ",".join(job.gpu_ids)} if job.gpu_ids else {})},
+        mounts=[containers.Mount(**m) for m in job.mounts] + [containers.Mount(str(directory), RUN_DIR)],
+        volumes=dict(job.volumes or {}),
+        limits=containers.Limits(memory=job.memory, cpus=job.cpus, shm_size=job.shm_size or containers.DEFAULT_SHM),
+        gpu_ids=job.gpu_ids, env=env, workdir=job.workdir,
+    )
+    store.update(job.id, env=redact({**image_env, **env}))
+    try:
+        container_id = engine.create_container(spec)
+        engine.put_files(container_id, helper_files())
+        engine.start(container_id)
+    except Exception as exc:  # noqa: BLE001 - any failure to start is the job's failure, said once
+        existing = engine.container_attrs(f"{PREFIX}{job.id}")
+        if existing:
+            engine.remove_container(existing["Id"])
+        message = getattr(exc, "message", None) or str(exc)
+        store.transition(job.id, JobState.FAILED, reason=f"could not start: {message}")
+        return
+    store.transition(job.id, JobState.RUNNING, container_id=container_id)
+
+
+def finish(store: Store, job: Job, attrs: dict) -> None:
+    """running -> final: exit code, OOM, logs, metrics, then the container goes."""
+    state = attrs["State"]
+    exit_code = int(state.get("ExitCode", -1))
+    oom = bool(state.get("OOMKilled")) or (exit_code == 137 and bool(engine.oom_events(attrs["Id"], since=int(
+        job.started_at or job.submitted_at) - 1)))
+    final, reason = final_state_for(job, exit_code, oom)
+    save_logs(job.id, attrs["Id"])
+    collect_metrics(store, job.id)
+    record_image_files(store, job)
+    store.transition(job.id, final, reason=reason, exit_code=exit_code)
+    engine.remove_container(attrs["Id"])
+
+
+def final_state_for(job: Job, exit_code: int, oom: bool) -> tuple[JobState, str]:
+    from dlbox.jobstate import final_state
+
+    return final_state(exit_code=exit_code, oom_killed=oom, cancel_requested=job.cancel_requested)
+
+
+def save_logs(job_id: str, container_id: str) -> None:
+    path = run_dir(job_id) / "output.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as handle:
+        for chunk in engine.logs(container_id):
+            handle.write(chunk)
+
+
+def collect_metrics(store: Store, job_id: str) -> None:
+    rows = []
+    path = run_dir(job_id) / "metrics.jsonl"
+    if path.exists():
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+                float(row["value"])
+                rows.append(row)
+            except (ValueError, KeyError, TypeError):
+                continue  # a torn or foreign line is skipped, not fatal
+    store.replace_metrics(job_id, rows)
+
+
+def record_image_files(store: Store, job: Job) -> None:
+    """Keep the image's lock and spec with the run, so it can be rebuilt if the image goes."""
+    if job.lock_text:
+        return
+    from dlbox.images import LOCK_PATH, SPEC_PATH
+
+    found = engine.read_files(job.image_id, [LOCK_PATH, SPEC_PATH])
+    store.update(job.id, lock_text=(found.get(LOCK_PATH) or b"").decode() or None,
+                 spec_text=(found.get(SPEC_PATH) or b"").decode() or None)
+
+
+# --- the reconcile pass -------------------------------------------------------------------------
+
+
+class Reconciler:
+    def __init__(self, store: Store, capacity: Capacity):
+        self.store = store
+        self.capacity = capacity
+        self._stopping: set[str] = set()
+        self._sampled: dict[str, float] = {}
+
+    def run_once(self) -> None:
+        found = {(a["Config"]["Labels"] or {}).get("dlbox.job"): a
+                 for a in engine.list_containers([engine.MANAGED, "dlbox.kind=job"])}
+        for job in self.store.jobs(states={JobState.STARTING, JobState.RUNNING}):
+            attrs = found.pop(job.id, None)
+            self._watch(job, attrs)
+        for job_id, attrs in found.items():  # containers whose job is not active: finished or unknown
+            known = self.store.get_job(job_id) if job_id else None
+            if known is None or JobState(known.state).is_finished():
+                engine.remove_container(attrs["Id"])
+        for job in self.store.jobs(states={JobState.QUEUED}):
+            if job.cancel_requested:
+                self.store.transition(job.id, JobState.CANCELLED, reason="cancelled while queued")
+        queued = self.store.jobs(states={JobState.QUEUED})
+        active = self.store.jobs(states={JobState.STARTING, JobState.RUNNING})
+        for job in pick(queued, active, self.capacity):
+            start(self.store, job)
+
+    def _watch(self, job: Job, attrs: dict | None) -> None:
+        if attrs is None:
+            if job.state == JobState.STARTING.value and not job.container_id:
+                # the service stopped between deciding and creating: decide again
+                self.store.transition(job.id, JobState.QUEUED, reason="requeued after a service restart")
+            else:
+                self.store.transition(job.id, JobState.LOST, reason="its container disappeared")
+            return
+        status = attrs["State"]["Status"]
+        if status == "created":
+            if job.state == JobState.STARTING.value:
+                engine.start(attrs["Id"])
+                self.store.transition(job.id, JobState.RUNNING, container_id=attrs["Id"])
+            return
+        if job.state == JobState.STARTING.value:
+            self.store.transition(job.id, JobState.RUNNING, container_id=attrs["Id"])
+        if attrs["State"]["Running"]:
+            self._sample_memory(job, attrs["Id"])
+            if job.cancel_requested and job.id not in self._stopping:
+                self._stopping.add(job.id)
+                import threading
+
+                threading.Thread(target=self._stop, args=(attrs["Id"], job.id), daemon=True).start()
+            return
+        self._stopping.discard(job.id)
+        self._sample_memory(job, attrs["Id"], final=True)
+        finish(self.store, self.store.get_job(job.id), attrs)
+
+    def _stop(self, container_id: str, job_id: str) -> None:
+        try:
+            engine.stop(container_id, timeout=CANCEL_GRACE)  # SIGTERM, then SIGKILL after the grace period
+        except Exception:  # noqa: BLE001 - the container may already be gone; the next pass sees it
+            pass
+
+    def _sample_memory(self, job: Job, container_id: str, final: bool = False) -> None:
+        now = time.monotonic()
+        if not final and now - self._sampled.get(job.id, 0) < 2:
+            return
+        self._sampled[job.id] = now
+        peak = engine.peak_memory(container_id)
+        if peak and peak > (job.peak_memory or 0):
+            self.store.update(job.id, peak_memory=peak)

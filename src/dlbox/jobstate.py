@@ -1,0 +1,56 @@
+"""The job state machine. Every state change goes through `check_transition`.
+
+queued -> starting -> running -> succeeded | failed | cancelled | oom-killed | lost
+(queued and starting may also end as cancelled, failed or lost).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class JobState(str, Enum):
+    QUEUED = "queued"
+    STARTING = "starting"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    OOM_KILLED = "oom-killed"
+    LOST = "lost"
+
+    def is_finished(self) -> bool:
+        return self in FINISHED
+
+    def holds_capacity(self) -> bool:
+        return self in (JobState.STARTING, JobState.RUNNING)
+
+
+FINISHED = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.OOM_KILLED, JobState.LOST})
+
+ALLOWED = {
+    JobState.QUEUED: {JobState.STARTING, JobState.CANCELLED, JobState.FAILED},
+    JobState.STARTING: {JobState.RUNNING, JobState.FAILED, JobState.CANCELLED, JobState.LOST, JobState.QUEUED},
+    JobState.RUNNING: {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.OOM_KILLED, JobState.LOST},
+    **{state: set() for state in FINISHED},
+}
+
+
+class BadTransition(Exception):
+    pass
+
+
+def check_transition(current: JobState, new: JobState) -> None:
+    if new not in ALLOWED[current]:
+        raise BadTransition(f"a job cannot go from {current.value} to {new.value}")
+
+
+def final_state(*, exit_code: int, oom_killed: bool, cancel_requested: bool) -> tuple[JobState, str]:
+    """How a job that ran ended, and why, from what the engine says of its container."""
+    if cancel_requested:
+        return JobState.CANCELLED, f"cancelled (exit code {exit_code})"
+    if oom_killed:
+        return JobState.OOM_KILLED, f"killed by the kernel: out of memory (exit code {exit_code})"
+    if exit_code == 0:
+        return JobState.SUCCEEDED, "exit code 0"
+    return JobState.FAILED, f"exit code {exit_code}"

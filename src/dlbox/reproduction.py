@@ -1,0 +1,59 @@
+"""`dlbox reproduce`: the same command and params on the exact image, rebuilt from its lock if gone."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from dlbox import engine, images
+from dlbox import lock as locks
+from dlbox import spec as specs
+from dlbox.errors import DlboxError
+from dlbox.progress import Progress
+
+
+def image_for(record: dict, progress: Progress) -> str:
+    """The recorded image ID if the engine still has it, else a rebuild whose lock hash must match."""
+    if engine.image_exists(record["image_id"]):
+        return record["image_id"]
+    if not (record.get("lock") and record.get("spec")):
+        raise DlboxError(f"run {record['id']}: its image {record['image_id'][:19]} is gone and the run kept no "
+                         "lock and spec to rebuild it from")
+    lock = locks.parse_text(record["lock"], source=f"run {record['id']}'s lock")
+    spec = specs.parse(record["spec"], source=f"run {record['id']}'s spec")
+    progress.step(f"image {record['image_id'][:19]} is gone; rebuilding it from the run's lock {lock.hash[:12]}")
+    project = Path(record.get("project_dir") or ".")
+    if spec.code and not (project / spec.code.src).is_dir():
+        progress.step("the run's code directory is gone; rebuilding without it")
+        spec = specs.Spec.model_validate({**spec.model_dump(mode="json"), "code": None})
+    with tempfile.TemporaryDirectory(prefix="dlbox-reproduce-") as tmp:
+        lock_file = Path(tmp) / "dlbox.lock"
+        pinned = lock.model_copy(update={"spec_hash": spec.environment_hash()})
+        locks.write(pinned, lock_file)
+        result = images.build(spec, project_dir=project, lock_file=lock_file, require_lock=True,
+                              ca_bundle=_ca(), progress=progress)
+    if result.lock.hash != record["lock_hash"]:
+        raise DlboxError(f"refusing to run: the rebuilt image's lock hash {result.lock.hash[:12]} is not the "
+                         f"run's {record['lock_hash'][:12]}")
+    progress.step(f"rebuilt {result.id[:19]}; its lock hash matches the run's ({lock.hash[:12]})")
+    return result.id
+
+
+def _ca():
+    from dlbox import config
+
+    return config.default_ca_bundle()
+
+
+def request_for(record: dict, progress: Progress) -> dict:
+    """The job request that runs `record` again."""
+    mounts = [f"{m['source']}:{m['target']}{':ro' if m['read_only'] else ''}" for m in record["mounts"]]
+    memory = record["resources"]["memory"]
+    return {
+        "image": image_for(record, progress), "command": record["command"], "params": record["params"],
+        "name": f"reproduce-{record['id']}", "mounts": mounts, "cpus": record["resources"]["cpus"],
+        "memory": str(memory) if memory else None, "project_dir": record.get("project_dir"),
+        "git_commit": record.get("git_commit"), "git_dirty": record.get("git_dirty", False),
+        "git_diff": record.get("git_diff"), "reproduces": record["id"],
+        "workspace": None,
+    }

@@ -1,0 +1,178 @@
+"""The one module that talks to the database: jobs and their run records, metrics.
+
+SQLAlchemy over SQLite (WAL) by default, or the URL in DLBOX_DATABASE_URL. The schema is
+made by Alembic migrations (src/dlbox/migrations), run when the store opens.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text, create_engine, event, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from dlbox import config
+from dlbox.jobstate import JobState, check_transition
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str | None] = mapped_column(String(128))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    command: Mapped[list] = mapped_column(JSON)
+    params: Mapped[dict] = mapped_column(JSON, default=dict)
+    env: Mapped[dict] = mapped_column(JSON, default=dict)
+    image_ref: Mapped[str] = mapped_column(String(256))
+    image_id: Mapped[str] = mapped_column(String(80))
+    lock_hash: Mapped[str | None] = mapped_column(String(64))
+    spec_hash: Mapped[str | None] = mapped_column(String(64))
+    lock_text: Mapped[str | None] = mapped_column(Text)
+    spec_text: Mapped[str | None] = mapped_column(Text)
+    git_commit: Mapped[str | None] = mapped_column(String(64))
+    git_dirty: Mapped[bool] = mapped_column(Boolean, default=False)
+    git_diff: Mapped[str | None] = mapped_column(Text)
+    project_dir: Mapped[str | None] = mapped_column(Text)
+    workdir: Mapped[str | None] = mapped_column(Text)
+    mounts: Mapped[list] = mapped_column(JSON, default=list)
+    volumes: Mapped[dict] = mapped_column(JSON, default=dict)
+    cpus: Mapped[float] = mapped_column(Float, default=1.0)
+    memory: Mapped[int | None] = mapped_column(Integer)
+    shm_size: Mapped[int | None] = mapped_column(Integer)
+    gpu_ids: Mapped[list | None] = mapped_column(JSON)
+    container_id: Mapped[str | None] = mapped_column(String(80))
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    peak_memory: Mapped[int | None] = mapped_column(Integer)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    submitted_at: Mapped[float] = mapped_column(Float, index=True)
+    started_at: Mapped[float | None] = mapped_column(Float)
+    ended_at: Mapped[float | None] = mapped_column(Float)
+    reproduces: Mapped[str | None] = mapped_column(String(32))
+
+
+class Metric(Base):
+    __tablename__ = "metrics"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    step: Mapped[int | None] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(128))
+    value: Mapped[float] = mapped_column(Float)
+
+
+def database_url() -> str:
+    import os
+
+    return os.environ.get("DLBOX_DATABASE_URL") or f"sqlite:///{config.home() / 'dlbox.db'}"
+
+
+class Store:
+    def __init__(self, url: str | None = None):
+        self.url = url or database_url()
+        if self.url.startswith("sqlite:///"):
+            Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self.engine = create_engine(self.url)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        migrate(self.engine)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self.sessions() as session, session.begin():
+            yield session
+
+    # --- jobs ---------------------------------------------------------------------------
+
+    def add_job(self, job: Job) -> Job:
+        with self.session() as s:
+            s.add(job)
+        return job
+
+    def get_job(self, job_id: str) -> Job | None:
+        with self.session() as s:
+            found = s.get(Job, job_id)
+            if found is None and len(job_id) >= 4:  # a unique prefix is enough, like git
+                matches = s.scalars(select(Job).where(Job.id.like(f"{job_id}%"))).all()
+                found = matches[0] if len(matches) == 1 else None
+            return found
+
+    def jobs(self, *, states: set[JobState] | None = None, user: str | None = None) -> list[Job]:
+        with self.session() as s:
+            query = select(Job).order_by(Job.submitted_at)
+            if states:
+                query = query.where(Job.state.in_([st.value for st in states]))
+            if user:
+                query = query.where(Job.user == user)
+            return list(s.scalars(query))
+
+    def transition(self, job_id: str, new: JobState, *, reason: str | None = None, **fields) -> Job:
+        """The one place a job's state changes; checks the state machine and stamps the time."""
+        with self.session() as s:
+            job = s.get(Job, job_id)
+            check_transition(JobState(job.state), new)
+            job.state = new.value
+            if reason is not None:
+                job.reason = reason
+            if new == JobState.RUNNING and job.started_at is None:
+                job.started_at = time.time()
+            if new.is_finished():
+                job.ended_at = time.time()
+            for key, value in fields.items():
+                setattr(job, key, value)
+        return job
+
+    def update(self, job_id: str, **fields) -> None:
+        """Change a job's data (never its state)."""
+        assert "state" not in fields
+        with self.session() as s:
+            job = s.get(Job, job_id)
+            for key, value in fields.items():
+                setattr(job, key, value)
+
+    # --- metrics ------------------------------------------------------------------------
+
+    def replace_metrics(self, job_id: str, rows: list[dict]) -> None:
+        with self.session() as s:
+            s.query(Metric).filter(Metric.job_id == job_id).delete()
+            s.add_all(Metric(job_id=job_id, step=r.get("step"), name=str(r["name"]), value=float(r["value"]))
+                      for r in rows)
+
+    def metrics(self, job_id: str) -> list[Metric]:
+        with self.session() as s:
+            return list(s.scalars(select(Metric).where(Metric.job_id == job_id).order_by(Metric.id)))
+
+
+def _sqlite_pragmas(connection, _record) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+def migrate(engine) -> None:
+    """Bring the schema to the newest Alembic revision."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    with engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, "head")
+
+
+def to_json(value) -> str:
+    return json.dumps(value)

@@ -1,0 +1,205 @@
+"""Detached jobs, the queue, the service's recovery and run records, on the real engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def wait_for(predicate, timeout=60.0, every=0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("timed out")
+
+
+def job(dlbox, job_id):
+    return {j["id"]: j for j in dlbox.json("jobs", "--all")}[job_id]
+
+
+@pytest.fixture(scope="module")
+def small_image(dlbox, tmp_path_factory, run_id):
+    project = tmp_path_factory.mktemp("jobs-small")
+    (project / "dlbox.yaml").write_text(f"name: t{run_id}-jobs\nbase:\n  debian: bullseye\npip:\n  - six==1.16.0\n")
+    return dlbox.json("build", cwd=project)
+
+
+@pytest.fixture(scope="module")
+def digits_project(tmp_path_factory) -> Path:
+    project = tmp_path_factory.mktemp("digits")
+    shutil.copy(ROOT / "examples" / "digits" / "train.py", project / "train.py")
+    git = ["git", "-C", str(project), "-c", "user.email=t@example.com", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "digits"], check=True)
+    return project
+
+
+@pytest.fixture(scope="module")
+def digits_run(dlbox, tf_image, digits_project):
+    submitted = dlbox.json("run", "--image", tf_image["image"], "--mount", f"{digits_project}:/code:ro",
+                           "--param", "epochs=3", "--", "python", "/code/train.py", cwd=digits_project)
+    waited = dlbox("wait", submitted["id"], "--json", "--timeout", "600", check=False)
+    return submitted, json.loads(waited.stdout), waited.returncode
+
+
+def test_run_returns_at_once_and_the_job_succeeds(digits_run):
+    submitted, waited, code = digits_run
+    assert submitted["state"] in ("queued", "starting", "running")
+    assert waited == {"id": submitted["id"], "state": "succeeded", "exit_code": 0, "reason": "exit code 0"}
+    assert code == 0
+
+
+def test_run_record_holds_image_lock_commit_params_metrics_artifacts(dlbox, digits_run, tf_image, digits_project):
+    record = dlbox.json("runs", "show", digits_run[0]["id"])
+    head = subprocess.run(["git", "-C", str(digits_project), "rev-parse", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+    assert record["image_id"] == tf_image["id"]
+    assert record["lock_hash"] == tf_image["lock_hash"]
+    assert record["git_commit"] == head and record["git_dirty"] is False
+    assert record["params"] == {"epochs": "3"}
+    assert record["command"] == ["python", "/code/train.py"]
+    assert {"loss", "accuracy", "val_accuracy", "test_accuracy"} <= set(record["metrics"])
+    assert record["metrics"]["test_accuracy"] > 0.8
+    assert [m["step"] for m in record["metric_history"] if m["name"] == "loss"] == [0, 1, 2]
+    assert "model/saved_model.pb" in record["artifacts"]
+    assert record["peak_memory"] and record["peak_memory"] > 10 * 1024**2
+    assert record["started_at"] and record["ended_at"] and record["exit_code"] == 0
+    assert record["env"]["DLBOX_RUN_DIR"] == "/dlbox/run"
+    assert json.loads(record["lock"])["lock_hash"] == tf_image["lock_hash"]
+
+
+def test_logs_are_kept_after_the_container_is_gone(dlbox, digits_run, docker_client):
+    job_id = digits_run[0]["id"]
+    assert docker_client.containers.list(all=True, filters={"label": f"dlbox.job={job_id}"}) == []
+    output = dlbox("logs", job_id).stdout
+    assert output.splitlines()[0] == "Epoch 1/3"
+    assert "test accuracy" in output and "saved the model" in output
+
+
+def test_secret_looking_env_is_redacted_in_records(dlbox, small_image):
+    submitted = dlbox.json("run", "--image", small_image["image"], "--param", "api_token=hunter2", "--", "true")
+    dlbox("wait", submitted["id"])
+    record = dlbox.json("runs", "show", submitted["id"])
+    assert record["env"]["DLBOX_PARAM_API_TOKEN"] == "***"
+
+
+def test_logs_follow_shows_the_whole_output_from_the_first_line(dlbox, small_image):
+    script = "for i in 1 2 3 4 5; do echo line $i; sleep 0.6; done"
+    submitted = dlbox.json("run", "--image", small_image["image"], "--", "sh", "-c", script)
+    wait_for(lambda: job(dlbox, submitted["id"])["state"] == "running")
+    time.sleep(1.5)  # the first lines are already written when we start following
+    followed = dlbox("logs", "-f", submitted["id"], timeout=60).stdout
+    assert followed.splitlines() == [f"line {i}" for i in range(1, 6)]
+
+
+def test_exit_code_of_a_failing_job(dlbox, small_image):
+    submitted = dlbox.json("run", "--image", small_image["image"], "--", "sh", "-c", "echo oops >&2; exit 3")
+    waited = dlbox("wait", submitted["id"], "--json", check=False)
+    assert waited.returncode == 3
+    assert json.loads(waited.stdout)["state"] == "failed" and "exit code 3" in json.loads(waited.stdout)["reason"]
+    assert "oops" in dlbox("logs", submitted["id"]).stdout
+
+
+def test_cancel_ends_a_running_job(dlbox, small_image):
+    submitted = dlbox.json("run", "--image", small_image["image"], "--", "sleep", "600")
+    wait_for(lambda: job(dlbox, submitted["id"])["state"] == "running")
+    started = time.monotonic()
+    dlbox("cancel", submitted["id"])
+    waited = json.loads(dlbox("wait", submitted["id"], "--json", check=False).stdout)
+    assert waited["state"] == "cancelled"
+    assert time.monotonic() - started < 30  # SIGTERM, then SIGKILL after the 10 s grace
+
+
+def test_job_past_its_memory_limit_ends_oom_killed(dlbox, small_image):
+    submitted = dlbox.json("run", "--image", small_image["image"], "--memory", "64m", "--",
+                           "python", "-c", "x = bytearray(512 * 1024 * 1024)")
+    waited = json.loads(dlbox("wait", submitted["id"], "--json", check=False).stdout)
+    assert waited["state"] == "oom-killed"
+    assert "out of memory" in waited["reason"]
+
+
+def test_queue_starts_the_third_job_when_capacity_frees(dlbox, small_image):
+    ids = [dlbox.json("run", "--image", small_image["image"], "--cpus", "1", "--", "sleep", "5")["id"]
+           for _ in range(3)]
+    states = wait_for(lambda: (lambda s: s if s[:2] == ["running", "running"] else None)(
+        [job(dlbox, i)["state"] for i in ids]))
+    assert states[2] == "queued"  # no room: two CPUs, both taken
+    for i in ids:
+        dlbox("wait", i, "--timeout", "120")
+    first, second, third = (job(dlbox, i) for i in ids)
+    assert third["started_at"] >= min(first["ended_at"], second["ended_at"])
+
+
+def test_service_killed_mid_job_recovers_state_and_logs(dlbox, small_image, test_env, docker_client):
+    script = "echo start; sleep 6; echo end; exit 7"
+    submitted = dlbox.json("run", "--image", small_image["image"], "--", "sh", "-c", script)
+    wait_for(lambda: job(dlbox, submitted["id"])["state"] == "running")
+    pid = int((Path(test_env["DLBOX_HOME"]) / "service" / "pid").read_text())
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(9)  # the job ends while no service watches it
+    assert docker_client.containers.get(f"dlbox-job-{submitted['id']}").status == "exited"
+    waited = dlbox("wait", submitted["id"], "--json", check=False)  # starts a new service
+    assert json.loads(waited.stdout)["state"] == "failed" and waited.returncode == 7
+    assert dlbox("logs", submitted["id"]).stdout.splitlines() == ["start", "end"]
+    assert docker_client.containers.list(all=True, filters={"label": f"dlbox.job={submitted['id']}"}) == []
+    new_pid = int((Path(test_env["DLBOX_HOME"]) / "service" / "pid").read_text())
+    assert new_pid != pid
+
+
+def test_runs_diff_names_params_and_metrics(dlbox, small_image):
+    a = dlbox.json("run", "--image", small_image["image"], "--param", "lr=0.1", "--", "true")["id"]
+    b = dlbox.json("run", "--image", small_image["image"], "--param", "lr=0.2", "--", "true")["id"]
+    dlbox("wait", a)
+    dlbox("wait", b)
+    result = dlbox.json("runs", "diff", a, b)
+    assert result["params"] == [{"name": "lr", "a": "0.1", "b": "0.2"}]
+    assert result["image"] == [] and result["packages"] == []
+    assert "params:\n  lr: 0.1 -> 0.2" in dlbox("runs", "diff", a, b).stdout
+
+
+def test_reproduce_rebuilds_a_deleted_image_from_the_lock(dlbox, small_image, docker_client):
+    original = dlbox.json("run", "--image", small_image["image"], "--param", "seed=1", "--",
+                          "python", "-c", "import six; print('six', six.__version__)")["id"]
+    dlbox("wait", original)
+    for tag in docker_client.images.get(small_image["id"]).tags:
+        docker_client.images.remove(tag, force=True)
+    with pytest.raises(Exception):
+        docker_client.images.get(small_image["id"])
+    again = dlbox("reproduce", original, "--json")
+    assert "rebuilding it from the run's lock" in again.stderr and "its lock hash matches" in again.stderr
+    job_id = json.loads(again.stdout)["id"]
+    dlbox("wait", job_id, "--timeout", "300")
+    first, second = dlbox.json("runs", "show", original), dlbox.json("runs", "show", job_id)
+    assert second["lock_hash"] == first["lock_hash"] and second["image_id"] != first["image_id"]
+    assert second["params"] == first["params"] and second["command"] == first["command"]
+    assert second["reproduces"] == original
+    assert dlbox("logs", job_id).stdout == "six 1.16.0\n"
+
+
+def test_bad_job_requests(dlbox, small_image):
+    cases = [
+        (["run", "--image", small_image["image"]], 2, "usage: dlbox run"),
+        (["run", "--image", small_image["image"], "--cpus", "64", "--", "true"], 2, "--cpus: 64 can never fit"),
+        (["run", "--image", small_image["image"], "--param", "novalue", "--", "true"], 2, "--param: 'novalue'"),
+        (["run", "--image", "dlbox/none:1", "--", "true"], 1, "no image 'dlbox/none:1'"),
+        (["wait", "ffffffffffff"], 1, "no job 'ffffffffffff'"),
+        (["runs", "show", "ffffffffffff"], 1, "no job 'ffffffffffff'"),
+    ]
+    for args, code, message in cases:
+        result = dlbox(*args, check=False)
+        assert result.returncode == code, (args, result.stderr)
+        assert message in result.stderr, (args, result.stderr)
+        assert result.stderr.count("\n") == 1

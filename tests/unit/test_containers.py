@@ -1,0 +1,173 @@
+import os
+
+import pytest
+
+from dlbox import containers, gpus, services, vault
+from dlbox.errors import DlboxError, UsageError
+from dlbox.spec import Resources
+
+MACHINE = {"cpus": 2, "memory": 8 * 1024**3}
+
+
+def test_mount_parsing(tmp_path):
+    m = containers.parse_mount(f"{tmp_path}:/data:ro")
+    assert (m.source, m.target, m.read_only) == (str(tmp_path), "/data", True)
+    assert containers.parse_mount(f"{tmp_path}:/data").read_only is False
+
+
+def test_relative_mount_resolves_against_base(tmp_path):
+    (tmp_path / "d").mkdir()
+    assert containers.parse_mount("d:/x", base=tmp_path).source == str(tmp_path / "d")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("/nope-does-not-exist:/data", "does not exist"),
+    ("/tmp", "is not SRC:DST"),
+    ("/tmp:/data:rx", "mode must be ro or rw"),
+    ("/tmp:data", "must be an absolute path"),
+    ("/tmp:/a/../etc", "must be an absolute path"),
+    ("/:/host", "may not be mounted"),
+    ("/etc:/e", "may not be mounted"),
+    ("/proc/self:/p", "may not be mounted"),
+])
+def test_bad_mounts(text, message):
+    with pytest.raises(UsageError, match=message):
+        containers.parse_mount(text)
+
+
+def test_symlink_to_a_forbidden_place_is_refused(tmp_path):
+    link = tmp_path / "innocent"
+    link.symlink_to("/etc")
+    with pytest.raises(UsageError, match="may not be mounted"):
+        containers.parse_mount(f"{link}:/data")
+
+
+def test_engine_socket_is_never_mountable(tmp_path):
+    sock = tmp_path / "docker.sock"
+    sock.touch()
+    with pytest.raises(UsageError, match="may not be mounted"):
+        containers.parse_mount(f"{sock}:/var/run/docker.sock")
+
+
+def test_limits_flags_override_spec_defaults():
+    defaults = Resources(memory="4g", cpus=1, shm_size="2g")
+    got = containers.limits(defaults, memory="1g", cpus=None, shm_size=None, pids=None, capacity=MACHINE)
+    assert got == containers.Limits(memory=1024**3, cpus=1, shm_size=2 * 1024**3, pids=4096)
+
+
+def test_limits_have_sane_shm_and_pid_defaults():
+    got = containers.limits(Resources(), memory=None, cpus=None, shm_size=None, pids=None, capacity=MACHINE)
+    assert got.shm_size == 1024**3 and got.pids == 4096 and got.memory is None
+
+
+def test_flags_beyond_the_machine_are_refused_defaults_shrink():
+    with pytest.raises(UsageError, match="--memory: 16g is more than this machine has"):
+        containers.limits(Resources(), memory="16g", cpus=None, shm_size=None, pids=None, capacity=MACHINE)
+    with pytest.raises(UsageError, match="--cpus: 4 is more than this machine has"):
+        containers.limits(Resources(), memory=None, cpus=4, shm_size=None, pids=None, capacity=MACHINE)
+    shrunk = containers.limits(Resources(memory="16g", cpus=8), memory=None, cpus=None, shm_size=None, pids=None,
+                               capacity=MACHINE)
+    assert shrunk.cpus == 2 and shrunk.memory is None
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"memory": "lots"}, "--memory: 'lots' is not a size"),
+    ({"memory": "1k"}, "--memory: at least 6m"),
+    ({"cpus": 0}, "--cpus: must be more than 0"),
+    ({"shm_size": "x"}, "--shm-size"),
+    ({"pids": 3}, "--pids: at least 16"),
+])
+def test_bad_limit_flags(kw, message):
+    args = {"memory": None, "cpus": None, "shm_size": None, "pids": None, **kw}
+    with pytest.raises(UsageError, match=message):
+        containers.limits(Resources(), capacity=MACHINE, **args)
+
+
+def test_names():
+    assert containers.check_name("alice-tf") == "alice-tf"
+    for bad in ("Alice", "a b", "-x", "x" * 42, ""):
+        with pytest.raises(UsageError):
+            containers.check_name(bad)
+
+
+# --- GPUs -------------------------------------------------------------------------------------
+
+
+def test_gpu_flag_parsing():
+    assert gpus.parse("all") == "all"
+    assert gpus.parse("2") == 2
+    assert gpus.parse("0,3") == ["0", "3"]
+    assert gpus.parse("GPU-1a2b,GPU-3c4d") == ["GPU-1a2b", "GPU-3c4d"]
+    for bad in ("0", "0;1", "a b"):
+        with pytest.raises(UsageError):
+            gpus.parse(bad)
+
+
+def test_gpu_allocation_hands_out_free_devices_only():
+    held = {"alice": ["0"]}
+    assert gpus.allocate(1, available=["0", "1", "2"], held=held) == ["1"]
+    assert gpus.allocate(["2"], available=["0", "1", "2"], held=held) == ["2"]
+    with pytest.raises(DlboxError, match="0 held by alice; use --share-gpus"):
+        gpus.allocate(["0"], available=["0", "1"], held=held)
+    with pytest.raises(DlboxError, match="0 held by alice"):
+        gpus.allocate("all", available=["0", "1"], held=held)
+    with pytest.raises(DlboxError, match="2 asked, 1 free"):
+        gpus.allocate(2, available=["0", "1"], held=held)
+    assert gpus.allocate(["0"], available=["0", "1"], held=held, share=True) == ["0"]
+    assert gpus.allocate("all", available=["0", "1"], held={}) == ["0", "1"]
+
+
+def test_gpu_allocation_errors_for_unknown_or_absent_gpus():
+    with pytest.raises(UsageError, match="no GPU 7"):
+        gpus.allocate(["7"], available=["0"], held={})
+    with pytest.raises(UsageError, match="3 asked, this host has 1"):
+        gpus.allocate(3, available=["0"], held={})
+    with pytest.raises(DlboxError, match="no GPUs that dlbox knows of"):
+        gpus.allocate(1, available=[], held={})
+
+
+def test_gpu_device_request_shape():
+    assert gpus.device_request(["0", "1"]) == {
+        "Driver": "nvidia", "Count": 0, "DeviceIDs": ["0", "1"], "Capabilities": [["gpu"]], "Options": {}}
+
+
+def test_gpu_inventory_can_be_declared(monkeypatch):
+    monkeypatch.setenv("DLBOX_GPUS", "0, 1")
+    assert gpus.inventory() == ["0", "1"]
+
+
+# --- service files and secrets ------------------------------------------------------------------
+
+
+def test_sshd_config_is_key_only_for_the_user_and_carries_the_image_env():
+    text = services.sshd_config("dl", {"PATH": "/opt/venv/bin:/usr/bin", "HOME": "/root"})
+    lines = text.splitlines()
+    for line in ("PermitRootLogin no", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
+                 "AuthenticationMethods publickey", "AllowUsers dl", "Port 2222"):
+        assert line in lines
+    assert 'SetEnv PATH="/opt/venv/bin:/usr/bin"' in lines and "HOME" not in text.split("SetEnv")[1]
+
+
+def test_service_files_hold_the_token_only_in_its_own_file():
+    files = {path: (data, mode, uid) for path, data, mode, uid in
+             services.files(user="dl", uid=1000, token="s3cret", host_key=None, authorized_keys=None)}
+    assert files[services.TOKEN_FILE] == (b"s3cret", 0o400, 1000)
+    assert all(b"s3cret" not in data for path, (data, _, _) in files.items() if path != services.TOKEN_FILE)
+    assert "/etc/dlbox/ssh/sshd_config" not in files
+
+
+def test_vault_writes_owner_only_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("DLBOX_HOME", str(tmp_path))
+    vault.save("ws", {"token": "t"})
+    assert vault.load("ws") == {"token": "t"}
+    directory = vault.directory("ws")
+    assert directory.stat().st_mode & 0o777 == 0o700
+    assert (directory / "secrets.json").stat().st_mode & 0o777 == 0o600
+    vault.forget("ws")
+    assert not directory.exists() and vault.load("ws") == {}
+
+
+def test_tokens_are_long_random_and_compared_in_constant_time():
+    a, b = vault.new_token(), vault.new_token()
+    assert a != b and len(a) >= 43  # 32 bytes, url-safe base64
+    assert vault.same(a, a) and not vault.same(a, b)
