@@ -26,6 +26,10 @@ quickstart: venv engine
 	$(BIN)/dlbox start quickstart 2>/dev/null || \
 	    $(BIN)/dlbox up quickstart --preset $(PRESET) --mount "$(CURDIR)/examples:/workspace/examples:ro"
 	$(BIN)/dlbox exec quickstart -- python /workspace/examples/check_tf.py
+	@id=$$($(BIN)/dlbox run --preset $(PRESET) --mount "$(CURDIR)/examples/digits:/code:ro" --param epochs=10 \
+	    --json -- python /code/train.py | $(BIN)/python -c 'import json, sys; print(json.load(sys.stdin)["id"])') && \
+	  echo "> training examples/digits as job $$id" && $(BIN)/dlbox logs -f $$id && $(BIN)/dlbox wait $$id && \
+	  $(BIN)/dlbox runs show $$id
 	@echo "Quick start done. Jupyter: $$($(BIN)/dlbox open quickstart)"
 
 ## test: the whole suite, engine tests included

@@ -92,9 +92,10 @@ def build(spec: Spec, *, project_dir: Path, lock_file: Path, use_lock: bool = Tr
         progress.step(f"{lock_file.name} was made on another base ({pinned.base.ref}); resolving packages again")
         pinned = None
     shape = "lock" if pinned is not None else "spec"
-    if pinned is not None and not nocache and _built_from_spec(spec, pinned):
-        # An image of exactly this lock was built from the spec's own requirements: render the same
-        # Dockerfile so every layer comes from the cache. The lock check below still applies.
+    if pinned is not None and not nocache and _last_shape(spec, pinned) == "spec":
+        # The newest image of exactly this lock was built from the spec's own requirements: render
+        # the same Dockerfile so every layer comes from the cache (the engine follows the newest
+        # matching layers). The lock check below still applies.
         shape = "spec"
     result = _build_once(spec, base, pinned, shape, project_dir=project_dir, lock_file=lock_file, nocache=nocache,
                          ca_bundle=ca_bundle, tag=tag, progress=progress)
@@ -111,9 +112,11 @@ def spec_yaml(spec: Spec) -> str:
     return to_yaml(spec)
 
 
-def _built_from_spec(spec: Spec, lock: locks.Lock) -> bool:
-    return any(i["spec_hash"] == spec.environment_hash() and i["lock_hash"] == lock.hash and i["from"] == "spec"
-               for i in list_images(include_untagged=True))
+def _last_shape(spec: Spec, lock: locks.Lock) -> str | None:
+    """How the newest image of this spec and lock was rendered ("spec" or "lock"), if there is one."""
+    same = [i for i in list_images(include_untagged=True)
+            if i["spec_hash"] == spec.environment_hash() and i["lock_hash"] == lock.hash]
+    return same[0]["from"] if same else None
 
 
 def _build_once(spec, base, pinned, shape, *, project_dir, lock_file, nocache, ca_bundle, tag, progress):

@@ -63,9 +63,9 @@ class JobRequest(BaseModel):
 class Loop:
     """The reconcile loop: wakes every second, or at once when a request asks it to."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, capacity: jobs.Capacity | None = None):
         self.store = store
-        self.reconciler = jobs.Reconciler(store, jobs.Capacity.detect())
+        self.reconciler = jobs.Reconciler(store, capacity or jobs.Capacity.detect())
         self.wake_event = threading.Event()
         self.lock = threading.Lock()
         self.thread = threading.Thread(target=self._run, daemon=True, name="reconcile")

@@ -1,0 +1,118 @@
+import time
+
+import pytest
+
+from dlbox import jobs, rundiff
+from dlbox.jobstate import ALLOWED, FINISHED, BadTransition, JobState, check_transition, final_state
+from dlbox.store import Job, Store
+
+
+def make_job(job_id, user="alice", cpus=1.0, submitted=0.0, memory=None, gpu_ids=None, state="queued"):
+    return Job(id=job_id, user=user, state=state, command=["true"], params={}, env={}, image_ref="i",
+               image_id="sha256:x", git_dirty=False, mounts=[], volumes={}, cpus=cpus, memory=memory,
+               gpu_ids=gpu_ids, cancel_requested=False, submitted_at=submitted)
+
+
+CAP = jobs.Capacity(cpus=2, memory=None, gpus=[])
+
+
+@pytest.mark.parametrize("state", list(JobState))
+def test_every_state_is_covered_by_the_machine(state):
+    assert state in ALLOWED
+    assert state.is_finished() == (state in FINISHED)
+    if state.is_finished():
+        assert ALLOWED[state] == set()
+        with pytest.raises(BadTransition):
+            check_transition(state, JobState.RUNNING)
+
+
+def test_the_happy_path_and_no_shortcuts():
+    check_transition(JobState.QUEUED, JobState.STARTING)
+    check_transition(JobState.STARTING, JobState.RUNNING)
+    check_transition(JobState.RUNNING, JobState.SUCCEEDED)
+    with pytest.raises(BadTransition):
+        check_transition(JobState.QUEUED, JobState.SUCCEEDED)
+    with pytest.raises(BadTransition):
+        check_transition(JobState.RUNNING, JobState.QUEUED)
+
+
+def test_final_state_says_why():
+    assert final_state(exit_code=0, oom_killed=False, cancel_requested=False) == (JobState.SUCCEEDED, "exit code 0")
+    assert final_state(exit_code=2, oom_killed=False, cancel_requested=False)[0] == JobState.FAILED
+    state, reason = final_state(exit_code=137, oom_killed=True, cancel_requested=False)
+    assert state == JobState.OOM_KILLED and "out of memory" in reason
+    assert final_state(exit_code=143, oom_killed=False, cancel_requested=True)[0] == JobState.CANCELLED
+
+
+def test_queue_is_oldest_first_within_capacity():
+    queued = [make_job("c", submitted=3), make_job("a", submitted=1), make_job("b", submitted=2)]
+    assert [j.id for j in jobs.pick(queued, [], CAP)] == ["a", "b"]
+
+
+def test_fair_share_puts_the_user_with_fewer_running_jobs_first():
+    running = [make_job("r1", user="alice", state="running")]
+    queued = [make_job("a2", user="alice", submitted=1), make_job("b1", user="bob", submitted=2)]
+    assert [j.id for j in jobs.pick(queued, running, CAP)] == ["b1"]
+
+
+def test_a_big_job_does_not_block_smaller_ones_behind_it():
+    queued = [make_job("big", cpus=2, submitted=1), make_job("small", cpus=1, submitted=2)]
+    running = [make_job("r", cpus=1, state="running")]
+    assert [j.id for j in jobs.pick(queued, running, CAP)] == ["small"]
+
+
+def test_memory_and_gpus_count_too():
+    cap = jobs.Capacity(cpus=8, memory=4 * 1024**3, gpus=["0", "1"])
+    running = [make_job("r", memory=3 * 1024**3, gpu_ids=["0"], state="running")]
+    queued = [make_job("m", memory=2 * 1024**3, submitted=1), make_job("g", gpu_ids=["0"], submitted=2),
+              make_job("ok", gpu_ids=["1"], submitted=3)]
+    assert [j.id for j in jobs.pick(queued, running, cap)] == ["ok"]
+
+
+def test_secrets_are_redacted():
+    env = jobs.redact({"PATH": "/bin", "HF_TOKEN": "x", "DB_PASSWORD": "y", "AWS_SECRET_ACCESS_KEY": "z"})
+    assert env == {"PATH": "/bin", "HF_TOKEN": "***", "DB_PASSWORD": "***", "AWS_SECRET_ACCESS_KEY": "***"}
+
+
+def test_store_transitions_go_through_the_machine(tmp_path):
+    store = Store(f"sqlite:///{tmp_path}/t.db")
+    store.add_job(make_job("abcdef123456", submitted=time.time()))
+    with pytest.raises(BadTransition):
+        store.transition("abcdef123456", JobState.SUCCEEDED)
+    store.transition("abcdef123456", JobState.STARTING)
+    running = store.transition("abcdef123456", JobState.RUNNING, container_id="c1")
+    assert running.started_at and running.container_id == "c1"
+    done = store.transition("abcdef123456", JobState.SUCCEEDED, reason="exit code 0", exit_code=0)
+    assert done.ended_at and store.get_job("abcd").id == "abcdef123456"  # a unique prefix finds it
+    store.replace_metrics("abcdef123456", [{"step": 0, "name": "loss", "value": 1.5}])
+    assert [(m.name, m.value) for m in store.metrics("abcdef123456")] == [("loss", 1.5)]
+
+
+def test_runs_diff_sections():
+    base = {"id": "a", "image": "i", "image_id": "sha256:1", "lock_hash": "l", "params": {"lr": "0.1"},
+            "command": ["python", "t.py"], "git_commit": "c1", "git_dirty": False, "git_diff": None,
+            "metrics": {"acc": 0.9}, "lock": None}
+    other = {**base, "id": "b", "params": {"lr": "0.2", "epochs": "3"}, "git_commit": "c2", "metrics": {"acc": 0.95}}
+    result = rundiff.diff(base, other)
+    assert result["params"] == [{"name": "epochs", "a": None, "b": "3"}, {"name": "lr", "a": "0.1", "b": "0.2"}]
+    assert result["code"] == [{"name": "git_commit", "a": "c1", "b": "c2"}]
+    assert result["metrics"] == [{"name": "acc", "a": 0.9, "b": 0.95}]
+    assert result["image"] == [] and result["packages"] == [] and result["command"] == []
+
+
+def test_api_errors_have_one_shape(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from dlbox import service
+
+    store = Store(f"sqlite:///{tmp_path}/t.db")
+    app = service.create_app(store, service.Loop(store, capacity=CAP))
+    client = TestClient(app)
+    missing = client.get("/api/jobs/ffffffffffff")
+    assert missing.status_code == 404
+    assert missing.json() == {"error": {"code": "not_found", "message": "no job 'ffffffffffff' (see `dlbox jobs`)"}}
+    invalid = client.post("/api/jobs", json={"image": "x", "command": [], "bogus": 1})
+    assert invalid.status_code == 422
+    assert set(invalid.json()) == {"error"} and set(invalid.json()["error"]) == {"code", "message"}
+    assert invalid.json()["error"]["message"].startswith("command:")
+    assert client.get("/api/health").json()["ok"] is True
