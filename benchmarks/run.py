@@ -19,6 +19,31 @@
 5. Host memory per idle workspace with 20 running at once (started 4 at a time, then 15 s
    idle): the engine's memory usage minus inactive page cache, summed, per container, against
    20 raw `docker run` Jupyter containers as in 4. The host's `free -m` used delta is a note.
+6. Job submit until its container runs (image present): from launching
+   `dlbox run --image IMG --json -- sleep 30` until the engine reports dlbox-job-<id> running
+   (the id from the command's output as soon as it exits, then the Engine API polled every
+   50 ms), against a raw `docker run -d IMG sleep 30` from launch until the engine reports it
+   running, polled the same way (by name, from launch). Median of 7, interleaved, after one
+   untimed warm-up of each (the warm-up also starts the benchmark's dlbox service). Each
+   sample is cancelled or removed afterwards, untimed. Targets: dlbox < 1 s and ratio <= 1.2.
+7. 200 short jobs through the queue: `dlbox run --cpus 0.5 -- true`, submitted back to back
+   by 4 threads into a service with capacity cpus=2, then waited for (the service's API polled
+   every 0.1 s); jobs/second from the first submit to the end of the last, against the same
+   number of raw `docker run --rm IMG true`, 4 at a time; dlbox's overhead per job is
+   (dlbox wall time - raw wall time) / N.
+8. The digits training (examples/digits/train.py, 20 epochs, mounted read-only at /code) in a
+   dlbox job against a plain `docker run` of the same image, both --cpus 2 and no memory limit:
+   each training run is timed from its container's start to its exit as the engine saw it
+   (start and die events), and the throughput ratio is raw/dlbox. 3 of each, interleaved
+   (ABBAAB). Target: ratio >= 0.97.
+
+6-8 use a dlbox service of their own: DLBOX_HOME is a directory in the work directory (so the
+user's jobs never mix in; DLBOX_CACHE_DIR stays the user's), DLBOX_CAPACITY=cpus=2, and it is
+stopped at the end. dlbox commands for 6-8 run in the work directory (no git repository).
+Caution: a dlbox service removes every job container on its engine that its own store does
+not know, so two services on one engine remove each other's jobs. The benchmark refuses to
+start its service while job containers of another service exist, and a job of its own that
+ends `lost` is reported as such.
 
 Everything the benchmark creates carries the label dlbox.bench=<run id> and is removed at
 the end; the specs get names of their own (bench-tf-<id>, bench-code-<id>) so the user's
@@ -30,7 +55,9 @@ The exit status is non-zero only when something failed to run; missed targets ar
 Environment: BENCH_QUICK=1 (fewer repetitions; 2 samples in 4, 5 containers in 5),
 BENCH_ONLY=4,5 (run only these benchmarks), BENCH_PRESET (default tensorflow-2.9),
 BENCH_WS_IMAGE (image for 4 and 5, default dlbox/<preset>:latest; it must exist),
-BENCH_KEEP=1 (keep the work directory with the specs and build logs).
+BENCH_JOB_IMAGE (image for 6-8, default BENCH_WS_IMAGE; 8 needs scikit-learn in it),
+BENCH_KEEP=1 (keep the work directory with the specs, build logs and the job service's home).
+BENCH_QUICK also means 3 samples in 6, 40 jobs in 7 and 1 training run of each kind in 8.
 """
 
 from __future__ import annotations
@@ -40,6 +67,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -79,6 +107,22 @@ MEM_IDLE = 15         # seconds idle before reading their memory
 POLL = 0.25           # seconds between GET /api/status, as dlbox up polls
 READY_TIMEOUT = 180.0
 JUPYTER_PORT = 8888
+JOB_IMAGE = os.environ.get("BENCH_JOB_IMAGE", WS_IMAGE)
+SUBMIT_TARGET = 1.0   # seconds, dlbox run until its container runs
+SUBMIT_RATIO = 1.2    # dlbox / baseline, the same
+SUBMIT_RUNS = 3 if QUICK else 7
+JOB_POLL = 0.05       # seconds between container inspections in 6
+QUEUE_JOBS = 40 if QUICK else 200
+QUEUE_PARALLEL = 4    # submitting threads; raw containers run this many at a time
+QUEUE_CPUS = 0.5      # --cpus of each job: 4 fit in the bench service's capacity
+BENCH_CAPACITY = "cpus=2"
+TRAIN_TARGET = 0.97   # raw / dlbox training time (dlbox's throughput relative to raw)
+TRAIN_ORDER = "AB" if QUICK else "ABBAAB"
+TRAIN_EPOCHS = 20
+TRAIN_CPUS = 2
+TRAIN_TIMEOUT = 1200.0
+DIGITS = Path(__file__).resolve().parent.parent / "examples" / "digits"
+FINAL_STATES = ("succeeded", "failed", "cancelled", "oom-killed", "lost")
 
 STARTED = time.monotonic()
 STARTED_UTC = datetime.now(timezone.utc)
@@ -121,6 +165,14 @@ class Runner:
             tail = "\n".join("    " + line for line in proc.stdout.strip().splitlines()[-25:])
             raise BenchError(f"{name} failed (exit {proc.returncode}, log {log}):\n{tail}")
         return seconds, proc.stdout
+
+    def note(self, name: str, text: str) -> Path:
+        """A log file for something not run through run() (a timed Popen, a job's output)."""
+        with self.lock:
+            self.count += 1
+            log = self.logs / f"{self.count:02d}-{name}.log"
+        log.write_text(text)
+        return log
 
 
 def created_layers(output: str) -> list[str]:
@@ -629,6 +681,501 @@ def bench_memory(runner: Runner) -> list[Row]:
                 ratio(a, b), "-", "info", note)]
 
 
+# --- jobs against raw containers (6, 7, 8) ------------------------------------------------------
+
+JOB_ID = re.compile(r'"id": "([0-9a-f]+)"')  # the first "id" of `dlbox run --json`: the job's
+
+_api = None
+_api_guard = threading.Lock()
+
+
+def docker_api():
+    """The Engine API (the docker SDK's low-level client), one for the whole run."""
+    global _api
+    import docker  # in the venv (dlbox needs it)
+
+    with _api_guard:
+        if _api is None:
+            _api = docker.from_env(timeout=60).api
+        return _api
+
+
+def user_cache_dir() -> str:
+    """The cache dir the user's dlbox uses (config.cache_dir), kept when DLBOX_HOME moves."""
+    explicit = os.environ.get("DLBOX_CACHE_DIR")
+    if explicit:
+        return explicit
+    home = os.environ.get("DLBOX_HOME") or str(
+        Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "dlbox")
+    return str(Path(home) / "cache")
+
+
+def is_service_argv(argv: list[bytes]) -> bool:
+    """`python -m dlbox service` or `.../dlbox service`."""
+    args = [a for a in argv if a]
+    return len(args) >= 2 and args[-1] == b"service" and any(a == b"dlbox" or a.endswith(b"/dlbox") for a in args[:-1])
+
+
+def process_env(pid: str) -> dict[str, str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return None
+    return {k.decode(errors="replace"): v.decode(errors="replace")
+            for k, _, v in (item.partition(b"=") for item in raw.split(b"\0") if b"=" in item)}
+
+
+def other_services(own_home: Path | None) -> list[str]:
+    """Local dlbox services of another DLBOX_HOME on the same engine (by /proc; best effort)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or proc.name == str(os.getpid()):
+            continue
+        try:
+            if not is_service_argv((proc / "cmdline").read_bytes().split(b"\0")):
+                continue
+        except OSError:
+            continue
+        env = process_env(proc.name)
+        if env is None:
+            found.append(f"pid {proc.name}")
+            continue
+        home = env.get("DLBOX_HOME", "")
+        if own_home is not None and home == str(own_home):
+            continue
+        if env.get("DOCKER_HOST", "") != os.environ.get("DOCKER_HOST", ""):
+            continue  # talks to another engine
+        found.append(f"pid {proc.name} (DLBOX_HOME {home or 'default'})")
+    return found
+
+
+class JobService:
+    """The benchmark's own dlbox service (6-8): its own DLBOX_HOME in the work directory,
+    capacity cpus=2, the user's DLBOX_CACHE_DIR; the CLI starts it, cleanup() stops it."""
+
+    def __init__(self) -> None:
+        self.work: Path | None = None
+        self.home: Path | None = None
+        self.checked = False
+        self._client = None
+
+    def setup(self, work: Path) -> None:
+        self.work = work
+        self.home = work / "job-home"
+        if len(str(self.home / "service" / "dlbox.sock")) > 100:  # a Unix socket path has at most 107 bytes
+            self.home = Path(tempfile.mkdtemp(prefix=f"dlbox-bench-{SHORT}-", dir="/tmp"))
+
+    def env(self) -> dict:
+        assert self.home is not None
+        env = dlbox_env()
+        env.pop("DLBOX_DATABASE_URL", None)  # else the service would keep its jobs in the user's database
+        env.update(DLBOX_HOME=str(self.home), DLBOX_CACHE_DIR=user_cache_dir(), DLBOX_CAPACITY=BENCH_CAPACITY)
+        return env
+
+    def preflight(self) -> None:
+        """Refuse to start a second service where it would remove someone's jobs, or have its own removed.
+
+        dlbox's reconciler removes every job container on the engine that its own store does not
+        know, so services of two DLBOX_HOMEs on one engine remove each other's job containers.
+        """
+        if self.checked:
+            return
+        api = docker_api()
+        key, _, value = LABEL.partition("=")
+        foreign = [c for c in api.containers(all=True, filters={"label": ["dlbox.managed=true", "dlbox.kind=job"]})
+                   if (c.get("Labels") or {}).get(key) != value]
+        if foreign:
+            names = ", ".join(n.lstrip("/") for c in foreign[:5] for n in (c.get("Names") or ["?"])[:1])
+            raise BenchError(f"{len(foreign)} job container(s) of another dlbox service exist ({names}); the "
+                             "benchmark's own service would remove them (a dlbox service removes every job container "
+                             "its store does not know): run 6-8 when they have ended")
+        others = other_services(self.home)
+        if others:
+            raise BenchError(f"another dlbox service runs on this engine ({'; '.join(others)}); it would remove this "
+                             "benchmark's job containers, and the benchmark's service would remove its jobs' (a dlbox "
+                             "service removes every job container its store does not know): stop it "
+                             "(kill PID; it restarts with the next dlbox command) and run again")
+        self.checked = True
+
+    def get(self, path: str, **params):
+        """GET from the service's API over its Unix socket (how the benchmark waits for jobs)."""
+        import httpx  # in the venv (dlbox needs it)
+
+        if self._client is None:
+            self._client = httpx.Client(transport=httpx.HTTPTransport(uds=str(self.home / "service" / "dlbox.sock")),
+                                        base_url="http://dlbox", timeout=30)
+        try:
+            response = self._client.get(path, params=params)
+        except httpx.TransportError as exc:
+            raise BenchError(f"the benchmark's dlbox service does not answer ({exc}); "
+                             f"its log: {self.home / 'service' / 'service.log'}") from None
+        if response.status_code != 200:
+            raise BenchError(f"the benchmark's dlbox service answered {response.status_code} to GET {path}: "
+                             f"{response.text[:200]}")
+        return response.json()
+
+    def _is_ours(self, pid: int) -> bool:
+        env = process_env(str(pid))
+        return bool(env) and env.get("DLBOX_HOME") == str(self.home)
+
+    def stop(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        pid_file = self.home / "service" / "pid" if self.home else None
+        if pid_file is None or not pid_file.exists():
+            return
+        pid = int(pid_file.read_text().strip() or 0)
+        if not pid or not self._is_ours(pid):
+            return
+        say(f"cleanup: stopping the benchmark's dlbox service (pid {pid})")
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while self._is_ours(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if self._is_ours(pid):
+            os.kill(pid, signal.SIGKILL)
+
+    def remove_home(self) -> None:
+        """Only a home outside the work directory (long TMPDIR); the work directory goes as a whole."""
+        if self.home and self.work and self.work not in self.home.parents:
+            shutil.rmtree(self.home, ignore_errors=True)
+
+
+service = JobService()
+
+
+def check_job_image() -> None:
+    if subprocess.run([DOCKER, "image", "inspect", JOB_IMAGE], capture_output=True).returncode != 0:
+        raise BenchError(f"no image {JOB_IMAGE}; build it first (dlbox build --preset {PRESET})")
+
+
+def lost_hint() -> str:
+    others = other_services(service.home)
+    return ("; 'lost' means its container disappeared: another dlbox service on this engine removes every job "
+            "container its store does not know" + (f" (running here: {'; '.join(others)})" if others else ""))
+
+
+def submit(runner: Runner, log: str, *args: str) -> str:
+    """`dlbox run --image JOB_IMAGE --json ARGS...` into the benchmark's service: the job id."""
+    _, out = runner.run(log, [DLBOX, "run", "--image", JOB_IMAGE, "--json", *args], env=service.env(),
+                        cwd=service.work)
+    match = JOB_ID.search(out)
+    if not match:
+        raise BenchError(f"{log}: `dlbox run --json` printed no job id:\n    {out.strip()[-300:]}")
+    return match.group(1)
+
+
+def wait_jobs(ids: list[str], timeout: float, period: float = 0.1) -> tuple[float, dict[str, dict]]:
+    """Poll the service until none of `ids` is queued, starting or running: (perf_counter then, records)."""
+    wanted = set(ids)
+    pending = set(ids)
+    deadline = time.perf_counter() + timeout
+    while True:
+        pending &= {j["id"] for j in service.get("/api/jobs")}
+        if not pending:
+            end = time.perf_counter()
+            break
+        if time.perf_counter() > deadline:
+            raise BenchError(f"{len(pending)} of {len(ids)} jobs have not ended after {timeout:.0f} s "
+                             f"(e.g. {sorted(pending)[0]})")
+        time.sleep(period)
+    records = {j["id"]: j for j in service.get("/api/jobs", all="true") if j["id"] in wanted}
+    return end, records
+
+
+def check_jobs(records: dict[str, dict], ids: list[str], what: str, ok: tuple[str, ...] = ("succeeded",)) -> None:
+    bad = [records.get(i) or {"id": i, "state": "missing", "reason": None} for i in ids]
+    bad = [r for r in bad if r["state"] not in ok]
+    if bad:
+        first = bad[0]
+        states = ", ".join(f"{n} {s}" for s, n in sorted(
+            {s: sum(1 for r in bad if r["state"] == s) for s in {r["state"] for r in bad}}.items()))
+        raise BenchError(f"{what}: {len(bad)} of {len(ids)} jobs ended otherwise than {'/'.join(ok)} ({states}); "
+                         f"first {first['id']}: {first['state']} ({first.get('reason') or 'no reason'})"
+                         + (lost_hint() if any(r["state"] == "lost" for r in bad) else ""))
+
+
+def until_running(name: str, start: float, *, proc: subprocess.Popen | None = None, job_id: str | None = None,
+                  timeout: float = 60.0) -> float:
+    """Seconds from `start` until the engine reports container `name` running (polled every JOB_POLL)."""
+    import docker  # in the venv (dlbox needs it)
+
+    api = docker_api()
+    asked = start
+    while True:
+        try:
+            state = api.inspect_container(name)["State"]
+            if state.get("Running"):
+                return time.perf_counter() - start
+            if state.get("Status") in ("exited", "dead"):
+                raise BenchError(f"{name} ended (exit {state.get('ExitCode')}) before it was seen running")
+        except docker.errors.NotFound:
+            pass
+        now = time.perf_counter()
+        if proc is not None and proc.poll() not in (None, 0):
+            raise BenchError(f"`docker run -d` of {name} failed: {proc.communicate()[0].strip()[-300:]}")
+        if job_id is not None and now - start > 2 and now - asked > 1:  # gone, or never started?
+            asked = now
+            job = service.get(f"/api/jobs/{job_id}")
+            if job["state"] in FINAL_STATES:
+                raise BenchError(f"job {job_id} ended {job['state']} ({job['reason'] or 'no reason'}) before its "
+                                 f"container was seen running" + (lost_hint() if job["state"] == "lost" else ""))
+        if now - start > timeout:
+            raise BenchError(f"{name} was not running after {timeout:.0f} s")
+        time.sleep(JOB_POLL)
+
+
+def submit_until_running(runner: Runner, tag: str) -> float:
+    """`dlbox run ... -- sleep 30`, timed from launch until its container runs; cancelled afterwards."""
+    start = time.perf_counter()
+    job_id = submit(runner, f"submit-dlbox-{tag}", "--", "sleep", "30")
+    try:
+        return until_running(f"dlbox-job-{job_id}", start, job_id=job_id)
+    finally:
+        runner.run(f"submit-dlbox-{tag}-cancel", [DLBOX, "cancel", job_id, "--json"], env=service.env(),
+                   cwd=service.work)
+        _, records = wait_jobs([job_id], 60)
+        check_jobs(records, [job_id], f"6. {tag}", ok=("cancelled", "succeeded"))
+
+
+def raw_until_running(runner: Runner, tag: str) -> float:
+    """`docker run -d IMG sleep 30`, timed from launch until the engine reports it running; removed afterwards."""
+    name = raw_name(tag)
+    with live_guard:
+        live_raw.add(name)
+    cmd = [DOCKER, "run", "-d", "--name", name, "--label", LABEL, JOB_IMAGE, "sleep", "30"]
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, errors="replace")
+    try:
+        seconds = until_running(name, start, proc=proc)
+        out = proc.communicate(timeout=60)[0]
+        runner.note(f"submit-raw-{tag}", f"$ {' '.join(cmd)}\n# {seconds:.3f} s until running, exit "
+                                         f"{proc.returncode}\n{out}")
+        if proc.returncode != 0:
+            raise BenchError(f"`docker run -d` of {name} failed (exit {proc.returncode}): {out.strip()[-300:]}")
+        return seconds
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        raw_rm(name)
+
+
+def bench_submit(runner: Runner) -> list[Row]:
+    check_job_image()
+    service.preflight()
+    times: dict[str, list[float]] = {"A": [], "B": []}
+
+    def sample(which: str, tag: str) -> float:
+        return submit_until_running(runner, tag) if which == "A" else raw_until_running(runner, tag)
+
+    say("6. warm-up (untimed): dlbox run (starts the benchmark's dlbox service), then docker run -d")
+    warm_a, warm_b = sample("A", "subw"), sample("B", "subw")
+    say(f"   {secs(warm_a)}, {secs(warm_b)}")
+    for i in range(1, SUBMIT_RUNS + 1):
+        for which in ("AB" if i % 2 else "BA"):  # interleaved, ABBA...
+            say(f"6. {i}/{SUBMIT_RUNS}: " + ("dlbox run -- sleep 30" if which == "A" else "docker run -d ... sleep 30")
+                + " until running")
+            seconds = sample(which, f"sub{i}")
+            times[which].append(seconds)
+            say(f"   {secs(seconds)}")
+    a, b = statistics.median(times["A"]), statistics.median(times["B"])
+    ok = a < SUBMIT_TARGET and a / b <= SUBMIT_RATIO
+    return [Row("6. job submit until its container runs", secs(a), secs(b), ratio(a, b),
+                f"dlbox < {SUBMIT_TARGET:g} s, ratio <= {SUBMIT_RATIO}", verdict(ok),
+                f"median of {SUBMIT_RUNS}, interleaved, after 1 warm-up each; engine polled every "
+                f"{JOB_POLL * 1000:.0f} ms; dlbox {' '.join(f'{t:.2f}' for t in times['A'])}, "
+                f"raw {' '.join(f'{t:.2f}' for t in times['B'])}")]
+
+
+def raw_true(tag: str) -> list[str]:
+    return [DOCKER, "run", "--rm", "--name", raw_name(tag), "--label", LABEL, JOB_IMAGE, "true"]
+
+
+def bench_queue(runner: Runner) -> list[Row]:
+    check_job_image()
+    service.preflight()
+    n = QUEUE_JOBS
+    cpus = f"{QUEUE_CPUS:g}"
+    say("7. warm-up (untimed): one `true` job (starts the benchmark's dlbox service if needed), one docker run --rm")
+    job = submit(runner, "queue-dlbox-warm", "--cpus", cpus, "--", "true")
+    _, records = wait_jobs([job], 120)
+    check_jobs(records, [job], "7. warm-up")
+    with live_guard:
+        live_raw.add(raw_name("qw"))
+    runner.run("queue-raw-warm", raw_true("qw"))
+
+    say(f"7. dlbox: {n} `true` jobs with --cpus {cpus}, submitted by {QUEUE_PARALLEL} threads, then waited for")
+    start = time.perf_counter()
+    with ThreadPoolExecutor(QUEUE_PARALLEL) as pool:
+        futures = [pool.submit(submit, runner, f"queue-dlbox-{i}", "--cpus", cpus, "--", "true")
+                   for i in range(1, n + 1)]
+    submitted = time.perf_counter() - start
+    failed = [f.exception() for f in futures if f.exception() is not None]
+    if failed:
+        raise BenchError(f"{len(failed)} of {n} submissions failed; first: {failed[0]}")
+    ids = [f.result() for f in futures]
+    end, records = wait_jobs(ids, timeout=max(300.0, n * 5.0))
+    wall = end - start
+    check_jobs(records, ids, "7. dlbox")
+    say(f"   {secs(wall)} ({n / wall:.2f} jobs/s; all submitted after {secs(submitted)})")
+
+    say(f"7. raw: {n} docker run --rm ... true, {QUEUE_PARALLEL} at a time")
+    names = [raw_name(f"q{i}") for i in range(1, n + 1)]
+    with live_guard:
+        live_raw.update(names)
+    start = time.perf_counter()
+    with ThreadPoolExecutor(QUEUE_PARALLEL) as pool:
+        futures = [pool.submit(runner.run, f"queue-raw-{i}", raw_true(f"q{i}")) for i in range(1, n + 1)]
+    raw_wall = time.perf_counter() - start
+    failed = [f.exception() for f in futures if f.exception() is not None]
+    if failed:
+        raise BenchError(f"{len(failed)} of {n} raw containers failed; first: {failed[0]}")
+    with live_guard:
+        live_raw.difference_update(names)
+    say(f"   {secs(raw_wall)} ({n / raw_wall:.2f} jobs/s)")
+    overhead = (wall - raw_wall) / n
+    return [Row(f"7. {n} short jobs through the queue", f"{n / wall:.2f} jobs/s", f"{n / raw_wall:.2f} jobs/s",
+                f"{raw_wall / wall:.2f}x", "-", "info",
+                f"ratio: throughput dlbox/raw; dlbox overhead {overhead:.3f} s/job; wall dlbox {secs(wall)} "
+                f"(all submitted after {secs(submitted)}, {QUEUE_PARALLEL} threads, --cpus {cpus} in cpus=2), "
+                f"raw {secs(raw_wall)} ({QUEUE_PARALLEL} at a time)")]
+
+
+def engine_time(text: str) -> float:
+    """An engine timestamp (RFC 3339 with nanoseconds, e.g. 2024-05-01T10:00:00.123456789Z) as epoch seconds."""
+    match = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", text.strip())
+    if not match:
+        raise BenchError(f"cannot read the engine's timestamp {text!r}")
+    zone = "+00:00" if match.group(3) == "Z" else match.group(3)
+    whole = datetime.fromisoformat(match.group(1) + zone).timestamp()
+    return whole + float("0." + (match.group(2) or "0"))
+
+
+class ContainerEvents:
+    """The engine's start and die events of this run's containers (by name), read in a thread."""
+
+    def __init__(self) -> None:
+        import docker  # in the venv (dlbox needs it)
+
+        self.client = docker.from_env(timeout=60).api  # a connection of its own: events stream on it
+        self.times: dict[str, dict[str, float]] = {}
+        self.error: str | None = None
+        self.cond = threading.Condition()
+        self.stream = self.client.events(decode=True, filters={"type": "container", "label": LABEL,
+                                                               "event": ["start", "die"]})
+        self.thread = threading.Thread(target=self._read, daemon=True, name="events")
+        self.thread.start()
+
+    def _read(self) -> None:
+        try:
+            for event in self.stream:
+                name = ((event.get("Actor") or {}).get("Attributes") or {}).get("name")
+                action = event.get("Action") or event.get("status")
+                if name and action in ("start", "die") and event.get("timeNano"):
+                    with self.cond:
+                        self.times.setdefault(name, {})[action] = event["timeNano"] / 1e9
+                        self.cond.notify_all()
+        except Exception as exc:  # noqa: BLE001 - closed by close(), or the engine went away
+            with self.cond:
+                self.error = f"{type(exc).__name__}: {exc}"
+                self.cond.notify_all()
+
+    def duration(self, name: str, timeout: float = 15.0) -> float:
+        """Seconds from the container's start event to its die event."""
+        with self.cond:
+            self.cond.wait_for(lambda: {"start", "die"} <= set(self.times.get(name, {})) or self.error, timeout)
+            seen = self.times.get(name, {})
+            if not {"start", "die"} <= set(seen):
+                raise BenchError(f"the engine sent no start and die events for {name}"
+                                 + (f" (event stream: {self.error})" if self.error else ""))
+            return seen["die"] - seen["start"]
+
+    def close(self) -> None:
+        try:
+            self.stream.close()
+        except Exception:  # noqa: BLE001
+            pass
+        self.client.close()
+
+
+ACCURACY = re.compile(r"test accuracy ([0-9.]+)")
+
+
+def train_dlbox(runner: Runner, events: ContainerEvents, i: int) -> tuple[float, str]:
+    job_id = submit(runner, f"train-dlbox-{i}", "--cpus", f"{TRAIN_CPUS:g}", "--mount", f"{DIGITS}:/code:ro",
+                    "--param", f"epochs={TRAIN_EPOCHS}", "--", "python", "/code/train.py")
+    _, records = wait_jobs([job_id], TRAIN_TIMEOUT, period=0.5)
+    saved = service.home / "runs" / job_id / "output.log"
+    output = saved.read_text(errors="replace") if saved.exists() else "(no output saved)"
+    log = runner.note(f"train-dlbox-{i}-output", f"# job {job_id}: {json.dumps(records.get(job_id))}\n{output}")
+    record = records.get(job_id) or {"state": "missing", "reason": None}
+    if record["state"] != "succeeded":
+        tail = "\n".join("    " + line for line in output.strip().splitlines()[-15:])
+        raise BenchError(f"training job {job_id} ended {record['state']} ({record['reason'] or 'no reason'}; "
+                         f"log {log})" + (lost_hint() if record["state"] == "lost" else "") + f":\n{tail}")
+    found = ACCURACY.search(output)
+    return events.duration(f"dlbox-job-{job_id}"), found.group(1) if found else "?"
+
+
+def train_raw(runner: Runner, events: ContainerEvents, i: int) -> tuple[float, str, float]:
+    """(start-to-die seconds by events, test accuracy, StartedAt-to-FinishedAt seconds by inspect)."""
+    name = raw_name(f"t{i}")
+    with live_guard:
+        live_raw.add(name)
+    try:
+        _, out = runner.run(f"train-raw-{i}", [DOCKER, "run", "--name", name, "--label", LABEL,
+                                               "--cpus", f"{TRAIN_CPUS:g}", "-v", f"{DIGITS}:/code:ro",
+                                               "-e", f"EPOCHS={TRAIN_EPOCHS}", JOB_IMAGE, "python", "/code/train.py"])
+        state = docker_api().inspect_container(name)["State"]
+        inspected = engine_time(state["FinishedAt"]) - engine_time(state["StartedAt"])
+        found = ACCURACY.search(out)
+        return events.duration(name), found.group(1) if found else "?", inspected
+    finally:
+        raw_rm(name)
+
+
+def bench_train(runner: Runner) -> list[Row]:
+    check_job_image()
+    if not (DIGITS / "train.py").is_file():
+        raise BenchError(f"no {DIGITS / 'train.py'}")
+    service.preflight()
+    say(f"8. checking that {JOB_IMAGE} has scikit-learn and TensorFlow (untimed; warms the page cache too)")
+    try:
+        runner.run("train-check", [DOCKER, "run", "--rm", "--label", LABEL, JOB_IMAGE, "python", "-c",
+                                   "import sklearn, tensorflow"])
+    except BenchError as exc:
+        raise BenchError(f"{JOB_IMAGE} cannot import scikit-learn and TensorFlow; rebuild it "
+                         f"(dlbox build --preset {PRESET}): {str(exc).splitlines()[-1].strip()}") from None
+    times: dict[str, list[float]] = {"A": [], "B": []}
+    events = ContainerEvents()
+    try:
+        for i, which in enumerate(TRAIN_ORDER, 1):
+            if which == "A":
+                say(f"8. {i}/{len(TRAIN_ORDER)}: dlbox run --cpus {TRAIN_CPUS} --param epochs={TRAIN_EPOCHS} "
+                    "-- python /code/train.py")
+                seconds, accuracy = train_dlbox(runner, events, i)
+                say(f"   {secs(seconds)} from container start to exit; test accuracy {accuracy}")
+            else:
+                say(f"8. {i}/{len(TRAIN_ORDER)}: docker run --cpus {TRAIN_CPUS} -e EPOCHS={TRAIN_EPOCHS} ... "
+                    "python /code/train.py")
+                seconds, accuracy, inspected = train_raw(runner, events, i)
+                say(f"   {secs(seconds)} from container start to exit (State.StartedAt to FinishedAt: "
+                    f"{secs(inspected)}); test accuracy {accuracy}")
+            times[which].append(seconds)
+    finally:
+        events.close()
+    a, b = statistics.median(times["A"]), statistics.median(times["B"])
+    runs = f"median of {len(times['A'])}" if len(times["A"]) > 1 else "1 run"
+    return [Row(f"8. digits training, {TRAIN_EPOCHS} epochs, in a job", secs(a), secs(b), f"{b / a:.3f}x",
+                f"raw/dlbox >= {TRAIN_TARGET}", verdict(b / a >= TRAIN_TARGET),
+                f"ratio: throughput dlbox/raw; {runs} each ({TRAIN_ORDER}); container start to exit (engine events); "
+                f"--cpus {TRAIN_CPUS}, no memory limit; dlbox {' '.join(f'{t:.2f}' for t in times['A'])}, "
+                f"raw {' '.join(f'{t:.2f}' for t in times['B'])}")]
+
+
 # --- cleanup ----------------------------------------------------------------------------------
 
 
@@ -639,6 +1186,10 @@ def docker_out(*args: str) -> str:
 
 def cleanup(runner: Runner | None) -> None:
     """Remove what this run created: by its label, then our own leftover layers of failed builds."""
+    try:
+        service.stop()  # before the label sweep: its job containers go with the rest
+    except Exception as exc:  # noqa: BLE001 - report, and remove the rest anyway
+        say(f"cleanup: could not stop the benchmark's dlbox service: {exc}")
     for name in sorted(live_workspaces):  # left by a failure in 4 or 5: with its volume and secrets
         say(f"cleanup: dlbox rm {name} --purge-data")
         subprocess.run([DLBOX, "rm", name, "--purge-data"], env=dlbox_env(), capture_output=True)
@@ -692,7 +1243,7 @@ def print_table(rows: list[Row]) -> None:
     print()
     print(f"dlbox benchmarks, run {RUN_ID}{' (BENCH_QUICK)' if QUICK else ''}, preset {PRESET}")
     print("baselines: hand-written Dockerfile with DOCKER_BUILDKIT=0 docker build; python -c pass; docker images; "
-          f"docker run -d of {WS_IMAGE}'s Jupyter server")
+          f"docker run -d of {WS_IMAGE}'s Jupyter server; docker run of {JOB_IMAGE} (6-8)")
     print(fmt(header))
     print("  ".join("-" * widths[c] for c in cols))
     for r in rows:
@@ -709,8 +1260,8 @@ def selected() -> set[int] | None:
         numbers = {int(part) for part in raw.split(",") if part.strip()}
     except ValueError:
         numbers = set()
-    if not numbers or not numbers <= {1, 2, 3, 4, 5}:
-        raise ValueError(f"BENCH_ONLY={raw!r}: a comma list of benchmark numbers 1-5")
+    if not numbers or not numbers <= {1, 2, 3, 4, 5, 6, 7, 8}:
+        raise ValueError(f"BENCH_ONLY={raw!r}: a comma list of benchmark numbers 1-8")
     return numbers
 
 
@@ -734,9 +1285,13 @@ def main() -> int:
     runner = None
     try:
         runner = Runner(work)
+        service.setup(work)
         benches = [(3, "3. CLI wall time", lambda: bench_cli(runner)),
                    (4, "4. dlbox up until Jupyter answers", lambda: bench_up(runner)),
                    (5, "5. memory per idle workspace", lambda: bench_memory(runner)),
+                   (6, "6. job submit until its container runs", lambda: bench_submit(runner)),
+                   (7, f"7. {QUEUE_JOBS} short jobs through the queue", lambda: bench_queue(runner)),
+                   (8, f"8. digits training, {TRAIN_EPOCHS} epochs, in a job", lambda: bench_train(runner)),
                    (1, f"1. cold build, {PRESET}", lambda: bench_cold(runner, work)),
                    (2, "2. rebuild after a code change", lambda: bench_code(runner, work))]
         benches = [b for b in benches if only is None or b[0] in only]
@@ -757,6 +1312,7 @@ def main() -> int:
             say(f"kept {work} (logs in {work / 'logs'})")
         else:
             shutil.rmtree(work, ignore_errors=True)
+            service.remove_home()
     print_table([row for number in sorted(rows) for row in rows[number]])
     print(f"total {time.monotonic() - STARTED:.0f} s; {errors} error(s)")
     return 1 if errors else 0

@@ -36,7 +36,10 @@ class Dlbox:
         return result
 
     def json(self, *args: str, **kw):
-        return json.loads(self(*args, "--json", **kw).stdout)
+        """The command's --json output (the flag goes before a `--` that starts a job's command)."""
+        args = list(args)
+        args.insert(args.index("--") if "--" in args else len(args), "--json")
+        return json.loads(self(*args, **kw).stdout)
 
 
 @pytest.fixture(scope="session")

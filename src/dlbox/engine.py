@@ -500,7 +500,8 @@ def oom_events(container: str, since: int) -> list[int]:
     """Times (epoch seconds) of OOM kills the engine saw in this container since `since`."""
     import time
 
-    events = client().api.events(since=since, until=int(time.time()) + 1, decode=True,
+    # `until` in the past: the engine answers at once (a future one makes it wait for that moment)
+    events = client().api.events(since=since, until=f"{time.time():.6f}", decode=True,
                                  filters={"container": container, "event": "oom"})
     return [e.get("time", 0) for e in events]
 

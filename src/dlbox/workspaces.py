@@ -209,7 +209,7 @@ def up(req: UpRequest, progress: Progress) -> dict:
         vault.forget(name)
         raise
     progress.step(f"workspace {name} is up")
-    return describe(engine.container_attrs(container_id), token=token)
+    return describe(engine.container_attrs(container_id), token=token, fresh=True)
 
 
 def _wait_ready(container_id: str, host: str, ports: dict, token: str | None, timeout: float = READY_TIMEOUT) -> None:
@@ -228,7 +228,7 @@ def _wait_ready(container_id: str, host: str, ports: dict, token: str | None, ti
             raise DlboxError(f"the workspace's services did not answer within {timeout:.0f}s: "
                              f"{_last_log_line(container_id)}")
         if pending:
-            time.sleep(0.25)
+            time.sleep(0.1)
 
 
 def _jupyter_answers(host: str, port: int, token: str | None) -> bool:
@@ -267,7 +267,7 @@ def _attrs(name: str) -> dict:
     return attrs
 
 
-def describe(attrs: dict, *, token: str | None = None) -> dict:
+def describe(attrs: dict, *, token: str | None = None, fresh: bool = False) -> dict:
     """The workspace as `ls --json` and `up --json` show it; the token only when given."""
     labels = attrs["Config"]["Labels"] or {}
     host_config = attrs["HostConfig"]
@@ -299,7 +299,7 @@ def describe(attrs: dict, *, token: str | None = None) -> dict:
         "volume": {"name": volume_name(name), "target": WORKDIR},
         "resources": {**limits.to_json(), "gpus": labels["dlbox.gpus"].split(",") if labels.get("dlbox.gpus") else None},
         "created": attrs["Created"][:19] + "Z",
-        "oom": _oom(attrs),
+        "oom": {"kills": 0, "last": None, "killed_main_process": False} if fresh else _oom(attrs),
     }
 
 
