@@ -42,6 +42,20 @@ class Dlbox:
         return json.loads(self(*args, **kw).stdout)
 
 
+def _git_project(root: Path) -> Path:
+    """Make `root` a git repository with everything in it committed."""
+    git = ["git", "-C", str(root), "-c", "user.email=t@example.com", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "init"], check=True)
+    return root
+
+
+@pytest.fixture(scope="session")
+def git_project():
+    return _git_project
+
+
 @pytest.fixture(scope="session")
 def run_id() -> str:
     return uuid.uuid4().hex[:10]

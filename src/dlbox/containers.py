@@ -9,9 +9,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dlbox.errors import UsageError
-from dlbox.spec import Resources, format_size, parse_size
+from dlbox.sizes import format_size, parse_size
+
+if TYPE_CHECKING:
+    from dlbox.spec import Resources
 
 DEFAULT_SHM = 1024**3  # Docker's 64 MB /dev/shm kills TF/PyTorch data loaders
 DEFAULT_PIDS = 4096
@@ -58,6 +62,18 @@ class ContainerSpec:
     workdir: str | None = None
 
 
+@dataclass(frozen=True)
+class _Unset:
+    memory: int | None = None
+    cpus: float | None = None
+    shm_size: int | None = None
+    pids: int | None = None
+    gpus: None = None
+
+
+_NO_DEFAULTS = _Unset()
+
+
 def check_name(name: str, what: str = "NAME") -> str:
     if not NAME.match(name):
         raise UsageError(f"{what}: {name!r} must be lowercase letters, digits, '-' or '_' (at most 41)")
@@ -87,9 +103,10 @@ def parse_mount(text: str, *, base: Path | None = None) -> Mount:
     return Mount(source=str(source), target=target.rstrip("/") or "/", read_only=mode == "ro")
 
 
-def limits(defaults: Resources, *, memory: str | None, cpus: float | None, shm_size: str | None,
+def limits(defaults: Resources | None, *, memory: str | None, cpus: float | None, shm_size: str | None,
            pids: int | None, capacity: dict) -> Limits:
     """Flags over spec defaults, checked against the machine (`capacity`: cpus, memory in bytes)."""
+    defaults = defaults or _NO_DEFAULTS
     try:
         mem = parse_size(memory) if memory else defaults.memory
     except ValueError as exc:

@@ -26,6 +26,13 @@ CANCEL_GRACE = 10
 SECRET_KEY = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|PRIVATE|CREDENTIAL", re.IGNORECASE)
 
 
+def owner_label() -> str:
+    """Which dlbox home a job container belongs to: each service cleans up only its own."""
+    import hashlib
+
+    return hashlib.sha256(str(config.home().resolve()).encode()).hexdigest()[:12]
+
+
 def new_id() -> str:
     return secrets.token_hex(6)
 
@@ -118,7 +125,7 @@ def start(store: Store, job: Job) -> None:
            **{f"DLBOX_PARAM_{re.sub(r'[^A-Za-z0-9_]', '_', k).upper()}": v for k, v in job.params.items()}}
     spec = containers.ContainerSpec(
         name=f"{PREFIX}{job.id}", image=job.image_id, command=list(job.command), user=user,
-        labels={"dlbox.kind": "job", "dlbox.job": job.id, "dlbox.owner": job.user,
+        labels={"dlbox.kind": "job", "dlbox.job": job.id, "dlbox.owner": job.user, "dlbox.home": owner_label(),
                 **({"dlbox.gpus": ",".join(job.gpu_ids)} if job.gpu_ids else {})},
         mounts=[containers.Mount(**m) for m in job.mounts] + [containers.Mount(str(directory), RUN_DIR)],
         volumes=dict(job.volumes or {}),
@@ -205,7 +212,7 @@ class Reconciler:
 
     def run_once(self) -> None:
         found = {(a["Config"]["Labels"] or {}).get("dlbox.job"): a
-                 for a in engine.list_containers([engine.MANAGED, "dlbox.kind=job"])}
+                 for a in engine.list_containers([engine.MANAGED, "dlbox.kind=job", f"dlbox.home={owner_label()}"])}
         for job in self.store.jobs(states={JobState.STARTING, JobState.RUNNING}):
             attrs = found.pop(job.id, None)
             self._watch(job, attrs)

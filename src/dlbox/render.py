@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from dlbox import __version__
 from dlbox.lock import Lock
+from dlbox.services import SSHD_HARDENING
 from dlbox.spec import Spec
 
 # The pip that creates every environment; new enough for `--report` (hashes for the lock).
@@ -19,20 +20,8 @@ PIP_VERSION = "24.3.1"
 VENV = "/opt/venv"
 CA_PATH = "/etc/dlbox/ca-bundle.crt"
 
-# Key-only SSH for the workspace user; root can never log in. Read before Debian's defaults.
-SSHD_CONFIG = """\
-# written by dlbox: key-only logins for the workspace user
-PermitRootLogin no
-PasswordAuthentication no
-PermitEmptyPasswords no
-KbdInteractiveAuthentication no
-ChallengeResponseAuthentication no
-PubkeyAuthentication yes
-AuthenticationMethods publickey
-AllowUsers {user}
-X11Forwarding no
-PrintMotd no
-"""
+# Read before Debian's defaults, for an sshd started by root from the image's own config.
+SSHD_CONFIG = "# written by dlbox: key-only logins for the workspace user\n" + SSHD_HARDENING
 
 
 @dataclass(frozen=True)

@@ -276,10 +276,10 @@ def serve(*, host: str | None = None, port: int | None = None) -> None:
     loop.start()
     app = create_app(store, loop)
     if host:
-        uvicorn.run(app, host=host, port=port or 8765, log_level="warning")
+        uvicorn.run(app, host=host, port=port or 8765, log_level="warning", timeout_graceful_shutdown=2)
         return
     sock = socket_path()
     sock.parent.mkdir(parents=True, exist_ok=True)
     sock.parent.chmod(0o700)
     sock.unlink(missing_ok=True)
-    uvicorn.run(app, uds=str(sock), log_level="warning")
+    uvicorn.run(app, uds=str(sock), log_level="warning", timeout_graceful_shutdown=2)

@@ -51,12 +51,8 @@ with open("{TOKEN_FILE}") as handle:
     c.IdentityProvider.token = handle.read().strip()
 """
 
-SSHD_CONFIG = f"""\
-# written by dlbox: key-only logins for {{user}}, run by {{user}} itself
-Port {SSH_PORT}
-HostKey {DIR}/ssh/ssh_host_ed25519_key
-PidFile {PID_DIR}/sshd.pid
-AuthorizedKeysFile {DIR}/ssh/authorized_keys
+# Key-only logins for one user; root never. Shared by the image's own sshd config (render.py).
+SSHD_HARDENING = """\
 PermitRootLogin no
 PasswordAuthentication no
 PermitEmptyPasswords no
@@ -64,12 +60,20 @@ KbdInteractiveAuthentication no
 ChallengeResponseAuthentication no
 PubkeyAuthentication yes
 AuthenticationMethods publickey
-AllowUsers {{user}}
-UsePAM no
-StrictModes yes
+AllowUsers {user}
 X11Forwarding no
-AllowTcpForwarding yes
 PrintMotd no
+"""
+
+SSHD_CONFIG = f"""\
+# written by dlbox: key-only logins for {{user}}, run by {{user}} itself
+Port {SSH_PORT}
+HostKey {DIR}/ssh/ssh_host_ed25519_key
+PidFile {PID_DIR}/sshd.pid
+AuthorizedKeysFile {DIR}/ssh/authorized_keys
+{SSHD_HARDENING}UsePAM no
+StrictModes yes
+AllowTcpForwarding yes
 Subsystem sftp /usr/lib/openssh/sftp-server
 """
 

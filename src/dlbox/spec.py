@@ -15,40 +15,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dlbox.errors import UsageError
+from dlbox.sizes import format_size, parse_size  # noqa: F401 - re-exported for callers
 
 # Debian suites dlbox can bootstrap, with the Python 3 each one ships.
 DEBIAN_PYTHON = {"buster": "3.7", "bullseye": "3.9", "bookworm": "3.11", "trixie": "3.13"}
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
-_SIZE = re.compile(r"^(\d+(?:\.\d+)?)([kmgt]?)b?$", re.IGNORECASE)
-_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-
-
-def parse_size(value: Any) -> int:
-    """'8g' / '512m' / 1073741824 -> bytes."""
-    if isinstance(value, bool):
-        raise ValueError("expected a size like 512m or 8g")
-    if isinstance(value, int):
-        if value <= 0:
-            raise ValueError("must be positive")
-        return value
-    match = _SIZE.match(str(value).strip())
-    if not match:
-        raise ValueError(f"{value!r} is not a size; use a number with k, m, g or t (e.g. 512m, 8g)")
-    size = int(float(match.group(1)) * _UNITS[match.group(2).lower()])
-    if size <= 0:
-        raise ValueError("must be positive")
-    return size
-
-
-def format_size(size: int) -> str:
-    for unit in ("t", "g", "m", "k"):
-        if size % _UNITS[unit] == 0:
-            return f"{size // _UNITS[unit]}{unit}"
-    return str(size)
-
-
 Size = Annotated[int, BeforeValidator(parse_size)]
 
 

@@ -58,21 +58,21 @@ class UpRequest:
 
 
 def _image_for(req: UpRequest, progress: Progress):
-    """(image summary, spec defaults or None). Builds the spec's image when it is missing."""
+    """(image summary, the spec's workspace resources or None). Builds the spec's image when missing."""
     from dlbox import images
-    from dlbox.spec import Defaults
 
     if req.image and (req.spec_file or req.preset):
         raise UsageError("give one of SPEC, --preset or --image")
     if req.image:
-        return images.summary(images.get(req.image)) | {"ref": req.image}, Defaults()
+        attrs = images.get(req.image)
+        return images.summary(attrs) | {"ref": req.image, "env": attrs["Config"].get("Env") or []}, None
     spec_file, preset = req.spec_file, req.preset
     if spec_file is None and preset is None and not Path("dlbox.yaml").exists():
         preset = "tensorflow-2.9"
         progress.step("no SPEC, --preset or --image and no ./dlbox.yaml: using the tensorflow-2.9 preset")
     spec, project_dir, lock_file = images.load_source(spec_file, preset)
     found = images.ensure(spec, project_dir=project_dir, lock_file=lock_file, progress=progress)
-    return found, spec.workspace
+    return found | {"env": engine.image_attrs(found["id"])["Config"].get("Env") or []}, spec.workspace.resources
 
 
 def _check_port(host: str, port: int, flag: str) -> int:
@@ -135,9 +135,11 @@ def up(req: UpRequest, progress: Progress) -> dict:
         _check_port(host, req.jupyter_port, "--jupyter-port")
     if req.ssh_port:
         _check_port(host, req.ssh_port, "--ssh-port")
-    capacity = engine.capacity()
     image, defaults = _image_for(req, progress)
-    limits = containers.limits(defaults.resources, memory=req.memory, cpus=req.cpus, shm_size=req.shm_size,
+    asks = req.memory or req.cpus is not None or req.gpus or (
+        defaults is not None and (defaults.memory or defaults.cpus or defaults.gpus))
+    capacity = engine.capacity() if asks else {}  # the engine's info call only when a limit needs checking
+    limits = containers.limits(defaults, memory=req.memory, cpus=req.cpus, shm_size=req.shm_size,
                                pids=req.pids, capacity=capacity)
     offered = image["services"]
     jupyter = ("jupyter" in offered) if req.jupyter is None else req.jupyter
@@ -146,7 +148,8 @@ def up(req: UpRequest, progress: Progress) -> dict:
     if req.ssh and "ssh" not in offered:
         raise UsageError(f"--ssh: image {image['ref']} has no SSH server (add 'ssh' to its spec's services)")
     authorized, key_file = _public_key(req) if req.ssh else (None, None)
-    gpu_request = gpu_request if gpu_request is not None else gpus.parse(defaults.resources.gpus)
+    if gpu_request is None and defaults is not None:
+        gpu_request = gpus.parse(defaults.gpus)
     gpu_ids = None
     if gpu_request is not None:
         if "nvidia" not in capacity["runtimes"]:
@@ -159,7 +162,7 @@ def up(req: UpRequest, progress: Progress) -> dict:
     uid = int(image.get("uid") or 1000)
     token = vault.new_token() if jupyter else None
     host_key, host_pub = vault.host_key(name) if req.ssh else (None, None)
-    image_env = dict(item.split("=", 1) for item in engine.image_attrs(image["id"])["Config"].get("Env") or [])
+    image_env = dict(item.split("=", 1) for item in image["env"])
     files = services.files(user=user, uid=uid, token=token, host_key=host_key, authorized_keys=authorized,
                            env=image_env)
     labels = {

@@ -22,17 +22,13 @@ code:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, run_id) -> Path:
+def project(tmp_path_factory, run_id, git_project) -> Path:
     """A git project with a small spec and some code."""
     root = tmp_path_factory.mktemp("project")
     (root / "src").mkdir()
     (root / "src" / "train.py").write_text("print('training')\n")
     (root / "dlbox.yaml").write_text(SPEC.format(name=f"t{run_id}-small"))
-    git = ["git", "-C", str(root), "-c", "user.email=t@example.com", "-c", "user.name=t"]
-    subprocess.run([*git, "init", "-q"], check=True)
-    subprocess.run([*git, "add", "-A"], check=True)
-    subprocess.run([*git, "commit", "-qm", "init"], check=True)
-    return root
+    return git_project(root)
 
 
 @pytest.fixture(scope="module")

@@ -37,14 +37,10 @@ def small_image(dlbox, tmp_path_factory, run_id):
 
 
 @pytest.fixture(scope="module")
-def digits_project(tmp_path_factory) -> Path:
+def digits_project(tmp_path_factory, git_project) -> Path:
     project = tmp_path_factory.mktemp("digits")
     shutil.copy(ROOT / "examples" / "digits" / "train.py", project / "train.py")
-    git = ["git", "-C", str(project), "-c", "user.email=t@example.com", "-c", "user.name=t"]
-    subprocess.run([*git, "init", "-q"], check=True)
-    subprocess.run([*git, "add", "-A"], check=True)
-    subprocess.run([*git, "commit", "-qm", "digits"], check=True)
-    return project
+    return git_project(project)
 
 
 @pytest.fixture(scope="module")
@@ -203,3 +199,17 @@ def test_bad_job_requests(dlbox, small_image):
         assert result.returncode == code, (args, result.stderr)
         assert message in result.stderr, (args, result.stderr)
         assert result.stderr.count("\n") == 1
+
+
+def test_another_homes_job_containers_are_left_alone(dlbox, small_image, docker_client, labelled):
+    """Two dlbox services on one engine: each cleans up only containers of its own home."""
+    stranger = docker_client.containers.create(
+        small_image["id"], ["sleep", "60"],
+        labels={**labelled, "dlbox.kind": "job", "dlbox.job": "0123456789ab", "dlbox.home": "someone-else"})
+    try:
+        submitted = dlbox.json("run", "--image", small_image["image"], "--", "true")  # makes the loop pass
+        dlbox("wait", submitted["id"])
+        time.sleep(2.5)
+        stranger.reload()  # raises if the service removed it
+    finally:
+        stranger.remove(force=True)
