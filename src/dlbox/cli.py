@@ -680,6 +680,22 @@ def runs_diff(a: str, b: str, as_json: bool) -> None:
             click.echo(f"  {change['name']}: {change['a']} -> {change['b']}")
 
 
+@runs.command(name="export")
+@click.argument("run_id")
+@click.option("--mlflow", "uri", required=True, metavar="URI", help="MLflow tracking server, e.g. http://mlflow:5000.")
+@click.option("--experiment", default="dlbox", show_default=True, help="MLflow experiment (made if missing).")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+def runs_export(run_id: str, uri: str, experiment: str, as_json: bool) -> None:
+    """Export a run record to MLflow: params, metric history, and the image ID and git commit tags."""
+    from dlbox import client, mlflow_export
+
+    result = mlflow_export.export(client.call("GET", f"/api/runs/{run_id}"), uri, experiment)
+    if as_json:
+        emit(result)
+    else:
+        click.echo(f"exported run {result['run']} to {uri} as MLflow run {result['mlflow_run_id']}")
+
+
 @cli.command()
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)

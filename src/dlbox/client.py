@@ -19,9 +19,7 @@ START_TIMEOUT = 30.0
 
 
 def _client() -> httpx.Client:
-    from dlbox.service import socket_path
-
-    return httpx.Client(transport=httpx.HTTPTransport(uds=str(socket_path())), base_url="http://dlbox",
+    return httpx.Client(transport=httpx.HTTPTransport(uds=str(config.socket_path())), base_url="http://dlbox",
                         timeout=httpx.Timeout(30.0, read=None), headers={"X-Dlbox-User": getpass.getuser()})
 
 

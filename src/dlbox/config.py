@@ -13,6 +13,11 @@ def home() -> Path:
     return Path(xdg) / "dlbox"
 
 
+def socket_path() -> Path:
+    """The local service's socket, in a 0700 directory: only the owner can reach the service."""
+    return home() / "service" / "dlbox.sock"
+
+
 def cache_dir() -> Path:
     """Downloaded packages (debootstrap's .debs); safe to share between homes."""
     return Path(os.environ.get("DLBOX_CACHE_DIR") or home() / "cache")

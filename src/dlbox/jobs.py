@@ -195,9 +195,15 @@ def record_image_files(store: Store, job: Job) -> None:
         return
     from dlbox.images import LOCK_PATH, SPEC_PATH
 
-    found = engine.read_files(job.image_id, [LOCK_PATH, SPEC_PATH])
-    store.update(job.id, lock_text=(found.get(LOCK_PATH) or b"").decode() or None,
-                 spec_text=(found.get(SPEC_PATH) or b"").decode() or None)
+    if job.image_id not in _IMAGE_FILES:  # images are immutable: read each one's files once
+        found = engine.read_files(job.image_id, [LOCK_PATH, SPEC_PATH])
+        _IMAGE_FILES[job.image_id] = ((found.get(LOCK_PATH) or b"").decode() or None,
+                                      (found.get(SPEC_PATH) or b"").decode() or None)
+    lock_text, spec_text = _IMAGE_FILES[job.image_id]
+    store.update(job.id, lock_text=lock_text, spec_text=spec_text)
+
+
+_IMAGE_FILES: dict[str, tuple[str | None, str | None]] = {}
 
 
 # --- the reconcile pass -------------------------------------------------------------------------

@@ -33,9 +33,7 @@ def caller(x_dlbox_user: Annotated[str | None, Header()] = None) -> str:
 User = Annotated[str, Depends(caller)]
 
 
-def socket_path() -> Path:
-    """In a 0700 directory: only the owner can reach the service."""
-    return config.home() / "service" / "dlbox.sock"
+socket_path = config.socket_path
 
 
 class JobRequest(BaseModel):
@@ -94,7 +92,7 @@ class Loop:
 
 def job_json(job: Job) -> dict:
     def iso(ts: float | None) -> str | None:
-        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)) if ts else None
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z" if ts else None
 
     return {
         "id": job.id, "name": job.name, "user": job.user, "state": job.state, "reason": job.reason,

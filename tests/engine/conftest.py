@@ -39,3 +39,12 @@ def cleanup(docker_client, run_id, test_env):
 @pytest.fixture(scope="session")
 def labelled(run_id) -> dict[str, str]:
     return {"dlbox.managed": "true", "dlbox.test-run": run_id}
+
+
+
+@pytest.fixture(scope="session")
+def small_image(dlbox, tmp_path_factory, run_id):
+    """A small image for jobs: bullseye's Python with six. Use its tag: a test rebuilds it."""
+    project = tmp_path_factory.mktemp("jobs-small")
+    (project / "dlbox.yaml").write_text(f"name: t{run_id}-jobs\nbase:\n  debian: bullseye\npip:\n  - six==1.16.0\n")
+    return dlbox.json("build", cwd=project)

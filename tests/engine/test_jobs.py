@@ -30,16 +30,11 @@ def job(dlbox, job_id):
 
 
 @pytest.fixture(scope="module")
-def small_image(dlbox, tmp_path_factory, run_id):
-    project = tmp_path_factory.mktemp("jobs-small")
-    (project / "dlbox.yaml").write_text(f"name: t{run_id}-jobs\nbase:\n  debian: bullseye\npip:\n  - six==1.16.0\n")
-    return dlbox.json("build", cwd=project)
-
-
-@pytest.fixture(scope="module")
 def digits_project(tmp_path_factory, git_project) -> Path:
     project = tmp_path_factory.mktemp("digits")
+    project.chmod(0o755)  # the job runs as the image's user, who must be able to read the code
     shutil.copy(ROOT / "examples" / "digits" / "train.py", project / "train.py")
+    (project / "train.py").chmod(0o644)
     return git_project(project)
 
 
@@ -81,7 +76,7 @@ def test_logs_are_kept_after_the_container_is_gone(dlbox, digits_run, docker_cli
     job_id = digits_run[0]["id"]
     assert docker_client.containers.list(all=True, filters={"label": f"dlbox.job={job_id}"}) == []
     output = dlbox("logs", job_id).stdout
-    assert output.splitlines()[0] == "Epoch 1/3"
+    assert "Epoch 1/3" in output.splitlines()[:5]  # from the start (TF's CPU notice may come first)
     assert "test accuracy" in output and "saved the model" in output
 
 
@@ -204,7 +199,7 @@ def test_bad_job_requests(dlbox, small_image):
 def test_another_homes_job_containers_are_left_alone(dlbox, small_image, docker_client, labelled):
     """Two dlbox services on one engine: each cleans up only containers of its own home."""
     stranger = docker_client.containers.create(
-        small_image["id"], ["sleep", "60"],
+        small_image["image"], ["sleep", "60"],  # by tag: the reproduce test rebuilt the image
         labels={**labelled, "dlbox.kind": "job", "dlbox.job": "0123456789ab", "dlbox.home": "someone-else"})
     try:
         submitted = dlbox.json("run", "--image", small_image["image"], "--", "true")  # makes the loop pass
