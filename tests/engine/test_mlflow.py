@@ -46,6 +46,7 @@ def mlflow_server(tmp_path_factory):
 
 def test_export_carries_image_id_git_commit_params_and_metrics(dlbox, small_image, mlflow_server,
                                                                tmp_path, git_project):
+    (tmp_path / "README").write_text("a project\n")
     project = git_project(tmp_path)
     script = "import dlbox_metrics as m; [m.log('loss', 1.0 / (i + 1), step=i) for i in range(3)]"
     submitted = dlbox.json("run", "--image", small_image["image"], "--param", "lr=0.1", "--",
