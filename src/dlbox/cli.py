@@ -503,7 +503,7 @@ def resolve_image(spec_file, preset, image, workspace):
     spec, project_dir, lock_file = images.load_source(spec_file, preset)
     with Progress() as progress:
         found = images.ensure(spec, project_dir=project_dir, lock_file=lock_file, progress=progress)
-    return found["id"], project_dir
+    return found["ref"], project_dir  # the service pins the exact image ID when it records the job
 
 
 def print_job(job: dict) -> None:
