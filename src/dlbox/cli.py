@@ -101,8 +101,6 @@ def build(spec_file, preset, dry_run, update_lock, no_cache, ca_bundle, tag, as_
     requirements are resolved and a new lock is written. The image is tagged
     dlbox/NAME:<lock hash prefix> and dlbox/NAME:<tag>.
     """
-    import re
-
     from dlbox import bases, config, render
     from dlbox import lock as locks
 
@@ -465,8 +463,10 @@ def token(name: str, rotate: bool, as_json: bool) -> None:
             ws = workspaces.rotate_token(name, progress)
     else:
         ws = workspaces.show(name, with_token=True)
-    if not ws["jupyter"] or "token" not in ws["jupyter"]:
+    if not ws["jupyter"]:
         raise UsageError(f"workspace {name} runs no Jupyter server")
+    if "token" not in ws["jupyter"]:
+        raise DlboxError(f"workspace {name}'s token is not in this dlbox home; `dlbox token {name} --rotate` makes one")
     if as_json:
         emit({"name": name, "token": ws["jupyter"]["token"], "url": ws["jupyter"]["url"], "rotated": rotate})
     else:
@@ -487,7 +487,7 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
 
 
 def resolve_image(spec_file, preset, image, workspace):
-    """(image ref, project dir) for a job, building the spec's image if it is missing."""
+    """(image ref, project dir, the spec's job defaults or None), building the spec's image if it is missing."""
     from dlbox import images
     from dlbox.progress import Progress
 
@@ -495,15 +495,15 @@ def resolve_image(spec_file, preset, image, workspace):
     if len(given) > 1:
         raise UsageError("give one of SPEC, --preset, --image or --workspace")
     if image:
-        return image, Path.cwd()
+        return image, Path.cwd(), None
     if workspace:
         from dlbox import workspaces
 
-        return workspaces.show(workspace)["image_id"], Path.cwd()
+        return workspaces.show(workspace)["image_id"], Path.cwd(), None
     spec, project_dir, lock_file = images.load_source(spec_file, preset)
     with Progress() as progress:
         found = images.ensure(spec, project_dir=project_dir, lock_file=lock_file, progress=progress)
-    return found["ref"], project_dir  # the service pins the exact image ID when it records the job
+    return found["ref"], project_dir, spec.job  # the service pins the exact image ID when it records the job
 
 
 def print_job(job: dict) -> None:
@@ -543,7 +543,17 @@ def run(args, preset, image, workspace, name, mounts, memory, cpus, gpus, params
     if len(before) > 1 or not command:
         raise UsageError("usage: dlbox run [SPEC] [OPTIONS] -- CMD [ARGS]...")
     spec_file = Path(before[0]) if before else None
-    ref, project_dir = resolve_image(spec_file, preset, image, workspace)
+    ref, project_dir, defaults = resolve_image(spec_file, preset, image, workspace)
+    if defaults is not None:  # the spec's job defaults, where no flag says otherwise
+        from dlbox.sizes import format_size
+
+        res = defaults.resources
+        memory = memory or (format_size(res.memory) if res.memory else None)
+        cpus = cpus if cpus is not None else res.cpus
+        gpus = gpus or (str(res.gpus if not isinstance(res.gpus, list) else ",".join(res.gpus))
+                        if res.gpus is not None else None)
+        targets = {m.split(":")[1] for m in mounts if ":" in m}
+        mounts = tuple(mounts) + tuple(m for m in defaults.mounts if m.split(":")[1] not in targets)
     git = gitinfo.describe(project_dir)
     body = {"image": ref, "command": list(command), "name": name, "params": parse_params(params),
             "mounts": list(mounts), "workspace": workspace, "memory": memory, "cpus": cpus, "gpus": gpus,
@@ -586,12 +596,12 @@ def wait(job_id: str, timeout: float | None, as_json: bool) -> None:
 
     from dlbox import client
 
-    deadline = time.monotonic() + timeout if timeout else None
+    deadline = time.monotonic() + timeout if timeout is not None else None
     while True:
         job = client.call("GET", f"/api/jobs/{job_id}")
         if job["state"] in ("succeeded", "failed", "cancelled", "oom-killed", "lost"):
             break
-        if deadline and time.monotonic() > deadline:
+        if deadline is not None and time.monotonic() > deadline:
             raise DlboxError(f"job {job_id} is still {job['state']} after {timeout:g}s")
         time.sleep(0.2)
     if as_json:

@@ -74,6 +74,32 @@ class _Unset:
 _NO_DEFAULTS = _Unset()
 
 
+# Where dlbox puts its own files in a container (tokens, keys, the job's run directory).
+RESERVED_TARGETS = ("/etc/dlbox", "/opt/dlbox", "/dlbox", "/tmp/dlbox")
+
+
+def _sensitive() -> list[Path]:
+    """Host paths no mount may expose, nor any folder that contains them."""
+    import os
+
+    from dlbox import config
+
+    paths = [Path("/var/run/docker.sock"), Path("/run/docker.sock"), Path("/var/lib/docker"),
+             Path("/var/lib/containerd"), config.home()]
+    host = os.environ.get("DOCKER_HOST", "")
+    if host.startswith("unix://"):
+        paths.append(Path(host.removeprefix("unix://")))
+    return [p.resolve() for p in paths]
+
+
+def _forbidden(source: Path) -> bool:
+    if str(source) in FORBIDDEN_SOURCES or source.name == "docker.sock":
+        return True
+    if any(str(source).startswith(f"{p}/") for p in FORBIDDEN_SOURCES[3:]):
+        return True
+    return any(source == p or p.is_relative_to(source) or source.is_relative_to(p) for p in _sensitive())
+
+
 def check_name(name: str, what: str = "NAME") -> str:
     if not NAME.match(name):
         raise UsageError(f"{what}: {name!r} must be lowercase letters, digits, '-' or '_' (at most 41)")
@@ -94,12 +120,13 @@ def parse_mount(text: str, *, base: Path | None = None) -> Mount:
     source = source.resolve()  # symlinks resolved: the policy applies to where the data really is
     if not source.exists():
         raise UsageError(f"--mount: source {parts[0]} does not exist")
-    if str(source) in FORBIDDEN_SOURCES or str(source).startswith(tuple(f"{p}/" for p in FORBIDDEN_SOURCES[3:])) \
-            or source.name == "docker.sock":
+    if _forbidden(source):
         raise UsageError(f"--mount: {source} may not be mounted into a workspace")
     target = parts[1]
     if not target.startswith("/") or ".." in target.split("/"):
         raise UsageError(f"--mount: target {target!r} must be an absolute path inside the container")
+    if any(target.rstrip("/") == r or target.startswith(r + "/") for r in RESERVED_TARGETS):
+        raise UsageError(f"--mount: target {target} is dlbox's own ({', '.join(RESERVED_TARGETS)} are reserved)")
     return Mount(source=str(source), target=target.rstrip("/") or "/", read_only=mode == "ro")
 
 

@@ -10,7 +10,7 @@ import functools
 import json
 import os
 from collections.abc import Callable, Iterable
-from typing import IO, Any
+from typing import IO
 
 from dlbox import config
 from dlbox.errors import DlboxError, NotFound
@@ -293,9 +293,6 @@ def remove_labelled(label: str) -> dict[str, int]:
     return removed
 
 
-def engine_info() -> dict[str, Any]:
-    return client().api.info()
-
 
 # --- containers and volumes (workspaces, jobs) ----------------------------------------------
 
@@ -319,8 +316,9 @@ def create_container(spec, *, entrypoint: list[str] | None = None) -> str:
     from dlbox import gpus
 
     api = client().api
-    binds = {m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in spec.mounts}
-    binds.update({vol: {"bind": target, "mode": "rw"} for vol, target in spec.volumes.items()})
+    # a list, not a dict keyed by source: one host folder may be mounted twice (say ro and rw)
+    binds = [f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}" for m in spec.mounts]
+    binds += [f"{vol}:{target}:rw" for vol, target in spec.volumes.items()]
     devices = None
     if spec.gpu_ids:
         wanted = gpus.device_request(spec.gpu_ids)
@@ -422,8 +420,16 @@ def container_attrs(name: str) -> dict | None:
 
 
 def list_containers(label_filters: list[str]) -> list[dict]:
+    from docker.errors import NotFound as DockerNotFound
+
     api = client().api
-    return [api.inspect_container(c["Id"]) for c in api.containers(all=True, filters={"label": label_filters})]
+    found = []
+    for summary in api.containers(all=True, filters={"label": label_filters}):
+        try:
+            found.append(api.inspect_container(summary["Id"]))
+        except DockerNotFound:  # removed between the listing and the inspection
+            continue
+    return found
 
 
 def ensure_volume(name: str, volume_labels: dict[str, str]) -> bool:

@@ -142,7 +142,10 @@ def _build_once(spec, base, pinned, shape, *, project_dir, lock_file, nocache, c
     listing = engine.read_packages(built)
     lock = locks.from_listing(name=spec.name, spec_hash=spec.environment_hash(), base=base, listing=listing)
     if not lock.python.version.startswith(f"{spec.python}."):
+        engine.remove_image(built, force=True)
         raise DlboxError(f"python: the image has Python {lock.python.version}, the spec says {spec.python}")
+    if pinned is not None and lock.hash != pinned.hash:
+        engine.remove_image(built, force=True)  # never keep an image that contradicts its lock
     if pinned is not None and lock.hash != pinned.hash and shape == "spec":
         return None
     if pinned is not None and lock.hash != pinned.hash:

@@ -16,7 +16,8 @@ from importlib import resources
 from pathlib import Path
 
 from dlbox import config, containers, engine, gpus
-from dlbox.jobstate import JobState
+from dlbox.errors import NotFound
+from dlbox.jobstate import JobState, final_state
 from dlbox.store import Job, Store
 
 PREFIX = "dlbox-job-"
@@ -108,8 +109,24 @@ def helper_files() -> list[tuple[str, bytes, int, int]]:
 
 
 def start(store: Store, job: Job) -> None:
-    """queued -> starting -> running: make the container and start it."""
+    """queued -> starting -> running: make the container and start it; any failure fails the job."""
     store.transition(job.id, JobState.STARTING)
+    try:
+        spec = _container_spec(store, job)
+        container_id = engine.create_container(spec)
+        engine.put_files(container_id, helper_files())
+        engine.start(container_id)
+    except Exception as exc:  # noqa: BLE001 - any failure to start is the job's failure, said once
+        existing = engine.container_attrs(f"{PREFIX}{job.id}")
+        if existing:
+            engine.remove_container(existing["Id"])
+        message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+        store.transition(job.id, JobState.FAILED, reason=f"could not start: {message}")
+        return
+    store.transition(job.id, JobState.RUNNING, container_id=container_id)
+
+
+def _container_spec(store: Store, job: Job) -> containers.ContainerSpec:
     attrs = engine.image_attrs(job.image_id)
     labels = attrs["Config"].get("Labels") or {}
     uid = int(labels.get("dlbox.uid") or 1000)
@@ -123,7 +140,8 @@ def start(store: Store, job: Job) -> None:
     env = {"DLBOX_RUN_DIR": RUN_DIR, "DLBOX_JOB_ID": job.id,
            "PYTHONPATH": ":".join(filter(None, [LIB_DIR, image_env.get("PYTHONPATH")])),
            **{f"DLBOX_PARAM_{re.sub(r'[^A-Za-z0-9_]', '_', k).upper()}": v for k, v in job.params.items()}}
-    spec = containers.ContainerSpec(
+    store.update(job.id, env=redact({**image_env, **env}))
+    return containers.ContainerSpec(
         name=f"{PREFIX}{job.id}", image=job.image_id, command=list(job.command), user=user,
         labels={"dlbox.kind": "job", "dlbox.job": job.id, "dlbox.owner": job.user, "dlbox.home": owner_label(),
                 **({"dlbox.gpus": ",".join(job.gpu_ids)} if job.gpu_ids else {})},
@@ -132,19 +150,6 @@ def start(store: Store, job: Job) -> None:
         limits=containers.Limits(memory=job.memory, cpus=job.cpus, shm_size=job.shm_size or containers.DEFAULT_SHM),
         gpu_ids=job.gpu_ids, env=env, workdir=job.workdir,
     )
-    store.update(job.id, env=redact({**image_env, **env}))
-    try:
-        container_id = engine.create_container(spec)
-        engine.put_files(container_id, helper_files())
-        engine.start(container_id)
-    except Exception as exc:  # noqa: BLE001 - any failure to start is the job's failure, said once
-        existing = engine.container_attrs(f"{PREFIX}{job.id}")
-        if existing:
-            engine.remove_container(existing["Id"])
-        message = getattr(exc, "message", None) or str(exc)
-        store.transition(job.id, JobState.FAILED, reason=f"could not start: {message}")
-        return
-    store.transition(job.id, JobState.RUNNING, container_id=container_id)
 
 
 def finish(store: Store, job: Job, attrs: dict) -> None:
@@ -153,18 +158,12 @@ def finish(store: Store, job: Job, attrs: dict) -> None:
     exit_code = int(state.get("ExitCode", -1))
     oom = bool(state.get("OOMKilled")) or (exit_code == 137 and bool(engine.oom_events(attrs["Id"], since=int(
         job.started_at or job.submitted_at) - 1)))
-    final, reason = final_state_for(job, exit_code, oom)
+    final, reason = final_state(exit_code=exit_code, oom_killed=oom, cancel_requested=job.cancel_requested)
     save_logs(job.id, attrs["Id"])
     collect_metrics(store, job.id)
     record_image_files(store, job)
     store.transition(job.id, final, reason=reason, exit_code=exit_code)
     engine.remove_container(attrs["Id"])
-
-
-def final_state_for(job: Job, exit_code: int, oom: bool) -> tuple[JobState, str]:
-    from dlbox.jobstate import final_state
-
-    return final_state(exit_code=exit_code, oom_killed=oom, cancel_requested=job.cancel_requested)
 
 
 def save_logs(job_id: str, container_id: str) -> None:
@@ -196,7 +195,10 @@ def record_image_files(store: Store, job: Job) -> None:
     from dlbox.images import LOCK_PATH, SPEC_PATH
 
     if job.image_id not in _IMAGE_FILES:  # images are immutable: read each one's files once
-        found = engine.read_files(job.image_id, [LOCK_PATH, SPEC_PATH])
+        try:
+            found = engine.read_files(job.image_id, [LOCK_PATH, SPEC_PATH])
+        except NotFound:  # the image was removed while the job ran: the record keeps its hashes only
+            found = {}
         _IMAGE_FILES[job.image_id] = ((found.get(LOCK_PATH) or b"").decode() or None,
                                       (found.get(SPEC_PATH) or b"").decode() or None)
     lock_text, spec_text = _IMAGE_FILES[job.image_id]
@@ -214,6 +216,7 @@ class Reconciler:
         self.store = store
         self.capacity = capacity
         self._stopping: set[str] = set()
+        self.errors: dict[str, str] = {}  # the last error met while watching each job
         self._sampled: dict[str, float] = {}
 
     def run_once(self) -> None:
@@ -221,7 +224,10 @@ class Reconciler:
                  for a in engine.list_containers([engine.MANAGED, "dlbox.kind=job", f"dlbox.home={owner_label()}"])}
         for job in self.store.jobs(states={JobState.STARTING, JobState.RUNNING}):
             attrs = found.pop(job.id, None)
-            self._watch(job, attrs)
+            try:
+                self._watch(job, attrs)
+            except Exception as exc:  # noqa: BLE001 - one job's trouble must not stop the others
+                self.errors[job.id] = f"{type(exc).__name__}: {exc}"
         for job_id, attrs in found.items():  # containers whose job is not active: finished or unknown
             known = self.store.get_job(job_id) if job_id else None
             if known is None or JobState(known.state).is_finished():

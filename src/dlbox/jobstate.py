@@ -22,9 +22,6 @@ class JobState(str, Enum):
     def is_finished(self) -> bool:
         return self in FINISHED
 
-    def holds_capacity(self) -> bool:
-        return self in (JobState.STARTING, JobState.RUNNING)
-
 
 FINISHED = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.OOM_KILLED, JobState.LOST})
 

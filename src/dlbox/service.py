@@ -1,7 +1,7 @@
 """The dlbox service: owns the job queue and the reconcile loop, and answers the CLI over HTTP.
 
-Locally it listens on a Unix socket in $DLBOX_HOME (0600: only its owner can talk to it); the
-CLI starts it in the background when none answers. One service per DLBOX_HOME (a file lock).
+It listens on a Unix socket in $DLBOX_HOME/service/ (a 0700 directory: only its owner can talk
+to it); the CLI starts it in the background when none answers. One service per DLBOX_HOME.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ class Loop:
             try:
                 self.run_once()
                 self.last_error = None
-            except Exception as exc:  # noqa: BLE001 - keep looping; the error is visible in /api/health
+            except Exception as exc:  # noqa: BLE001 - keep looping; /api/health and `dlbox jobs` show it
                 self.last_error = f"{type(exc).__name__}: {exc}"
 
 
@@ -100,7 +100,8 @@ def job_json(job: Job) -> dict:
         "lock_hash": job.lock_hash, "spec_hash": job.spec_hash, "git_commit": job.git_commit,
         "git_dirty": job.git_dirty, "exit_code": job.exit_code, "peak_memory": job.peak_memory,
         "resources": {"cpus": job.cpus, "memory": job.memory, "gpus": job.gpu_ids},
-        "mounts": job.mounts, "workspace": (job.volumes or {}) and next(iter(job.volumes)),
+        "mounts": job.mounts, "workdir": job.workdir,
+        "workspace": next((v.removeprefix("dlbox-ws-").removesuffix("-data") for v in job.volumes or {}), None),
         "submitted_at": iso(job.submitted_at), "started_at": iso(job.started_at), "ended_at": iso(job.ended_at),
         "reproduces": job.reproduces,
     }
@@ -144,6 +145,7 @@ def create_app(store: Store, loop: Loop) -> FastAPI:
     @app.get("/api/health")
     def health() -> dict:
         return {"ok": True, "version": __version__, "pid": os.getpid(), "loop_error": loop.last_error,
+                "job_errors": loop.reconciler.errors,
                 "capacity": loop.reconciler.capacity.__dict__}
 
     @app.post("/api/jobs", status_code=201)
@@ -174,6 +176,10 @@ def create_app(store: Store, loop: Loop) -> FastAPI:
     def logs(job_id: str, follow: bool = False):
         job = get_job(job_id)
         saved = jobs.run_dir(job.id) / "output.log"
+        if follow:  # a job still waiting: follow from when it starts (or ends without starting)
+            while not job.container_id and not JobState(job.state).is_finished():
+                time.sleep(0.2)
+                job = get_job(job_id)
         if JobState(job.state).is_finished() or not job.container_id:
             if saved.exists():
                 return FileResponse(saved, media_type="text/plain")
@@ -255,7 +261,7 @@ def build_job(store: Store, loop: Loop, request: JobRequest, user: str) -> Job:
     )
 
 
-def serve(*, host: str | None = None, port: int | None = None) -> None:
+def serve() -> None:
     """Run the service in the foreground (the CLI starts it detached)."""
     import uvicorn
 
@@ -270,12 +276,12 @@ def serve(*, host: str | None = None, port: int | None = None) -> None:
     (home / "service" / "pid").write_text(str(os.getpid()))
     store = Store()
     loop = Loop(store)
-    loop.run_once()  # catch up with what happened while no service ran, before answering anyone
+    try:
+        loop.run_once()  # catch up with what happened while no service ran, before answering anyone
+    except Exception as exc:  # noqa: BLE001 - answer anyway; the loop retries and health shows it
+        loop.last_error = f"{type(exc).__name__}: {exc}"
     loop.start()
     app = create_app(store, loop)
-    if host:
-        uvicorn.run(app, host=host, port=port or 8765, log_level="warning", timeout_graceful_shutdown=2)
-        return
     sock = socket_path()
     sock.parent.mkdir(parents=True, exist_ok=True)
     sock.parent.chmod(0o700)

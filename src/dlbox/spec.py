@@ -100,7 +100,10 @@ class Resources(Strict):
 
 
 class Defaults(Strict):
-    """Workspace or job defaults; the workspace and job commands read them."""
+    """Workspace or job defaults (`dlbox up` / `dlbox run` use them where no flag is given).
+
+    Mount sources are relative to the spec's directory; resources beyond the machine shrink to fit.
+    """
 
     mounts: list[str] = []
     resources: Resources = Resources()

@@ -6,7 +6,6 @@ made by Alembic migrations (src/dlbox/migrations), run when the store opens.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -104,6 +103,8 @@ class Store:
         with self.session() as s:
             found = s.get(Job, job_id)
             if found is None and len(job_id) >= 4:  # a unique prefix is enough, like git
+                if not job_id.isalnum():  # ids are hex: no LIKE wildcards get in
+                    return None
                 matches = s.scalars(select(Job).where(Job.id.like(f"{job_id}%"))).all()
                 found = matches[0] if len(matches) == 1 else None
             return found
@@ -173,6 +174,3 @@ def migrate(engine) -> None:
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, "head")
 
-
-def to_json(value) -> str:
-    return json.dumps(value)

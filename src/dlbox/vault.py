@@ -65,8 +65,10 @@ def host_key(name: str) -> tuple[bytes, str]:
         if shutil.which("ssh-keygen") is None:
             raise DlboxError("--ssh needs ssh-keygen on this host (apt-get install openssh-client)")
         key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"dlbox-{name}", "-f", str(key)],
-                       check=True, capture_output=True)
+        made = subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"dlbox-{name}", "-f", str(key)],
+                              capture_output=True, text=True)
+        if made.returncode != 0:
+            raise DlboxError(f"ssh-keygen could not make a host key: {made.stderr.strip()[-200:]}")
         key.with_suffix(".pub").chmod(0o600)  # nothing in the vault is for others, public or not
     return key.read_bytes(), key.with_suffix(".pub").read_text().strip()
 

@@ -58,21 +58,23 @@ class UpRequest:
 
 
 def _image_for(req: UpRequest, progress: Progress):
-    """(image summary, the spec's workspace resources or None). Builds the spec's image when missing."""
+    """(image summary, the spec's workspace resources or None, its default mounts). Builds the image if missing."""
     from dlbox import images
 
     if req.image and (req.spec_file or req.preset):
         raise UsageError("give one of SPEC, --preset or --image")
     if req.image:
         attrs = images.get(req.image)
-        return images.summary(attrs) | {"ref": req.image, "env": attrs["Config"].get("Env") or []}, None
+        return images.summary(attrs) | {"ref": req.image, "env": attrs["Config"].get("Env") or []}, None, []
     spec_file, preset = req.spec_file, req.preset
     if spec_file is None and preset is None and not Path("dlbox.yaml").exists():
         preset = "tensorflow-2.9"
         progress.step("no SPEC, --preset or --image and no ./dlbox.yaml: using the tensorflow-2.9 preset")
     spec, project_dir, lock_file = images.load_source(spec_file, preset)
     found = images.ensure(spec, project_dir=project_dir, lock_file=lock_file, progress=progress)
-    return found | {"env": engine.image_attrs(found["id"])["Config"].get("Env") or []}, spec.workspace.resources
+    default_mounts = [containers.parse_mount(m, base=project_dir) for m in spec.workspace.mounts]
+    return (found | {"env": engine.image_attrs(found["id"])["Config"].get("Env") or []}, spec.workspace.resources,
+            default_mounts)
 
 
 def _check_port(host: str, port: int, flag: str) -> int:
@@ -135,7 +137,9 @@ def up(req: UpRequest, progress: Progress) -> dict:
         _check_port(host, req.jupyter_port, "--jupyter-port")
     if req.ssh_port:
         _check_port(host, req.ssh_port, "--ssh-port")
-    image, defaults = _image_for(req, progress)
+    image, defaults, default_mounts = _image_for(req, progress)
+    given = {m.target for m in mounts}
+    mounts += [m for m in default_mounts if m.target not in given]  # the spec's mounts, unless a flag replaces one
     asks = req.memory or req.cpus is not None or req.gpus or (
         defaults is not None and (defaults.memory or defaults.cpus or defaults.gpus))
     capacity = engine.capacity() if asks else {}  # the engine's info call only when a limit needs checking
@@ -161,10 +165,6 @@ def up(req: UpRequest, progress: Progress) -> dict:
     user = (image.get("user") or "dl")
     uid = int(image.get("uid") or 1000)
     token = vault.new_token() if jupyter else None
-    host_key, host_pub = vault.host_key(name) if req.ssh else (None, None)
-    image_env = dict(item.split("=", 1) for item in image["env"])
-    files = services.files(user=user, uid=uid, token=token, host_key=host_key, authorized_keys=authorized,
-                           env=image_env)
     labels = {
         "dlbox.kind": KIND, "dlbox.workspace": name, "dlbox.image": image["ref"], "dlbox.host": host,
         "dlbox.user": user, "dlbox.mounts": json.dumps([m.to_json() for m in mounts]),
@@ -175,9 +175,12 @@ def up(req: UpRequest, progress: Progress) -> dict:
         labels["dlbox.ssh-key"] = str(key_file)
 
     progress.step(f"creating workspace {name} from {image['ref']}")
-    made_volume = engine.ensure_volume(volume_name(name), {"dlbox.kind": KIND, "dlbox.workspace": name})
-    container_id = None
+    made_volume, container_id, host_pub = False, None, None
     try:
+        host_key, host_pub = vault.host_key(name) if req.ssh else (None, None)
+        files = services.files(user=user, uid=uid, token=token, host_key=host_key, authorized_keys=authorized,
+                               env=dict(item.split("=", 1) for item in image["env"]))
+        made_volume = engine.ensure_volume(volume_name(name), {"dlbox.kind": KIND, "dlbox.workspace": name})
         for attempt in range(5):
             ports = {}
             if jupyter:
@@ -205,11 +208,13 @@ def up(req: UpRequest, progress: Progress) -> dict:
         _wait_ready(container_id, host, ports, token)
     except BaseException:
         # nothing half-made: the container, a volume this call made, and the secrets go
-        if container_id:
-            engine.remove_container(container_id)
-        if made_volume:
-            engine.remove_volume(volume_name(name))
-        vault.forget(name)
+        for undo in (lambda: container_id and engine.remove_container(container_id),
+                     lambda: made_volume and engine.remove_volume(volume_name(name)),
+                     lambda: vault.forget(name)):
+            try:
+                undo()
+            except Exception:  # noqa: BLE001 - the first error is the one to report
+                pass
         raise
     progress.step(f"workspace {name} is up")
     return describe(engine.container_attrs(container_id), token=token, fresh=True)

@@ -171,3 +171,28 @@ def test_tokens_are_long_random_and_compared_in_constant_time():
     a, b = vault.new_token(), vault.new_token()
     assert a != b and len(a) >= 43  # 32 bytes, url-safe base64
     assert vault.same(a, a) and not vault.same(a, b)
+
+
+@pytest.mark.parametrize("source", ["/run", "/var/run", "/var", "/var/lib/docker"])
+def test_folders_holding_the_engine_are_refused(source):
+    if not os.path.exists(source):
+        pytest.skip(f"{source} is not on this machine")
+    with pytest.raises(UsageError, match="may not be mounted"):
+        containers.parse_mount(f"{source}:/data")
+
+
+def test_dlbox_home_and_its_parents_are_refused(tmp_path, monkeypatch):
+    home = tmp_path / "home" / "dlbox"
+    home.mkdir(parents=True)
+    monkeypatch.setenv("DLBOX_HOME", str(home))
+    for source in (home, home.parent, tmp_path):
+        with pytest.raises(UsageError, match="may not be mounted"):
+            containers.parse_mount(f"{source}:/data")
+    (tmp_path / "data").mkdir()
+    assert containers.parse_mount(f"{tmp_path / 'data'}:/data").source == str(tmp_path / "data")
+
+
+@pytest.mark.parametrize("target", ["/etc/dlbox", "/etc/dlbox/ssh", "/opt/dlbox/lib", "/dlbox/run", "/tmp/dlbox"])
+def test_dlbox_own_targets_are_reserved(tmp_path, target):
+    with pytest.raises(UsageError, match="is dlbox's own"):
+        containers.parse_mount(f"{tmp_path}:{target}")
