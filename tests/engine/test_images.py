@@ -183,3 +183,17 @@ def test_other_dlbox_objects_survive_the_test_cleanup(docker_client, first_build
             mine.reload()
     finally:
         other.remove(force=True)
+
+
+def test_progress_is_a_live_status_on_a_terminal_and_plain_lines_otherwise(dlbox, first_build, project, test_env):
+    import shlex
+    import sys
+
+    plain = dlbox("build", cwd=project).stderr
+    assert "\x1b[" not in plain and any(line.startswith("> building dlbox/") for line in plain.splitlines())
+    command = shlex.join([sys.executable, "-m", "dlbox", "build"])
+    env = {k: v for k, v in test_env.items() if k != "NO_COLOR"} | {"TERM": "xterm"}
+    tty = subprocess.run(["script", "-qec", command, "/dev/null"], cwd=project, env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert tty.returncode == 0, tty.stdout[-2000:]
+    assert "\x1b[" in tty.stdout and "built dlbox/" in tty.stdout  # Rich drew a status line

@@ -160,6 +160,15 @@ def test_ssh_config_lets_plain_ssh_connect_with_a_pinned_host_key(dlbox, ws, ssh
     assert result.stdout.strip() == "hello"
 
 
+def test_dlbox_ssh_and_open(dlbox, ws, ssh_key):
+    result = dlbox("ssh", ws["name"], "echo", "over-ssh", timeout=60)
+    assert result.stdout.strip() == "over-ssh"
+    url = dlbox("open", ws["name"]).stdout.strip()
+    token = dlbox("token", ws["name"]).stdout.strip()
+    assert url == f"{base_url(ws)}/?token={token}"
+    assert http_status(f"{base_url(ws)}/api/status?token={token}") == 200
+
+
 def test_exec_returns_the_command_exit_code(dlbox, ws):
     assert dlbox("exec", ws["name"], "--", "python", "-c", "print(6 * 7)").stdout.strip() == "42"
     failed = dlbox("exec", ws["name"], "--", "sh", "-c", "exit 3", check=False)
