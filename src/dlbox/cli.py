@@ -303,43 +303,29 @@ def ls_cmd(as_json: bool) -> None:
                    f"{r['oom']['kills']:<4} {r['image']}")
 
 
-def _lifecycle(action: str, name: str, as_json: bool) -> None:
-    from dlbox import workspaces
-    from dlbox.progress import Progress
+def _lifecycle_command(action: str, doc: str) -> None:
+    """stop, start and restart: the same flags and output, a different workspace call."""
 
-    with Progress() as progress:
-        if action == "stop":
-            ws = workspaces.stop(name)
-        else:
+    @click.argument("name")
+    @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+    def command(name: str, as_json: bool) -> None:
+        from dlbox import workspaces
+        from dlbox.progress import Progress
+
+        with Progress() as progress:
             ws = getattr(workspaces, action)(name, progress)
-    if as_json:
-        emit(ws)
-    else:
-        print_workspace(ws, secrets_shown=False)
+        if as_json:
+            emit(ws)
+        else:
+            print_workspace(ws, secrets_shown=False)
+
+    command.__doc__ = doc
+    cli.command(name=action)(command)
 
 
-@cli.command()
-@click.argument("name")
-@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
-def stop(name: str, as_json: bool) -> None:
-    """Stop workspace NAME; its container, data, URL and token stay."""
-    _lifecycle("stop", name, as_json)
-
-
-@cli.command()
-@click.argument("name")
-@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
-def start(name: str, as_json: bool) -> None:
-    """Start a stopped workspace NAME (same ports, same token) and wait for its services."""
-    _lifecycle("start", name, as_json)
-
-
-@cli.command()
-@click.argument("name")
-@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
-def restart(name: str, as_json: bool) -> None:
-    """Restart workspace NAME (its processes end; its data stays)."""
-    _lifecycle("restart", name, as_json)
+_lifecycle_command("stop", "Stop workspace NAME; its container, data, URL and token stay.")
+_lifecycle_command("start", "Start a stopped workspace NAME (same ports, same token) and wait for its services.")
+_lifecycle_command("restart", "Restart workspace NAME (its processes end; its data stays).")
 
 
 @cli.command()

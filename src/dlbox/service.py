@@ -33,7 +33,6 @@ def caller(x_dlbox_user: Annotated[str | None, Header()] = None) -> str:
 User = Annotated[str, Depends(caller)]
 
 
-socket_path = config.socket_path
 
 
 class JobRequest(BaseModel):
@@ -282,7 +281,7 @@ def serve() -> None:
         loop.last_error = f"{type(exc).__name__}: {exc}"
     loop.start()
     app = create_app(store, loop)
-    sock = socket_path()
+    sock = config.socket_path()
     sock.parent.mkdir(parents=True, exist_ok=True)
     sock.parent.chmod(0o700)
     sock.unlink(missing_ok=True)

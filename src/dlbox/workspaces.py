@@ -348,7 +348,7 @@ def show(name: str, *, with_token: bool = False) -> dict:
 # --- lifecycle ----------------------------------------------------------------------------------
 
 
-def stop(name: str) -> dict:
+def stop(name: str, progress: Progress | None = None) -> dict:
     attrs = _attrs(name)
     engine.stop(attrs["Id"])
     return describe(engine.container_attrs(attrs["Id"]))
