@@ -383,7 +383,7 @@ def _ready(name: str, container_id: str, progress: Progress) -> dict:
     token = vault.load(name).get("token")
     progress.step("waiting for the services to answer")
     _wait_ready(container_id, labels.get("dlbox.host", "127.0.0.1"), _ports(labels), token)
-    return describe(engine.container_attrs(container_id), token=token)
+    return describe(engine.container_attrs(container_id))  # only `up` and `token` print the token
 
 
 def rm(name: str, *, purge_data: bool = False) -> dict:

@@ -198,7 +198,9 @@ def test_stop_then_start_keeps_url_and_token(dlbox, ws):
     assert stopped["state"] == "exited"
     started = dlbox.json("start", ws["name"])
     assert started["jupyter"]["port"] == ws["jupyter"]["port"] and started["ssh"]["port"] == ws["ssh"]["port"]
-    assert started["jupyter"]["url"] == f"{base_url(ws)}/?token={token}"
+    assert started["jupyter"]["url"] == f"{base_url(ws)}/"  # the token is kept but not printed here
+    assert token not in dlbox("start", ws["name"]).stdout
+    assert dlbox("token", ws["name"]).stdout.strip() == token
     assert http_status(f"{base_url(ws)}/api/status?token={token}") == 200
 
 
