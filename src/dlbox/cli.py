@@ -23,6 +23,30 @@ def emit(data) -> None:
     click.echo(json.dumps(data, indent=2))
 
 
+def remote() -> str | None:
+    """The team server's URL when DLBOX_URL is set: commands then act there, through its API."""
+    import os
+
+    return os.environ.get("DLBOX_URL") or None
+
+
+def on_server(method: str, path: str, **kwargs):
+    from dlbox import client
+
+    return client.call(method, path, **kwargs)
+
+
+def local_only(what: str) -> None:
+    if remote():
+        raise UsageError(f"{what} works on the engine's own machine only; unset DLBOX_URL (or use the dashboard)")
+
+
+def _images():
+    from dlbox import images
+
+    return images
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "--version", prog_name="dlbox")
 def cli() -> None:
@@ -104,6 +128,12 @@ def build(spec_file, preset, dry_run, update_lock, no_cache, ca_bundle, tag, as_
     from dlbox import bases, config, render
     from dlbox import lock as locks
 
+    if remote() and not dry_run:
+        if spec_file or not preset:
+            raise UsageError("against a server (DLBOX_URL), build a --preset; spec files build locally")
+        result = on_server("POST", "/api/images", json={"preset": preset, "tag": tag})
+        emit(result) if as_json else click.echo(f"{result['image']}  {result['id']}")
+        return
     from dlbox.images import load_source
 
     spec, project_dir, lock_file = load_source(spec_file, preset)
@@ -144,9 +174,8 @@ def build(spec_file, preset, dry_run, update_lock, no_cache, ca_bundle, tag, as_
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 def images_cmd(show_all: bool, as_json: bool) -> None:
     """List the images dlbox has built, newest first."""
-    from dlbox import images
-
-    rows = images.list_images(include_untagged=show_all)
+    rows = on_server("GET", "/api/images", params={"all": show_all}) if remote() else \
+        _images().list_images(include_untagged=show_all)
     if as_json:
         emit(rows)
         return
@@ -164,9 +193,7 @@ def images_cmd(show_all: bool, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 def inspect(image: str, as_json: bool) -> None:
     """Show one image with its lock (IMAGE: a ref such as dlbox/NAME:latest, or an ID)."""
-    from dlbox import images
-
-    data = images.inspect(image)
+    data = on_server("GET", f"/api/images/{image}") if remote() else _images().inspect(image)
     if as_json:
         emit(data)
         return
@@ -186,6 +213,7 @@ def inspect(image: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 def verify(image: str, as_json: bool) -> None:
     """Compare the packages actually in IMAGE with its lock; exit 1 on drift."""
+    local_only("verify")
     from dlbox import images
 
     result = images.verify(image)
@@ -207,6 +235,7 @@ def verify(image: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 def rmi(image: str, force: bool, as_json: bool) -> None:
     """Remove a dlbox image (one tag; the layers go when no tag is left)."""
+    local_only("rmi")
     from dlbox import engine, images
 
     attrs = images.get(image)
@@ -266,6 +295,19 @@ def up(name, spec_file, preset, image, jupyter, ssh, ssh_key, mounts, memory, cp
     volume at /workspace that survives `dlbox rm` (unless --purge-data). Prints the Jupyter
     URL with its token, and the SSH command.
     """
+    if remote():
+        if spec_file or host != "127.0.0.1":
+            raise UsageError("against a server (DLBOX_URL), use --preset or --image; the server chooses the host")
+        key = None
+        if ssh:
+            from dlbox.workspaces import UpRequest, _public_key
+
+            key = _public_key(UpRequest(name=name, ssh_key=ssh_key))[0]
+        ws = on_server("POST", "/api/workspaces", json={
+            "name": name, "preset": preset, "image": image, "jupyter": jupyter, "ssh": ssh, "ssh_public_key": key,
+            "mounts": list(mounts), "memory": memory, "cpus": cpus, "gpus": gpus, "shm_size": shm_size, "pids": pids})
+        emit(ws) if as_json else print_workspace(ws, secrets_shown=True)
+        return
     from dlbox import engine, workspaces
     from dlbox.progress import Progress
 
@@ -286,9 +328,12 @@ def up(name, spec_file, preset, image, jupyter, ssh, ssh_key, mounts, memory, cp
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 def ls_cmd(as_json: bool) -> None:
     """List workspaces (no secrets: use `dlbox token NAME` for a Jupyter token)."""
-    from dlbox import workspaces
+    if remote():
+        rows = on_server("GET", "/api/workspaces")
+    else:
+        from dlbox import workspaces
 
-    rows = workspaces.ls()
+        rows = workspaces.ls()
     if as_json:
         emit(rows)
         return
@@ -309,11 +354,14 @@ def _lifecycle_command(action: str, doc: str) -> None:
     @click.argument("name")
     @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
     def command(name: str, as_json: bool) -> None:
-        from dlbox import workspaces
-        from dlbox.progress import Progress
+        if remote():
+            ws = on_server("POST", f"/api/workspaces/{name}/{action}")
+        else:
+            from dlbox import workspaces
+            from dlbox.progress import Progress
 
-        with Progress() as progress:
-            ws = getattr(workspaces, action)(name, progress)
+            with Progress() as progress:
+                ws = getattr(workspaces, action)(name, progress)
         if as_json:
             emit(ws)
         else:
@@ -334,9 +382,12 @@ _lifecycle_command("restart", "Restart workspace NAME (its processes end; its da
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 def rm(name: str, purge_data: bool, as_json: bool) -> None:
     """Remove workspace NAME. Its /workspace volume is kept for the next `up NAME` unless --purge-data."""
-    from dlbox import workspaces
+    if remote():
+        result = on_server("DELETE", f"/api/workspaces/{name}", params={"purge_data": purge_data})
+    else:
+        from dlbox import workspaces
 
-    result = workspaces.rm(name, purge_data=purge_data)
+        result = workspaces.rm(name, purge_data=purge_data)
     if as_json:
         emit(result)
     else:
@@ -349,10 +400,17 @@ def rm(name: str, purge_data: bool, as_json: bool) -> None:
 @click.option("--tail", default="all", show_default=True, help="Workspaces: only the last N lines.")
 def logs(target: str, follow: bool, tail: str) -> None:
     """Print a workspace's service output, or a job's complete output (kept after it ends)."""
-    from dlbox import engine, workspaces
-
     if tail != "all" and not tail.isdigit():
         raise UsageError("--tail: a number of lines, or all")
+    if remote():
+        from dlbox import client
+
+        for chunk in client.stream(f"/api/jobs/{target}/logs", {"follow": follow}):
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+        return
+    from dlbox import engine, workspaces
+
     attrs = engine.container_attrs(workspaces.container_name(target)) if re.fullmatch(r"[a-z0-9][a-z0-9_-]*", target) \
         else None
     if attrs is None and re.fullmatch(r"[0-9a-f]{4,32}", target):
@@ -376,6 +434,7 @@ def exec_cmd(name: str, command: tuple[str, ...]) -> None:
 
     Exits with the command's exit code.
     """
+    local_only("exec")
     from dlbox import engine, workspaces
 
     sys.exit(engine.exec_stream(workspaces.container_of(name), list(command)))
@@ -389,6 +448,7 @@ def ssh(name: str, command: tuple[str, ...]) -> None:
     import os
     import shutil
 
+    local_only("ssh")
     from dlbox import workspaces
 
     if shutil.which("ssh") is None:
@@ -408,6 +468,7 @@ def ssh_config(as_json: bool) -> None:
     Add `Include <file>` to ~/.ssh/config, then `ssh dlbox-NAME` and VS Code Remote-SSH work
     without flags.
     """
+    local_only("ssh-config")
     from dlbox import workspaces
 
     info = workspaces.write_ssh_config()
@@ -423,9 +484,12 @@ def ssh_config(as_json: bool) -> None:
 @click.option("--browser", is_flag=True, help="Open it in a web browser instead of printing it.")
 def open_cmd(name: str, browser: bool) -> None:
     """Print workspace NAME's Jupyter URL with its token (or open it)."""
-    from dlbox import workspaces
+    if remote():
+        ws = {"jupyter": on_server("GET", f"/api/workspaces/{name}/token")}
+    else:
+        from dlbox import workspaces
 
-    ws = workspaces.show(name, with_token=True)
+        ws = workspaces.show(name, with_token=True)
     if not ws["jupyter"]:
         raise UsageError(f"workspace {name} runs no Jupyter server")
     if browser:
@@ -441,6 +505,10 @@ def open_cmd(name: str, browser: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 def token(name: str, rotate: bool, as_json: bool) -> None:
     """Print workspace NAME's Jupyter token, or --rotate it (Jupyter restarts; kernels end)."""
+    if remote():
+        found = on_server("POST" if rotate else "GET", f"/api/workspaces/{name}/token")
+        emit(found) if as_json else click.echo(found["token"])
+        return
     from dlbox import workspaces
     from dlbox.progress import Progress
 
@@ -480,6 +548,12 @@ def resolve_image(spec_file, preset, image, workspace):
     given = [x for x in (spec_file, preset, image, workspace) if x]
     if len(given) > 1:
         raise UsageError("give one of SPEC, --preset, --image or --workspace")
+    if remote():  # the image must be on the server already
+        if workspace:
+            return on_server("GET", f"/api/workspaces/{workspace}")["image_id"], Path.cwd(), None
+        if image or preset:
+            return image or f"dlbox/{preset}:latest", Path.cwd(), None
+        raise UsageError("against a server (DLBOX_URL), give --preset, --image or --workspace")
     if image:
         return image, Path.cwd(), None
     if workspace:
@@ -712,6 +786,141 @@ def reproduce(run_id: str, as_json: bool) -> None:
         emit(job)
     else:
         click.echo(f"job {job['id']} {job['state']}: reproduces run {record['id']} on {job['image_id'][:19]}")
+
+
+# --- the team server, users and tokens ----------------------------------------------------------
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", default=8700, show_default=True, type=click.IntRange(1, 65535), help="TCP port.")
+@click.option("--mount-root", "mount_roots", multiple=True, metavar="DIR",
+              help="A directory below which users may mount (repeatable; none: no user mounts). "
+                   "Also $DLBOX_MOUNT_ROOTS, colon-separated.")
+@click.option("--workspace-host", default="127.0.0.1", show_default=True,
+              help="Address workspaces publish Jupyter and SSH on (0.0.0.0 to reach them from other machines).")
+def server(host: str, port: int, mount_roots: tuple[str, ...], workspace_host: str) -> None:
+    """Serve dlbox to a team: the HTTP API under /api/ and the dashboard, on HOST:PORT.
+
+    Every API route but /api/health needs a token (Authorization: Bearer dlb_...). On this
+    machine, the owner of the dlbox home manages users over the local socket:
+
+    \b
+      dlbox users add alice --cpus 4 --memory 16g     prints alice's first token, once
+      DLBOX_URL=http://HOST:PORT DLBOX_TOKEN=dlb_... dlbox ls     (on alice's machine)
+
+    It replaces a background service the CLI started for the same dlbox home.
+    """
+    import os
+
+    from dlbox import accounts
+    from dlbox import service as svc
+
+    roots = accounts.mount_roots(list(mount_roots) + [r for r in os.environ.get("DLBOX_MOUNT_ROOTS", "").split(":") if r])
+    click.echo(f"dlbox server on http://{host}:{port}/ (API under /api/, OpenAPI at /openapi.json); "
+               f"mount roots: {', '.join(map(str, roots)) or 'none'}", err=True)
+    svc.serve(host=host, port=port, mount_roots=roots, workspace_host=workspace_host)
+
+
+def quota_flags(command):
+    for flag, kind, text in (("--workspaces", int, "workspaces at once"), ("--cpus", float, "CPUs"),
+                             ("--memory", str, "memory, e.g. 16g"), ("--gpus", int, "GPUs")):
+        command = click.option(flag, type=kind, help=f"Quota: {text}.")(command)
+    return command
+
+
+@cli.group()
+def users() -> None:
+    """Users of the team server (admins only): add, list, set quotas, remove."""
+
+
+@users.command(name="add")
+@click.argument("name")
+@click.option("--admin", is_flag=True, help="May manage users and see everything.")
+@quota_flags
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+def users_add(name, admin, gpus, memory, cpus, workspaces, as_json) -> None:
+    """Add user NAME and print their first API token (shown once: hand it over safely)."""
+    quota = {"workspaces": workspaces, "cpus": cpus, "memory": memory, "gpus": gpus}
+    user = on_server("POST", "/api/users", json={"name": name, "admin": admin, "quota": quota})
+    if as_json:
+        emit(user)
+    else:
+        click.echo(f"added {user['role']} {user['name']}; their token (shown only now):\n{user['token']}")
+
+
+@users.command(name="ls")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+def users_ls(as_json: bool) -> None:
+    """List users with their roles and quotas."""
+    rows = on_server("GET", "/api/users")
+    if as_json:
+        emit(rows)
+        return
+    click.echo(f"{'NAME':<16} {'ROLE':<6} {'CREATED':<21} QUOTA")
+    for u in rows:
+        quota = ", ".join(f"{k}={v}" for k, v in u["quota"].items()) or "-"
+        click.echo(f"{u['name']:<16} {u['role']:<6} {u['created_at']:<21} {quota}")
+
+
+@users.command(name="quota")
+@click.argument("name")
+@quota_flags
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+def users_quota(name, gpus, memory, cpus, workspaces, as_json) -> None:
+    """Set NAME's quotas (the flags given; the others are lifted)."""
+    user = on_server("PUT", f"/api/users/{name}/quota",
+                     json={"workspaces": workspaces, "cpus": cpus, "memory": memory, "gpus": gpus})
+    emit(user) if as_json else click.echo(f"{name}: quota {user['quota'] or 'none'}")
+
+
+@users.command(name="rm")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+def users_rm(name: str, as_json: bool) -> None:
+    """Remove user NAME; their tokens stop working at once."""
+    result = on_server("DELETE", f"/api/users/{name}")
+    emit(result) if as_json else click.echo(f"removed user {name}")
+
+
+@cli.group()
+def tokens() -> None:
+    """Your API tokens for the team server: create, list, revoke."""
+
+
+@tokens.command(name="create")
+@click.option("--name", help="A label to tell tokens apart.")
+@click.option("--expires", default="90d", show_default=True, metavar="30d|12h|90m|never", help="When it stops working.")
+@click.option("--user", help="Admins: a token for another user.")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+def tokens_create(name, expires, user, as_json) -> None:
+    """Create a token and print it (shown once)."""
+    row = on_server("POST", "/api/tokens", json={"name": name, "expires": expires, "user": user})
+    emit(row) if as_json else click.echo(row["token"])
+
+
+@tokens.command(name="ls")
+@click.option("--all", "show_all", is_flag=True, help="Admins: everyone's tokens.")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+def tokens_ls(show_all: bool, as_json: bool) -> None:
+    """List tokens (never the secrets themselves)."""
+    rows = on_server("GET", "/api/tokens", params={"all": show_all})
+    if as_json:
+        emit(rows)
+        return
+    click.echo(f"{'ID':<13} {'USER':<12} {'NAME':<12} {'STATE':<8} {'EXPIRES':<21} CREATED")
+    for t in rows:
+        click.echo(f"{t['id']:<13} {t['user']:<12} {t['name'] or '-':<12} {t['state']:<8} "
+                   f"{t['expires_at'] or 'never':<21} {t['created_at']}")
+
+
+@tokens.command(name="revoke")
+@click.argument("token_id")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+def tokens_revoke(token_id: str, as_json: bool) -> None:
+    """Revoke token TOKEN_ID (see `dlbox tokens ls`); it stops working at once."""
+    row = on_server("DELETE", f"/api/tokens/{token_id}")
+    emit(row) if as_json else click.echo(f"revoked token {row['id']}")
 
 
 @cli.command(hidden=True)

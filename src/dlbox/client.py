@@ -1,5 +1,6 @@
 """The CLI's side of the dlbox service: HTTP over the local Unix socket, starting the service
-in the background when none answers (as SkyPilot's CLI does with its API server).
+in the background when none answers (as SkyPilot's CLI does with its API server); or, when
+DLBOX_URL and DLBOX_TOKEN are set, a team server's HTTP API.
 """
 
 from __future__ import annotations
@@ -18,6 +19,21 @@ from dlbox.errors import DlboxError, NotFound, UsageError
 START_TIMEOUT = 30.0
 
 
+def remote() -> str | None:
+    """The team server's URL when the CLI should use one (DLBOX_URL)."""
+    return os.environ.get("DLBOX_URL") or None
+
+
+def _remote_client(url: str) -> httpx.Client:
+    token = os.environ.get("DLBOX_TOKEN")
+    if not token:
+        raise UsageError("DLBOX_TOKEN: set it to your API token to use the server at DLBOX_URL")
+    if not url.startswith(("http://", "https://")):
+        raise UsageError(f"DLBOX_URL: {url!r} must start with http:// or https://")
+    return httpx.Client(base_url=url.rstrip("/"), timeout=httpx.Timeout(30.0, read=None),
+                        headers={"Authorization": f"Bearer {token}"})
+
+
 def _client() -> httpx.Client:
     return httpx.Client(transport=httpx.HTTPTransport(uds=str(config.socket_path())), base_url="http://dlbox",
                         timeout=httpx.Timeout(30.0, read=None), headers={"X-Dlbox-User": getpass.getuser()})
@@ -31,6 +47,8 @@ def _answers(client: httpx.Client) -> bool:
 
 
 def ensure_service() -> httpx.Client:
+    if remote():
+        return _remote_client(remote())
     client = _client()
     if _answers(client):
         return client
@@ -63,6 +81,8 @@ def _result(response: httpx.Response):
         raise DlboxError(f"the dlbox service answered {response.status_code}") from None
     if response.status_code == 404:
         raise NotFound(error["message"])
+    if response.status_code == 401:
+        raise DlboxError(f"{error['message']} (check DLBOX_TOKEN)", code="unauthorized")
     if response.status_code in (400, 422):
         raise UsageError(error["message"], code=error.get("code", "invalid"))
     raise DlboxError(error["message"], code=error.get("code", "failed"))

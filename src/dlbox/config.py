@@ -13,6 +13,13 @@ def home() -> Path:
     return Path(xdg) / "dlbox"
 
 
+def home_id() -> str:
+    """Which dlbox home a container belongs to (label dlbox.home): each service minds only its own."""
+    import hashlib
+
+    return hashlib.sha256(str(home().resolve()).encode()).hexdigest()[:12]
+
+
 def socket_path() -> Path:
     """The local service's socket, in a 0700 directory: only the owner can reach the service."""
     return home() / "service" / "dlbox.sock"

@@ -29,9 +29,7 @@ SECRET_KEY = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|PRIVATE|CREDENTIA
 
 def owner_label() -> str:
     """Which dlbox home a job container belongs to: each service cleans up only its own."""
-    import hashlib
-
-    return hashlib.sha256(str(config.home().resolve()).encode()).hexdigest()[:12]
+    return config.home_id()
 
 
 def new_id() -> str:

@@ -10,28 +10,23 @@ import fcntl
 import os
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
-from dlbox import __version__, config, containers, engine, gpus, jobs
+from dlbox import __version__, accounts, config, containers, engine, gpus, jobs
 from dlbox.errors import DlboxError, NotFound, UsageError
 from dlbox.jobstate import JobState
 from dlbox.store import Job, Store
 
 LOOP_PERIOD = 1.0
-
-
-def caller(x_dlbox_user: Annotated[str | None, Header()] = None) -> str:
-    return x_dlbox_user or "local"
-
-
-User = Annotated[str, Depends(caller)]
-
 
 
 
@@ -75,8 +70,11 @@ class Loop:
         self.wake_event.set()
 
     def run_once(self) -> None:
+        from dlbox import routes_workspaces
+
         with self.lock:
             self.reconciler.run_once()
+            routes_workspaces.sync(self.store)
 
     def _run(self) -> None:
         while True:
@@ -87,6 +85,44 @@ class Loop:
                 self.last_error = None
             except Exception as exc:  # noqa: BLE001 - keep looping; /api/health and `dlbox jobs` show it
                 self.last_error = f"{type(exc).__name__}: {exc}"
+
+
+bearer = HTTPBearer(auto_error=False, description="An API token from `dlbox users add` or `dlbox tokens create`.")
+
+
+@dataclass
+class Context:
+    """What the routes share: the store, the loop, and who may do what.
+
+    mode "local": the Unix socket in a 0700 directory; whoever reaches it owns this dlbox home
+    and acts as admin. mode "server": TCP; every route but health needs a valid API token.
+    """
+
+    store: Store
+    loop: Loop
+    mode: str = "local"
+    mount_roots: list[Path] = field(default_factory=list)
+    workspace_host: str = "127.0.0.1"
+
+
+def caller(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+           x_dlbox_user: Annotated[str | None, Header(include_in_schema=False)] = None) -> accounts.Caller:
+    ctx: Context = request.app.state.ctx
+    if ctx.mode == "local":
+        return accounts.Caller(name=x_dlbox_user or "local", role="admin")
+    token = credentials.credentials if credentials else request.cookies.get(COOKIE)
+    return accounts.authenticate(ctx.store, token)
+
+
+COOKIE = "dlbox_token"
+Caller = Annotated[accounts.Caller, Depends(caller)]
+
+
+def ctx_of(request: Request) -> Context:
+    return request.app.state.ctx
+
+
+Ctx = Annotated[Context, Depends(ctx_of)]
 
 
 def job_json(job: Job) -> dict:
@@ -121,13 +157,27 @@ def run_json(store: Store, job: Job) -> dict:
             "spec": job.spec_text}
 
 
-def create_app(store: Store, loop: Loop) -> FastAPI:
+STATUS = {"unauthorized": 401, "forbidden": 403, "quota_exceeded": 403, "mount_refused": 403, "not_found": 404,
+          "exists": 409, "port_in_use": 409}
+
+
+def error_response(exc: DlboxError) -> JSONResponse:
+    status = STATUS.get(exc.code) or (400 if isinstance(exc, UsageError) else 409)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"error": {"code": exc.code, "message": exc.message}}, status_code=status, headers=headers)
+
+
+def create_app(store: Store, loop: Loop, *, mode: str = "local", mount_roots: list[Path] | None = None,
+               workspace_host: str = "127.0.0.1") -> FastAPI:
+    from dlbox import routes_accounts, routes_workspaces
+
     app = FastAPI(title="dlbox", version=__version__, openapi_url="/openapi.json", docs_url=None, redoc_url=None)
+    app.state.ctx = Context(store=store, loop=loop, mode=mode, mount_roots=list(mount_roots or []),
+                            workspace_host=workspace_host)
 
     @app.exception_handler(DlboxError)
     async def dlbox_error(_request: Request, exc: DlboxError):
-        status = 404 if isinstance(exc, NotFound) else 400 if isinstance(exc, UsageError) else 409
-        return JSONResponse({"error": {"code": exc.code, "message": exc.message}}, status_code=status)
+        return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError):
@@ -135,50 +185,62 @@ def create_app(store: Store, loop: Loop) -> FastAPI:
         place = ".".join(str(p) for p in first["loc"] if p != "body")
         return JSONResponse({"error": {"code": "invalid", "message": f"{place}: {first['msg']}"}}, status_code=422)
 
-    def get_job(job_id: str) -> Job:
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse({"error": {"code": code, "message": str(exc.detail)}}, status_code=exc.status_code)
+
+    def get_job(job_id: str, who: accounts.Caller) -> Job:
         job = store.get_job(job_id)
-        if job is None:
+        if job is None or not who.sees(job.user):  # someone else's job does not exist, as far as you know
             raise NotFound(f"no job {job_id!r} (see `dlbox jobs`)")
         return job
 
     @app.get("/api/health")
     def health() -> dict:
-        return {"ok": True, "version": __version__, "pid": os.getpid(), "loop_error": loop.last_error,
-                "job_errors": loop.reconciler.errors,
-                "capacity": loop.reconciler.capacity.__dict__}
+        data = {"ok": True, "version": __version__, "mode": mode}
+        if mode == "local":  # the details are for the owner only
+            data |= {"pid": os.getpid(), "loop_error": loop.last_error, "job_errors": loop.reconciler.errors,
+                     "capacity": loop.reconciler.capacity.__dict__}
+        return data
 
     @app.post("/api/jobs", status_code=201)
-    def submit(request: JobRequest, user: User) -> dict:
-        job = build_job(store, loop, request, user)
+    def submit(request: JobRequest, who: Caller) -> dict:
+        if mode == "server":
+            request.project_dir = None  # the caller's directories mean nothing on the server
+            for mount in request.mounts:
+                accounts.check_mount_roots(mount, app.state.ctx.mount_roots)
+        job = build_job(store, loop, request, who.name)
+        check_quota(store, who.name, cpus=job.cpus, memory=job.memory, gpus=len(job.gpu_ids or []))
         store.add_job(job)
         loop.wake()
         return job_json(job)
 
     @app.get("/api/jobs")
-    def list_jobs(user: User, all: bool = False) -> list[dict]:
+    def list_jobs(who: Caller, all: bool = False) -> list[dict]:
         states = None if all else {JobState.QUEUED, JobState.STARTING, JobState.RUNNING}
-        return [job_json(j) for j in store.jobs(states=states)]
+        return [job_json(j) for j in store.jobs(states=states, user=None if who.admin else who.name)]
 
     @app.get("/api/jobs/{job_id}")
-    def show_job(job_id: str) -> dict:
-        return job_json(get_job(job_id))
+    def show_job(job_id: str, who: Caller) -> dict:
+        return job_json(get_job(job_id, who))
 
     @app.post("/api/jobs/{job_id}/cancel")
-    def cancel(job_id: str) -> dict:
-        job = get_job(job_id)
+    def cancel(job_id: str, who: Caller) -> dict:
+        job = get_job(job_id, who)
         if not JobState(job.state).is_finished():
             store.update(job.id, cancel_requested=True)
             loop.wake()
         return job_json(store.get_job(job.id))
 
     @app.get("/api/jobs/{job_id}/logs")
-    def logs(job_id: str, follow: bool = False):
-        job = get_job(job_id)
+    def logs(job_id: str, who: Caller, follow: bool = False):
+        job = get_job(job_id, who)
         saved = jobs.run_dir(job.id) / "output.log"
         if follow:  # a job still waiting: follow from when it starts (or ends without starting)
             while not job.container_id and not JobState(job.state).is_finished():
                 time.sleep(0.2)
-                job = get_job(job_id)
+                job = get_job(job_id, who)
         if JobState(job.state).is_finished() or not job.container_id:
             if saved.exists():
                 return FileResponse(saved, media_type="text/plain")
@@ -186,14 +248,34 @@ def create_app(store: Store, loop: Loop) -> FastAPI:
         return StreamingResponse(live_logs(store, job, follow), media_type="text/plain")
 
     @app.get("/api/runs")
-    def list_runs(user: User) -> list[dict]:
-        return [run_json(store, j) for j in reversed(store.jobs())]
+    def list_runs(who: Caller) -> list[dict]:
+        return [run_json(store, j) for j in reversed(store.jobs(user=None if who.admin else who.name))]
 
     @app.get("/api/runs/{job_id}")
-    def show_run(job_id: str) -> dict:
-        return run_json(store, get_job(job_id))
+    def show_run(job_id: str, who: Caller) -> dict:
+        return run_json(store, get_job(job_id, who))
 
+    app.include_router(routes_accounts.router)
+    app.include_router(routes_workspaces.router)
     return app
+
+
+def held(store: Store, user: str) -> dict:
+    """What `user` holds now: workspaces (all; running ones count their limits) and active jobs."""
+    mine = store.workspaces(owner=user)
+    running = [w for w in mine if w.state in ("running", "restarting", "created")]
+    active = store.jobs(states={JobState.QUEUED, JobState.STARTING, JobState.RUNNING}, user=user)
+    return {"workspaces": len(mine),
+            "cpus": sum(w.cpus or 0 for w in running) + sum(j.cpus or 0 for j in active),
+            "memory": sum(w.memory or 0 for w in running) + sum(j.memory or 0 for j in active),
+            "gpus": sum(w.gpus or 0 for w in running) + sum(len(j.gpu_ids or []) for j in active)}
+
+
+def check_quota(store: Store, user: str, **asked) -> None:
+    account = store.get_user(user)
+    if account is None or not account.quota:
+        return
+    accounts.check_quota(user, account.quota, held(store, user), asked)
 
 
 def live_logs(store: Store, job: Job, follow: bool):
@@ -260,18 +342,39 @@ def build_job(store: Store, loop: Loop, request: JobRequest, user: str) -> Job:
     )
 
 
-def serve() -> None:
-    """Run the service in the foreground (the CLI starts it detached)."""
+def _take_lock(home: Path, *, replace: bool):
+    """One service per dlbox home. `dlbox server` replaces a background service the CLI started."""
+    import signal
+
+    guard = open(home / "service.lock", "w")
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            fcntl.flock(guard, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return guard
+        except BlockingIOError:
+            pid_file = home / "service" / "pid"
+            if not replace or time.monotonic() > deadline:
+                raise DlboxError(f"a dlbox service already runs for {home}") from None
+            try:
+                os.kill(int(pid_file.read_text()), signal.SIGTERM)
+            except (FileNotFoundError, ProcessLookupError, ValueError):
+                pass
+            time.sleep(0.2)
+
+
+def serve(*, host: str | None = None, port: int | None = None, mount_roots: list[Path] | None = None,
+          workspace_host: str = "127.0.0.1") -> None:
+    """Run the service in the foreground: on the local socket, and on host:port when given (the server)."""
+    import asyncio
+    import contextlib
+
     import uvicorn
 
     home = config.home()
     home.mkdir(parents=True, exist_ok=True)
-    guard = open(home / "service.lock", "w")
-    try:
-        fcntl.flock(guard, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise DlboxError(f"a dlbox service already runs for {home}") from None
-    (home / "service" ).mkdir(parents=True, exist_ok=True)
+    guard = _take_lock(home, replace=port is not None)  # noqa: F841 - held for the life of the process
+    (home / "service").mkdir(parents=True, exist_ok=True)
     (home / "service" / "pid").write_text(str(os.getpid()))
     store = Store()
     loop = Loop(store)
@@ -280,9 +383,29 @@ def serve() -> None:
     except Exception as exc:  # noqa: BLE001 - answer anyway; the loop retries and health shows it
         loop.last_error = f"{type(exc).__name__}: {exc}"
     loop.start()
-    app = create_app(store, loop)
     sock = config.socket_path()
     sock.parent.mkdir(parents=True, exist_ok=True)
     sock.parent.chmod(0o700)
     sock.unlink(missing_ok=True)
-    uvicorn.run(app, uds=str(sock), log_level="warning", timeout_graceful_shutdown=2)
+    configs = [uvicorn.Config(create_app(store, loop), uds=str(sock), log_level="warning",
+                              timeout_graceful_shutdown=2)]
+    if port is not None:
+        app = create_app(store, loop, mode="server", mount_roots=mount_roots, workspace_host=workspace_host)
+        configs.append(uvicorn.Config(app, host=host or "127.0.0.1", port=port, log_level="warning",
+                                      timeout_graceful_shutdown=2))
+    class Server(uvicorn.Server):  # two servers share this process: signals are ours to handle
+        @contextlib.contextmanager
+        def capture_signals(self):
+            yield
+
+    servers = [Server(c) for c in configs]
+
+    async def main() -> None:
+        import signal
+
+        running = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            running.add_signal_handler(sig, lambda: [setattr(s, "should_exit", True) for s in servers])
+        await asyncio.gather(*(s.serve() for s in servers))
+
+    asyncio.run(main())

@@ -1,4 +1,5 @@
-"""The one module that talks to the database: jobs and their run records, metrics.
+"""The one module that talks to the database: jobs and their run records, metrics, users and
+their API tokens, and the workspaces the team server knows about.
 
 SQLAlchemy over SQLite (WAL) by default, or the URL in DLBOX_DATABASE_URL. The schema is
 made by Alembic migrations (src/dlbox/migrations), run when the store opens.
@@ -11,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text, create_engine, event, select
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Integer, String, Text, create_engine, event, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from dlbox import config
@@ -58,6 +59,45 @@ class Job(Base):
     started_at: Mapped[float | None] = mapped_column(Float)
     ended_at: Mapped[float | None] = mapped_column(Float)
     reproduces: Mapped[str | None] = mapped_column(String(32))
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    quota: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Token(Base):
+    """An API token: only its SHA-256 is kept; the token itself is shown once."""
+
+    __tablename__ = "tokens"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    user: Mapped[str] = mapped_column(ForeignKey("users.name", ondelete="CASCADE"), index=True)
+    name: Mapped[str | None] = mapped_column(String(64))
+    digest: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float | None] = mapped_column(Float)
+    revoked_at: Mapped[float | None] = mapped_column(Float)
+
+
+class Workspace(Base):
+    """Who owns a workspace and what it looked like when last seen; the engine holds the container."""
+
+    __tablename__ = "workspaces"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64), index=True)
+    state: Mapped[str] = mapped_column(String(16))
+    cpus: Mapped[float | None] = mapped_column(Float)
+    memory: Mapped[int | None] = mapped_column(BigInteger)
+    gpus: Mapped[int] = mapped_column(Integer, default=0)
+    info: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
 
 
 class Metric(Base):
@@ -141,6 +181,74 @@ class Store:
             job = s.get(Job, job_id)
             for key, value in fields.items():
                 setattr(job, key, value)
+
+    # --- users and tokens -------------------------------------------------------------------
+
+    def add_user(self, user: User) -> User:
+        with self.session() as s:
+            s.add(user)
+        return user
+
+    def get_user(self, name: str) -> User | None:
+        with self.session() as s:
+            return s.get(User, name)
+
+    def update_user(self, user: User) -> None:
+        with self.session() as s:
+            s.merge(user)
+
+    def users(self) -> list[User]:
+        with self.session() as s:
+            return list(s.scalars(select(User).order_by(User.name)))
+
+    def remove_user(self, name: str) -> None:
+        with self.session() as s:
+            s.query(Token).filter(Token.user == name).delete()
+            s.query(User).filter(User.name == name).delete()
+
+    def add_token(self, token: Token) -> Token:
+        with self.session() as s:
+            s.add(token)
+        return token
+
+    def get_token(self, token_id: str) -> Token | None:
+        with self.session() as s:
+            return s.get(Token, token_id)
+
+    def tokens(self, user: str | None = None) -> list[Token]:
+        with self.session() as s:
+            query = select(Token).order_by(Token.created_at)
+            if user:
+                query = query.where(Token.user == user)
+            return list(s.scalars(query))
+
+    def revoke_token(self, token_id: str) -> None:
+        with self.session() as s:
+            token = s.get(Token, token_id)
+            if token is not None and token.revoked_at is None:
+                token.revoked_at = time.time()
+
+    # --- workspaces ---------------------------------------------------------------------------
+
+    def put_workspace(self, workspace: Workspace) -> Workspace:
+        with self.session() as s:
+            s.merge(workspace)
+        return workspace
+
+    def get_workspace(self, name: str) -> Workspace | None:
+        with self.session() as s:
+            return s.get(Workspace, name)
+
+    def workspaces(self, owner: str | None = None) -> list[Workspace]:
+        with self.session() as s:
+            query = select(Workspace).order_by(Workspace.name)
+            if owner:
+                query = query.where(Workspace.owner == owner)
+            return list(s.scalars(query))
+
+    def remove_workspace(self, name: str) -> None:
+        with self.session() as s:
+            s.query(Workspace).filter(Workspace.name == name).delete()
 
     # --- metrics ------------------------------------------------------------------------
 

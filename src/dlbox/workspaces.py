@@ -2,7 +2,8 @@
 
 The engine is the truth about a workspace: its container (named dlbox-ws-NAME) carries its
 settings as labels; its data lives in the volume dlbox-ws-NAME-data; its secrets live in the
-vault on the host and, as files, in the container. Nothing else is stored.
+vault on the host and, as files, in the container. The service's store keeps only who owns
+it and its last-seen state, for fast lists (routes_workspaces.sync).
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ class UpRequest:
     host: str = "127.0.0.1"
     jupyter_port: int | None = None
     ssh_port: int | None = None
+    ssh_public_key: str | None = None  # the key's text, when it does not come from a file (the server)
+    owner: str | None = None
 
 
 # --- up ---------------------------------------------------------------------------------------
@@ -94,7 +97,12 @@ def _free_port(host: str) -> int:
         return probe.getsockname()[1]
 
 
-def _public_key(req: UpRequest) -> tuple[str, Path]:
+def _public_key(req: UpRequest) -> tuple[str, Path | None]:
+    if req.ssh_public_key:
+        text = req.ssh_public_key.strip()
+        if not text.startswith(("ssh-", "ecdsa-", "sk-")) or "PRIVATE KEY" in text or "\n" in text:
+            raise UsageError("ssh_public_key: not one OpenSSH public key line (ssh-ed25519 AAAA...)")
+        return text, None
     candidates = [req.ssh_key] if req.ssh_key else [Path.home() / ".ssh" / n for n in ("id_ed25519.pub", "id_rsa.pub")]
     for path in candidates:
         if path and path.is_file():
@@ -168,11 +176,14 @@ def up(req: UpRequest, progress: Progress) -> dict:
     labels = {
         "dlbox.kind": KIND, "dlbox.workspace": name, "dlbox.image": image["ref"], "dlbox.host": host,
         "dlbox.user": user, "dlbox.mounts": json.dumps([m.to_json() for m in mounts]),
+        "dlbox.home": config.home_id(),
     }
     if gpu_ids:
         labels["dlbox.gpus"] = ",".join(gpu_ids)
     if key_file:
         labels["dlbox.ssh-key"] = str(key_file)
+    if req.owner:
+        labels["dlbox.owner"] = req.owner
 
     progress.step(f"creating workspace {name} from {image['ref']}")
     made_volume, container_id, host_pub = False, None, None

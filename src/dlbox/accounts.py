@@ -1,0 +1,183 @@
+"""Users, API tokens, quotas and the mount policy of the team server.
+
+A token reads `dlb_<id>_<secret>`: the id finds the row, the secret is checked against the
+stored SHA-256 in constant time. The secret has 256 bits, so a plain hash is enough (no
+password stretching needed) and the token itself is never stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from dlbox.errors import DlboxError, NotFound, UsageError
+from dlbox.store import Store, Token, User
+
+ROLES = ("admin", "user")
+PREFIX = "dlb_"
+USER_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+QUOTA_KEYS = ("workspaces", "cpus", "memory", "gpus")
+TOKEN_SHAPE = re.compile(r"^dlb_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
+
+
+class Unauthorized(DlboxError):
+    def __init__(self, message: str = "a valid API token is needed (Authorization: Bearer dlb_...)"):
+        super().__init__(message, code="unauthorized")
+
+
+class Forbidden(DlboxError):
+    def __init__(self, message: str, *, code: str = "forbidden"):
+        super().__init__(message, code=code)
+
+
+@dataclass(frozen=True)
+class Caller:
+    name: str
+    role: str
+
+    @property
+    def admin(self) -> bool:
+        return self.role == "admin"
+
+    def sees(self, owner: str) -> bool:
+        return self.admin or owner == self.name
+
+
+def digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def parse_expiry(text: str | None, now: float | None = None) -> float | None:
+    """'30d', '12h', '90m' or 'never' -> an expiry time (None for never)."""
+    if text in (None, "", "never"):
+        return None
+    match = re.fullmatch(r"(\d+)([dhm])", text)
+    if not match or int(match.group(1)) == 0:
+        raise UsageError(f"--expires: {text!r} is not a duration such as 30d, 12h, 90m or never")
+    seconds = int(match.group(1)) * {"d": 86400, "h": 3600, "m": 60}[match.group(2)]
+    return (now or time.time()) + seconds
+
+
+def check_user_name(name: str) -> str:
+    if not USER_NAME.match(name):
+        raise UsageError(f"NAME: {name!r} must start with a lowercase letter: a-z, 0-9, '-', '_' (at most 32)")
+    return name
+
+
+def parse_quota(pairs: dict[str, str | int | float | None]) -> dict:
+    """{'workspaces': '2', 'memory': '8g', ...} -> numbers (memory in bytes); None drops a limit."""
+    from dlbox.spec import parse_size
+
+    quota = {}
+    for key, value in pairs.items():
+        if key not in QUOTA_KEYS:
+            raise UsageError(f"quota: {key!r} is not one of {', '.join(QUOTA_KEYS)}")
+        if value is None or value == "":
+            continue
+        try:
+            number = parse_size(str(value)) if key == "memory" else float(value)
+        except ValueError:
+            raise UsageError(f"quota.{key}: {value!r} is not a number{' or size such as 8g' if key == 'memory' else ''}") \
+                from None
+        if number < 0:
+            raise UsageError(f"quota.{key}: must not be negative")
+        quota[key] = int(number) if key in ("workspaces", "memory", "gpus") else number
+    return quota
+
+
+def check_quota(user: str, quota: dict, held: dict, asked: dict) -> None:
+    """Refuse when what `user` holds plus what it asks for passes a quota. Pure.
+
+    held/asked: workspaces (count), cpus, memory (bytes), gpus (count).
+    """
+    for key in QUOTA_KEYS:
+        if key not in quota or not asked.get(key):
+            continue
+        total = (held.get(key) or 0) + asked[key]
+        if total > quota[key] + 1e-9:
+            def show(v):
+                return f"{v / 1024**3:.1f}g" if key == "memory" else f"{v:g}"
+            raise Forbidden(f"quota {key}: {user} may hold {show(quota[key])}, holds {show(held.get(key) or 0)} "
+                            f"and asks for {show(asked[key])}", code="quota_exceeded")
+
+
+def check_mount_roots(text: str, roots: list[Path]) -> None:
+    """A user's SRC:DST[:ro] must lie below a root the admin allows, after symlinks and '..'."""
+    source = text.split(":")[0]
+    if not source.startswith("/"):
+        raise Forbidden(f"--mount: {source!r}: the server needs an absolute source path", code="mount_refused")
+    if ".." in source.split("/"):
+        raise Forbidden(f"--mount: {source!r}: '..' is not allowed in a mount source", code="mount_refused")
+    real = Path(os.path.realpath(source))
+    if not any(real == root or real.is_relative_to(root) for root in roots):
+        allowed = ", ".join(str(r) for r in roots) or "none (the admin allows no mounts)"
+        raise Forbidden(f"--mount: {source} is outside the allowed roots: {allowed}", code="mount_refused")
+
+
+def mount_roots(texts: list[str]) -> list[Path]:
+    roots = []
+    for text in texts:
+        path = Path(text)
+        if not path.is_absolute() or not path.is_dir():
+            raise UsageError(f"--mount-root: {text!r} must be an existing absolute directory")
+        if str(path.resolve()) in ("/", "/etc", "/proc", "/sys", "/dev", "/var/run", "/run"):
+            raise UsageError(f"--mount-root: {text} would expose the host system")
+        roots.append(path.resolve())
+    return roots
+
+
+# --- store operations -------------------------------------------------------------------------------
+
+
+def add_user(store: Store, name: str, *, admin: bool = False, quota: dict | None = None) -> User:
+    check_user_name(name)
+    if store.get_user(name) is not None:
+        raise DlboxError(f"user {name} already exists", code="exists")
+    return store.add_user(User(name=name, role="admin" if admin else "user", quota=quota or {},
+                               created_at=time.time()))
+
+
+def create_token(store: Store, user: str, *, name: str | None = None, expires: str | None = None) -> tuple[Token, str]:
+    """A new token for `user`: (row, the token text, shown once)."""
+    if store.get_user(user) is None:
+        raise NotFound(f"no user {user!r} (see `dlbox users ls`)")
+    if name is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
+        raise UsageError("--name: letters, digits, '_', '.', '-' (at most 64)")
+    token_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
+    row = store.add_token(Token(id=token_id, user=user, name=name, digest=digest(secret), created_at=time.time(),
+                                expires_at=parse_expiry(expires)))
+    return row, f"{PREFIX}{token_id}_{secret}"
+
+
+def authenticate(store: Store, text: str | None) -> Caller:
+    """The caller a token belongs to; every refusal says the same, to tell an attacker nothing."""
+    match = TOKEN_SHAPE.match(text or "")
+    row = store.get_token(match.group(1)) if match else None
+    expected = row.digest if row is not None else digest("no such token")
+    ok = hmac.compare_digest(expected, digest(match.group(2) if match else ""))
+    if not (ok and row is not None) or row.revoked_at is not None or (row.expires_at and row.expires_at < time.time()):
+        raise Unauthorized("the API token is not valid (unknown, revoked or expired)" if text else Unauthorized().message)
+    user = store.get_user(row.user)
+    if user is None:
+        raise Unauthorized("the API token is not valid (unknown, revoked or expired)")
+    return Caller(name=user.name, role=user.role)
+
+
+def token_json(row: Token) -> dict:
+    state = "revoked" if row.revoked_at else "expired" if row.expires_at and row.expires_at < time.time() else "active"
+    return {"id": row.id, "user": row.user, "name": row.name, "state": state, "created_at": _iso(row.created_at),
+            "expires_at": _iso(row.expires_at), "revoked_at": _iso(row.revoked_at)}
+
+
+def user_json(row: User) -> dict:
+    return {"name": row.name, "role": row.role, "quota": row.quota or {}, "created_at": _iso(row.created_at)}
+
+
+def _iso(ts: float | None) -> str | None:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)) if ts else None

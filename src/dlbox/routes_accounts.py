@@ -1,0 +1,114 @@
+"""API routes for users and their tokens (admins manage users; everyone manages their own tokens)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+
+from dlbox import accounts
+from dlbox.errors import NotFound, UsageError
+from dlbox.service import Caller, Ctx
+
+router = APIRouter(prefix="/api")
+
+
+class Quota(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    workspaces: int | None = Field(default=None, ge=0)
+    cpus: float | None = Field(default=None, ge=0)
+    memory: str | None = Field(default=None, max_length=16, description="a size such as 8g")
+    gpus: int | None = Field(default=None, ge=0)
+
+
+class NewUser(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(max_length=32)
+    admin: bool = False
+    quota: Quota = Quota()
+
+
+class NewToken(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, max_length=64)
+    expires: str | None = Field(default=None, max_length=16, description="30d, 12h, 90m or never")
+    user: str | None = Field(default=None, max_length=32, description="admins only: for another user")
+
+
+def admin_only(who: accounts.Caller) -> None:
+    if not who.admin:
+        raise accounts.Forbidden("only an admin may manage users")
+
+
+def quota_of(q: Quota) -> dict:
+    return accounts.parse_quota(q.model_dump())
+
+
+@router.get("/me")
+def me(who: Caller, ctx: Ctx) -> dict:
+    user = ctx.store.get_user(who.name)
+    from dlbox.service import held
+
+    return {"name": who.name, "role": who.role, "quota": user.quota if user else {}, "held": held(ctx.store, who.name)}
+
+
+@router.post("/users", status_code=201)
+def add_user(body: NewUser, who: Caller, ctx: Ctx) -> dict:
+    admin_only(who)
+    user = accounts.add_user(ctx.store, body.name, admin=body.admin, quota=quota_of(body.quota))
+    row, token = accounts.create_token(ctx.store, user.name, name="first")
+    return accounts.user_json(user) | {"token": token, "token_id": row.id}
+
+
+@router.get("/users")
+def list_users(who: Caller, ctx: Ctx) -> list[dict]:
+    admin_only(who)
+    return [accounts.user_json(u) for u in ctx.store.users()]
+
+
+@router.put("/users/{name}/quota")
+def set_quota(name: str, body: Quota, who: Caller, ctx: Ctx) -> dict:
+    admin_only(who)
+    user = ctx.store.get_user(name)
+    if user is None:
+        raise NotFound(f"no user {name!r} (see `dlbox users ls`)")
+    user.quota = quota_of(body)
+    ctx.store.update_user(user)
+    return accounts.user_json(user)
+
+
+@router.delete("/users/{name}")
+def remove_user(name: str, who: Caller, ctx: Ctx) -> dict:
+    admin_only(who)
+    if ctx.store.get_user(name) is None:
+        raise NotFound(f"no user {name!r} (see `dlbox users ls`)")
+    if name == who.name:
+        raise UsageError("NAME: you cannot remove yourself")
+    ctx.store.remove_user(name)
+    return {"name": name, "removed": True}
+
+
+@router.post("/tokens", status_code=201)
+def create_token(body: NewToken, who: Caller, ctx: Ctx) -> dict:
+    user = body.user or who.name
+    if user != who.name and not who.admin:
+        raise NotFound(f"no user {user!r}")
+    row, token = accounts.create_token(ctx.store, user, name=body.name, expires=body.expires)
+    return accounts.token_json(row) | {"token": token}
+
+
+@router.get("/tokens")
+def list_tokens(who: Caller, ctx: Ctx, all: bool = False) -> list[dict]:
+    rows = ctx.store.tokens(user=None if (all and who.admin) else who.name)
+    return [accounts.token_json(r) for r in rows]
+
+
+@router.delete("/tokens/{token_id}")
+def revoke_token(token_id: str, who: Caller, ctx: Ctx) -> dict:
+    row = ctx.store.get_token(token_id)
+    if row is None or not who.sees(row.user):
+        raise NotFound(f"no token {token_id!r} (see `dlbox tokens ls`)")
+    ctx.store.revoke_token(token_id)
+    return accounts.token_json(ctx.store.get_token(token_id))

@@ -1,0 +1,206 @@
+"""API routes for workspaces and images.
+
+Lists come from the store (fast, and the same for every reader); the reconcile loop keeps each
+workspace's row in step with the engine. Acting on one workspace asks the engine directly.
+"""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+
+from dlbox import accounts, config, gpus, workspaces
+from dlbox.errors import NotFound, UsageError
+from dlbox.progress import Progress
+from dlbox.service import Caller, Ctx
+from dlbox.store import Store, Workspace
+
+router = APIRouter(prefix="/api")
+
+
+class NewWorkspace(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(max_length=41)
+    preset: str | None = Field(default=None, max_length=64)
+    image: str | None = Field(default=None, max_length=256)
+    jupyter: bool | None = None
+    ssh: bool = False
+    ssh_public_key: str | None = Field(default=None, max_length=16384)
+    mounts: list[str] = Field(default=[], max_length=32)
+    memory: str | None = Field(default=None, max_length=16)
+    cpus: float | None = Field(default=None, gt=0, le=1024)
+    gpus: str | None = Field(default=None, max_length=64)
+    shm_size: str | None = Field(default=None, max_length=16)
+    pids: int | None = Field(default=None, ge=16, le=1_000_000)
+
+
+def record(store: Store, attrs: dict, owner: str | None = None) -> Workspace:
+    """Write what the engine says about a workspace container into its row."""
+    info = workspaces.describe(attrs, fresh=True)
+    labels = attrs["Config"]["Labels"] or {}
+    known = store.get_workspace(info["name"])
+    res = info["resources"]
+    now = time.time()
+    return store.put_workspace(Workspace(
+        name=info["name"], owner=owner or labels.get("dlbox.owner") or (known.owner if known else "local"),
+        state=info["state"], cpus=res["cpus"], memory=res["memory"], gpus=len(res["gpus"] or []), info=info,
+        created_at=known.created_at if known else now, updated_at=now))
+
+
+def sync(store: Store) -> None:
+    """One engine call: rows follow their containers; workspaces made by the local CLI are adopted."""
+    found = {(a["Config"]["Labels"] or {}).get("dlbox.workspace"): a
+             for a in workspaces.engine.list_containers([workspaces.engine.MANAGED, f"dlbox.kind={workspaces.KIND}",
+                                                        f"dlbox.home={config.home_id()}"])}
+    for row in store.workspaces():
+        attrs = found.pop(row.name, None)
+        if attrs is None:
+            store.remove_workspace(row.name)
+        elif attrs["State"]["Status"] != row.state or attrs["Id"] != row.info.get("container_id"):
+            record(store, attrs)
+    for name, attrs in found.items():
+        if name:
+            record(store, attrs)
+
+
+def row_json(row: Workspace) -> dict:
+    return {**row.info, "state": row.state, "owner": row.owner}
+
+
+def mine(ctx, who: accounts.Caller, name: str) -> Workspace:
+    row = ctx.store.get_workspace(name)
+    if row is None or not who.sees(row.owner):  # another user's workspace is not there, for you
+        raise NotFound(f"no workspace {name!r} (see `dlbox ls`)")
+    return row
+
+
+@router.get("/workspaces")
+def list_workspaces(who: Caller, ctx: Ctx) -> list[dict]:
+    return [row_json(r) for r in ctx.store.workspaces(owner=None if who.admin else who.name)]
+
+
+@router.post("/workspaces", status_code=201)
+def create_workspace(body: NewWorkspace, who: Caller, ctx: Ctx) -> dict:
+    from dlbox.service import check_quota
+    from dlbox.spec import parse_size
+
+    name = workspaces.containers.check_name(body.name, "name")
+    if ctx.store.get_workspace(name) is not None:
+        raise accounts.Forbidden(f"workspace name {name} is taken; choose another", code="exists")
+    if ctx.mode == "server":
+        for mount in body.mounts:
+            accounts.check_mount_roots(mount, ctx.mount_roots)
+    try:
+        memory = parse_size(body.memory) if body.memory else None
+    except ValueError as exc:
+        raise UsageError(f"memory: {exc}") from None
+    wanted = gpus.parse(body.gpus)
+    account = ctx.store.get_user(who.name)
+    quota = account.quota if account else {}
+    for key, given in (("cpus", body.cpus), ("memory", memory), ("gpus", wanted)):
+        if key in quota and given is None:
+            raise UsageError(f"{key}: your quota limits {key}, so give a limit (e.g. --{key} ...)")
+    check_quota(ctx.store, who.name, workspaces=1, cpus=body.cpus, memory=memory,
+                gpus=len(wanted) if isinstance(wanted, list) else (wanted if isinstance(wanted, int) else 0))
+    preset = body.preset or (None if body.image else "tensorflow-2.9")  # never the server's own ./dlbox.yaml
+    request = workspaces.UpRequest(
+        name=name, preset=preset, image=body.image, jupyter=body.jupyter, ssh=body.ssh,
+        ssh_public_key=body.ssh_public_key, mounts=body.mounts, memory=body.memory, cpus=body.cpus, gpus=body.gpus,
+        shm_size=body.shm_size, pids=body.pids, host=ctx.workspace_host, owner=who.name)
+    if body.ssh and not body.ssh_public_key and ctx.mode == "server":
+        raise UsageError("ssh_public_key: an SSH workspace needs your public key")
+    with Progress(quiet=True) as progress:
+        ws = workspaces.up(request, progress)
+    record(ctx.store, workspaces.engine.container_attrs(ws["container_id"]), owner=who.name)
+    return ws | {"owner": who.name}
+
+
+@router.get("/workspaces/{name}")
+def show_workspace(name: str, who: Caller, ctx: Ctx) -> dict:
+    row = mine(ctx, who, name)
+    try:
+        return workspaces.show(name) | {"owner": row.owner}
+    except NotFound:
+        return row_json(row)
+
+
+@router.post("/workspaces/{name}/{action}")
+def act(name: str, action: str, who: Caller, ctx: Ctx) -> dict:
+    row = mine(ctx, who, name)
+    if action not in ("stop", "start", "restart"):
+        raise NotFound(f"no action {action!r}: stop, start or restart")
+    if action in ("start", "restart"):
+        from dlbox.service import check_quota
+
+        if row.state not in ("running", "restarting") and action == "start":
+            check_quota(ctx.store, who.name, cpus=row.cpus, memory=row.memory, gpus=row.gpus)
+    with Progress(quiet=True) as progress:
+        ws = getattr(workspaces, action)(name, progress)
+    record(ctx.store, workspaces.engine.container_attrs(ws["container_id"]), owner=row.owner)
+    return ws | {"owner": row.owner}
+
+
+@router.delete("/workspaces/{name}")
+def remove_workspace(name: str, who: Caller, ctx: Ctx, purge_data: bool = False) -> dict:
+    mine(ctx, who, name)
+    try:
+        result = workspaces.rm(name, purge_data=purge_data)
+    except NotFound:  # the container had gone already: forget the row all the same
+        result = {"name": name, "removed": True, "data": "container was already gone"}
+    ctx.store.remove_workspace(name)
+    return result
+
+
+@router.get("/workspaces/{name}/token")
+def workspace_token(name: str, who: Caller, ctx: Ctx) -> dict:
+    mine(ctx, who, name)
+    ws = workspaces.show(name, with_token=True)
+    if not ws["jupyter"] or "token" not in ws["jupyter"]:
+        raise UsageError(f"workspace {name} has no Jupyter token here")
+    return {"name": name, "token": ws["jupyter"]["token"], "url": ws["jupyter"]["url"], "rotated": False}
+
+
+@router.post("/workspaces/{name}/token")
+def rotate_workspace_token(name: str, who: Caller, ctx: Ctx) -> dict:
+    mine(ctx, who, name)
+    with Progress(quiet=True) as progress:
+        ws = workspaces.rotate_token(name, progress)
+    return {"name": name, "token": ws["jupyter"]["token"], "url": ws["jupyter"]["url"], "rotated": True}
+
+
+# --- images -------------------------------------------------------------------------------------
+
+
+class NewImage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    preset: str = Field(max_length=64)
+    tag: str = Field(default="latest", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+@router.get("/images")
+def list_images(who: Caller, all: bool = False) -> list[dict]:
+    from dlbox import images
+
+    return images.list_images(include_untagged=all)
+
+
+@router.get("/images/{ref:path}")
+def inspect_image(ref: str, who: Caller) -> dict:
+    from dlbox import images
+
+    return images.inspect(ref)
+
+
+@router.post("/images", status_code=201)
+def build_image(body: NewImage, who: Caller) -> dict:
+    from dlbox import config, images
+
+    spec, project_dir, lock_file = images.load_source(None, body.preset)
+    with Progress(quiet=True) as progress:
+        result = images.build(spec, project_dir=project_dir, lock_file=lock_file, use_lock=True, nocache=False,
+                              ca_bundle=config.default_ca_bundle(), tag=body.tag, progress=progress)
+    return result.to_json()
