@@ -156,15 +156,15 @@ def create_token(store: Store, user: str, *, name: str | None = None, expires: s
 
 
 def authenticate(store: Store, text: str | None) -> Caller:
-    """The caller a token belongs to; every refusal says the same, to tell an attacker nothing."""
-    match = TOKEN_SHAPE.match(text or "")
+    """The caller a token belongs to; every refusal of a token says the same, to tell an attacker nothing."""
+    if not text:
+        raise Unauthorized()
+    match = TOKEN_SHAPE.match(text)
     row = store.get_token(match.group(1)) if match else None
     expected = row.digest if row is not None else digest("no such token")
-    ok = hmac.compare_digest(expected, digest(match.group(2) if match else ""))
-    if not (ok and row is not None) or row.revoked_at is not None or (row.expires_at and row.expires_at < time.time()):
-        raise Unauthorized("the API token is not valid (unknown, revoked or expired)" if text else Unauthorized().message)
-    user = store.get_user(row.user)
-    if user is None:
+    ok = hmac.compare_digest(expected, digest(match.group(2) if match else ""))  # same work, found or not
+    user = store.get_user(row.user) if ok and row is not None else None
+    if user is None or row.revoked_at is not None or (row.expires_at and row.expires_at < time.time()):
         raise Unauthorized("the API token is not valid (unknown, revoked or expired)")
     return Caller(name=user.name, role=user.role)
 

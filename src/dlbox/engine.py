@@ -55,6 +55,8 @@ def labels(extra: dict[str, str] | None = None) -> dict[str, str]:
 def image_attrs(ref: str) -> dict:
     from docker.errors import ImageNotFound, APIError
 
+    if not ref.strip() or ref != ref.strip():  # the SDK would turn "" into a different request
+        raise NotFound(f"no image {ref!r} in the engine (see `dlbox images`)")
     try:
         return client().api.inspect_image(ref)
     except ImageNotFound:

@@ -197,7 +197,11 @@ def inspect_image(ref: str, who: Caller) -> dict:
 
 @router.post("/images", status_code=201)
 def build_image(body: NewImage, who: Caller) -> dict:
+    """Admins only: a build takes minutes of the whole machine."""
     from dlbox import config, images
+
+    if not who.admin:
+        raise accounts.Forbidden("only an admin may build images on the server")
 
     spec, project_dir, lock_file = images.load_source(None, body.preset)
     with Progress(quiet=True) as progress:

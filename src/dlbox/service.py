@@ -33,7 +33,7 @@ LOOP_PERIOD = 1.0
 class JobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    image: str
+    image: str = Field(min_length=1, max_length=256)
     command: list[str] = Field(min_length=1)
     name: str | None = None
     params: dict[str, str] = {}

@@ -1,0 +1,249 @@
+"""The team server against the real engine: tokens, isolation, quotas, mount policy, remote CLI.
+
+One `dlbox server` process (its own dlbox home) serves the module; admin, alice and bob are
+real users with real tokens, made with `dlbox users add` over the server's local socket.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+
+@dataclass
+class Team:
+    url: str
+    env: dict
+    tokens: dict[str, str]
+    root: Path
+    home: Path
+
+    def as_(self, user: str | None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.tokens[user]}"} if user else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=120)
+
+    def cli(self, user: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        env = {**self.env, "DLBOX_URL": self.url, "DLBOX_TOKEN": self.tokens[user]}
+        env.pop("DLBOX_HOME")  # a remote user has no dlbox home of the server's
+        result = subprocess.run([sys.executable, "-m", "dlbox", *args], env=env, capture_output=True, text=True,
+                                timeout=300, stdin=subprocess.DEVNULL)
+        if check and result.returncode != 0:
+            raise AssertionError(f"dlbox {' '.join(args)} exited {result.returncode}: {result.stderr}")
+        return result
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def team(test_env, tmp_path_factory):
+    home = tmp_path_factory.mktemp("server-home")
+    root = tmp_path_factory.mktemp("allowed-root")
+    (root / "project").mkdir()
+    env = {**test_env, "DLBOX_HOME": str(home), "DLBOX_MOUNT_ROOTS": str(root)}
+    port = free_port()
+    log = (home / "server.log").open("wb")
+    server = subprocess.Popen([sys.executable, "-m", "dlbox", "server", "--port", str(port)], env=env,
+                              stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert server.poll() is None and time.monotonic() < deadline, (home / "server.log").read_text()
+        time.sleep(0.2)
+    tokens = {}
+    for name, flags in (("admin", ["--admin"]), ("alice", ["--workspaces", "1", "--cpus", "2"]), ("bob", [])):
+        out = subprocess.run([sys.executable, "-m", "dlbox", "users", "add", name, *flags, "--json"], env=env,
+                             capture_output=True, text=True, check=True)
+        tokens[name] = json.loads(out.stdout)["token"]
+    yield Team(url=url, env=env, tokens=tokens, root=root, home=home)
+    server.terminate()
+    server.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def alice_things(team, small_image, run_id):
+    """A workspace and a finished job of alice's."""
+    alice = team.as_("alice")
+    ws = alice.post("/api/workspaces", json={"name": f"t{run_id}-alice", "image": small_image["image"],
+                                             "cpus": 1})
+    assert ws.status_code == 201, ws.text
+    job = alice.post("/api/jobs", json={"image": small_image["image"], "command": ["echo", "hello from alice"],
+                                        "cpus": 0.5})
+    assert job.status_code == 201, job.text
+    job_id = job.json()["id"]
+    deadline = time.monotonic() + 120
+    while alice.get(f"/api/jobs/{job_id}").json()["state"] not in ("succeeded", "failed"):
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    yield {"workspace": ws.json()["name"], "job": job_id}
+    team.as_("admin").delete(f"/api/workspaces/{ws.json()['name']}", params={"purge_data": True})
+
+
+def test_every_route_but_health_wants_a_token_and_errors_have_one_shape(team):
+    anonymous = team.as_(None)
+    assert anonymous.get("/api/health").status_code == 200
+    schema = anonymous.get("/openapi.json").json()
+    for path, methods in schema["paths"].items():
+        if path == "/api/health":
+            continue
+        concrete = path.replace("{job_id}", "abcd").replace("{name}", "x").replace("{ref}", "x") \
+            .replace("{token_id}", "x").replace("{action}", "stop")
+        for method in methods:
+            response = anonymous.request(method.upper(), concrete, json={})
+            assert response.status_code == 401, (method, path, response.status_code)
+            assert response.headers["www-authenticate"] == "Bearer"
+            assert set(response.json()) == {"error"} and set(response.json()["error"]) == {"code", "message"}
+    forged = httpx.get(f"{team.url}/api/jobs", headers={"Authorization": "Bearer dlb_" + "0" * 12 + "_" + "x" * 43})
+    assert forged.status_code == 401 and forged.json()["error"]["code"] == "unauthorized"
+    alice = team.as_("alice")
+    invalid = alice.post("/api/jobs", json={"image": "x", "command": []})
+    assert invalid.status_code == 422
+    assert invalid.json()["error"]["code"] == "invalid" and invalid.json()["error"]["message"].startswith("command")
+    unknown = alice.get("/api/nothing-here")
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "not_found"
+    assert alice.get("/api/users").json()["error"]["code"] == "forbidden"
+
+
+def test_users_see_and_act_on_only_their_own_things(team, alice_things):
+    ws, job = alice_things["workspace"], alice_things["job"]
+    reads = [f"/api/workspaces/{ws}", f"/api/jobs/{job}", f"/api/jobs/{job}/logs", f"/api/runs/{job}"]
+    acts = [("POST", f"/api/workspaces/{ws}/stop"), ("POST", f"/api/workspaces/{ws}/start"),
+            ("POST", f"/api/jobs/{job}/cancel"), ("GET", f"/api/workspaces/{ws}/token"),
+            ("POST", f"/api/workspaces/{ws}/token"), ("DELETE", f"/api/workspaces/{ws}")]
+    bob, alice, admin = team.as_("bob"), team.as_("alice"), team.as_("admin")
+    for path in reads:
+        assert bob.get(path).status_code == 404, path
+        assert alice.get(path).status_code == 200, path
+        assert admin.get(path).status_code == 200, path
+    for method, path in acts:  # bob first: if any got through, alice's checks below would fail
+        response = bob.request(method, path)
+        assert response.status_code == 404, (method, path, response.text)
+        assert "owner" not in response.text
+    assert alice.get(f"/api/jobs/{job}/logs").text == "hello from alice\n"
+    assert [w["name"] for w in bob.get("/api/workspaces").json()] == []
+    assert [w["name"] for w in alice.get("/api/workspaces").json()] == [ws]
+    assert ws in [w["name"] for w in admin.get("/api/workspaces").json()]
+    assert job not in [r["id"] for r in bob.get("/api/runs").json()]
+    assert job not in [j["id"] for j in bob.get("/api/jobs", params={"all": True}).json()]
+    assert [r["id"] for r in alice.get("/api/runs").json()] == [job]
+    assert job in [r["id"] for r in admin.get("/api/runs").json()]
+    # admin acts on alice's workspace; the engine really stopped and started it
+    assert admin.post(f"/api/workspaces/{ws}/stop").json()["state"] == "exited"
+    assert alice.get(f"/api/workspaces/{ws}").json()["state"] == "exited"
+    assert alice.post(f"/api/workspaces/{ws}/start").json()["state"] == "running"
+    # tokens: bob cannot see or revoke alice's, admin can see all
+    alice_token_id = alice.get("/api/tokens").json()[0]["id"]
+    assert bob.delete(f"/api/tokens/{alice_token_id}").status_code == 404
+    assert alice_token_id not in [t["id"] for t in bob.get("/api/tokens", params={"all": True}).json()]
+    assert alice_token_id in [t["id"] for t in admin.get("/api/tokens", params={"all": True}).json()]
+    assert "digest" not in json.dumps(admin.get("/api/tokens", params={"all": True}).json())
+
+
+def test_quotas_refuse_with_the_quota_named(team, alice_things, small_image, run_id):
+    alice = team.as_("alice")
+    second = alice.post("/api/workspaces", json={"name": f"t{run_id}-two", "image": small_image["image"], "cpus": 1})
+    assert second.status_code == 403
+    assert second.json()["error"]["code"] == "quota_exceeded"
+    assert second.json()["error"]["message"].startswith("quota workspaces: alice may hold 1")
+    big = alice.post("/api/jobs", json={"image": small_image["image"], "command": ["true"], "cpus": 1.5})
+    assert big.status_code == 403 and "quota cpus" in big.json()["error"]["message"]
+    no_limit = alice.post("/api/workspaces", json={"name": f"t{run_id}-x", "image": small_image["image"]})
+    assert no_limit.status_code in (400, 403)  # no cpus given while a cpus quota applies (or over quota)
+    assert team.as_("admin").put("/api/users/alice/quota", json={"workspaces": 1, "cpus": 4}).status_code == 200
+    assert alice.get("/api/me").json()["quota"] == {"workspaces": 1, "cpus": 4.0}
+
+
+def test_mounts_only_below_allowed_roots(team, small_image, tmp_path):
+    bob = team.as_("bob")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(outside, team.root / "escape")
+    tricks = [f"{outside}:/x", f"{team.root}/../{outside.name}:/x", f"{team.root}/escape:/x", "/etc:/x",
+              "/var/run/docker.sock:/x", "/:/host", "/proc:/x", "relative:/x"]
+    for mount in tricks:
+        response = bob.post("/api/jobs", json={"image": small_image["image"], "command": ["true"], "mounts": [mount]})
+        assert response.status_code == 403, (mount, response.text)
+        assert response.json()["error"]["code"] == "mount_refused"
+    ok = bob.post("/api/jobs", json={"image": small_image["image"], "command": ["ls", "/data"],
+                                     "mounts": [f"{team.root}/project:/data:ro"]})
+    assert ok.status_code == 201, ok.text
+
+
+def test_revoked_token_stops_at_once_and_a_new_one_works(team):
+    bob = team.as_("bob")
+    made = bob.post("/api/tokens", json={"name": "laptop", "expires": "1h"}).json()
+    assert made["token"].startswith("dlb_") and made["state"] == "active" and made["expires_at"]
+    fresh = httpx.Client(base_url=team.url, headers={"Authorization": f"Bearer {made['token']}"})
+    assert fresh.get("/api/me").json()["name"] == "bob"
+    assert bob.delete(f"/api/tokens/{made['id']}").json()["state"] == "revoked"
+    assert fresh.get("/api/me").status_code == 401
+    listed = bob.get("/api/tokens").json()
+    assert all("token" not in t for t in listed)  # never shown again
+    assert bob.post("/api/tokens", json={"expires": "soon"}).json()["error"]["message"].startswith("--expires")
+
+
+def test_the_cli_works_against_the_server(team, alice_things, small_image):
+    ls = json.loads(team.cli("alice", "ls", "--json").stdout)
+    assert [w["name"] for w in ls] == [alice_things["workspace"]] and ls[0]["owner"] == "alice"
+    assert json.loads(team.cli("bob", "ls", "--json").stdout) == []
+    submitted = json.loads(team.cli("bob", "run", "--image", small_image["image"], "--json", "--",
+                                    "sh", "-c", "echo remote; exit 3").stdout)
+    waited = team.cli("bob", "wait", submitted["id"], "--json", check=False)
+    assert waited.returncode == 3 and json.loads(waited.stdout)["state"] == "failed"
+    assert team.cli("bob", "logs", submitted["id"]).stdout == "remote\n"
+    refused = team.cli("bob", "runs", "show", alice_things["job"], check=False)
+    assert refused.returncode == 1 and "no job" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    bad_token = subprocess.run([sys.executable, "-m", "dlbox", "jobs"], capture_output=True, text=True,
+                               env={**team.env, "DLBOX_URL": team.url, "DLBOX_TOKEN": "dlb_nope"})
+    assert bad_token.returncode == 1 and "not valid" in bad_token.stderr and "dlb_nope" not in bad_token.stderr
+    exec_remote = team.cli("alice", "exec", alice_things["workspace"], "--", "true", check=False)
+    assert exec_remote.returncode == 2 and "DLBOX_URL" in exec_remote.stderr
+
+
+def test_the_list_follows_the_engine(team, alice_things, docker_client):
+    """The list comes from the store; the reconcile loop brings it in step with the engine."""
+    ws = alice_things["workspace"]
+    alice = team.as_("alice")
+    docker_client.containers.get(f"dlbox-ws-{ws}").stop(timeout=1)
+    deadline = time.monotonic() + 10
+    while alice.get("/api/workspaces").json()[0]["state"] != "exited":
+        assert time.monotonic() < deadline, "the store did not see the stop"
+        time.sleep(0.3)
+    assert alice.post(f"/api/workspaces/{ws}/start").json()["state"] == "running"
+
+
+def test_schemathesis_finds_no_server_error(team, tmp_path):
+    """Property-based requests from the live OpenAPI document: nothing may answer 5xx.
+
+    Run as a user with zero quotas, so generated requests cannot start containers or builds.
+    """
+    subprocess.run([sys.executable, "-m", "dlbox", "users", "add", "fuzz", "--workspaces", "0", "--cpus", "0",
+                    "--json"], env=team.env, check=True, capture_output=True)
+    token = json.loads(subprocess.run([sys.executable, "-m", "dlbox", "tokens", "create", "--user", "fuzz", "--json"],
+                                      env=team.env, check=True, capture_output=True, text=True).stdout)["token"]
+    schemathesis = Path(sys.executable).with_name("schemathesis")
+    result = subprocess.run(
+        [str(schemathesis), "run", f"{team.url}/openapi.json", "--checks", "not_a_server_error",
+         "--header", f"Authorization: Bearer {token}", "--max-examples", "25", "--phases", "examples,coverage,fuzzing",
+         "--workers", "2", "--exclude-path-regex", "/logs$"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path, env={**os.environ, "NO_COLOR": "1"})
+    assert result.returncode == 0, result.stdout[-6000:]

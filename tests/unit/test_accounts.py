@@ -1,0 +1,111 @@
+"""Tokens, quotas and the mount policy: the pure parts of the team server's security."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from dlbox import accounts
+from dlbox.errors import UsageError
+from dlbox.store import Store
+
+
+@pytest.fixture
+def store(tmp_path):
+    return Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+
+
+def test_a_token_is_shown_once_and_only_its_hash_is_kept(store):
+    accounts.add_user(store, "alice")
+    row, token = accounts.create_token(store, "alice")
+    assert token.startswith("dlb_") and len(token) > 50
+    secret = token[len("dlb_") + 13:]  # the secret itself may hold "_"
+    stored = store.get_token(row.id)
+    assert secret not in stored.digest and stored.digest == accounts.digest(secret)
+    assert accounts.authenticate(store, token) == accounts.Caller("alice", "user")
+
+
+@pytest.mark.parametrize("bad", [None, "", "dlb_", "Bearer x", "dlb_000000000000_" + "a" * 43])
+def test_malformed_or_unknown_tokens_are_refused(store, bad):
+    with pytest.raises(accounts.Unauthorized):
+        accounts.authenticate(store, bad)
+
+
+def test_a_token_with_one_character_changed_is_refused(store):
+    accounts.add_user(store, "alice")
+    _, token = accounts.create_token(store, "alice")
+    flipped = token[:-1] + ("A" if token[-1] != "A" else "B")
+    with pytest.raises(accounts.Unauthorized):
+        accounts.authenticate(store, flipped)
+
+
+def test_revoked_and_expired_tokens_stop_working(store):
+    accounts.add_user(store, "alice")
+    revoked, token = accounts.create_token(store, "alice")
+    store.revoke_token(revoked.id)
+    with pytest.raises(accounts.Unauthorized):
+        accounts.authenticate(store, token)
+    expired, token2 = accounts.create_token(store, "alice", expires="1m")
+    row = store.get_token(expired.id)
+    row.expires_at = 1.0  # long past
+    with store.session() as s:
+        s.merge(row)
+    with pytest.raises(accounts.Unauthorized):
+        accounts.authenticate(store, token2)
+    assert accounts.token_json(store.get_token(expired.id))["state"] == "expired"
+
+
+def test_removing_a_user_ends_their_tokens(store):
+    accounts.add_user(store, "bob")
+    _, token = accounts.create_token(store, "bob")
+    store.remove_user("bob")
+    with pytest.raises(accounts.Unauthorized):
+        accounts.authenticate(store, token)
+
+
+def test_user_names_and_durations_are_checked():
+    for bad in ("Alice", "1x", "a b", "x" * 40, ""):
+        with pytest.raises(UsageError):
+            accounts.check_user_name(bad)
+    assert accounts.parse_expiry("never") is None
+    assert accounts.parse_expiry("2h", now=100.0) == 100.0 + 7200
+    for bad in ("0d", "5y", "-1d", "soon"):
+        with pytest.raises(UsageError, match="--expires"):
+            accounts.parse_expiry(bad)
+
+
+def test_quota_names_the_limit_it_would_pass():
+    quota = accounts.parse_quota({"workspaces": "2", "cpus": "4", "memory": "8g", "gpus": None})
+    assert quota == {"workspaces": 2, "cpus": 4.0, "memory": 8 * 1024**3}
+    accounts.check_quota("al", quota, {"workspaces": 1, "cpus": 2}, {"workspaces": 1, "cpus": 2})
+    with pytest.raises(accounts.Forbidden, match="quota workspaces: al may hold 2, holds 2"):
+        accounts.check_quota("al", quota, {"workspaces": 2}, {"workspaces": 1})
+    with pytest.raises(accounts.Forbidden, match="quota memory") as caught:
+        accounts.check_quota("al", quota, {"memory": 6 * 1024**3}, {"memory": 4 * 1024**3})
+    assert caught.value.code == "quota_exceeded"
+    accounts.check_quota("al", quota, {"gpus": 8}, {"gpus": 8})  # no GPU quota: no limit
+    with pytest.raises(UsageError, match="quota: 'disk'"):
+        accounts.parse_quota({"disk": "1"})
+
+
+def test_mounts_must_stay_below_an_allowed_root(tmp_path):
+    root = tmp_path / "data"
+    (root / "project").mkdir(parents=True)
+    outside = tmp_path / "secret"
+    outside.mkdir()
+    os.symlink(outside, root / "link-out")
+    os.symlink(root / "project", root / "link-in")
+    roots = accounts.mount_roots([str(root)])
+    accounts.check_mount_roots(f"{root}/project:/data:ro", roots)
+    accounts.check_mount_roots(f"{root}/link-in:/data", roots)  # a symlink that stays inside is fine
+    for trick in (f"{root}/link-out:/x", f"{root}/../secret:/x", f"{root}/project/../../secret:/x",
+                  "/etc:/x", "/var/run/docker.sock:/x", "relative/path:/x", f"{tmp_path}/data-evil:/x"):
+        with pytest.raises(accounts.Forbidden) as caught:
+            accounts.check_mount_roots(trick, roots)
+        assert caught.value.code == "mount_refused"
+    with pytest.raises(accounts.Forbidden, match="allows no mounts"):
+        accounts.check_mount_roots(f"{root}/project:/x", [])
+    for bad_root in ("/", "/etc", "relative"):
+        with pytest.raises(UsageError, match="--mount-root"):
+            accounts.mount_roots([bad_root])
