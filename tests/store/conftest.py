@@ -102,7 +102,10 @@ class PostgresServer:
 
         with psycopg.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres",
                              autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+            # PostgreSQL 15 copies the template through the WAL by default: 0.4 s a database, against 0.04 s
+            # for a plain file copy (which, without fsync, skips nothing that matters here)
+            strategy = " STRATEGY = FILE_COPY" if conn.info.server_version >= 150000 else ""
+            conn.execute(f'CREATE DATABASE "{name}"{strategy}')
         return self.url(name)
 
     def drop_database(self, name: str) -> None:
