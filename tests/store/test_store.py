@@ -352,10 +352,15 @@ def test_two_stores_see_each_others_writes(make_store):
     assert [j.id for j in two.jobs(states={JobState.STARTING})] == [job.id]
 
 
-def test_concurrent_writers_do_not_fail(make_store):
-    """Threads writing at once through separate stores (as the service and CLI do): nothing is
-    refused, e.g. with SQLite's "database is locked", and no write is lost."""
-    stores = [make_store() for _ in range(4)]
+@pytest.mark.parametrize("sharing", ["store-per-thread", "one-store"])
+def test_concurrent_writers_do_not_fail(make_store, sharing):
+    """Threads writing at once, through a store each (like separate processes) or through one (like
+    the service's threads): nothing is refused, e.g. with SQLite's "database is locked", and no
+    write is lost."""
+    if sharing == "one-store":
+        stores = [make_store()] * 4
+    else:
+        stores = [make_store() for _ in range(4)]
     per_thread = 25
     errors: list[BaseException] = []
     start = threading.Barrier(len(stores) * 2)
