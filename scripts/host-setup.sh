@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prepare a Debian host for dlbox: the packages it drives, and a running Docker Engine.
-#   scripts/host-setup.sh packages   install what is missing (python3-venv, debootstrap, docker.io, ...)
+#   scripts/host-setup.sh packages   install what is missing (python3-venv, debootstrap, docker.io, postgresql, ...)
 #   scripts/host-setup.sh engine     start dockerd if no engine answers, and wait for it
 # Idempotent: does nothing that is already done. Needs root for installs and for dockerd.
 set -euo pipefail
@@ -16,6 +16,8 @@ need_packages() {
   command -v git >/dev/null || missing+=(git)
   command -v python3 >/dev/null || missing+=(python3)
   python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+  # the store tests start a throwaway PostgreSQL server (initdb, pg_ctl; Debian keeps them off PATH)
+  compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || missing+=(postgresql)
   if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
       echo "error: missing ${missing[*]}; install them as root (apt-get install ${missing[*]})" >&2

@@ -48,12 +48,12 @@ class Job(Base):
     mounts: Mapped[list] = mapped_column(JSON, default=list)
     volumes: Mapped[dict] = mapped_column(JSON, default=dict)
     cpus: Mapped[float] = mapped_column(Float, default=1.0)
-    memory: Mapped[int | None] = mapped_column(Integer)
-    shm_size: Mapped[int | None] = mapped_column(Integer)
+    memory: Mapped[int | None] = mapped_column(BigInteger)  # bytes: 0002_bigints
+    shm_size: Mapped[int | None] = mapped_column(BigInteger)
     gpu_ids: Mapped[list | None] = mapped_column(JSON)
     container_id: Mapped[str | None] = mapped_column(String(80))
     exit_code: Mapped[int | None] = mapped_column(Integer)
-    peak_memory: Mapped[int | None] = mapped_column(Integer)
+    peak_memory: Mapped[int | None] = mapped_column(BigInteger)  # bytes: 0002_bigints
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     submitted_at: Mapped[float] = mapped_column(Float, index=True)
     started_at: Mapped[float | None] = mapped_column(Float)
@@ -278,7 +278,21 @@ def migrate(engine) -> None:
 
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
-    with engine.begin() as connection:
-        cfg.attributes["connection"] = connection
-        command.upgrade(cfg, "head")
+    with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            # SQLite batch migrations rebuild a table (copy, DROP, rename); with foreign keys on, the DROP
+            # would cascade, e.g. rebuilding jobs deletes all metrics. Off outside a transaction, or it is ignored.
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()
+        try:
+            with connection.begin():
+                cfg.attributes["connection"] = connection
+                command.upgrade(cfg, "head")
+                if sqlite and (broken := connection.exec_driver_sql("PRAGMA foreign_key_check").all()):
+                    raise RuntimeError(f"migration left rows with dangling foreign keys: {broken[:5]}")
+        finally:
+            if sqlite:  # the connection goes back to the pool
+                connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+                connection.commit()
 
