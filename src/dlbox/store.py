@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Integer, String, Text, create_engine, event, select
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Integer, String, Text, create_engine, event, select, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from dlbox import config
@@ -159,20 +159,31 @@ class Store:
             return list(s.scalars(query))
 
     def transition(self, job_id: str, new: JobState, *, reason: str | None = None, **fields) -> Job:
-        """The one place a job's state changes; checks the state machine and stamps the time."""
-        with self.session() as s:
-            job = s.get(Job, job_id)
-            check_transition(JobState(job.state), new)
-            job.state = new.value
-            if reason is not None:
-                job.reason = reason
-            if new == JobState.RUNNING and job.started_at is None:
-                job.started_at = time.time()
-            if new.is_finished():
-                job.ended_at = time.time()
-            for key, value in fields.items():
-                setattr(job, key, value)
-        return job
+        """The one place a job's state changes; checks the state machine and stamps the time.
+
+        Compare-and-set: the write happens only if the state is still the one checked, so two
+        writers racing (the loop and a cancel, say) cannot both move the same job.
+        """
+        while True:
+            with self.session() as s:
+                job = s.get(Job, job_id)
+                if job is None:
+                    raise KeyError(f"no job {job_id}")
+                old = job.state
+                check_transition(JobState(old), new)
+                values = dict(fields, state=new.value)
+                if reason is not None:
+                    values["reason"] = reason
+                if new == JobState.RUNNING and job.started_at is None:
+                    values["started_at"] = time.time()
+                if new.is_finished():
+                    values["ended_at"] = time.time()
+                done = s.execute(update(Job).where(Job.id == job_id, Job.state == old).values(**values)
+                                 .execution_options(synchronize_session=False))
+                if done.rowcount == 1:
+                    s.refresh(job)
+                    return job
+            # another writer moved the job first: check the transition again from its new state
 
     def update(self, job_id: str, **fields) -> None:
         """Change a job's data (never its state)."""

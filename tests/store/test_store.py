@@ -84,7 +84,7 @@ def test_schema_matches_the_models(store):
     assert diff == []
 
 
-def test_migration_0002_keeps_existing_jobs_and_metrics(db_url):
+def test_migration_to_head_keeps_existing_jobs_and_metrics(db_url):
     """A database made by 0001, with a job and metrics in it, upgrades to head losing nothing.
 
     On SQLite the upgrade rebuilds the jobs table: with foreign keys on, dropping the old table
@@ -395,3 +395,73 @@ def test_concurrent_writers_do_not_fail(make_store, sharing):
     assert len(jobs) == len(stores) * per_thread
     assert all(j.state == "starting" and j.peak_memory >= BIG for j in jobs)
     assert all(len(stores[0].metrics(j.id)) == 5 for j in jobs[:10])
+
+
+# --- users, tokens, workspaces (the team server's tables) -------------------------------------
+
+
+def test_users_tokens_and_their_removal(store):
+    from dlbox import accounts
+
+    accounts.add_user(store, "alice", quota={"cpus": 4.0, "memory": BIG})
+    accounts.add_user(store, "root1", admin=True)
+    assert [(u.name, u.role) for u in store.users()] == [("alice", "user"), ("root1", "admin")]
+    assert store.get_user("alice").quota == {"cpus": 4.0, "memory": BIG}
+    row, token = accounts.create_token(store, "alice", name="laptop", expires="1h")
+    assert accounts.authenticate(store, token).name == "alice"
+    assert [t.id for t in store.tokens(user="alice")] == [row.id] and store.tokens(user="root1") == []
+    store.revoke_token(row.id)
+    first_revoke = store.get_token(row.id).revoked_at
+    store.revoke_token(row.id)  # revoking twice keeps the first time
+    assert store.get_token(row.id).revoked_at == first_revoke
+    store.remove_user("alice")
+    assert store.get_user("alice") is None and store.tokens(user="alice") == []
+    with pytest.raises(Exception):  # a token must belong to a user that exists
+        from dlbox.store import Token
+
+        store.add_token(Token(id="0" * 12, user="ghost", digest="x", created_at=time.time()))
+
+
+def test_workspace_rows_round_trip_and_filter_by_owner(store):
+    from dlbox.store import Workspace
+
+    now = time.time()
+    for name, owner in (("a1", "alice"), ("b1", "bob"), ("a2", "alice")):
+        store.put_workspace(Workspace(name=name, owner=owner, state="running", cpus=1.5, memory=BIG, gpus=0,
+                                      info={"name": name, "mounts": [{"source": "/d"}]}, created_at=now,
+                                      updated_at=now))
+    assert [w.name for w in store.workspaces(owner="alice")] == ["a1", "a2"]
+    assert [w.name for w in store.workspaces()] == ["a1", "a2", "b1"]
+    row = store.get_workspace("a1")
+    assert row.memory == BIG and row.info["mounts"] == [{"source": "/d"}]
+    row.state = "exited"
+    store.put_workspace(row)  # an upsert: the same row, changed
+    assert store.get_workspace("a1").state == "exited" and len(store.workspaces()) == 3
+    store.remove_workspace("a1")
+    assert store.get_workspace("a1") is None
+
+
+def test_racing_transitions_move_a_job_once(make_store):
+    """The loop finishing a job and a cancel racing it: exactly one wins, the other is refused."""
+    stores = [make_store(), make_store()]
+    for trial in range(15):
+        job = stores[0].add_job(new_job(state=JobState.RUNNING.value))
+        barrier = threading.Barrier(2)
+        outcomes = []
+
+        def move(store, to):
+            barrier.wait()
+            try:
+                store.transition(job.id, to)
+                outcomes.append(to)
+            except BadTransition:
+                outcomes.append("refused")
+
+        threads = [threading.Thread(target=move, args=(st, to))
+                   for st, to in zip(stores, (JobState.SUCCEEDED, JobState.CANCELLED))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(map(str, outcomes)).count("refused") == 1, (trial, outcomes)
+        assert stores[0].get_job(job.id).state in ("succeeded", "cancelled")

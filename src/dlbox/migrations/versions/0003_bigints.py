@@ -1,7 +1,7 @@
 """byte counts as 64-bit integers
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0003
+Revises: 0002
 
 memory, shm_size and peak_memory are bytes: 8 GiB does not fit a 32-bit INTEGER, which
 PostgreSQL refuses ("integer out of range"). SQLite stored them fine, but gets the same
@@ -11,8 +11,8 @@ declared types so both schemas match the models; batch mode rebuilds its table.
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "0003"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
