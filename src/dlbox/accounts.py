@@ -169,6 +169,12 @@ def authenticate(store: Store, text: str | None) -> Caller:
     return Caller(name=user.name, role=user.role)
 
 
+def expiry_of(store: Store, text: str) -> float | None:
+    match = TOKEN_SHAPE.match(text)
+    row = store.get_token(match.group(1)) if match else None
+    return row.expires_at if row else None
+
+
 def token_json(row: Token) -> dict:
     state = "revoked" if row.revoked_at else "expired" if row.expires_at and row.expires_at < time.time() else "active"
     return {"id": row.id, "user": row.user, "name": row.name, "state": state, "created_at": _iso(row.created_at),

@@ -687,15 +687,19 @@ def cancel(job_id: str, as_json: bool) -> None:
 
 
 @cli.group(invoke_without_command=True)
+@click.option("--limit", default=1000, show_default=True, type=click.IntRange(1, 100_000), help="Only the newest N.")
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @click.pass_context
-def runs(ctx, as_json: bool) -> None:
-    """Run records: what each job ran on (image ID, lock, git commit), its params and metrics."""
+def runs(ctx, limit: int, as_json: bool) -> None:
+    """Run records, newest first: what each job ran on (image ID, lock, git commit), params, last metrics.
+
+    `dlbox runs show ID` has the whole record: environment, code diff, metric history, artifacts.
+    """
     if ctx.invoked_subcommand is not None:
         return
     from dlbox import client
 
-    rows = client.call("GET", "/api/runs")
+    rows = client.call("GET", "/api/runs", params={"limit": limit})
     if as_json:
         emit(rows)
         return

@@ -434,6 +434,12 @@ def list_containers(label_filters: list[str]) -> list[dict]:
     return found
 
 
+def container_summaries(label_filters: list[str]) -> list[dict]:
+    """One listing call, no inspection: Id, State (running, exited, ...) and Labels of each container."""
+    return [{"Id": c["Id"], "State": c["State"], "Labels": c.get("Labels") or {}}
+            for c in client().api.containers(all=True, filters={"label": label_filters})]
+
+
 def ensure_volume(name: str, volume_labels: dict[str, str]) -> bool:
     """Create the named volume if missing; True if this call created it."""
     from docker.errors import NotFound as DockerNotFound

@@ -6,9 +6,10 @@ workspace's row in step with the engine. Acting on one workspace asks the engine
 
 from __future__ import annotations
 
+import json
 import time
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from dlbox import accounts, config, gpus, workspaces
@@ -42,27 +43,34 @@ def record(store: Store, attrs: dict, owner: str | None = None) -> Workspace:
     info = workspaces.describe(attrs, fresh=True)
     labels = attrs["Config"]["Labels"] or {}
     known = store.get_workspace(info["name"])
-    res = info["resources"]
+    host = attrs["HostConfig"]
     now = time.time()
     return store.put_workspace(Workspace(
         name=info["name"], owner=owner or labels.get("dlbox.owner") or (known.owner if known else "local"),
-        state=info["state"], cpus=res["cpus"], memory=res["memory"], gpus=len(res["gpus"] or []), info=info,
+        state=info["state"], cpus=(host.get("NanoCpus") or 0) / 1e9 or None, memory=host.get("Memory") or None,
+        gpus=len(info["resources"]["gpus"] or []), info=info,
         created_at=known.created_at if known else now, updated_at=now))
 
 
 def sync(store: Store) -> None:
-    """One engine call: rows follow their containers; workspaces made by the local CLI are adopted."""
-    found = {(a["Config"]["Labels"] or {}).get("dlbox.workspace"): a
-             for a in workspaces.engine.list_containers([workspaces.engine.MANAGED, f"dlbox.kind={workspaces.KIND}",
-                                                        f"dlbox.home={config.home_id()}"])}
+    """Rows follow their containers; workspaces made by the local CLI are adopted.
+
+    One listing call per pass; a container is inspected only when its state or ID changed.
+    """
+    engine = workspaces.engine
+    found = {c["Labels"].get("dlbox.workspace"): c for c in engine.container_summaries(
+        [engine.MANAGED, f"dlbox.kind={workspaces.KIND}", f"dlbox.home={config.home_id()}"])}
     for row in store.workspaces():
-        attrs = found.pop(row.name, None)
-        if attrs is None:
+        seen = found.pop(row.name, None)
+        if seen is None:
             store.remove_workspace(row.name)
-        elif attrs["State"]["Status"] != row.state or attrs["Id"] != row.info.get("container_id"):
-            record(store, attrs)
-    for name, attrs in found.items():
-        if name:
+        elif seen["State"] != row.state or seen["Id"] != row.info.get("container_id"):
+            attrs = engine.container_attrs(seen["Id"])
+            if attrs is not None:
+                record(store, attrs)
+    for name, seen in found.items():
+        attrs = engine.container_attrs(seen["Id"]) if name else None
+        if attrs is not None:
             record(store, attrs)
 
 
@@ -77,9 +85,16 @@ def mine(ctx, who: accounts.Caller, name: str) -> Workspace:
     return row
 
 
-@router.get("/workspaces")
-def list_workspaces(who: Caller, ctx: Ctx) -> list[dict]:
-    return [row_json(r) for r in ctx.store.workspaces(owner=None if who.admin else who.name)]
+@router.get("/workspaces", response_model=list[dict])
+async def list_workspaces(who: Caller, ctx: Ctx) -> Response:
+    """From the store; the encoded list is kept until a workspace row changes (the loop writes only changes)."""
+    key = "*" if who.admin else who.name
+    version = ctx.store.versions["workspaces"]
+    cached = ctx.list_cache.get(key)
+    if cached is None or cached[0] != version:
+        rows = [row_json(r) for r in ctx.store.workspaces(owner=None if who.admin else who.name)]
+        cached = ctx.list_cache[key] = (version, json.dumps(rows).encode())
+    return Response(cached[1], media_type="application/json")
 
 
 @router.post("/workspaces", status_code=201)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Header, Request
+from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
@@ -103,15 +103,28 @@ class Context:
     mode: str = "local"
     mount_roots: list[Path] = field(default_factory=list)
     workspace_host: str = "127.0.0.1"
+    # token digest -> (caller, store auth version, expiry): revoking bumps the version, so it acts at once
+    auth_cache: dict = field(default_factory=dict)
+    list_cache: dict = field(default_factory=dict)
 
 
-def caller(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+async def caller(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
            x_dlbox_user: Annotated[str | None, Header(include_in_schema=False)] = None) -> accounts.Caller:
+    # async: a cache hit does no I/O, and skipping the thread pool hop matters at hundreds of requests/s
     ctx: Context = request.app.state.ctx
     if ctx.mode == "local":
         return accounts.Caller(name=x_dlbox_user or "local", role="admin")
     token = credentials.credentials if credentials else request.cookies.get(COOKIE)
-    return accounts.authenticate(ctx.store, token)
+    key = accounts.digest(token or "")
+    version = ctx.store.versions["auth"]
+    hit = ctx.auth_cache.get(key)
+    if hit and hit[1] == version and (hit[2] is None or hit[2] > time.time()):
+        return hit[0]
+    who = accounts.authenticate(ctx.store, token)
+    if len(ctx.auth_cache) > 10_000:
+        ctx.auth_cache.clear()
+    ctx.auth_cache[key] = (who, version, accounts.expiry_of(ctx.store, token))
+    return who
 
 
 COOKIE = "dlbox_token"
@@ -247,9 +260,12 @@ def create_app(store: Store, loop: Loop, *, mode: str = "local", mount_roots: li
             return StreamingResponse(iter([b""]), media_type="text/plain")
         return StreamingResponse(live_logs(store, job, follow), media_type="text/plain")
 
-    @app.get("/api/runs")
-    def list_runs(who: Caller) -> list[dict]:
-        return [run_json(store, j) for j in reversed(store.jobs(user=None if who.admin else who.name))]
+    @app.get("/api/runs", response_model=list[dict])
+    def list_runs(who: Caller, limit: int = Query(default=1000, ge=1, le=100_000)):
+        """The newest runs first, each with its last metric values (`runs show` has the rest)."""
+        found = store.jobs(user=None if who.admin else who.name, newest=limit)[::-1]
+        last = store.last_metrics([j.id for j in found])
+        return JSONResponse([job_json(j) | {"metrics": last[j.id]} for j in found])
 
     @app.get("/api/runs/{job_id}")
     def show_run(job_id: str, who: Caller) -> dict:

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Integer, String, Text, create_engine, event, select, update
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, defer, Mapped, Session, mapped_column, sessionmaker
 
 from dlbox import config
 from dlbox.jobstate import JobState, check_transition
@@ -126,6 +126,8 @@ class Store:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         migrate(self.engine)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # bumped on every write through this Store, so its readers may cache what they built from it
+        self.versions = {"workspaces": 0, "auth": 0}
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -149,14 +151,20 @@ class Store:
                 found = matches[0] if len(matches) == 1 else None
             return found
 
-    def jobs(self, *, states: set[JobState] | None = None, user: str | None = None) -> list[Job]:
+    def jobs(self, *, states: set[JobState] | None = None, user: str | None = None,
+             newest: int | None = None) -> list[Job]:
+        """Jobs oldest first; `newest`: only the last N submitted."""
         with self.session() as s:
             query = select(Job).order_by(Job.submitted_at)
+            if newest is not None:  # a list page: the big text columns stay in the database
+                query = select(Job).order_by(Job.submitted_at.desc()).limit(newest).options(
+                    defer(Job.lock_text), defer(Job.spec_text), defer(Job.git_diff), defer(Job.env))
             if states:
                 query = query.where(Job.state.in_([st.value for st in states]))
             if user:
                 query = query.where(Job.user == user)
-            return list(s.scalars(query))
+            found = list(s.scalars(query))
+            return found[::-1] if newest is not None else found
 
     def transition(self, job_id: str, new: JobState, *, reason: str | None = None, **fields) -> Job:
         """The one place a job's state changes; checks the state machine and stamps the time.
@@ -207,6 +215,7 @@ class Store:
     def update_user(self, user: User) -> None:
         with self.session() as s:
             s.merge(user)
+        self.versions["auth"] += 1
 
     def users(self) -> list[User]:
         with self.session() as s:
@@ -216,6 +225,7 @@ class Store:
         with self.session() as s:
             s.query(Token).filter(Token.user == name).delete()
             s.query(User).filter(User.name == name).delete()
+        self.versions["auth"] += 1
 
     def add_token(self, token: Token) -> Token:
         with self.session() as s:
@@ -238,12 +248,14 @@ class Store:
             token = s.get(Token, token_id)
             if token is not None and token.revoked_at is None:
                 token.revoked_at = time.time()
+        self.versions["auth"] += 1
 
     # --- workspaces ---------------------------------------------------------------------------
 
     def put_workspace(self, workspace: Workspace) -> Workspace:
         with self.session() as s:
             s.merge(workspace)
+        self.versions["workspaces"] += 1
         return workspace
 
     def get_workspace(self, name: str) -> Workspace | None:
@@ -260,6 +272,7 @@ class Store:
     def remove_workspace(self, name: str) -> None:
         with self.session() as s:
             s.query(Workspace).filter(Workspace.name == name).delete()
+        self.versions["workspaces"] += 1
 
     # --- metrics ------------------------------------------------------------------------
 
@@ -268,6 +281,16 @@ class Store:
             s.query(Metric).filter(Metric.job_id == job_id).delete()
             s.add_all(Metric(job_id=job_id, step=r.get("step"), name=str(r["name"]), value=float(r["value"]))
                       for r in rows)
+
+    def last_metrics(self, job_ids: list[str]) -> dict[str, dict[str, float]]:
+        """The last value of each metric, for many jobs in one query."""
+        last: dict[str, dict[str, float]] = {job_id: {} for job_id in job_ids}
+        with self.session() as s:
+            rows = s.execute(select(Metric.job_id, Metric.name, Metric.value)
+                             .where(Metric.job_id.in_(job_ids)).order_by(Metric.id))
+            for job_id, name, value in rows:
+                last[job_id][name] = value
+        return last
 
     def metrics(self, job_id: str) -> list[Metric]:
         with self.session() as s:
