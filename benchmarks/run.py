@@ -37,6 +37,11 @@
    (start and die events; for raw also State.StartedAt/FinishedAt, shown as a check), and the
    throughput ratio is raw time / dlbox time. 3 of each, interleaved (ABBAAB), median.
    Target: ratio >= 0.97.
+9. The team server's list routes under load (benchmarks/server_load.py): 100 workspace
+   containers and 1,000 recorded runs; wrk from a separate process, 16 connections, against
+   GET /api/workspaces and GET /api/runs?limit=100 with a user's token; the baseline is a bare
+   FastAPI app on the same uvicorn returning the same body. Targets: >= 500 req/s and
+   p99 < 50 ms for the workspace list.
 
 6-8 use a dlbox service of their own: DLBOX_HOME is a directory in the work directory (so the
 user's jobs never mix in; DLBOX_CACHE_DIR stays the user's), DLBOX_CAPACITY=cpus=2, and it is
@@ -1266,6 +1271,17 @@ def print_table(rows: list[Row]) -> None:
     print()
 
 
+def bench_server_load() -> list[Row]:
+    """9: see benchmarks/server_load.py (wrk against the server's list routes)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import server_load
+
+    try:
+        return [Row(**row) for row in server_load.run(say)]
+    except (RuntimeError, subprocess.CalledProcessError) as exc:
+        raise BenchError(str(exc)) from None
+
+
 def selected() -> set[int] | None:
     """BENCH_ONLY=4,5: the benchmark numbers to run (None: all)."""
     raw = os.environ.get("BENCH_ONLY", "").strip()
@@ -1275,8 +1291,8 @@ def selected() -> set[int] | None:
         numbers = {int(part) for part in raw.split(",") if part.strip()}
     except ValueError:
         numbers = set()
-    if not numbers or not numbers <= {1, 2, 3, 4, 5, 6, 7, 8}:
-        raise ValueError(f"BENCH_ONLY={raw!r}: a comma list of benchmark numbers 1-8")
+    if not numbers or not numbers <= set(range(1, 11)):
+        raise ValueError(f"BENCH_ONLY={raw!r}: a comma list of benchmark numbers 1-10")
     return numbers
 
 
@@ -1307,6 +1323,7 @@ def main() -> int:
                    (6, "6. job submit until its container runs", lambda: bench_submit(runner)),
                    (7, f"7. {QUEUE_JOBS} short jobs through the queue", lambda: bench_queue(runner)),
                    (8, f"8. digits training, {TRAIN_EPOCHS} epochs, in a job", lambda: bench_train(runner)),
+                   (9, "9. team server lists under load", bench_server_load),
                    (1, f"1. cold build, {PRESET}", lambda: bench_cold(runner, work)),
                    (2, "2. rebuild after a code change", lambda: bench_code(runner, work))]
         benches = [b for b in benches if only is None or b[0] in only]

@@ -31,7 +31,7 @@ DURATION = int(os.environ.get("BENCH_LOAD_SECONDS", "10"))
 CONNECTIONS = 16
 RPS_TARGET = 500.0
 P99_TARGET = 50.0  # ms
-IMAGE = os.environ.get("BENCH_LOAD_IMAGE", "dlbox/small:latest")
+IMAGE = os.environ.get("BENCH_JOB_IMAGE") or os.environ.get("BENCH_WS_IMAGE") or "dlbox/tensorflow-2.9:latest"
 
 
 def free_port() -> int:
