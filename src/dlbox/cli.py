@@ -300,9 +300,9 @@ def up(name, spec_file, preset, image, jupyter, ssh, ssh_key, mounts, memory, cp
             raise UsageError("against a server (DLBOX_URL), use --preset or --image; the server chooses the host")
         key = None
         if ssh:
-            from dlbox.workspaces import UpRequest, _public_key
+            from dlbox.workspaces import UpRequest, public_key
 
-            key = _public_key(UpRequest(name=name, ssh_key=ssh_key))[0]
+            key = public_key(UpRequest(name=name, ssh_key=ssh_key))[0]
         ws = on_server("POST", "/api/workspaces", json={
             "name": name, "preset": preset, "image": image, "jupyter": jupyter, "ssh": ssh, "ssh_public_key": key,
             "mounts": list(mounts), "memory": memory, "cpus": cpus, "gpus": gpus, "shm_size": shm_size, "pids": pids})

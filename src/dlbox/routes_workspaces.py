@@ -108,6 +108,8 @@ def create_workspace(body: NewWorkspace, who: Caller, ctx: Ctx) -> dict:
     if ctx.mode == "server":
         for mount in body.mounts:
             accounts.check_mount_roots(mount, ctx.mount_roots)
+    if body.ssh_public_key is not None:
+        workspaces.public_key(workspaces.UpRequest(name=name, ssh_public_key=body.ssh_public_key))
     try:
         memory = parse_size(body.memory) if body.memory else None
     except ValueError as exc:

@@ -97,8 +97,8 @@ def _free_port(host: str) -> int:
         return probe.getsockname()[1]
 
 
-def _public_key(req: UpRequest) -> tuple[str, Path | None]:
-    if req.ssh_public_key:
+def public_key(req: UpRequest) -> tuple[str, Path | None]:
+    if req.ssh_public_key is not None:
         text = req.ssh_public_key.strip()
         if not text.startswith(("ssh-", "ecdsa-", "sk-")) or "PRIVATE KEY" in text or "\n" in text:
             raise UsageError("ssh_public_key: not one OpenSSH public key line (ssh-ed25519 AAAA...)")
@@ -159,7 +159,7 @@ def up(req: UpRequest, progress: Progress) -> dict:
         raise UsageError(f"--jupyter: image {image['ref']} has no Jupyter (its spec's services: {offered})")
     if req.ssh and "ssh" not in offered:
         raise UsageError(f"--ssh: image {image['ref']} has no SSH server (add 'ssh' to its spec's services)")
-    authorized, key_file = _public_key(req) if req.ssh else (None, None)
+    authorized, key_file = public_key(req) if req.ssh else (None, None)
     if gpu_request is None and defaults is not None:
         gpu_request = gpus.parse(defaults.gpus)
     gpu_ids = None

@@ -247,3 +247,19 @@ def test_schemathesis_finds_no_server_error(team, tmp_path):
          "--workers", "2", "--exclude-path-regex", "/logs$"],
         capture_output=True, text=True, timeout=600, cwd=tmp_path, env={**os.environ, "NO_COLOR": "1"})
     assert result.returncode == 0, result.stdout[-6000:]
+
+
+def test_workspace_requests_are_checked_before_anything_is_made(team, small_image, run_id, docker_client):
+    admin, bob = team.as_("admin"), team.as_("bob")
+    assert admin.put("/api/users/bob/quota", json={"memory": "1g", "cpus": 2}).status_code == 200
+    name = f"t{run_id}-bobq"
+    over = bob.post("/api/workspaces", json={"name": name, "image": small_image["image"], "memory": "2g", "cpus": 1})
+    assert over.status_code == 403 and over.json()["error"]["message"].startswith("quota memory: bob may hold 1.0g")
+    bad_key = bob.post("/api/workspaces", json={"name": name, "image": small_image["image"], "memory": "512m",
+                                                "cpus": 1, "ssh": True, "ssh_public_key": "-----BEGIN PRIVATE KEY"})
+    assert bad_key.status_code == 400 and bad_key.json()["error"]["message"].startswith("ssh_public_key")
+    bad_name = bob.post("/api/workspaces", json={"name": "Bad Name", "image": small_image["image"]})
+    assert bad_name.status_code == 400 and "name" in bad_name.json()["error"]["message"]
+    assert docker_client.containers.list(all=True, filters={"name": f"dlbox-ws-{name}"}) == []
+    assert bob.get("/api/workspaces").json() == []
+    admin.put("/api/users/bob/quota", json={})
