@@ -752,6 +752,6 @@ def main() -> None:
         if os.environ.get("DLBOX_DEBUG"):
             raise
         origin = type(exc).__module__.split(".")[0]
-        what = {"docker": "the engine", "requests": "the engine", "httpx": "the dlbox service"}.get(origin)
+        what = {"docker": "the engine", "requests": "the engine", "http": "the dlbox service"}.get(origin)
         detail = f"{what} failed: {exc}" if what else f"internal error: {type(exc).__name__}: {exc}"
         fail(detail.splitlines()[0] + " (DLBOX_DEBUG=1 shows the traceback)", 1)
