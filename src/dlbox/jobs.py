@@ -24,6 +24,7 @@ PREFIX = "dlbox-job-"
 RUN_DIR = "/dlbox/run"
 LIB_DIR = "/opt/dlbox/lib"
 CANCEL_GRACE = 10
+START_PARALLEL = 4
 SECRET_KEY = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|PRIVATE|CREDENTIAL", re.IGNORECASE)
 
 
@@ -283,8 +284,16 @@ class Reconciler:
         if not queued:
             return
         active = self.store.jobs(states={JobState.STARTING, JobState.RUNNING})
-        for job in pick(queued, active, self.capacity):
-            start(self.store, job)
+        chosen = pick(queued, active, self.capacity)
+        if len(chosen) <= 1:
+            for job in chosen:
+                start(self.store, job)
+            return
+        # The engine's create+start takes ~0.3 s and most of it is waiting: start them side by side.
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(len(chosen), START_PARALLEL), thread_name_prefix="start") as pool:
+            list(pool.map(lambda job: start(self.store, job), chosen))
 
     def _watch(self, job: Job, attrs: dict | None) -> None:
         if attrs is None:
