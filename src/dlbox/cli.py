@@ -542,9 +542,6 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
 
 def resolve_image(spec_file, preset, image, workspace):
     """(image ref, project dir, the spec's job defaults or None), building the spec's image if it is missing."""
-    from dlbox import images
-    from dlbox.progress import Progress
-
     given = [x for x in (spec_file, preset, image, workspace) if x]
     if len(given) > 1:
         raise UsageError("give one of SPEC, --preset, --image or --workspace")
@@ -560,6 +557,9 @@ def resolve_image(spec_file, preset, image, workspace):
         from dlbox import workspaces
 
         return workspaces.show(workspace)["image_id"], Path.cwd(), None
+    from dlbox import images  # not for --image: Rich and the spec models cost a `dlbox run` ~0.05 s
+    from dlbox.progress import Progress
+
     spec, project_dir, lock_file = images.load_source(spec_file, preset)
     with Progress() as progress:
         found = images.ensure(spec, project_dir=project_dir, lock_file=lock_file, progress=progress)
@@ -965,6 +965,6 @@ def main() -> None:
         if os.environ.get("DLBOX_DEBUG"):
             raise
         origin = type(exc).__module__.split(".")[0]
-        what = {"docker": "the engine", "requests": "the engine", "httpx": "the dlbox service"}.get(origin)
+        what = {"docker": "the engine", "requests": "the engine", "http": "the dlbox service"}.get(origin)
         detail = f"{what} failed: {exc}" if what else f"internal error: {type(exc).__name__}: {exc}"
         fail(detail.splitlines()[0] + " (DLBOX_DEBUG=1 shows the traceback)", 1)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO
 
 from dlbox import config
@@ -518,6 +518,47 @@ def oom_events(container: str, since: int) -> list[int]:
     events = client().api.events(since=since, until=f"{time.time():.6f}", decode=True,
                                  filters={"container": container, "event": "oom"})
     return [e.get("time", 0) for e in events]
+
+
+def container_events(label_filters: list[str], actions: tuple[str, ...] = ("die",), *, retry: float = 1.0,
+                     max_retry: float = 30.0) -> Iterator[dict]:
+    """The engine's events of containers with all these labels, as {"action", "id", "labels"}; never ends.
+
+    Survives the engine going away or restarting: it reconnects, backing off from `retry` to
+    `max_retry` seconds, then yields {"action": "reconnected", ...}, because events in the gap are
+    lost and the caller should look at the engine again. Close the generator to stop it.
+    """
+    import time
+
+    import docker
+
+    delay = retry
+    seen_before = False
+    while True:
+        api = stream = None
+        try:
+            api = docker.from_env(version="auto", timeout=60).api  # its own connection: the stream holds it
+            stream = api.events(decode=True, filters={"type": "container", "event": list(actions),
+                                                      "label": list(label_filters)})
+            if seen_before:
+                yield {"action": "reconnected", "id": None, "labels": {}}
+            seen_before = True
+            delay = retry
+            for event in stream:
+                actor = event.get("Actor") or {}
+                yield {"action": event.get("Action") or event.get("status"), "id": actor.get("ID") or event.get("id"),
+                       "labels": actor.get("Attributes") or {}}
+        except Exception:  # noqa: BLE001 - engine down, restarting, or the connection dropped: retry
+            pass
+        finally:
+            for closable in (stream, api):
+                try:
+                    if closable is not None:
+                        closable.close()
+                except Exception:  # noqa: BLE001 - closing a broken connection
+                    pass
+        time.sleep(delay)
+        delay = min(delay * 2, max_retry)
 
 
 def peak_memory(container: str) -> int | None:

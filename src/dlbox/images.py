@@ -153,7 +153,7 @@ def _build_once(spec, base, pinned, shape, *, project_dir, lock_file, nocache, c
         first = changes[0] if changes else {"name": "base"}
         raise DlboxError(f"the rebuilt image does not match {lock_file.name} ({len(changes)} differences, "
                          f"first: {first['name']} {first.get('locked')} -> {first.get('found')}); "
-                         "rebuild with --update-lock to accept the new set")
+                         "rebuild with --update-lock to accept the new set", code="lock_mismatch")
     git = gitinfo.describe(project_dir)
     final = engine.relabel(built, {
         LOCK_HASH_LABEL: lock.hash,

@@ -20,6 +20,9 @@ def image_for(record: dict, progress: Progress) -> str:
         raise DlboxError(f"run {record['id']}: its image {record['image_id'][:19]} is gone and the run kept no "
                          "lock and spec to rebuild it from")
     lock = locks.parse_text(record["lock"], source=f"run {record['id']}'s lock")
+    if lock.hash != record["lock_hash"]:  # the kept lock is not the one the run's image was labelled with
+        raise DlboxError(f"run {record['id']}: its kept lock hashes to {lock.hash[:12]}, not the recorded "
+                         f"{(record['lock_hash'] or '-')[:12]}; refusing to rebuild from it")
     spec = specs.parse(record["spec"], source=f"run {record['id']}'s spec")
     progress.step(f"image {record['image_id'][:19]} is gone; rebuilding it from the run's lock {lock.hash[:12]}")
     project = Path(record.get("project_dir") or ".")
@@ -30,8 +33,18 @@ def image_for(record: dict, progress: Progress) -> str:
         lock_file = Path(tmp) / "dlbox.lock"
         pinned = lock.model_copy(update={"spec_hash": spec.environment_hash()})
         locks.write(pinned, lock_file)
-        result = images.build(spec, project_dir=project, lock_file=lock_file, require_lock=True,
-                              ca_bundle=config.default_ca_bundle(), progress=progress)
+        try:
+            result = images.build(spec, project_dir=project, lock_file=lock_file, require_lock=True,
+                                  ca_bundle=config.default_ca_bundle(), progress=progress)
+        except DlboxError as exc:
+            if exc.code != "lock_mismatch":
+                raise
+            detail = exc.message.partition("(")[2].partition(")")[0]
+            raise DlboxError(f"run {record['id']}: the rebuilt image does not match the run's lock "
+                             f"{lock.hash[:12]} ({detail}); refusing to run it") from None
+    if result.lock.hash != lock.hash:  # build() enforces this; the job must never run on another set
+        raise DlboxError(f"run {record['id']}: the rebuilt lock {result.lock.hash[:12]} is not the run's "
+                         f"{lock.hash[:12]}; refusing to run it")
     progress.step(f"rebuilt {result.id[:19]}; its lock hash matches the run's ({lock.hash[:12]})")
     return result.id
 

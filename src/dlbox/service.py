@@ -27,6 +27,7 @@ from dlbox.jobstate import JobState
 from dlbox.store import Job, Store
 
 LOOP_PERIOD = 1.0
+EVENTS_RETRY = 5.0
 
 
 
@@ -53,7 +54,8 @@ class JobRequest(BaseModel):
 
 
 class Loop:
-    """The reconcile loop: wakes every second, or at once when a request asks it to."""
+    """The reconcile loop: wakes every second, or at once when a request asks it to or one of
+    this service's job containers ends (the engine's die events)."""
 
     def __init__(self, store: Store, capacity: jobs.Capacity | None = None):
         self.store = store
@@ -61,10 +63,29 @@ class Loop:
         self.wake_event = threading.Event()
         self.lock = threading.Lock()
         self.thread = threading.Thread(target=self._run, daemon=True, name="reconcile")
+        self.watcher = threading.Thread(target=self._watch_engine, daemon=True, name="engine-events")
         self.last_error: str | None = None
+        self.stopping = threading.Event()
 
     def start(self) -> None:
         self.thread.start()
+        self.watcher.start()
+
+    def stop(self) -> None:
+        """End the loop after its current pass (the event watcher only wakes it, so it may stay)."""
+        self.stopping.set()
+        self.wake()
+        self.thread.join()
+
+    def _watch_engine(self) -> None:
+        """Wake on every die (or reconnect) of our job containers; the loop itself looks at what changed."""
+        labels = [engine.MANAGED, "dlbox.kind=job", f"dlbox.home={jobs.owner_label()}"]
+        while not self.stopping.is_set():
+            try:
+                for _event in engine.container_events(labels):
+                    self.wake()
+            except Exception:  # noqa: BLE001 - never take the service down; the 1 s period still runs
+                time.sleep(EVENTS_RETRY)
 
     def wake(self) -> None:
         self.wake_event.set()
@@ -77,9 +98,11 @@ class Loop:
             routes_workspaces.sync(self.store)
 
     def _run(self) -> None:
-        while True:
+        while not self.stopping.is_set():
             self.wake_event.wait(LOOP_PERIOD)
             self.wake_event.clear()
+            if self.stopping.is_set():
+                break
             try:
                 self.run_once()
                 self.last_error = None
@@ -317,6 +340,7 @@ def build_job(store: Store, loop: Loop, request: JobRequest, user: str) -> Job:
     from dlbox.spec import parse_size
 
     attrs = engine.image_attrs(request.image)
+    jobs.remember_image(attrs)  # the start reads it again by ID
     labels = attrs["Config"].get("Labels") or {}
     mounts = [containers.parse_mount(m, base=Path(request.project_dir) if request.project_dir else None).to_json()
               for m in request.mounts]

@@ -208,3 +208,57 @@ def test_another_homes_job_containers_are_left_alone(dlbox, small_image, docker_
         stranger.reload()  # raises if the service removed it
     finally:
         stranger.remove(force=True)
+
+
+def test_reproduce_refuses_when_the_rebuilt_lock_differs(dlbox, tmp_path, run_id, test_env, docker_client):
+    """A run whose kept lock names an OS package version its rebuild cannot give: refused, nothing runs."""
+    import sqlite3
+
+    from dlbox import lock as locks
+
+    project = tmp_path / "drift"
+    project.mkdir()
+    (project / "dlbox.yaml").write_text(f"name: t{run_id}-drift\nbase:\n  debian: bullseye\npip:\n  - six==1.16.0\n")
+    image = dlbox.json("build", cwd=project)
+    original = dlbox.json("run", "--image", image["image"], "--", "true")["id"]
+    dlbox("wait", original)
+    record = dlbox.json("runs", "show", original)
+    # The run claims one base package at a version the rebuild will not install: the kept lock and the
+    # recorded hash agree with each other, so only the rebuilt lock can tell.
+    data = json.loads(record["lock"])
+    data.pop("lock_hash")
+    bumped = data["os"]["packages"][0]
+    bumped["version"] += "+tampered"
+    drifted = locks.parse_text(json.dumps(data), source="test")
+    with sqlite3.connect(Path(test_env["DLBOX_HOME"]) / "dlbox.db") as db:
+        db.execute("UPDATE jobs SET lock_text = ?, lock_hash = ? WHERE id = ?",
+                   (drifted.to_json(), drifted.hash, original))
+    for tag in docker_client.images.get(image["id"]).tags:
+        docker_client.images.remove(tag, force=True)
+    jobs_before = dlbox.json("jobs", "--all")
+
+    result = dlbox("reproduce", original, check=False)
+
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: run {original}: the rebuilt image does not match the run's lock "
+                           f"{drifted.hash[:12]}"), result.stderr
+    assert bumped["name"] in last and last.endswith("refusing to run it")
+    assert "its lock hash matches" not in result.stderr
+    assert dlbox.json("jobs", "--all") == jobs_before  # no job was submitted
+    assert docker_client.images.list(filters={"label": f"dlbox.lock-hash={drifted.hash}"}) == []
+
+
+def test_reproduce_refuses_a_kept_lock_that_is_not_the_recorded_one(dlbox, small_image, test_env):
+    """The kept lock text and the recorded lock hash disagree: refused before any build."""
+    import sqlite3
+
+    original = dlbox.json("run", "--image", small_image["image"], "--", "true")["id"]
+    dlbox("wait", original)
+    with sqlite3.connect(Path(test_env["DLBOX_HOME"]) / "dlbox.db") as db:
+        db.execute("UPDATE jobs SET lock_hash = ?, image_id = ? WHERE id = ?",
+                   ("0" * 64, "sha256:" + "0" * 64, original))
+    result = dlbox("reproduce", original, check=False)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines()[-1].endswith("not the recorded 000000000000; refusing to rebuild from it")
+    assert "building" not in result.stderr

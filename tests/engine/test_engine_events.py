@@ -1,0 +1,128 @@
+"""The engine's container events, and the service's loop waking on them, against the real engine."""
+
+from __future__ import annotations
+
+import queue
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from dlbox import engine, jobs, service
+from dlbox.jobstate import JobState
+from dlbox.store import Store
+
+
+class Proxy:
+    """A Unix socket forwarding to the engine's; drop() cuts every connection, as an engine restart would."""
+
+    def __init__(self, path: Path, target: str = "/var/run/docker.sock"):
+        self.path, self.target = str(path), target
+        self.conns: list[socket.socket] = []
+        self.requests = b""
+        self.listener = socket.socket(socket.AF_UNIX)
+        self.listener.bind(self.path)
+        self.listener.listen()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            client, _ = self.listener.accept()
+            upstream = socket.socket(socket.AF_UNIX)
+            upstream.connect(self.target)
+            self.conns += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, outgoing: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if outgoing:
+                    self.requests += data
+                sink.sendall(data)
+        except OSError:
+            pass
+        for s in (source, sink):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def drop(self) -> None:
+        self.requests = b""
+        for conn in self.conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.conns = []
+
+
+def until(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def next_event(events: queue.Queue, want, timeout: float = 20.0, seen: list | None = None) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        event = events.get(timeout=max(0.01, deadline - time.monotonic()))
+        if seen is not None:
+            seen.append(event)
+        if want(event):
+            return event
+
+
+def test_container_events_yields_dies_and_survives_a_dropped_connection(small_image, docker_client, labelled,
+                                                                        tmp_path, monkeypatch):
+    mark = f"dlbox.test-events={uuid.uuid4().hex[:8]}"
+    proxy = Proxy(tmp_path / "engine.sock")
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{proxy.path}")
+    events: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [events.put(e) for e in engine.container_events([mark], retry=0.2)],
+                     daemon=True).start()
+    run_labels = {**labelled, mark.split("=")[0]: mark.split("=")[1]}
+
+    until(lambda: b"/events" in proxy.requests, 20, "the event stream to open")
+    first = docker_client.containers.run(small_image["image"], ["true"], labels=run_labels, detach=True)
+    assert next_event(events, lambda e: e["id"] == first.id)["action"] == "die"
+    unlabelled = docker_client.containers.run(small_image["image"], ["true"], labels=labelled, detach=True)
+
+    unlabelled.wait(timeout=20)
+
+    proxy.drop()  # the engine goes away mid-stream
+    seen: list[dict] = []
+    next_event(events, lambda e: e["action"] == "reconnected", seen=seen)
+    second = docker_client.containers.run(small_image["image"], ["true"], labels=run_labels, detach=True)
+    assert next_event(events, lambda e: e["id"] == second.id, seen=seen)["action"] == "die"  # after reconnecting
+    assert unlabelled.id not in {e["id"] for e in seen}  # filtered by label
+    for c in (first, unlabelled, second):
+        c.remove(force=True)
+
+
+def test_the_loop_finishes_a_job_when_its_container_dies_not_a_period_later(small_image, tmp_path, monkeypatch,
+                                                                            run_id):
+    monkeypatch.setenv("DLBOX_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DLBOX_LABELS", f"dlbox.test-run={run_id}")
+    monkeypatch.setattr(service, "LOOP_PERIOD", 600.0)  # only a wake can make it look again
+    store = Store()
+    loop = service.Loop(store, jobs.Capacity(cpus=2, memory=None, gpus=[]))
+    loop.start()
+    try:
+        request = service.JobRequest(image=small_image["image"], command=["sleep", "2"])
+        job = service.build_job(store, loop, request, "local")
+        store.add_job(job)
+        loop.wake()  # as a submit does
+        until(lambda: store.get_job(job.id).state == JobState.RUNNING.value, 20, "the job to run")
+        ended = until(lambda: JobState(store.get_job(job.id).state).is_finished() and store.get_job(job.id), 15,
+                      "the job to be finished")
+        assert ended.state == JobState.SUCCEEDED.value
+        assert ended.ended_at - ended.started_at < 2 + 3  # the die event woke the loop
+    finally:
+        loop.stop()
