@@ -18,6 +18,8 @@ need_packages() {
   python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
   # the store tests start a throwaway PostgreSQL server (initdb, pg_ctl; Debian keeps them off PATH)
   compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || missing+=(postgresql)
+  # benchmark 9 loads the team server from a separate process
+  command -v wrk >/dev/null || missing+=(wrk)
   if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
       echo "error: missing ${missing[*]}; install them as root (apt-get install ${missing[*]})" >&2
