@@ -253,8 +253,17 @@ class Store:
     # --- workspaces ---------------------------------------------------------------------------
 
     def put_workspace(self, workspace: Workspace) -> Workspace:
-        with self.session() as s:
-            s.merge(workspace)
+        """Insert or replace. The loop and a request may both write a new row: the loser merges again."""
+        from sqlalchemy.exc import IntegrityError
+
+        for attempt in range(3):
+            try:
+                with self.session() as s:
+                    s.merge(workspace)
+                break
+            except IntegrityError:
+                if attempt == 2:
+                    raise
         self.versions["workspaces"] += 1
         return workspace
 

@@ -465,3 +465,28 @@ def test_racing_transitions_move_a_job_once(make_store):
             t.join()
         assert sorted(map(str, outcomes)).count("refused") == 1, (trial, outcomes)
         assert stores[0].get_job(job.id).state in ("succeeded", "cancelled")
+
+
+def test_two_writers_of_a_new_workspace_row_both_succeed(make_store):
+    """The reconcile loop adopting a workspace while the request that made it records it."""
+    from dlbox.store import Workspace
+
+    stores = [make_store(), make_store()]
+    for trial in range(10):
+        barrier = threading.Barrier(2)
+        errors = []
+
+        def put(store, owner):
+            barrier.wait()
+            try:
+                store.put_workspace(Workspace(name=f"w{trial}", owner=owner, state="running", gpus=0, info={},
+                                              created_at=time.time(), updated_at=time.time()))
+            except Exception as exc:  # noqa: BLE001 - collected for the assertion
+                errors.append(exc)
+
+        threads = [threading.Thread(target=put, args=(st, o)) for st, o in zip(stores, ("alice", "local"))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == [] and stores[0].get_workspace(f"w{trial}") is not None
