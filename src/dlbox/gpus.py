@@ -79,3 +79,24 @@ def allocate(request: str | int | list[str], *, available: list[str], held: dict
 def device_request(ids: list[str]) -> dict:
     """The Engine API's DeviceRequest for these GPUs (NVIDIA container toolkit)."""
     return {"Driver": "nvidia", "Count": 0, "DeviceIDs": list(ids), "Capabilities": [["gpu"]], "Options": {}}
+
+
+def count(request: str | int | list[str] | None, available: list[str]) -> int:
+    """How many GPUs a request takes (for quotas)."""
+    if request is None:
+        return 0
+    if request == "all":
+        return len(available)
+    return request if isinstance(request, int) else len(request)
+
+
+def choose(request: str | int | list[str] | None, available: list[str], busy: set[str]) -> list[str] | None:
+    """The GPU IDs a waiting job gets now, or None while what it asks for is busy. Pure."""
+    if request is None:
+        return []
+    free = [g for g in available if g not in busy]
+    if request == "all":
+        return list(available) if len(free) == len(available) and available else None
+    if isinstance(request, int):
+        return free[:request] if len(free) >= request else None
+    return list(request) if all(g in free for g in request) else None

@@ -65,22 +65,29 @@ class Capacity:
         )
 
 
-def fits(job: Job, running: list[Job], capacity: Capacity) -> bool:
+def fits(job: Job, running: list[Job], capacity: Capacity, busy_gpus: set[str] = frozenset()) -> bool:
+    return gpus_for(job, running, capacity, busy_gpus) is not None
+
+
+def gpus_for(job: Job, running: list[Job], capacity: Capacity, busy_gpus: set[str] = frozenset()) -> list[str] | None:
+    """The GPU IDs `job` would get next to `running` ([] for none), or None if it does not fit now."""
     cpus = sum(j.cpus for j in running) + job.cpus
     if cpus > capacity.cpus + 1e-9:
-        return False
+        return None
     if job.memory and capacity.memory:
         if sum(j.memory or 0 for j in running) + job.memory > capacity.memory:
-            return False
-    held = {g for j in running for g in (j.gpu_ids or [])}
-    return not (set(job.gpu_ids or []) & held)
+            return None
+    busy = set(busy_gpus) | {g for j in running for g in (j.gpu_ids or [])}
+    request = job.gpu_request if job.gpu_request is not None else job.gpu_ids
+    return gpus.choose(request, capacity.gpus, busy)
 
 
-def pick(queued: list[Job], running: list[Job], capacity: Capacity) -> list[Job]:
+def pick(queued: list[Job], running: list[Job], capacity: Capacity, busy_gpus: set[str] = frozenset()) -> list[Job]:
     """Which queued jobs start now: oldest first, but the user with the fewest running jobs goes first.
 
-    Pure. A job that does not fit waits; smaller jobs behind it may still start (no head-of-line
-    blocking), and fair share is recomputed after every pick.
+    Pure but for one thing: each chosen job's gpu_ids is set to the GPUs free for it now
+    (`busy_gpus`: held by workspaces). A job that does not fit waits; smaller jobs behind it
+    may still start (no head-of-line blocking), and fair share is recomputed after every pick.
     """
     running = list(running)
     waiting = sorted(queued, key=lambda j: j.submitted_at)
@@ -90,9 +97,11 @@ def pick(queued: list[Job], running: list[Job], capacity: Capacity) -> list[Job]
         for j in running:
             share[j.user] = share.get(j.user, 0) + 1
         order = sorted(waiting, key=lambda j: (share.get(j.user, 0), j.submitted_at))
-        nxt = next((j for j in order if fits(j, running, capacity)), None)
+        nxt, ids = next(((j, ids) for j in order
+                         if (ids := gpus_for(j, running, capacity, busy_gpus)) is not None), (None, None))
         if nxt is None:
             break
+        nxt.gpu_ids = ids or None
         chosen.append(nxt)
         running.append(nxt)
         waiting.remove(nxt)
@@ -143,7 +152,7 @@ def start(store: Store, job: Job) -> None:
     except Exception as exc:  # noqa: BLE001 - the image went, or the run directory cannot be made
         store.transition(job.id, JobState.FAILED, reason=f"could not start: {_message(exc)}")
         return
-    store.transition(job.id, JobState.STARTING, env=env)
+    store.transition(job.id, JobState.STARTING, env=env, gpu_ids=job.gpu_ids)
     try:
         container_id = engine.create_container(spec)
         engine.start(container_id)
@@ -282,7 +291,7 @@ class Reconciler:
         if not queued:
             return
         active = self.store.jobs(states={JobState.STARTING, JobState.RUNNING})
-        chosen = pick(queued, active, self.capacity)
+        chosen = pick(queued, active, self.capacity, self._workspace_gpus() if self.capacity.gpus else set())
         if len(chosen) <= 1:
             for job in chosen:
                 start(self.store, job)
@@ -292,6 +301,11 @@ class Reconciler:
 
         with ThreadPoolExecutor(min(len(chosen), START_PARALLEL), thread_name_prefix="start") as pool:
             list(pool.map(lambda job: start(self.store, job), chosen))
+
+    def _workspace_gpus(self) -> set[str]:
+        """GPUs that workspaces hold (their dlbox.gpus label): a job is not given them."""
+        return {g for c in engine.container_summaries([engine.MANAGED, "dlbox.kind=workspace", "dlbox.gpus"])
+                for g in c["Labels"].get("dlbox.gpus", "").split(",") if g}
 
     def _watch(self, job: Job, attrs: dict | None) -> None:
         if attrs is None:

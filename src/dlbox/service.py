@@ -170,7 +170,7 @@ def job_json(job: Job) -> dict:
         "command": job.command, "params": job.params, "image": job.image_ref, "image_id": job.image_id,
         "lock_hash": job.lock_hash, "spec_hash": job.spec_hash, "git_commit": job.git_commit,
         "git_dirty": job.git_dirty, "exit_code": job.exit_code, "peak_memory": job.peak_memory,
-        "resources": {"cpus": job.cpus, "memory": job.memory, "gpus": job.gpu_ids},
+        "resources": {"cpus": job.cpus, "memory": job.memory, "gpus": job.gpu_ids, "gpu_request": job.gpu_request},
         "mounts": job.mounts, "workdir": job.workdir,
         "workspace": next((v.removeprefix("dlbox-ws-").removesuffix("-data") for v in job.volumes or {}), None),
         "submitted_at": iso(job.submitted_at), "started_at": iso(job.started_at), "ended_at": iso(job.ended_at),
@@ -247,7 +247,8 @@ def create_app(store: Store, loop: Loop, *, mode: str = "local", mount_roots: li
             for mount in request.mounts:
                 accounts.check_mount_roots(mount, app.state.ctx.mount_roots)
         job = build_job(store, loop, request, who.name)
-        check_quota(store, who.name, cpus=job.cpus, memory=job.memory, gpus=len(job.gpu_ids or []))
+        check_quota(store, who.name, cpus=job.cpus, memory=job.memory,
+                    gpus=gpus.count(job.gpu_request, loop.reconciler.capacity.gpus))
         store.add_job(job)
         loop.wake()
         return job_json(job)
@@ -307,7 +308,8 @@ def held(store: Store, user: str) -> dict:
     return {"workspaces": len(mine),
             "cpus": sum(w.cpus or 0 for w in running) + sum(j.cpus or 0 for j in active),
             "memory": sum(w.memory or 0 for w in running) + sum(j.memory or 0 for j in active),
-            "gpus": sum(w.gpus or 0 for w in running) + sum(len(j.gpu_ids or []) for j in active)}
+            "gpus": sum(w.gpus or 0 for w in running)
+                    + sum(len(j.gpu_ids or []) if j.gpu_ids else gpus.count(j.gpu_request, []) for j in active)}
 
 
 def check_quota(store: Store, user: str, **asked) -> None:
@@ -364,20 +366,19 @@ def build_job(store: Store, loop: Loop, request: JobRequest, user: str) -> Job:
         raise UsageError(f"--memory/--shm-size: {exc}") from None
     if memory and capacity.memory and memory > capacity.memory:
         raise UsageError(f"--memory: can never fit; this host gives jobs {capacity.memory / 1024**3:.1f}g")
-    gpu_ids = None
     wanted = gpus.parse(request.gpus)
     if wanted is not None:
         if "nvidia" not in engine.capacity()["runtimes"]:
             raise DlboxError("--gpus: the engine has no GPU runtime (install the NVIDIA container toolkit)",
                              code="no_gpu_runtime")
-        gpu_ids = gpus.allocate(wanted, available=capacity.gpus, held={}, share=True)
+        gpus.allocate(wanted, available=capacity.gpus, held={}, share=True)  # can it ever fit? IDs come at start
     return Job(
         id=jobs.new_id(), user=user, name=request.name, state=JobState.QUEUED.value, command=request.command,
         params=request.params, env={}, image_ref=request.image, image_id=attrs["Id"],
         lock_hash=labels.get("dlbox.lock-hash"), spec_hash=labels.get("dlbox.spec-hash"),
         git_commit=request.git_commit, git_dirty=request.git_dirty, git_diff=request.git_diff,
         project_dir=request.project_dir, workdir=workdir, mounts=mounts, volumes=volumes, cpus=cpus, memory=memory,
-        shm_size=shm, gpu_ids=gpu_ids, cancel_requested=False, submitted_at=time.time(),
+        shm_size=shm, gpu_ids=None, gpu_request=wanted, cancel_requested=False, submitted_at=time.time(),
         reproduces=request.reproduces,
     )
 

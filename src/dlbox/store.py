@@ -50,7 +50,8 @@ class Job(Base):
     cpus: Mapped[float] = mapped_column(Float, default=1.0)
     memory: Mapped[int | None] = mapped_column(BigInteger)  # bytes: 0002_bigints
     shm_size: Mapped[int | None] = mapped_column(BigInteger)
-    gpu_ids: Mapped[list | None] = mapped_column(JSON)
+    gpu_ids: Mapped[list | None] = mapped_column(JSON)  # given when the job starts
+    gpu_request: Mapped[object | None] = mapped_column(JSON)  # what was asked: "all", a count, or IDs
     container_id: Mapped[str | None] = mapped_column(String(80))
     exit_code: Mapped[int | None] = mapped_column(Integer)
     peak_memory: Mapped[int | None] = mapped_column(BigInteger)  # bytes: 0002_bigints

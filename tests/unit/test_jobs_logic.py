@@ -7,10 +7,11 @@ from dlbox.jobstate import ALLOWED, FINISHED, BadTransition, JobState, check_tra
 from dlbox.store import Job, Store
 
 
-def make_job(job_id, user="alice", cpus=1.0, submitted=0.0, memory=None, gpu_ids=None, state="queued"):
+def make_job(job_id, user="alice", cpus=1.0, submitted=0.0, memory=None, gpu_ids=None, state="queued",
+             gpu_request=None):
     return Job(id=job_id, user=user, state=state, command=["true"], params={}, env={}, image_ref="i",
                image_id="sha256:x", git_dirty=False, mounts=[], volumes={}, cpus=cpus, memory=memory,
-               gpu_ids=gpu_ids, cancel_requested=False, submitted_at=submitted)
+               gpu_ids=gpu_ids, gpu_request=gpu_request, cancel_requested=False, submitted_at=submitted)
 
 
 CAP = jobs.Capacity(cpus=2, memory=None, gpus=[])
@@ -67,6 +68,36 @@ def test_memory_and_gpus_count_too():
     queued = [make_job("m", memory=2 * 1024**3, submitted=1), make_job("g", gpu_ids=["0"], submitted=2),
               make_job("ok", gpu_ids=["1"], submitted=3)]
     assert [j.id for j in jobs.pick(queued, running, cap)] == ["ok"]
+
+
+def test_gpus_are_chosen_when_a_job_starts_from_those_free_then():
+    cap = jobs.Capacity(cpus=8, memory=None, gpus=["0", "1", "2"])
+    running = [make_job("r", gpu_ids=["0"], gpu_request=1, state="running")]
+    queued = [make_job("one", gpu_request=1, submitted=1), make_job("two", gpu_request=2, submitted=2),
+              make_job("named", gpu_request=["2"], submitted=3), make_job("cpu", submitted=4)]
+    chosen = jobs.pick(queued, running, cap)
+    # "one" takes GPU 1 (0 is busy); "two" cannot get two more; "named" wants 2, which is free; CPU-only runs
+    assert [(j.id, j.gpu_ids) for j in chosen] == [("one", ["1"]), ("named", ["2"]), ("cpu", None)]
+
+
+def test_a_gpu_a_workspace_holds_is_not_given_to_a_job():
+    cap = jobs.Capacity(cpus=8, memory=None, gpus=["0", "1"])
+    queued = [make_job("a", gpu_request=1, submitted=1), make_job("b", gpu_request=1, submitted=2)]
+    chosen = jobs.pick(queued, [], cap, busy_gpus={"0"})
+    assert [(j.id, j.gpu_ids) for j in chosen] == [("a", ["1"])]
+    assert jobs.pick([make_job("all", gpu_request="all")], [], cap, busy_gpus={"1"}) == []
+    assert jobs.pick([make_job("all", gpu_request="all")], [], cap)[0].gpu_ids == ["0", "1"]
+
+
+def test_gpu_counting_and_choosing_are_pure():
+    from dlbox import gpus
+
+    assert gpus.count("all", ["0", "1"]) == 2 and gpus.count(3, []) == 3 and gpus.count(["a"], []) == 1
+    assert gpus.count(None, ["0"]) == 0
+    assert gpus.choose(2, ["0", "1", "2"], {"1"}) == ["0", "2"]
+    assert gpus.choose(2, ["0", "1"], {"1"}) is None
+    assert gpus.choose(["1"], ["0", "1"], set()) == ["1"] and gpus.choose(["1"], ["0", "1"], {"1"}) is None
+    assert gpus.choose(None, [], set()) == []
 
 
 def test_secrets_are_redacted():
