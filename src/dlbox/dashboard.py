@@ -31,7 +31,7 @@ CSP = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-ac
 
 templates = jinja2.Environment(loader=jinja2.PackageLoader("dlbox", "templates"), autoescape=True,
                                undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-templates.filters["when"] = lambda ts: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+templates.filters["shell"] = shlex.join
 templates.filters["size"] = lambda n: "-" if n is None else f"{n / 1024**3:.2f} GB" if n >= 1024**3 \
     else f"{n / 1024**2:.0f} MB"
 
@@ -111,7 +111,11 @@ def chart_svg(points: list[tuple[float, float]], width: int = 480, height: int =
     return (f'<svg class="chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
             f'aria-label="from {ys[0]:.4g} to {ys[-1]:.4g}">'
             f'<rect x="0.5" y="0.5" width="{width - 1}" height="{height - 1}" fill="none" stroke="#ccc"/>'
-            f'<polyline fill="none" stroke="#1f6feb" stroke-width="2" points="{coords}"/></svg>')
+            f'<polyline fill="none" stroke="#1f6feb" stroke-width="2" points="{coords}"/>'
+            f'<text x="{pad}" y="{pad + 10}" font-size="10" fill="#656d76">{y1:.4g}</text>'
+            f'<text x="{pad}" y="{height - pad}" font-size="10" fill="#656d76">{y0:.4g}</text>'
+            f'<text x="{width - pad}" y="{height - pad}" font-size="10" fill="#656d76" text-anchor="end">'
+            f'step {x0:g}–{x1:g}</text></svg>')
 
 
 def curves(history: list[dict]) -> dict[str, dict]:
