@@ -42,6 +42,14 @@
    GET /api/workspaces and GET /api/runs?limit=100 with a user's token; the baseline is a bare
    FastAPI app on the same uvicorn returning the same body. Targets: >= 500 req/s and
    p99 < 50 ms for the workspace list.
+10. The web dashboard of `dlbox server` (a server of its own, in a home in the work directory,
+   one user): the workspaces page's weight (HTML + CSS + JS bytes as served, uncompressed,
+   from the responses of one load in headless Chromium) and its time to interactive: from
+   navigation start to DOMContentLoaded (the page's script is deferred, so it has run by then)
+   and to the load event, read from the Navigation Timing entry. Median of 5 loads, each in a
+   fresh browser context (a first visit), after one untimed warm-up. Needs Playwright (the
+   test extra) and Debian's chromium (/usr/bin/chromium; scripts/host-setup.sh packages).
+   No baseline: informational, with a target of 100 KB and 1 s.
 
 6-8 use a dlbox service of their own: DLBOX_HOME is a directory in the work directory (so the
 user's jobs never mix in; DLBOX_CACHE_DIR stays the user's), DLBOX_CAPACITY=cpus=2, and it is
@@ -67,6 +75,7 @@ BENCH_WS_IMAGE (image for 4 and 5, default dlbox/<preset>:latest; it must exist)
 BENCH_JOB_IMAGE (image for 6-8, default BENCH_WS_IMAGE; 8 needs scikit-learn in it),
 BENCH_KEEP=1 (keep the work directory with the specs, build logs and the job service's home).
 BENCH_QUICK also means 3 samples in 6, 40 jobs in 7 and 1 training run of each kind in 8.
+BENCH_CHROMIUM: the browser for 9 (default /usr/bin/chromium).
 """
 
 from __future__ import annotations
@@ -131,6 +140,10 @@ TRAIN_EPOCHS = 20
 TRAIN_CPUS = 2
 TRAIN_TIMEOUT = 1200.0
 DIGITS = Path(__file__).resolve().parent.parent / "examples" / "digits"
+CHROMIUM = os.environ.get("BENCH_CHROMIUM", "/usr/bin/chromium")
+DASH_RUNS = 5
+DASH_WEIGHT_TARGET = 100.0  # KB, HTML + CSS + JS of the workspaces page
+DASH_TTI_TARGET = 1.0       # seconds, navigation start to DOMContentLoaded
 FINAL_STATES = ("succeeded", "failed", "cancelled", "oom-killed", "lost")
 
 STARTED = time.monotonic()
@@ -1196,6 +1209,89 @@ def bench_train(runner: Runner) -> list[Row]:
                 f"raw {' '.join(f'{t:.2f}' for t in times['B'])}")]
 
 
+# --- the web dashboard (9) ----------------------------------------------------------------------
+
+
+def bench_dashboard(runner: Runner, work: Path) -> list[Row]:
+    try:
+        from playwright.sync_api import sync_playwright  # the test extra: pip install -e '.[test]'
+    except ImportError:
+        raise BenchError("9 needs Playwright: pip install -e '.[test]'") from None
+    if not Path(CHROMIUM).is_file():
+        raise BenchError(f"9 needs Chromium at {CHROMIUM} (scripts/host-setup.sh packages installs Debian's)")
+    env = {**dlbox_env(), "DLBOX_HOME": str(work / "dashboard-home")}
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = runner.logs / "dashboard-server.log"
+    say(f"10. dlbox server on port {port} (log {log})")
+    with log.open("wb") as out:
+        proc = subprocess.Popen([DLBOX, "server", "--port", str(port)], env=env, stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/api/health", timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise BenchError(f"dlbox server did not answer (log {log})") from None
+                time.sleep(0.2)
+        _, out = runner.run("dashboard-user", [DLBOX, "users", "add", "bench", "--json"], env=env)
+        cookie = {"name": "dlbox_token", "value": json.loads(out)["token"], "url": url}
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM)
+            try:
+                def load(weigh: bool = False) -> tuple[dict, dict[str, int]]:
+                    context = browser.new_context()
+                    context.add_cookies([cookie])
+                    page = context.new_page()
+                    sizes: dict[str, int] = {}
+                    if weigh:
+                        page.on("response", lambda r: sizes.__setitem__(r.request.resource_type, sizes.get(
+                            r.request.resource_type, 0) + len(r.body())) if r.url.startswith(url) else None)
+                    response = page.goto(f"{url}/workspaces", wait_until="load")
+                    if response is None or response.status != 200 or not page.url.endswith("/workspaces"):
+                        raise BenchError(f"GET /workspaces: {response.status if response else 'no response'} "
+                                         f"at {page.url}")
+                    timing = page.evaluate("JSON.parse(JSON.stringify(performance.getEntriesByType('navigation')[0]))")
+                    context.close()
+                    return timing, sizes
+
+                _, sizes = load(weigh=True)  # warm-up, untimed: weighs the page
+                dcl, loaded, first_byte = [], [], []
+                for i in range(DASH_RUNS):
+                    timing, _ = load()
+                    dcl.append(timing["domContentLoadedEventEnd"] / 1000)
+                    loaded.append(timing["loadEventEnd"] / 1000)
+                    first_byte.append(timing["responseStart"] / 1000)
+                    say(f"10. {i + 1}/{DASH_RUNS}: DOMContentLoaded {dcl[-1] * 1000:.0f} ms, "
+                        f"load {loaded[-1] * 1000:.0f} ms")
+            finally:
+                browser.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    kb = {kind: sizes.get(kind, 0) / 1024 for kind in ("document", "stylesheet", "script")}
+    weight = sum(kb.values())
+    other = sum(v for k, v in sizes.items() if k not in kb)
+    tti, at_load = statistics.median(dcl), statistics.median(loaded)
+    return [
+        Row("10. dashboard page weight (workspaces)", f"{weight:.1f} KB", "-", "-",
+            f"<= {DASH_WEIGHT_TARGET:.0f} KB", verdict(weight <= DASH_WEIGHT_TARGET),
+            f"HTML {kb['document']:.1f} KB, CSS {kb['stylesheet']:.1f} KB, JS {kb['script']:.1f} KB, uncompressed; "
+            f"other requests {other} bytes; no workspaces listed"),
+        Row("10. dashboard time to interactive", secs(tti), "-", "-", f"< {DASH_TTI_TARGET:.0f} s",
+            verdict(tti < DASH_TTI_TARGET), f"navigation start to DOMContentLoaded (deferred script run), median of "
+            f"{DASH_RUNS}, fresh context each; to load {secs(at_load)}; first byte "
+            f"{secs(statistics.median(first_byte))} (the server lists images from the engine); "
+            f"{' '.join(f'{t * 1000:.0f}' for t in dcl)} ms"),
+    ]
+
+
 # --- cleanup ----------------------------------------------------------------------------------
 
 
@@ -1318,6 +1414,7 @@ def main() -> int:
         runner = Runner(work)
         service.setup(work)
         benches = [(3, "3. CLI wall time", lambda: bench_cli(runner)),
+                   (10, "10. dashboard page weight and time to interactive", lambda: bench_dashboard(runner, work)),
                    (4, "4. dlbox up until Jupyter answers", lambda: bench_up(runner)),
                    (5, "5. memory per idle workspace", lambda: bench_memory(runner)),
                    (6, "6. job submit until its container runs", lambda: bench_submit(runner)),

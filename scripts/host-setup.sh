@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prepare a Debian host for dlbox: the packages it drives, and a running Docker Engine.
-#   scripts/host-setup.sh packages   install what is missing (python3-venv, debootstrap, docker.io, postgresql, ...)
+#   scripts/host-setup.sh packages   install what is missing (python3-venv, debootstrap, docker.io, postgresql, chromium, ...)
 #   scripts/host-setup.sh engine     start dockerd if no engine answers, and wait for it
 # Idempotent: does nothing that is already done. Needs root for installs and for dockerd.
 set -euo pipefail
@@ -14,6 +14,7 @@ need_packages() {
   command -v docker >/dev/null || missing+=(docker.io)
   command -v ssh >/dev/null || missing+=(openssh-client)
   command -v git >/dev/null || missing+=(git)
+  command -v chromium >/dev/null || missing+=(chromium)  # the dashboard's browser tests
   command -v python3 >/dev/null || missing+=(python3)
   python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
   # the store tests start a throwaway PostgreSQL server (initdb, pg_ctl; Debian keeps them off PATH)

@@ -297,6 +297,10 @@ def create_app(store: Store, loop: Loop, *, mode: str = "local", mount_roots: li
 
     app.include_router(routes_accounts.router)
     app.include_router(routes_workspaces.router)
+    if mode == "server":  # the web dashboard: only where there are accounts to sign in with
+        from dlbox import dashboard
+
+        app.include_router(dashboard.router)
     return app
 
 

@@ -1,0 +1,315 @@
+"""The web dashboard of `dlbox server`: server-rendered pages over the same functions as the API.
+
+Signing in stores the API token in an HttpOnly, SameSite=Strict cookie, which the API accepts
+too, so the page's small script (static/app.js) reads job logs and states from /api/ directly.
+Forms POST; each POST must come from a page of this server (Origin or Referer), because
+SameSite does not cover other ports of the same host, such as the workspaces' Jupyter servers.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from importlib import resources
+from typing import Annotated
+from urllib.parse import parse_qs, urlsplit
+
+import jinja2
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
+from pydantic import ValidationError
+
+from dlbox import accounts, images, presets, routes_workspaces, service
+from dlbox.errors import DlboxError, NotFound, UsageError
+from dlbox.jobstate import JobState
+
+STATIC = resources.files("dlbox") / "static"
+STATIC_TYPES = {".css": "text/css", ".js": "text/javascript"}
+# No inline scripts or styles anywhere: the policy can forbid them.
+CSP = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+
+templates = jinja2.Environment(loader=jinja2.PackageLoader("dlbox", "templates"), autoescape=True,
+                               undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+templates.filters["shell"] = shlex.join
+templates.filters["size"] = lambda n: "-" if n is None else f"{n / 1024**3:.2f} GB" if n >= 1024**3 \
+    else f"{n / 1024**2:.0f} MB"
+
+
+class PageRoute(APIRoute):
+    """Errors become pages: no valid cookie sends you to sign in; the rest say what went wrong."""
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+
+        async def run(request: Request) -> Response:
+            try:
+                response = await handler(request)
+            except accounts.Unauthorized:
+                return RedirectResponse("/login", status_code=303)
+            except DlboxError as exc:
+                status = service.STATUS.get(exc.code) or (400 if isinstance(exc, UsageError) else 409)
+                response = render("error.html", request, None, status=status, message=exc.message)
+            response.headers.setdefault("Content-Security-Policy", CSP)
+            return response
+
+        return run
+
+
+router = APIRouter(route_class=PageRoute, include_in_schema=False)
+
+
+def render(name: str, request: Request, who: accounts.Caller | None, *, status: int = 200, **values) -> HTMLResponse:
+    html = templates.get_template(name).render(request=request, who=who, path=request.url.path, **values)
+    return HTMLResponse(html, status_code=status)
+
+
+def viewer(request: Request) -> accounts.Caller:
+    return accounts.authenticate(request.app.state.ctx.store, request.cookies.get(service.COOKIE))
+
+
+async def form(request: Request) -> dict[str, str]:
+    """The posted form (urlencoded), once the request is known to come from one of our pages."""
+    origin = request.headers.get("origin") or request.headers.get("referer") or ""
+    if urlsplit(origin).netloc != request.headers.get("host"):
+        raise accounts.Forbidden("this form must be sent from the dashboard's own pages")
+    fields = parse_qs((await request.body()).decode(errors="replace"), keep_blank_values=True)
+    return {key: values[-1].strip() for key, values in fields.items()}
+
+
+Who = Annotated[accounts.Caller, Depends(viewer)]
+Form = Annotated[dict, Depends(form)]
+
+
+def lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def number(text: str, what: str) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:
+        raise UsageError(f"{what}: {text!r} is not a number") from None
+
+
+def invalid(exc: ValidationError) -> UsageError:
+    first = exc.errors()[0]
+    return UsageError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}")
+
+
+def chart_svg(points: list[tuple[float, float]], width: int = 480, height: int = 160, pad: int = 6) -> str:
+    """One metric's curve as an inline SVG polyline, scaled to fill the box; (step, value) pairs."""
+    if not points:
+        return ""
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
+
+    def scale(v: float, lo: float, hi: float, size: int) -> float:
+        return pad + (size - 2 * pad) * ((v - lo) / (hi - lo) if hi > lo else 0.5)
+
+    coords = " ".join(f"{scale(x, x0, x1, width):.1f},{height - scale(y, y0, y1, height):.1f}" for x, y in points)
+    return (f'<svg class="chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
+            f'aria-label="from {ys[0]:.4g} to {ys[-1]:.4g}">'
+            f'<rect x="0.5" y="0.5" width="{width - 1}" height="{height - 1}" fill="none" stroke="#ccc"/>'
+            f'<polyline fill="none" stroke="#1f6feb" stroke-width="2" points="{coords}"/>'
+            f'<text x="{pad}" y="{pad + 10}" font-size="10" fill="#656d76">{y1:.4g}</text>'
+            f'<text x="{pad}" y="{height - pad}" font-size="10" fill="#656d76">{y0:.4g}</text>'
+            f'<text x="{width - pad}" y="{height - pad}" font-size="10" fill="#656d76" text-anchor="end">'
+            f'step {x0:g}–{x1:g}</text></svg>')
+
+
+def curves(history: list[dict]) -> dict[str, dict]:
+    """metric name -> its points (steps, or the order logged when a value has none), last value, chart."""
+    points: dict[str, list[tuple[float, float]]] = {}
+    for m in history:
+        row = points.setdefault(m["name"], [])
+        row.append((m["step"] if m["step"] is not None else len(row), m["value"]))
+    return {name: {"last": row[-1][1], "count": len(row), "svg": chart_svg(row)} for name, row in points.items()}
+
+
+# --- signing in ---------------------------------------------------------------------------------
+
+
+@router.get("/")
+def home() -> Response:
+    return RedirectResponse("/workspaces", status_code=303)
+
+
+@router.get("/login")
+def login_page(request: Request) -> Response:
+    return render("login.html", request, None)
+
+
+@router.post("/login")
+def login(request: Request, fields: Form) -> Response:
+    token = fields.get("token", "")
+    try:
+        accounts.authenticate(request.app.state.ctx.store, token)
+    except accounts.Unauthorized as exc:
+        return render("login.html", request, None, status=401, error=exc.message)
+    response = RedirectResponse("/workspaces", status_code=303)
+    response.set_cookie(service.COOKIE, token, httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https")
+    return response
+
+
+@router.post("/logout")
+def logout(fields: Form) -> Response:
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(service.COOKIE, httponly=True, samesite="strict")
+    return response
+
+
+# --- workspaces ---------------------------------------------------------------------------------
+
+
+@router.get("/workspaces")
+def workspaces_page(request: Request, who: Who) -> Response:
+    ctx = request.app.state.ctx
+    return render("workspaces.html", request, who, workspaces=routes_workspaces.list_workspaces(who, ctx),
+                  images=images.list_images(), presets=presets.names())
+
+
+@router.post("/workspaces")
+def launch(request: Request, who: Who, fields: Form) -> Response:
+    source = fields.get("source", "")
+    kind, _, ref = source.partition(":")
+    key = fields.get("ssh_public_key") or None
+    try:
+        body = routes_workspaces.NewWorkspace(
+            name=fields.get("name", ""), preset=ref if kind == "preset" else None,
+            image=ref if kind == "image" else None, jupyter="jupyter" in fields, ssh=key is not None,
+            ssh_public_key=key, mounts=lines(fields.get("mounts", "")), memory=fields.get("memory") or None,
+            cpus=number(fields.get("cpus", ""), "cpus"), gpus=fields.get("gpus") or None)
+    except ValidationError as exc:
+        raise invalid(exc) from None
+    routes_workspaces.create_workspace(body, who, request.app.state.ctx)
+    return RedirectResponse(f"/workspaces/{body.name}", status_code=303)
+
+
+@router.get("/workspaces/{name}")
+def workspace_page(request: Request, name: str, who: Who) -> Response:
+    ws = routes_workspaces.show_workspace(name, who, request.app.state.ctx)
+    return render("workspace.html", request, who, ws=ws)
+
+
+@router.get("/workspaces/{name}/jupyter")
+def open_jupyter(request: Request, name: str, who: Who) -> Response:
+    """To the owner's Jupyter with its token; an admin does not get into someone else's."""
+    ctx = request.app.state.ctx
+    if routes_workspaces.mine(ctx, who, name).owner != who.name:
+        raise NotFound(f"no Jupyter of yours in workspace {name!r}")
+    found = routes_workspaces.workspace_token(name, who, ctx)
+    response = RedirectResponse(found["url"], status_code=303)
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+@router.post("/workspaces/{name}/{action}")
+def act(request: Request, name: str, action: str, who: Who, fields: Form) -> Response:
+    ctx = request.app.state.ctx
+    if action == "remove":
+        routes_workspaces.remove_workspace(name, who, ctx, purge_data="purge_data" in fields)
+        return RedirectResponse("/workspaces", status_code=303)
+    routes_workspaces.act(name, action, who, ctx)
+    return RedirectResponse(f"/workspaces/{name}", status_code=303)
+
+
+# --- jobs and runs ------------------------------------------------------------------------------
+
+
+def job_of(request: Request, job_id: str, who: accounts.Caller):
+    job = request.app.state.ctx.store.get_job(job_id)
+    if job is None or not who.sees(job.user):  # someone else's job is not there, for you
+        raise NotFound(f"no job {job_id!r}")
+    return job
+
+
+@router.get("/jobs")
+def jobs_page(request: Request, who: Who) -> Response:
+    store = request.app.state.ctx.store
+    rows = [service.job_json(j) for j in reversed(store.jobs(user=None if who.admin else who.name))]
+    return render("jobs.html", request, who, jobs=rows, images=images.list_images())
+
+
+@router.post("/jobs")
+def submit(request: Request, who: Who, fields: Form) -> Response:
+    ctx = request.app.state.ctx
+    params = {}
+    for line in lines(fields.get("params", "")):
+        key, eq, value = line.partition("=")
+        if not eq or not key.strip():
+            raise UsageError(f"params: {line!r} is not KEY=VALUE")
+        params[key.strip()] = value.strip()
+    try:
+        command = shlex.split(fields.get("command", ""))
+    except ValueError as exc:
+        raise UsageError(f"command: {exc}") from None
+    try:
+        job_request = service.JobRequest(image=fields.get("image", ""), command=command, params=params,
+                                         name=fields.get("name") or None, memory=fields.get("memory") or None,
+                                         cpus=number(fields.get("cpus", ""), "cpus"))
+    except ValidationError as exc:
+        raise invalid(exc) from None
+    # as POST /api/jobs does
+    job = service.build_job(ctx.store, ctx.loop, job_request, who.name)
+    service.check_quota(ctx.store, who.name, cpus=job.cpus, memory=job.memory, gpus=len(job.gpu_ids or []))
+    ctx.store.add_job(job)
+    ctx.loop.wake()
+    return RedirectResponse(f"/jobs/{job.id}", status_code=303)
+
+
+@router.get("/jobs/{job_id}")
+def job_page(request: Request, job_id: str, who: Who) -> Response:
+    job = service.job_json(job_of(request, job_id, who))
+    return render("job.html", request, who, job=job, finished=JobState(job["state"]).is_finished())
+
+
+@router.post("/jobs/{job_id}/cancel")
+def cancel(request: Request, job_id: str, who: Who, fields: Form) -> Response:
+    ctx = request.app.state.ctx
+    job = job_of(request, job_id, who)
+    if not JobState(job.state).is_finished():
+        ctx.store.update(job.id, cancel_requested=True)
+        ctx.loop.wake()
+    return RedirectResponse(f"/jobs/{job.id}", status_code=303)
+
+
+@router.get("/runs")
+def runs_page(request: Request, who: Who) -> Response:
+    store = request.app.state.ctx.store
+    rows = []
+    for job in reversed(store.jobs(user=None if who.admin else who.name)):
+        last: dict[str, float] = {}
+        for m in store.metrics(job.id):
+            last[m.name] = m.value
+        rows.append(service.job_json(job) | {"metrics": last})
+    return render("runs.html", request, who, runs=rows)
+
+
+@router.get("/runs/{job_id}")
+def run_page(request: Request, job_id: str, who: Who) -> Response:
+    run = service.run_json(request.app.state.ctx.store, job_of(request, job_id, who))
+    return render("run.html", request, who, run=run, curves=curves(run["metric_history"]))
+
+
+# --- images -------------------------------------------------------------------------------------
+
+
+@router.get("/images")
+def images_page(request: Request, who: Who) -> Response:
+    return render("images.html", request, who, images=images.list_images())
+
+
+@router.get("/images/{ref:path}")
+def image_page(request: Request, ref: str, who: Who) -> Response:
+    return render("image.html", request, who, image=images.inspect(ref))
+
+
+@router.get("/static/{name}")
+def static(name: str) -> Response:
+    path = STATIC / name
+    kind = STATIC_TYPES.get("." + name.rpartition(".")[2])
+    if "/" in name or kind is None or not path.is_file():
+        raise NotFound(f"no static file {name!r}")
+    return FileResponse(str(path), media_type=kind, headers={"Cache-Control": "no-cache"})

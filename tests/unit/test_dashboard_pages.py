@@ -1,0 +1,100 @@
+"""The dashboard without an engine: the chart, signing in, CSRF and isolation on store-only pages."""
+
+import re
+import time
+
+import pytest
+
+from dlbox import accounts, dashboard, jobs, service
+from dlbox.store import Job, Store
+
+
+def test_chart_scales_the_curve_into_the_box():
+    svg = dashboard.chart_svg([(0, 1.0), (1, 0.5), (2, 0.25)], width=100, height=50, pad=5)
+    points = re.search(r'<polyline[^>]* points="([^"]+)"', svg).group(1).split()
+    assert points == ["5.0,5.0", "50.0,31.7", "95.0,45.0"]  # highest value at the top, lowest at the bottom
+    assert svg.startswith("<svg") and 'viewBox="0 0 100 50"' in svg
+
+
+def test_chart_of_one_value_or_a_flat_line_stays_inside():
+    flat = dashboard.chart_svg([(0, 2.0), (3, 2.0)], width=100, height=50, pad=5)
+    assert 'points="5.0,25.0 95.0,25.0"' in flat
+    assert 'points="50.0,25.0"' in dashboard.chart_svg([(7, 1.0)], width=100, height=50, pad=5)
+    assert dashboard.chart_svg([]) == ""
+
+
+def test_curves_group_metrics_and_number_steps_when_missing():
+    got = dashboard.curves([{"name": "loss", "step": 0, "value": 1.0}, {"name": "acc", "step": None, "value": 0.5},
+                            {"name": "loss", "step": 1, "value": 0.5}, {"name": "acc", "step": None, "value": 0.7}])
+    assert {k: (v["last"], v["count"]) for k, v in got.items()} == {"loss": (0.5, 2), "acc": (0.7, 2)}
+    assert "<polyline" in got["acc"]["svg"]
+
+
+@pytest.fixture()
+def server(tmp_path, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    monkeypatch.setenv("DLBOX_HOME", str(tmp_path))
+    store = Store(f"sqlite:///{tmp_path}/t.db")
+    app = service.create_app(store, service.Loop(store, capacity=jobs.Capacity(cpus=2, memory=None, gpus=[])),
+                             mode="server")
+    tokens = {}
+    for name in ("ann", "bob"):
+        accounts.add_user(store, name)
+        tokens[name] = accounts.create_token(store, name)[1]
+    store.add_job(Job(id="a1b2c3d4e5f6", user="ann", state="succeeded", command=["true"], params={"lr": "0.1"},
+                      env={}, image_ref="img", image_id="sha256:00", submitted_at=time.time()))
+    store.replace_metrics("a1b2c3d4e5f6", [{"name": "loss", "step": i, "value": 1 / (i + 1)} for i in range(5)])
+    client = TestClient(app, base_url="http://dash.test", follow_redirects=False)
+    return client, tokens
+
+
+def sign_in(client, token):
+    return client.post("/login", data={"token": token}, headers={"Origin": "http://dash.test"})
+
+
+def test_pages_need_signing_in_and_the_cookie_is_strict(server):
+    client, tokens = server
+    assert client.get("/runs").headers["location"] == "/login"
+    assert client.get("/login").status_code == 200
+    refused = sign_in(client, "dlb_nope")
+    assert refused.status_code == 401 and "not valid" in refused.text
+    ok = sign_in(client, tokens["ann"])
+    assert ok.status_code == 303 and ok.headers["location"] == "/workspaces"
+    cookie = ok.headers["set-cookie"].lower()
+    assert "dlbox_token=" in cookie and "httponly" in cookie and "samesite=strict" in cookie
+    page = client.get("/runs")
+    assert page.status_code == 200 and "a1b2c3d4e5f6" in page.text and "loss=0.2" in page.text
+    assert "'unsafe-inline'" not in page.headers["content-security-policy"]
+    out = client.post("/logout", headers={"Origin": "http://dash.test"})
+    assert out.headers["location"] == "/login" and 'dlbox_token=""' in out.headers["set-cookie"]
+
+
+def test_forms_from_elsewhere_are_refused(server):
+    client, tokens = server
+    assert sign_in(client, tokens["ann"]).status_code == 303
+    for origin in ({"Origin": "http://dash.test:8888"}, {"Origin": "http://evil.test"}, {}):
+        refused = client.post("/jobs/a1b2c3d4e5f6/cancel", headers=origin)
+        assert refused.status_code == 403, origin
+    assert client.post("/jobs/a1b2c3d4e5f6/cancel", headers={"Referer": "http://dash.test/jobs"}).status_code == 303
+
+
+def test_run_page_charts_each_metric_and_hides_other_users_runs(server):
+    client, tokens = server
+    sign_in(client, tokens["ann"])
+    page = client.get("/runs/a1b2c3d4e5f6")
+    assert page.status_code == 200 and page.text.count("<polyline") == 1 and 'data-metric="loss"' in page.text
+    client.cookies.clear()
+    sign_in(client, tokens["bob"])
+    for path in ("/runs/a1b2c3d4e5f6", "/jobs/a1b2c3d4e5f6"):
+        assert client.get(path).status_code == 404
+    assert "a1b2c3d4e5f6" not in client.get("/runs").text
+
+
+def test_the_local_socket_has_no_dashboard(tmp_path):
+    from fastapi.testclient import TestClient
+
+    store = Store(f"sqlite:///{tmp_path}/t.db")
+    client = TestClient(service.create_app(store, service.Loop(store, capacity=jobs.Capacity(cpus=2, memory=None,
+                                                                                           gpus=[]))))
+    assert client.get("/login").status_code == 404
