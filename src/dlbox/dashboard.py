@@ -251,11 +251,7 @@ def submit(request: Request, who: Who, fields: Form) -> Response:
                                          cpus=number(fields.get("cpus", ""), "cpus"))
     except ValidationError as exc:
         raise invalid(exc) from None
-    # as POST /api/jobs does
-    job = service.build_job(ctx.store, ctx.loop, job_request, who.name)
-    service.check_quota(ctx.store, who.name, cpus=job.cpus, memory=job.memory, gpus=len(job.gpu_ids or []))
-    ctx.store.add_job(job)
-    ctx.loop.wake()
+    job = service.submit_job(ctx, job_request, who)
     return RedirectResponse(f"/jobs/{job.id}", status_code=303)
 
 

@@ -242,16 +242,7 @@ def create_app(store: Store, loop: Loop, *, mode: str = "local", mount_roots: li
 
     @app.post("/api/jobs", status_code=201)
     def submit(request: JobRequest, who: Caller) -> dict:
-        if mode == "server":
-            request.project_dir = None  # the caller's directories mean nothing on the server
-            for mount in request.mounts:
-                accounts.check_mount_roots(mount, app.state.ctx.mount_roots)
-        job = build_job(store, loop, request, who.name)
-        check_quota(store, who.name, cpus=job.cpus, memory=job.memory,
-                    gpus=gpus.count(job.gpu_request, loop.reconciler.capacity.gpus))
-        store.add_job(job)
-        loop.wake()
-        return job_json(job)
+        return job_json(submit_job(app.state.ctx, request, who))
 
     @app.get("/api/jobs")
     def list_jobs(who: Caller, all: bool = False) -> list[dict]:
@@ -302,6 +293,20 @@ def create_app(store: Store, loop: Loop, *, mode: str = "local", mount_roots: li
 
         app.include_router(dashboard.router)
     return app
+
+
+def submit_job(ctx: Context, request: JobRequest, who: accounts.Caller) -> Job:
+    """Check a job request (mount roots, capacity, quota), queue it and wake the loop: intent only."""
+    if ctx.mode == "server":
+        request.project_dir = None  # the caller's directories mean nothing on the server
+        for mount in request.mounts:
+            accounts.check_mount_roots(mount, ctx.mount_roots)
+    job = build_job(ctx.store, ctx.loop, request, who.name)
+    check_quota(ctx.store, who.name, cpus=job.cpus, memory=job.memory,
+                gpus=gpus.count(job.gpu_request, ctx.loop.reconciler.capacity.gpus))
+    ctx.store.add_job(job)
+    ctx.loop.wake()
+    return job
 
 
 def held(store: Store, user: str) -> dict:
