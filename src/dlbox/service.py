@@ -137,6 +137,10 @@ async def caller(request: Request, credentials: Annotated[HTTPAuthorizationCrede
     ctx: Context = request.app.state.ctx
     if ctx.mode == "local":
         return accounts.Caller(name=x_dlbox_user or "local", role="admin")
+    if credentials is None and request.method not in ("GET", "HEAD") and request.cookies.get(COOKIE):
+        # the dashboard's cookie reads (live logs, state); changes need the header. Browsers send the
+        # cookie to every port of this host, workspaces' Jupyter included, and SameSite ignores ports.
+        raise accounts.Unauthorized("API changes need Authorization: Bearer <token>; the cookie only reads")
     token = credentials.credentials if credentials else request.cookies.get(COOKIE)
     key = accounts.digest(token or "")
     version = ctx.store.versions["auth"]

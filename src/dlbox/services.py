@@ -46,6 +46,7 @@ c.ServerApp.port = {JUPYTER_PORT}
 c.ServerApp.port_retries = 0
 c.ServerApp.open_browser = False
 c.ServerApp.root_dir = "/workspace"
+c.ServerApp.default_url = "/tree"  # the notebook page, not the bare "a server is running" one
 c.ServerApp.allow_remote_access = True
 with open("{TOKEN_FILE}") as handle:
     c.IdentityProvider.token = handle.read().strip()

@@ -98,3 +98,22 @@ def test_the_local_socket_has_no_dashboard(tmp_path):
     client = TestClient(service.create_app(store, service.Loop(store, capacity=jobs.Capacity(cpus=2, memory=None,
                                                                                            gpus=[]))))
     assert client.get("/login").status_code == 404
+
+
+def test_the_api_takes_the_dashboard_cookie_for_reads_only(tmp_path):
+    """A page on another port of this host (a workspace's Jupyter) gets the cookie too: it may not act."""
+    from fastapi.testclient import TestClient
+
+    from dlbox import accounts, service
+    from dlbox.store import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'db'}")
+    accounts.add_user(store, "alice")
+    _, token = accounts.create_token(store, "alice")
+    loop = service.Loop.__new__(service.Loop)
+    client = TestClient(service.create_app(store, loop, mode="server"))
+    client.cookies.set(service.COOKIE, token)
+    assert client.get("/api/tokens").status_code == 200
+    refused = client.post("/api/tokens", json={"name": "stolen"})
+    assert refused.status_code == 401 and "cookie only reads" in refused.json()["error"]["message"]
+    assert client.post("/api/tokens", json={}, headers={"Authorization": f"Bearer {token}"}).status_code == 201
