@@ -46,7 +46,11 @@ c.ServerApp.port = {JUPYTER_PORT}
 c.ServerApp.port_retries = 0
 c.ServerApp.open_browser = False
 c.ServerApp.root_dir = "/workspace"
-c.ServerApp.default_url = "/tree"  # the notebook page, not the bare "a server is running" one
+import importlib.util  # open on a notebook page where the image has one, not the bare server's
+if importlib.util.find_spec("jupyterlab"):
+    c.ServerApp.default_url = "/lab"
+elif importlib.util.find_spec("notebook"):
+    c.ServerApp.default_url = "/tree"
 c.ServerApp.allow_remote_access = True
 with open("{TOKEN_FILE}") as handle:
     c.IdentityProvider.token = handle.read().strip()
