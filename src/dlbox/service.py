@@ -7,6 +7,7 @@ to it); the CLI starts it in the background when none answers. One service per D
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import threading
 import time
@@ -17,7 +18,7 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -158,7 +159,7 @@ COOKIE = "dlbox_token"
 Caller = Annotated[accounts.Caller, Depends(caller)]
 
 
-def ctx_of(request: Request) -> Context:
+async def ctx_of(request: Request) -> Context:  # async: no thread-pool hop per request
     return request.app.state.ctx
 
 
@@ -282,9 +283,16 @@ def create_app(store: Store, loop: Loop, *, mode: str = "local", mount_roots: li
     @app.get("/api/runs", response_model=list[dict])
     def list_runs(who: Caller, limit: int = Query(default=1000, ge=1, le=100_000)):
         """The newest runs first, each with its last metric values (`runs show` has the rest)."""
-        found = store.jobs(user=None if who.admin else who.name, newest=limit)[::-1]
-        last = store.last_metrics([j.id for j in found])
-        return JSONResponse([job_json(j) | {"metrics": last[j.id]} for j in found])
+        key, version = ("runs", "*" if who.admin else who.name, limit), store.versions["jobs"]
+        cached = app.state.ctx.list_cache.get(key)
+        if cached is None or cached[0] != version:
+            found = store.jobs(user=None if who.admin else who.name, newest=limit)[::-1]
+            last = store.last_metrics([j.id for j in found])
+            body = json.dumps([job_json(j) | {"metrics": last[j.id]} for j in found]).encode()
+            if len(app.state.ctx.list_cache) > 256:
+                app.state.ctx.list_cache.clear()
+            cached = app.state.ctx.list_cache[key] = (version, body)
+        return Response(cached[1], media_type="application/json")
 
     @app.get("/api/runs/{job_id}")
     def show_run(job_id: str, who: Caller) -> dict:

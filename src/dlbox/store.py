@@ -128,7 +128,7 @@ class Store:
         migrate(self.engine)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         # bumped on every write through this Store, so its readers may cache what they built from it
-        self.versions = {"workspaces": 0, "auth": 0}
+        self.versions = {"workspaces": 0, "auth": 0, "jobs": 0}
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -140,6 +140,7 @@ class Store:
     def add_job(self, job: Job) -> Job:
         with self.session() as s:
             s.add(job)
+        self.versions["jobs"] += 1
         return job
 
     def get_job(self, job_id: str) -> Job | None:
@@ -191,6 +192,7 @@ class Store:
                                  .execution_options(synchronize_session=False))
                 if done.rowcount == 1:
                     s.refresh(job)
+                    self.versions["jobs"] += 1
                     return job
             # another writer moved the job first: check the transition again from its new state
 
@@ -201,6 +203,7 @@ class Store:
             job = s.get(Job, job_id)
             for key, value in fields.items():
                 setattr(job, key, value)
+        self.versions["jobs"] += 1
 
     # --- users and tokens -------------------------------------------------------------------
 
@@ -291,6 +294,7 @@ class Store:
             s.query(Metric).filter(Metric.job_id == job_id).delete()
             s.add_all(Metric(job_id=job_id, step=r.get("step"), name=str(r["name"]), value=float(r["value"]))
                       for r in rows)
+        self.versions["jobs"] += 1
 
     def last_metrics(self, job_ids: list[str]) -> dict[str, dict[str, float]]:
         """The last value of each metric, for many jobs in one query."""
