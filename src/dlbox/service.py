@@ -281,7 +281,7 @@ def create_app(store: Store, loop: Loop, *, mode: str = "local", mount_roots: li
         return StreamingResponse(live_logs(store, job, follow), media_type="text/plain")
 
     @app.get("/api/runs", response_model=list[dict])
-    def list_runs(who: Caller, limit: int = Query(default=1000, ge=1, le=100_000)):
+    async def list_runs(who: Caller, limit: int = Query(default=1000, ge=1, le=100_000)):  # async: see ctx_of
         """The newest runs first, each with its last metric values (`runs show` has the rest)."""
         key, version = ("runs", "*" if who.admin else who.name, limit), store.versions["jobs"]
         cached = app.state.ctx.list_cache.get(key)
