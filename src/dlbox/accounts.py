@@ -23,12 +23,13 @@ ROLES = ("admin", "user")
 PREFIX = "dlb_"
 USER_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 QUOTA_KEYS = ("workspaces", "cpus", "memory", "gpus")
+MAX_LIFETIME = 3650 * 86400
 TOKEN_SHAPE = re.compile(r"^dlb_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 
 
 class Unauthorized(DlboxError):
-    def __init__(self, message: str = "a valid API token is needed (Authorization: Bearer dlb_...)"):
-        super().__init__(message, code="unauthorized")
+    def __init__(self, message: str | None = None):
+        super().__init__(message or "a valid API token is needed (Authorization: Bearer dlb_...)", code="unauthorized")
 
 
 class Forbidden(DlboxError):
@@ -61,6 +62,8 @@ def parse_expiry(text: str | None, now: float | None = None) -> float | None:
     if not match or int(match.group(1)) == 0:
         raise UsageError(f"--expires: {text!r} is not a duration such as 30d, 12h, 90m or never")
     seconds = int(match.group(1)) * {"d": 86400, "h": 3600, "m": 60}[match.group(2)]
+    if seconds > MAX_LIFETIME:
+        raise UsageError(f"--expires: {text} is longer than 3650d (use never)")
     return (now or time.time()) + seconds
 
 

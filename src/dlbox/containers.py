@@ -130,6 +130,16 @@ def parse_mount(text: str, *, base: Path | None = None) -> Mount:
     return Mount(source=str(source), target=target.rstrip("/") or "/", read_only=mode == "ro")
 
 
+def recheck(mounts: list[Mount]) -> None:
+    """Right before a container is made or started again: each source must still be the real path
+    that was checked. A symlink swapped in since (by someone who can write there) is refused."""
+    for mount in mounts:
+        source = Path(mount.source)
+        if source.resolve() != source or _forbidden(source):
+            raise UsageError(f"--mount: {mount.source} changed since it was checked (now {source.resolve()}); "
+                             "refusing to mount it")
+
+
 def limits(defaults: Resources | None, *, memory: str | None, cpus: float | None, shm_size: str | None,
            pids: int | None, capacity: dict) -> Limits:
     """Flags over spec defaults, checked against the machine (`capacity`: cpus, memory in bytes)."""

@@ -65,7 +65,7 @@ def render(name: str, request: Request, who: accounts.Caller | None, *, status: 
 
 
 def viewer(request: Request) -> accounts.Caller:
-    return accounts.authenticate(request.app.state.ctx.store, request.cookies.get(service.COOKIE))
+    return service.session_caller(request.app.state.ctx, request.cookies.get(service.COOKIE))
 
 
 async def form(request: Request) -> dict[str, str]:
@@ -148,13 +148,15 @@ def login(request: Request, fields: Form) -> Response:
     except accounts.Unauthorized as exc:
         return render("login.html", request, None, status=401, error=exc.message)
     response = RedirectResponse("/workspaces", status_code=303)
-    response.set_cookie(service.COOKIE, token, httponly=True, samesite="strict",
-                        secure=request.url.scheme == "https")
+    response.set_cookie(service.COOKIE, service.new_session(request.app.state.ctx, token), httponly=True,
+                        samesite="strict", secure=request.url.scheme == "https",
+                        max_age=service.SESSION_SECONDS)
     return response
 
 
 @router.post("/logout")
-def logout(fields: Form) -> Response:
+def logout(request: Request, fields: Form) -> Response:
+    service.end_session(request.app.state.ctx, request.cookies.get(service.COOKIE))
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(service.COOKIE, httponly=True, samesite="strict")
     return response
@@ -166,7 +168,7 @@ def logout(fields: Form) -> Response:
 @router.get("/workspaces")
 def workspaces_page(request: Request, who: Who) -> Response:
     ctx = request.app.state.ctx
-    return render("workspaces.html", request, who, workspaces=routes_workspaces.list_workspaces(who, ctx),
+    return render("workspaces.html", request, who, workspaces=routes_workspaces.rows_for(ctx, who),
                   images=images.list_images(), presets=presets.names())
 
 

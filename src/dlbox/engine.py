@@ -453,6 +453,16 @@ def ensure_volume(name: str, volume_labels: dict[str, str]) -> bool:
         return True
 
 
+def volume_labels(name: str) -> dict[str, str]:
+    """A volume's labels ({} when it does not exist)."""
+    from docker.errors import NotFound as DockerNotFound
+
+    try:
+        return client().api.inspect_volume(name).get("Labels") or {}
+    except DockerNotFound:
+        return {}
+
+
 def volume_exists(name: str) -> bool:
     from docker.errors import NotFound as DockerNotFound
 

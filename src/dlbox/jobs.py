@@ -188,13 +188,18 @@ def _container_spec(job: Job) -> tuple[containers.ContainerSpec, dict[str, str]]
         name=f"{PREFIX}{job.id}", image=job.image_id, command=list(job.command), user=user,
         labels={"dlbox.kind": "job", "dlbox.job": job.id, "dlbox.owner": job.user, "dlbox.home": owner_label(),
                 **({"dlbox.gpus": ",".join(job.gpu_ids)} if job.gpu_ids else {})},
-        mounts=[containers.Mount(**m) for m in job.mounts] + [containers.Mount(str(directory), RUN_DIR),
+        mounts=_rechecked([containers.Mount(**m) for m in job.mounts]) + [containers.Mount(str(directory), RUN_DIR),
                                                              containers.Mount(str(helper_dir()), LIB_DIR, True)],
         volumes=dict(job.volumes or {}),
         limits=containers.Limits(memory=job.memory, cpus=job.cpus, shm_size=job.shm_size or containers.DEFAULT_SHM),
         gpu_ids=job.gpu_ids, env=env, workdir=job.workdir,
     )
     return spec, redact({**image_env, **env})
+
+
+def _rechecked(mounts: list[containers.Mount]) -> list[containers.Mount]:
+    containers.recheck(mounts)  # a queued job may start long after its mounts were checked
+    return mounts
 
 
 def finish(store: Store, job: Job, attrs: dict) -> None:

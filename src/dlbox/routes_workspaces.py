@@ -92,9 +92,12 @@ async def list_workspaces(who: Caller, ctx: Ctx) -> Response:
     version = ctx.store.versions["workspaces"]
     cached = ctx.list_cache.get(key)
     if cached is None or cached[0] != version:
-        rows = [row_json(r) for r in ctx.store.workspaces(owner=None if who.admin else who.name)]
-        cached = ctx.list_cache[key] = (version, json.dumps(rows).encode())
+        cached = ctx.list_cache[key] = (version, json.dumps(rows_for(ctx, who)).encode())
     return Response(cached[1], media_type="application/json")
+
+
+def rows_for(ctx, who: accounts.Caller) -> list[dict]:
+    return [row_json(r) for r in ctx.store.workspaces(owner=None if who.admin else who.name)]
 
 
 @router.post("/workspaces", status_code=201)
@@ -120,13 +123,20 @@ def create_workspace(body: NewWorkspace, who: Caller, ctx: Ctx) -> dict:
     for key, given in (("cpus", body.cpus), ("memory", memory), ("gpus", wanted)):
         if key in quota and given is None:
             raise UsageError(f"{key}: your quota limits {key}, so give a limit (e.g. --{key} ...)")
-    check_quota(ctx.store, who.name, workspaces=1, cpus=body.cpus, memory=memory,
-                gpus=len(wanted) if isinstance(wanted, list) else (wanted if isinstance(wanted, int) else 0))
+    with ctx.user_lock(who.name):  # check and create as one step: parallel requests cannot pass a quota
+        return _create(ctx, who, body, name, memory, gpus.count(wanted, gpus.inventory()) if wanted else 0)
+
+
+def _create(ctx, who: accounts.Caller, body: NewWorkspace, name: str, memory: int | None, gpu_count: int) -> dict:
+    from dlbox.service import check_quota
+
+    check_quota(ctx.store, who.name, workspaces=1, cpus=body.cpus, memory=memory, gpus=gpu_count)
     preset = body.preset or (None if body.image else "tensorflow-2.9")  # never the server's own ./dlbox.yaml
     request = workspaces.UpRequest(
         name=name, preset=preset, image=body.image, jupyter=body.jupyter, ssh=body.ssh,
         ssh_public_key=body.ssh_public_key, mounts=body.mounts, memory=body.memory, cpus=body.cpus, gpus=body.gpus,
-        shm_size=body.shm_size, pids=body.pids, host=ctx.workspace_host, owner=who.name)
+        shm_size=body.shm_size, pids=body.pids, host=ctx.workspace_host, owner=who.name,
+        build_missing=who.admin or ctx.mode == "local")  # builds take the machine for minutes: admins only
     if body.ssh and not body.ssh_public_key and ctx.mode == "server":
         raise UsageError("ssh_public_key: an SSH workspace needs your public key")
     with Progress(quiet=True) as progress:
@@ -149,12 +159,11 @@ def act(name: str, action: str, who: Caller, ctx: Ctx) -> dict:
     row = mine(ctx, who, name)
     if action not in ("stop", "start", "restart"):
         raise NotFound(f"no action {action!r}: stop, start or restart")
-    if action in ("start", "restart"):
-        from dlbox.service import check_quota
+    from dlbox.service import check_quota
 
-        if row.state not in ("running", "restarting") and action == "start":
-            check_quota(ctx.store, who.name, cpus=row.cpus, memory=row.memory, gpus=row.gpus)
-    with Progress(quiet=True) as progress:
+    with ctx.user_lock(row.owner), Progress(quiet=True) as progress:
+        if action in ("start", "restart") and row.state not in ("running", "restarting"):
+            check_quota(ctx.store, row.owner, cpus=row.cpus, memory=row.memory, gpus=row.gpus)  # it will run again
         ws = getattr(workspaces, action)(name, progress)
     record(ctx.store, workspaces.engine.container_attrs(ws["container_id"]), owner=row.owner)
     return ws | {"owner": row.owner}

@@ -7,6 +7,7 @@ to it); the CLI starts it in the background when none answers. One service per D
 from __future__ import annotations
 
 import fcntl
+import secrets
 import json
 import os
 import threading
@@ -42,7 +43,7 @@ class JobRequest(BaseModel):
     mounts: list[str] = []
     workspace: str | None = None
     memory: str | None = None
-    cpus: float | None = None
+    cpus: float | None = Field(default=None, allow_inf_nan=False)
     gpus: str | None = None
     share_gpus: bool = False
     shm_size: str | None = None
@@ -130,19 +131,30 @@ class Context:
     # token digest -> (caller, store auth version, expiry): revoking bumps the version, so it acts at once
     auth_cache: dict = field(default_factory=dict)
     list_cache: dict = field(default_factory=dict)
+    sessions: dict = field(default_factory=dict)  # digest of a dashboard session id -> (token, until)
+    user_locks: dict = field(default_factory=dict)  # one quota check-and-act at a time per user
+
+    def user_lock(self, name: str) -> threading.Lock:
+        return self.user_locks.setdefault(name, threading.Lock())
 
 
 async def caller(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-           x_dlbox_user: Annotated[str | None, Header(include_in_schema=False)] = None) -> accounts.Caller:
+                 x_dlbox_user: Annotated[str | None, Header(include_in_schema=False)] = None) -> accounts.Caller:
     # async: a cache hit does no I/O, and skipping the thread pool hop matters at hundreds of requests/s
     ctx: Context = request.app.state.ctx
     if ctx.mode == "local":
         return accounts.Caller(name=x_dlbox_user or "local", role="admin")
-    if credentials is None and request.method not in ("GET", "HEAD") and request.cookies.get(COOKIE):
-        # the dashboard's cookie reads (live logs, state); changes need the header. Browsers send the
+    if credentials is not None:
+        return token_caller(ctx, credentials.credentials)
+    if request.cookies.get(COOKIE) and request.method not in ("GET", "HEAD"):
+        # the dashboard's session reads (live logs, state); changes need the header. Browsers send the
         # cookie to every port of this host, workspaces' Jupyter included, and SameSite ignores ports.
-        raise accounts.Unauthorized("API changes need Authorization: Bearer <token>; the cookie only reads")
-    token = credentials.credentials if credentials else request.cookies.get(COOKIE)
+        raise accounts.Unauthorized("API changes need Authorization: Bearer <token>; the dashboard session only reads")
+    return session_caller(ctx, request.cookies.get(COOKIE))
+
+
+def token_caller(ctx: Context, token: str | None) -> accounts.Caller:
+    """accounts.authenticate, remembered until the store's auth version moves (revocation acts at once)."""
     key = accounts.digest(token or "")
     version = ctx.store.versions["auth"]
     hit = ctx.auth_cache.get(key)
@@ -153,6 +165,31 @@ async def caller(request: Request, credentials: Annotated[HTTPAuthorizationCrede
         ctx.auth_cache.clear()
     ctx.auth_cache[key] = (who, version, accounts.expiry_of(ctx.store, token))
     return who
+
+
+SESSION_SECONDS = 12 * 3600
+
+
+def new_session(ctx: Context, token: str) -> str:
+    """A dashboard session for a checked token: the cookie holds a random id, never the token itself,
+    and the id is no API token (a leaked cookie cannot be replayed as `Authorization: Bearer`)."""
+    session = secrets.token_urlsafe(32)
+    now = time.time()
+    for key in [k for k, (_, until) in ctx.sessions.items() if until < now]:
+        del ctx.sessions[key]
+    ctx.sessions[accounts.digest(session)] = (token, now + SESSION_SECONDS)
+    return session
+
+
+def end_session(ctx: Context, session: str | None) -> None:
+    ctx.sessions.pop(accounts.digest(session or ""), None)
+
+
+def session_caller(ctx: Context, session: str | None) -> accounts.Caller:
+    found = ctx.sessions.get(accounts.digest(session)) if session else None
+    if found is None or found[1] < time.time():
+        raise accounts.Unauthorized("sign in again (no valid session)" if session else None)
+    return token_caller(ctx, found[0])  # a revoked token or removed user ends its sessions too
 
 
 COOKIE = "dlbox_token"
@@ -313,10 +350,20 @@ def submit_job(ctx: Context, request: JobRequest, who: accounts.Caller) -> Job:
         request.project_dir = None  # the caller's directories mean nothing on the server
         for mount in request.mounts:
             accounts.check_mount_roots(mount, ctx.mount_roots)
-    job = build_job(ctx.store, ctx.loop, request, who.name)
-    check_quota(ctx.store, who.name, cpus=job.cpus, memory=job.memory,
-                gpus=gpus.count(job.gpu_request, ctx.loop.reconciler.capacity.gpus))
-    ctx.store.add_job(job)
+    if request.workspace is not None:  # its volume is mounted: only its owner's jobs may
+        from dlbox import routes_workspaces
+
+        containers.check_name(request.workspace, "workspace")
+        if ctx.mode == "server":
+            routes_workspaces.mine(ctx, who, request.workspace)
+    account = ctx.store.get_user(who.name)
+    if account is not None and "memory" in (account.quota or {}) and not request.memory:
+        raise UsageError("memory: your quota limits memory, so give a limit (e.g. --memory 4g)")
+    with ctx.user_lock(who.name):  # check and queue as one step: parallel requests cannot pass a quota
+        job = build_job(ctx.store, ctx.loop, request, who.name)
+        check_quota(ctx.store, who.name, cpus=job.cpus, memory=job.memory,
+                    gpus=gpus.count(job.gpu_request, ctx.loop.reconciler.capacity.gpus))
+        ctx.store.add_job(job)
     ctx.loop.wake()
     return job
 
@@ -330,7 +377,8 @@ def held(store: Store, user: str) -> dict:
             "cpus": sum(w.cpus or 0 for w in running) + sum(j.cpus or 0 for j in active),
             "memory": sum(w.memory or 0 for w in running) + sum(j.memory or 0 for j in active),
             "gpus": sum(w.gpus or 0 for w in running)
-                    + sum(len(j.gpu_ids or []) if j.gpu_ids else gpus.count(j.gpu_request, []) for j in active)}
+                    + sum(len(j.gpu_ids or []) if j.gpu_ids else gpus.count(j.gpu_request, gpus.inventory())
+                          for j in active)}
 
 
 def check_quota(store: Store, user: str, **asked) -> None:

@@ -55,6 +55,7 @@ class UpRequest:
     ssh_port: int | None = None
     ssh_public_key: str | None = None  # the key's text, when it does not come from a file (the server)
     owner: str | None = None
+    build_missing: bool = True  # the server lets only admins start a build
 
 
 # --- up ---------------------------------------------------------------------------------------
@@ -74,7 +75,11 @@ def _image_for(req: UpRequest, progress: Progress):
         preset = "tensorflow-2.9"
         progress.step("no SPEC, --preset or --image and no ./dlbox.yaml: using the tensorflow-2.9 preset")
     spec, project_dir, lock_file = images.load_source(spec_file, preset)
-    found = images.ensure(spec, project_dir=project_dir, lock_file=lock_file, progress=progress)
+    found = images.ensure(spec, project_dir=project_dir, lock_file=lock_file, progress=progress) \
+        if req.build_missing else images.find_built(spec)
+    if found is None:
+        raise DlboxError(f"--preset: no image of {spec.name} is built on this server yet; ask an admin to build it",
+                         code="not_built")
     default_mounts = [containers.parse_mount(m, base=project_dir) for m in spec.workspace.mounts]
     return (found | {"env": engine.image_attrs(found["id"])["Config"].get("Env") or []}, spec.workspace.resources,
             default_mounts)
@@ -191,7 +196,11 @@ def up(req: UpRequest, progress: Progress) -> dict:
         host_key, host_pub = vault.host_key(name) if req.ssh else (None, None)
         files = services.files(user=user, uid=uid, token=token, host_key=host_key, authorized_keys=authorized,
                                env=dict(item.split("=", 1) for item in image["env"]))
-        made_volume = engine.ensure_volume(volume_name(name), {"dlbox.kind": KIND, "dlbox.workspace": name})
+        owner = engine.volume_labels(volume_name(name)).get("dlbox.owner")
+        if owner is not None and owner != (req.owner or ""):  # a kept volume holds someone else's data
+            raise DlboxError(f"workspace name {name} is taken; choose another", code="exists")
+        made_volume = engine.ensure_volume(volume_name(name), {"dlbox.kind": KIND, "dlbox.workspace": name,
+                                                               **({"dlbox.owner": req.owner} if req.owner else {})})
         for attempt in range(5):
             ports = {}
             if jupyter:
@@ -365,15 +374,21 @@ def stop(name: str, progress: Progress | None = None) -> dict:
     return describe(engine.container_attrs(attrs["Id"]))
 
 
+def _recheck_mounts(attrs: dict) -> None:
+    containers.recheck([containers.Mount(**m) for m in json.loads(attrs["Config"]["Labels"].get("dlbox.mounts", "[]"))])
+
+
 def start(name: str, progress: Progress) -> dict:
     attrs = _attrs(name)
     if not attrs["State"]["Running"]:
+        _recheck_mounts(attrs)
         engine.start(attrs["Id"])
     return _ready(name, attrs["Id"], progress)
 
 
 def restart(name: str, progress: Progress) -> dict:
     attrs = _attrs(name)
+    _recheck_mounts(attrs)
     engine.restart(attrs["Id"])
     return _ready(name, attrs["Id"], progress)
 

@@ -263,3 +263,41 @@ def test_workspace_requests_are_checked_before_anything_is_made(team, small_imag
     assert docker_client.containers.list(all=True, filters={"name": f"dlbox-ws-{name}"}) == []
     assert bob.get("/api/workspaces").json() == []
     admin.put("/api/users/bob/quota", json={})
+
+
+def test_review_findings_stay_fixed(team, alice_things, small_image, run_id, docker_client):
+    """Holes a review found: another user's workspace volume, a removed name's data, builds, bad numbers."""
+    bob, admin, alice = team.as_("bob"), team.as_("admin"), team.as_("alice")
+    # a job may not mount another user's workspace volume, nor invent one
+    for ws in (alice_things["workspace"], f"t{run_id}-nobody"):
+        stolen = bob.post("/api/jobs", json={"image": small_image["image"], "command": ["ls"], "workspace": ws})
+        assert stolen.status_code == 404, stolen.text
+    assert docker_client.volumes.list(filters={"name": f"dlbox-ws-t{run_id}-nobody-data"}) == []
+    # a name whose data volume another user kept cannot be taken over
+    kept = f"t{run_id}-kept"
+    assert admin.post("/api/workspaces", json={"name": kept, "image": small_image["image"]}).status_code == 201
+    assert admin.delete(f"/api/workspaces/{kept}").status_code == 200  # the volume stays
+    takeover = bob.post("/api/workspaces", json={"name": kept, "image": small_image["image"]})
+    assert takeover.status_code == 409 and "taken" in takeover.json()["error"]["message"]
+    admin.delete(f"/api/workspaces/{kept}", params={"purge_data": True})
+    # only admins start builds: a preset never built here is refused for a user
+    unbuilt = bob.post("/api/workspaces", json={"name": f"t{run_id}-gpu", "preset": "tensorflow-2.9-gpu"})
+    assert unbuilt.status_code == 409 and "ask an admin" in unbuilt.json()["error"]["message"]
+    # numbers that used to give 500s
+    assert bob.post("/api/tokens", json={"expires": "9999999999d"}).status_code == 400
+    nan = bob.post("/api/jobs", content=b'{"image": "x", "command": ["true"], "cpus": NaN}',
+                   headers={"Content-Type": "application/json"})
+    assert nan.status_code == 422
+    # a memory quota needs a memory limit on jobs too; restarting a stopped workspace counts
+    admin.put("/api/users/alice/quota", json={"workspaces": 1, "cpus": 1, "memory": "1g"})
+    no_memory = alice.post("/api/jobs", json={"image": small_image["image"], "command": ["true"], "cpus": 0.5})
+    assert no_memory.status_code == 400 and no_memory.json()["error"]["message"].startswith("memory")
+    ws = alice_things["workspace"]
+    assert alice.post(f"/api/workspaces/{ws}/stop").status_code == 200
+    held = alice.post("/api/jobs", json={"image": small_image["image"], "command": ["sleep", "30"], "cpus": 1,
+                                         "memory": "64m"})
+    assert held.status_code == 201
+    restarted = alice.post(f"/api/workspaces/{ws}/restart")
+    assert restarted.status_code == 403 and "quota cpus" in restarted.json()["error"]["message"]
+    alice.post(f"/api/jobs/{held.json()['id']}/cancel")
+    admin.put("/api/users/alice/quota", json={"workspaces": 1, "cpus": 4})

@@ -196,3 +196,19 @@ def test_dlbox_home_and_its_parents_are_refused(tmp_path, monkeypatch):
 def test_dlbox_own_targets_are_reserved(tmp_path, target):
     with pytest.raises(UsageError, match="is dlbox's own"):
         containers.parse_mount(f"{tmp_path}:{target}")
+
+
+def test_a_mount_source_swapped_for_a_symlink_after_the_check_is_refused(tmp_path):
+    """A queued job or a stopped workspace starts later: its checked sources are checked again."""
+    from dlbox import containers
+    from dlbox.errors import UsageError
+
+    data = tmp_path / "data"
+    data.mkdir()
+    mount = containers.parse_mount(f"{data}:/data")
+    containers.recheck([mount])
+    data.rmdir()
+    (tmp_path / "elsewhere").mkdir()
+    data.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(UsageError, match="changed since it was checked"):
+        containers.recheck([mount])

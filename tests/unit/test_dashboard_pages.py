@@ -100,8 +100,9 @@ def test_the_local_socket_has_no_dashboard(tmp_path):
     assert client.get("/login").status_code == 404
 
 
-def test_the_api_takes_the_dashboard_cookie_for_reads_only(tmp_path):
-    """A page on another port of this host (a workspace's Jupyter) gets the cookie too: it may not act."""
+def test_the_dashboard_session_is_no_token_and_only_reads_the_api(tmp_path):
+    """Browsers send a host's cookies to all its ports (a workspace's Jupyter too): the cookie holds
+    a session id that is no API token, and through the API it may only read."""
     from fastapi.testclient import TestClient
 
     from dlbox import accounts, service
@@ -111,9 +112,16 @@ def test_the_api_takes_the_dashboard_cookie_for_reads_only(tmp_path):
     accounts.add_user(store, "alice")
     _, token = accounts.create_token(store, "alice")
     loop = service.Loop.__new__(service.Loop)
-    client = TestClient(service.create_app(store, loop, mode="server"))
-    client.cookies.set(service.COOKIE, token)
+    client = TestClient(service.create_app(store, loop, mode="server"), base_url="http://dash")
+    signed_in = client.post("/login", data={"token": token}, headers={"Origin": "http://dash"},
+                            follow_redirects=False)
+    assert signed_in.status_code == 303
+    session = client.cookies.get(service.COOKIE)
+    assert session and session != token and token not in signed_in.headers["set-cookie"]
     assert client.get("/api/tokens").status_code == 200
     refused = client.post("/api/tokens", json={"name": "stolen"})
-    assert refused.status_code == 401 and "cookie only reads" in refused.json()["error"]["message"]
-    assert client.post("/api/tokens", json={}, headers={"Authorization": f"Bearer {token}"}).status_code == 201
+    assert refused.status_code == 401 and "only reads" in refused.json()["error"]["message"]
+    as_bearer = client.get("/api/tokens", headers={"Authorization": f"Bearer {session}"})
+    assert as_bearer.status_code == 401  # a leaked session id is no API token
+    store.revoke_token(store.tokens(user="alice")[0].id)
+    assert client.get("/api/tokens").status_code == 401  # revoking the token ends its sessions
