@@ -48,3 +48,14 @@ def small_image(dlbox, tmp_path_factory, run_id):
     project = tmp_path_factory.mktemp("jobs-small")
     (project / "dlbox.yaml").write_text(f"name: t{run_id}-jobs\nbase:\n  debian: bullseye\npip:\n  - six==1.16.0\n")
     return dlbox.json("build", cwd=project)
+
+
+def pytest_collection_modifyitems(items):
+    """Engine tests after the others, test_images first among them: it checks what the session's first
+    build does (bootstrapping the base). The sort is stable: the rest keep their order."""
+    def rank(item) -> int:
+        if item.path.parent.name != "engine":
+            return 0
+        return 1 if item.path.name == "test_images.py" else 2
+
+    items.sort(key=rank)
