@@ -9,7 +9,6 @@ SameSite does not cover other ports of the same host, such as the workspaces' Ju
 from __future__ import annotations
 
 import shlex
-import time
 from importlib import resources
 from typing import Annotated
 from urllib.parse import parse_qs, urlsplit

@@ -102,7 +102,6 @@ def rows_for(ctx, who: accounts.Caller) -> list[dict]:
 
 @router.post("/workspaces", status_code=201)
 def create_workspace(body: NewWorkspace, who: Caller, ctx: Ctx) -> dict:
-    from dlbox.service import check_quota
     from dlbox.spec import parse_size
 
     name = workspaces.containers.check_name(body.name, "name")

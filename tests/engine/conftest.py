@@ -59,3 +59,53 @@ def pytest_collection_modifyitems(items):
         return 1 if item.path.name == "test_images.py" else 2
 
     items.sort(key=rank)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def start_server():
+    """A context manager: `dlbox server` on a free port in `env`'s home, yielding its URL. Its log is
+    printed at the end, so a failing test shows it."""
+    import contextlib
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    @contextlib.contextmanager
+    def start(env: dict, *args: str):
+        home = Path(env["DLBOX_HOME"])
+        port = free_port()
+        log = home / "server.log"
+        proc = subprocess.Popen([sys.executable, "-m", "dlbox", "server", "--port", str(port), *args], env=env,
+                                stdin=subprocess.DEVNULL, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/api/health", timeout=1)
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    proc.kill()
+                    pytest.fail(f"dlbox server did not answer: {log.read_text()[-2000:]}")
+                time.sleep(0.2)
+        try:
+            yield url
+        finally:
+            print(log.read_text()[-4000:])
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    return start

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 
@@ -18,45 +16,19 @@ JOB = ("import time, dlbox_metrics as m; "
        "[print('line', i, flush=True) or m.log('loss', 1 / (i + 1), step=i) or time.sleep(0.5) for i in range(10)]")
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def server(test_env, tmp_path_factory):
+def server(test_env, tmp_path_factory, start_server):
     """`dlbox server` in a home of its own (it would replace the session's CLI service otherwise)."""
     home = tmp_path_factory.mktemp("dashboard-home")
     env = {**test_env, "DLBOX_HOME": str(home)}
-    port = free_port()
-    log = (home / "server.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "dlbox", "server", "--port", str(port)], env=env,
-                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/api/health", timeout=1)
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"dlbox server did not answer: {(home / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.2)
 
     def add_user(name: str, *extra: str) -> str:
         out = subprocess.run([sys.executable, "-m", "dlbox", "users", "add", name, *extra, "--json"], env=env,
                              capture_output=True, text=True, check=True).stdout
         return json.loads(out)["token"]
 
-    yield {"url": url, "env": env, "add_user": add_user}
-    print((home / "server.log").read_text()[-4000:])  # shown when a test failed
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    with start_server(env) as url:
+        yield {"url": url, "env": env, "add_user": add_user}
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -42,40 +41,19 @@ class Team:
         return result
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def team(test_env, tmp_path_factory):
+def team(test_env, tmp_path_factory, start_server):
     home = tmp_path_factory.mktemp("server-home")
     root = tmp_path_factory.mktemp("allowed-root")
     (root / "project").mkdir()
     env = {**test_env, "DLBOX_HOME": str(home), "DLBOX_MOUNT_ROOTS": str(root)}
-    port = free_port()
-    log = (home / "server.log").open("wb")
-    server = subprocess.Popen([sys.executable, "-m", "dlbox", "server", "--port", str(port)], env=env,
-                              stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert server.poll() is None and time.monotonic() < deadline, (home / "server.log").read_text()
-        time.sleep(0.2)
-    tokens = {}
-    for name, flags in (("admin", ["--admin"]), ("alice", ["--workspaces", "1", "--cpus", "2"]), ("bob", [])):
-        out = subprocess.run([sys.executable, "-m", "dlbox", "users", "add", name, *flags, "--json"], env=env,
-                             capture_output=True, text=True, check=True)
-        tokens[name] = json.loads(out.stdout)["token"]
-    yield Team(url=url, env=env, tokens=tokens, root=root, home=home)
-    server.terminate()
-    server.wait(timeout=30)
+    with start_server(env) as url:
+        tokens = {}
+        for name, flags in (("admin", ["--admin"]), ("alice", ["--workspaces", "1", "--cpus", "2"]), ("bob", [])):
+            out = subprocess.run([sys.executable, "-m", "dlbox", "users", "add", name, *flags, "--json"], env=env,
+                                 capture_output=True, text=True, check=True)
+            tokens[name] = json.loads(out.stdout)["token"]
+        yield Team(url=url, env=env, tokens=tokens, root=root, home=home)
 
 
 @pytest.fixture(scope="module")
