@@ -213,10 +213,7 @@ def inspect(image: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 def verify(image: str, as_json: bool) -> None:
     """Compare the packages actually in IMAGE with its lock; exit 1 on drift."""
-    local_only("verify")
-    from dlbox import images
-
-    result = images.verify(image)
+    result = on_server("GET", f"/api/images/{image}/verify") if remote() else _images().verify(image)
     if as_json:
         emit(result)
     elif result["ok"]:
@@ -235,13 +232,16 @@ def verify(image: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 def rmi(image: str, force: bool, as_json: bool) -> None:
     """Remove a dlbox image (one tag; the layers go when no tag is left)."""
-    local_only("rmi")
-    from dlbox import engine, images
+    if remote():
+        result = on_server("DELETE", f"/api/images/{image}", params={"force": force})
+    else:
+        from dlbox import engine, images
 
-    attrs = images.get(image)
-    engine.remove_image(image, force=force)
+        attrs = images.get(image)
+        engine.remove_image(image, force=force)
+        result = {"removed": image, "id": attrs["Id"]}
     if as_json:
-        emit({"removed": image, "id": attrs["Id"]})
+        emit(result)
     else:
         click.echo(f"removed {image}")
 

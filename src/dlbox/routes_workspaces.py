@@ -213,6 +213,25 @@ def list_images(who: Caller, all: bool = False) -> list[dict]:
     return images.list_images(include_untagged=all)
 
 
+@router.get("/images/{ref:path}/verify")
+def verify_image(ref: str, who: Caller) -> dict:
+    """The packages really in the image against its lock (`ok` false: drift)."""
+    from dlbox import images
+
+    return images.verify(ref)
+
+
+@router.delete("/images/{ref:path}")
+def remove_image(ref: str, who: Caller, force: bool = False) -> dict:
+    from dlbox import images
+
+    if not who.admin:
+        raise accounts.Forbidden("only an admin may remove images on the server")
+    attrs = images.get(ref)
+    workspaces.engine.remove_image(ref, force=force)
+    return {"removed": ref, "id": attrs["Id"]}
+
+
 @router.get("/images/{ref:path}")
 def inspect_image(ref: str, who: Caller) -> dict:
     from dlbox import images

@@ -279,3 +279,25 @@ def test_review_findings_stay_fixed(team, alice_things, small_image, run_id, doc
     assert restarted.status_code == 403 and "quota cpus" in restarted.json()["error"]["message"]
     alice.post(f"/api/jobs/{held.json()['id']}/cancel")
     admin.put("/api/users/alice/quota", json={"workspaces": 1, "cpus": 4})
+
+
+def test_image_and_user_routes(team, small_image, run_id):
+    bob, admin = team.as_("bob"), team.as_("admin")
+    ref = small_image["image"]
+    assert ref in [i["ref"] for i in bob.get("/api/images").json()]
+    shown = bob.get(f"/api/images/{ref}").json()
+    assert shown["lock_hash"] == small_image["lock_hash"] and shown["lock"]["python"]["packages"]
+    assert bob.get(f"/api/images/{ref}/verify").json()["ok"] is True
+    assert bob.get("/api/images/no-such/image:x").status_code == 404
+    assert bob.delete(f"/api/images/{ref}").status_code == 403  # admins only, like builds
+    assert bob.post("/api/images", json={"preset": "scikit-learn"}).status_code == 403
+    verified = team.cli("bob", "verify", ref)
+    assert "matches its lock" in verified.stdout
+    made = admin.post("/api/users", json={"name": f"u{run_id}", "quota": {"gpus": 1}}).json()
+    assert made["token"].startswith("dlb_") and made["quota"] == {"gpus": 1}
+    assert f"u{run_id}" in [u["name"] for u in admin.get("/api/users").json()]
+    assert bob.delete(f"/api/users/u{run_id}").status_code == 403
+    assert admin.delete(f"/api/users/u{run_id}").json()["removed"] is True
+    gone = httpx.get(f"{team.url}/api/me", headers={"Authorization": f"Bearer {made['token']}"})
+    assert gone.status_code == 401  # the removed user's token stopped at once
+    assert admin.delete("/api/users/admin").status_code == 400  # not yourself
