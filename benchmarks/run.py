@@ -1212,13 +1212,29 @@ def bench_train(runner: Runner) -> list[Row]:
 # --- the web dashboard (9) ----------------------------------------------------------------------
 
 
+def dashboard_session(port: int, token: str) -> str:
+    """Sign in as the login form does; the cookie it sets holds a session id, not the token."""
+    import http.client
+    from urllib.parse import urlencode
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("POST", "/login", body=urlencode({"token": token}),
+                 headers={"Origin": f"http://127.0.0.1:{port}", "Content-Type": "application/x-www-form-urlencoded"})
+    response = conn.getresponse()
+    cookie = response.getheader("set-cookie") or ""
+    conn.close()
+    if response.status != 303 or not cookie.startswith("dlbox_token="):
+        raise BenchError(f"signing in to the dashboard answered {response.status}")
+    return cookie.split(";", 1)[0].split("=", 1)[1]
+
+
 def bench_dashboard(runner: Runner, work: Path) -> list[Row]:
     try:
         from playwright.sync_api import sync_playwright  # the test extra: pip install -e '.[test]'
     except ImportError:
-        raise BenchError("9 needs Playwright: pip install -e '.[test]'") from None
+        raise BenchError("10 needs Playwright: pip install -e '.[test]'") from None
     if not Path(CHROMIUM).is_file():
-        raise BenchError(f"9 needs Chromium at {CHROMIUM} (scripts/host-setup.sh packages installs Debian's)")
+        raise BenchError(f"10 needs Chromium at {CHROMIUM} (scripts/host-setup.sh packages installs Debian's)")
     env = {**dlbox_env(), "DLBOX_HOME": str(work / "dashboard-home")}
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -1238,7 +1254,7 @@ def bench_dashboard(runner: Runner, work: Path) -> list[Row]:
                     raise BenchError(f"dlbox server did not answer (log {log})") from None
                 time.sleep(0.2)
         _, out = runner.run("dashboard-user", [DLBOX, "users", "add", "bench", "--json"], env=env)
-        cookie = {"name": "dlbox_token", "value": json.loads(out)["token"], "url": url}
+        cookie = {"name": "dlbox_token", "value": dashboard_session(port, json.loads(out)["token"]), "url": url}
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM)
             try:
