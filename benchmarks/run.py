@@ -26,6 +26,8 @@
    running, polled the same way (by name, from launch). Median of 7, interleaved, after one
    untimed warm-up of each (the warm-up also starts the benchmark's dlbox service). Each
    sample is cancelled or removed afterwards, untimed. Targets: dlbox < 1 s and ratio <= 1.2.
+   A second row times the same submit as a POST /api/jobs on the service's socket (the work of
+   the service and the engine without the CLI process), interleaved with the other two.
 7. 200 short jobs through the queue: `dlbox run --cpus 0.5 -- true`, submitted back to back
    by 4 threads into a service with capacity cpus=2, then waited for (the service's API polled
    every 0.1 s); jobs/second from the first submit to the end of the last, against the same
@@ -835,6 +837,15 @@ class JobService:
                              f"{response.text[:200]}")
         return response.json()
 
+    def post(self, path: str, body: dict) -> dict:
+        """POST to the service's API over its Unix socket (6: a submit without a CLI start)."""
+        self.get("/api/health")  # makes the client
+        response = self._client.post(path, json=body)
+        if response.status_code >= 300:
+            raise BenchError(f"the benchmark's dlbox service answered {response.status_code} to POST {path}: "
+                             f"{response.text[:200]}")
+        return response.json()
+
     def _is_ours(self, pid: int) -> bool:
         env = process_env(str(pid))
         return bool(env) and env.get("DLBOX_HOME") == str(self.home)
@@ -972,6 +983,20 @@ def submit_until_running(runner: Runner, tag: str) -> float:
     return seconds
 
 
+def api_until_running(runner: Runner, tag: str) -> float:
+    """POST /api/jobs (sleep 30) on the service's socket, timed until its container runs; cancelled afterwards.
+    The same service work as `dlbox run`, without the CLI's process start."""
+    start = time.perf_counter()
+    job_id = service.post("/api/jobs", {"image": JOB_IMAGE, "command": ["sleep", "30"]})["id"]
+    try:
+        seconds = until_running(f"dlbox-job-{job_id}", start, job_id=job_id)
+    finally:
+        subprocess.run([DLBOX, "cancel", job_id], env=service.env(), cwd=service.work, capture_output=True)
+    _, records = wait_jobs([job_id], 60)
+    check_jobs(records, [job_id], f"6. {tag}", ok=("cancelled", "succeeded"))
+    return seconds
+
+
 def raw_until_running(runner: Runner, tag: str) -> float:
     """`docker run -d IMG sleep 30`, timed from launch until the engine reports it running; removed afterwards."""
     name = raw_name(tag)
@@ -999,28 +1024,31 @@ def raw_until_running(runner: Runner, tag: str) -> float:
 def bench_submit(runner: Runner) -> list[Row]:
     check_job_image()
     service.preflight()
-    times: dict[str, list[float]] = {"A": [], "B": []}
+    times: dict[str, list[float]] = {"A": [], "B": [], "C": []}
 
     def sample(which: str, tag: str) -> float:
-        return submit_until_running(runner, tag) if which == "A" else raw_until_running(runner, tag)
+        kind = {"A": submit_until_running, "B": raw_until_running, "C": api_until_running}[which]
+        return kind(runner, tag)
 
     say("6. warm-up (untimed): dlbox run (starts the benchmark's dlbox service), then docker run -d")
     warm_a, warm_b = sample("A", "subw"), sample("B", "subw")
     say(f"   {secs(warm_a)}, {secs(warm_b)}")
     for i in range(1, SUBMIT_RUNS + 1):
-        for which in ("AB" if i % 2 else "BA"):  # interleaved, ABBA...
-            say(f"6. {i}/{SUBMIT_RUNS}: " + ("dlbox run -- sleep 30" if which == "A" else "docker run -d ... sleep 30")
-                + " until running")
+        for which in ("ABC" if i % 2 else "CBA"):  # interleaved, ABCCBA...
+            say(f"6. {i}/{SUBMIT_RUNS}: " + {"A": "dlbox run -- sleep 30", "B": "docker run -d ... sleep 30",
+                                             "C": "POST /api/jobs (sleep 30)"}[which] + " until running")
             seconds = sample(which, f"sub{i}")
             times[which].append(seconds)
             say(f"   {secs(seconds)}")
-    a, b = statistics.median(times["A"]), statistics.median(times["B"])
+    a, b, c = (statistics.median(times[k]) for k in "ABC")
     ok = a < SUBMIT_TARGET and a / b <= SUBMIT_RATIO
     return [Row("6. job submit until its container runs", secs(a), secs(b), ratio(a, b),
                 f"dlbox < {SUBMIT_TARGET:g} s, ratio <= {SUBMIT_RATIO}", verdict(ok),
                 f"median of {SUBMIT_RUNS}, interleaved, after 1 warm-up each; engine polled every "
                 f"{JOB_POLL * 1000:.0f} ms; dlbox {' '.join(f'{t:.2f}' for t in times['A'])}, "
-                f"raw {' '.join(f'{t:.2f}' for t in times['B'])}")]
+                f"raw {' '.join(f'{t:.2f}' for t in times['B'])}"),
+            Row("6. the same through the API (no CLI start)", secs(c), secs(b), ratio(c, b), "info", "info",
+                f"POST /api/jobs on the service's socket; {' '.join(f'{t:.2f}' for t in times['C'])}")]
 
 
 def raw_true(tag: str) -> list[str]:
@@ -1206,7 +1234,9 @@ def bench_train(runner: Runner) -> list[Row]:
                 f"raw/dlbox >= {TRAIN_TARGET}", verdict(b / a >= TRAIN_TARGET),
                 f"ratio: throughput dlbox/raw; {runs} each ({TRAIN_ORDER}); container start to exit (engine events); "
                 f"--cpus {TRAIN_CPUS}, no memory limit; dlbox {' '.join(f'{t:.2f}' for t in times['A'])}, "
-                f"raw {' '.join(f'{t:.2f}' for t in times['B'])}")]
+                f"raw {' '.join(f'{t:.2f}' for t in times['B'])}"),
+            Row("6. the same through the API (no CLI start)", secs(c), secs(b), ratio(c, b), "info", "info",
+                f"POST /api/jobs on the service's socket; {' '.join(f'{t:.2f}' for t in times['C'])}")]
 
 
 # --- the web dashboard (9) ----------------------------------------------------------------------
