@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from dlbox import accounts
-from dlbox.errors import NotFound, UsageError
+from dlbox.errors import DlboxError, NotFound, UsageError
 from dlbox.service import Caller, Ctx
 
 router = APIRouter(prefix="/api")
@@ -86,6 +86,12 @@ def remove_user(name: str, who: Caller, ctx: Ctx) -> dict:
         raise NotFound(f"no user {name!r} (see `dlbox users ls`)")
     if name == who.name:
         raise UsageError("NAME: you cannot remove yourself")
+    from dlbox.service import held
+
+    holds = held(ctx.store, name)
+    if holds["workspaces"] or holds["cpus"]:  # a user added later under this name would inherit them
+        raise DlboxError(f"user {name} still holds {holds['workspaces']} workspace(s) and active jobs using "
+                         f"{holds['cpus']:g} CPUs; remove or cancel them first", code="exists")
     ctx.store.remove_user(name)
     return {"name": name, "removed": True}
 

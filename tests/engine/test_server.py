@@ -281,7 +281,7 @@ def test_review_findings_stay_fixed(team, alice_things, small_image, run_id, doc
     admin.put("/api/users/alice/quota", json={"workspaces": 1, "cpus": 4})
 
 
-def test_image_and_user_routes(team, small_image, run_id):
+def test_image_and_user_routes(team, small_image, run_id, alice_things):
     bob, admin = team.as_("bob"), team.as_("admin")
     ref = small_image["image"]
     assert ref in [i["ref"] for i in bob.get("/api/images").json()]
@@ -301,3 +301,5 @@ def test_image_and_user_routes(team, small_image, run_id):
     gone = httpx.get(f"{team.url}/api/me", headers={"Authorization": f"Bearer {made['token']}"})
     assert gone.status_code == 401  # the removed user's token stopped at once
     assert admin.delete("/api/users/admin").status_code == 400  # not yourself
+    removing = admin.delete("/api/users/alice")  # she still has a workspace: a later "alice" would inherit it
+    assert removing.status_code == 409 and "still holds 1 workspace" in removing.json()["error"]["message"]
