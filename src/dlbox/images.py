@@ -142,10 +142,10 @@ def _build_once(spec, base, pinned, shape, *, project_dir, lock_file, nocache, c
     listing = engine.read_packages(built)
     lock = locks.from_listing(name=spec.name, spec_hash=spec.environment_hash(), base=base, listing=listing)
     if not lock.python.version.startswith(f"{spec.python}."):
-        engine.remove_image(built, force=True)
+        _discard(built)
         raise DlboxError(f"python: the image has Python {lock.python.version}, the spec says {spec.python}")
     if pinned is not None and lock.hash != pinned.hash:
-        engine.remove_image(built, force=True)  # never keep an image that contradicts its lock
+        _discard(built)  # never keep an image that contradicts its lock
     if pinned is not None and lock.hash != pinned.hash and shape == "spec":
         return None
     if pinned is not None and lock.hash != pinned.hash:
@@ -171,6 +171,15 @@ def _build_once(spec, base, pinned, shape, *, project_dir, lock_file, nocache, c
 
 
 # --- reading images back ------------------------------------------------------------------
+
+
+def _discard(image_id: str) -> None:
+    """Remove a build that must not be kept. It may be a cached layer that a tagged image still uses:
+    then the engine keeps it, which is fine (it carries no tag), and the caller's error is the one to show."""
+    try:
+        engine.remove_image(image_id, force=True)
+    except DlboxError:
+        pass
 
 
 def _labels(attrs: dict) -> dict:
