@@ -6,6 +6,7 @@ to it); the CLI starts it in the background when none answers. One service per D
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import secrets
 import json
@@ -304,12 +305,15 @@ def create_app(store: Store, loop: Loop, *, mode: str = "local", mount_roots: li
         return job_json(store.get_job(job.id))
 
     @app.get("/api/jobs/{job_id}/logs")
-    def logs(job_id: str, who: Caller, follow: bool = False):
+    async def logs(request: Request, job_id: str, who: Caller, follow: bool = False):
+        # async: a follower of a queued job waits on the event loop, not holding a worker thread
         job = get_job(job_id, who)
         saved = jobs.run_dir(job.id) / "output.log"
         if follow:  # a job still waiting: follow from when it starts (or ends without starting)
             while not job.container_id and not JobState(job.state).is_finished():
-                time.sleep(0.2)
+                if await request.is_disconnected():
+                    return StreamingResponse(iter([b""]), media_type="text/plain")
+                await asyncio.sleep(0.2)
                 job = get_job(job_id, who)
         if JobState(job.state).is_finished() or not job.container_id:
             if saved.exists():
@@ -476,7 +480,6 @@ def _take_lock(home: Path, *, replace: bool):
 def serve(*, host: str | None = None, port: int | None = None, mount_roots: list[Path] | None = None,
           workspace_host: str = "127.0.0.1") -> None:
     """Run the service in the foreground: on the local socket, and on host:port when given (the server)."""
-    import asyncio
     import contextlib
 
     import uvicorn
