@@ -303,3 +303,24 @@ def test_image_and_user_routes(team, small_image, run_id, alice_things):
     assert admin.delete("/api/users/admin").status_code == 400  # not yourself
     removing = admin.delete("/api/users/alice")  # she still has a workspace: a later "alice" would inherit it
     assert removing.status_code == 409 and "still holds 1 workspace" in removing.json()["error"]["message"]
+
+
+def test_users_and_tokens_commands_on_the_server_machine(team, run_id):
+    """The admin's side: the same dlbox home, over the server's local socket."""
+    def local(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "dlbox", *args], env=team.env, capture_output=True, text=True)
+
+    name = f"c{run_id}"
+    added = json.loads(local("users", "add", name, "--memory", "2g", "--json").stdout)
+    assert added["quota"] == {"memory": 2 * 1024**3} and added["token"].startswith("dlb_")
+    assert name in local("users", "ls").stdout
+    listed = json.loads(local("tokens", "ls", "--all", "--json").stdout)
+    mine = [t for t in listed if t["user"] == name]
+    assert len(mine) == 1 and "token" not in mine[0] and added["token"] not in local("tokens", "ls", "--all").stdout
+    assert local("tokens", "revoke", mine[0]["id"]).returncode == 0
+    assert httpx.get(f"{team.url}/api/me", headers={"Authorization": f"Bearer {added['token']}"}).status_code == 401
+    bad = local("tokens", "create", "--user", name, "--expires", "forever")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: --expires") and "Traceback" not in bad.stderr
+    assert local("users", "rm", name).returncode == 0
+    assert name not in local("users", "ls").stdout
+    assert local("users", "rm", name).returncode == 1  # no such user now
