@@ -13,7 +13,7 @@ import os
 import re
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dlbox.errors import DlboxError, NotFound, UsageError
@@ -41,6 +41,7 @@ class Forbidden(DlboxError):
 class Caller:
     name: str
     role: str
+    expires_at: float | None = field(default=None, compare=False)  # of the token it came with
 
     @property
     def admin(self) -> bool:
@@ -169,13 +170,7 @@ def authenticate(store: Store, text: str | None) -> Caller:
     user = store.get_user(row.user) if ok and row is not None else None
     if user is None or row.revoked_at is not None or (row.expires_at and row.expires_at < time.time()):
         raise Unauthorized("the API token is not valid (unknown, revoked or expired)")
-    return Caller(name=user.name, role=user.role)
-
-
-def expiry_of(store: Store, text: str) -> float | None:
-    match = TOKEN_SHAPE.match(text)
-    row = store.get_token(match.group(1)) if match else None
-    return row.expires_at if row else None
+    return Caller(name=user.name, role=user.role, expires_at=row.expires_at)
 
 
 def token_json(row: Token) -> dict:

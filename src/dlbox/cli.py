@@ -25,9 +25,9 @@ def emit(data) -> None:
 
 def remote() -> str | None:
     """The team server's URL when DLBOX_URL is set: commands then act there, through its API."""
-    import os
+    from dlbox import config
 
-    return os.environ.get("DLBOX_URL") or None
+    return config.remote_url()
 
 
 def on_server(method: str, path: str, **kwargs):

@@ -43,8 +43,7 @@ class _UnixConnection(http.client.HTTPConnection):
 
 
 def remote() -> str | None:
-    """The team server's URL when the CLI should use one (DLBOX_URL)."""
-    return os.environ.get("DLBOX_URL") or None
+    return config.remote_url()
 
 
 def _remote(url: str) -> tuple[http.client.HTTPConnection, str, dict]:

@@ -20,6 +20,11 @@ def home_id() -> str:
     return hashlib.sha256(str(home().resolve()).encode()).hexdigest()[:12]
 
 
+def remote_url() -> str | None:
+    """The team server the CLI acts on (DLBOX_URL), or None for this machine's own service."""
+    return os.environ.get("DLBOX_URL") or None
+
+
 def socket_path() -> Path:
     """The local service's socket, in a 0700 directory: only the owner can reach the service."""
     return home() / "service" / "dlbox.sock"

@@ -275,12 +275,9 @@ def cancel(request: Request, job_id: str, who: Who, fields: Form) -> Response:
 @router.get("/runs")
 def runs_page(request: Request, who: Who) -> Response:
     store = request.app.state.ctx.store
-    rows = []
-    for job in reversed(store.jobs(user=None if who.admin else who.name)):
-        last: dict[str, float] = {}
-        for m in store.metrics(job.id):
-            last[m.name] = m.value
-        rows.append(service.job_json(job) | {"metrics": last})
+    found = list(reversed(store.jobs(user=None if who.admin else who.name)))
+    last = store.last_metrics([j.id for j in found])  # one query, not one per run
+    rows = [service.job_json(j) | {"metrics": last[j.id]} for j in found]
     return render("runs.html", request, who, runs=rows)
 
 

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from dlbox import accounts, config, gpus, workspaces
-from dlbox.errors import NotFound, UsageError
+from dlbox.errors import DlboxError, NotFound, UsageError
 from dlbox.progress import Progress
 from dlbox.service import Caller, Ctx
 from dlbox.store import Store, Workspace
@@ -106,7 +106,7 @@ def create_workspace(body: NewWorkspace, who: Caller, ctx: Ctx) -> dict:
 
     name = workspaces.containers.check_name(body.name, "name")
     if ctx.store.get_workspace(name) is not None:
-        raise accounts.Forbidden(f"workspace name {name} is taken; choose another", code="exists")
+        raise DlboxError(f"workspace name {name} is taken; choose another", code="exists")
     if ctx.mode == "server":
         for mount in body.mounts:
             accounts.check_mount_roots(mount, ctx.mount_roots)

@@ -164,7 +164,7 @@ def token_caller(ctx: Context, token: str | None) -> accounts.Caller:
     who = accounts.authenticate(ctx.store, token)
     if len(ctx.auth_cache) > 10_000:
         ctx.auth_cache.clear()
-    ctx.auth_cache[key] = (who, version, accounts.expiry_of(ctx.store, token))
+    ctx.auth_cache[key] = (who, version, who.expires_at)
     return who
 
 
@@ -377,12 +377,13 @@ def held(store: Store, user: str) -> dict:
     mine = store.workspaces(owner=user)
     running = [w for w in mine if w.state in ("running", "restarting", "created")]
     active = store.jobs(states={JobState.QUEUED, JobState.STARTING, JobState.RUNNING}, user=user)
+    # "all" of a job not yet started counts every GPU; ask the host (nvidia-smi) only then, and once
+    available = gpus.inventory() if any(j.gpu_request == "all" and not j.gpu_ids for j in active) else []
     return {"workspaces": len(mine),
             "cpus": sum(w.cpus or 0 for w in running) + sum(j.cpus or 0 for j in active),
             "memory": sum(w.memory or 0 for w in running) + sum(j.memory or 0 for j in active),
             "gpus": sum(w.gpus or 0 for w in running)
-                    + sum(len(j.gpu_ids or []) if j.gpu_ids else gpus.count(j.gpu_request, gpus.inventory())
-                          for j in active)}
+                    + sum(len(j.gpu_ids) if j.gpu_ids else gpus.count(j.gpu_request, available) for j in active)}
 
 
 def check_quota(store: Store, user: str, **asked) -> None:
