@@ -71,7 +71,7 @@ def sign_in(page, token: str) -> None:
     page.wait_for_url("**/workspaces")
 
 
-def test_dashboard_end_to_end(server, browser, tf_image, small_image, run_id):
+def test_dashboard_end_to_end(server, browser, tf_image, small_image, run_id, docker_client):
     from playwright.sync_api import expect
 
     token = server["add_user"]("alice")
@@ -133,8 +133,18 @@ def test_dashboard_end_to_end(server, browser, tf_image, small_image, run_id):
         # images with their lock and size
         page.goto("/images")
         assert small_image["image"] in page.text_content("#images")
+        assert re.search(r"\d+(\.\d+)? [MG]B", page.text_content("#images")), "each image shows its size"
         page.click(f"#images a:text-is('{small_image['image']}')")
         assert "six" in page.text_content("#python-packages") and "1.16.0" in page.text_content("#python-packages")
+
+        # stop and start the workspace from its page: the engine really stops and starts it
+        page.goto(f"/workspaces/{name}")
+        page.click("button:text-is('Stop')", timeout=120_000)
+        expect(page.locator("#state")).to_have_text("exited", timeout=60_000)
+        assert docker_client.containers.get(f"dlbox-ws-{name}").status == "exited"
+        page.click("button:text-is('Start')", timeout=120_000)
+        expect(page.locator("#state")).to_have_text("running", timeout=120_000)
+        assert docker_client.containers.get(f"dlbox-ws-{name}").status == "running"
 
         # remove the workspace from its page (the button asks first)
         page.goto(f"/workspaces/{name}")
