@@ -271,19 +271,18 @@ class Reconciler:
 
     def run_once(self) -> None:
         self.start_queued()  # a submit woke us: start it before the slower pass over the engine
-        # one listing call; a container is inspected only once it has ended (finish needs its exit state)
-        found = {c["Labels"].get("dlbox.job"): c for c in engine.container_summaries(
-            [engine.MANAGED, "dlbox.kind=job", f"dlbox.home={owner_label()}"])}
+        found = {(a["Config"]["Labels"] or {}).get("dlbox.job"): a
+                 for a in engine.list_containers([engine.MANAGED, "dlbox.kind=job", f"dlbox.home={owner_label()}"])}
         for job in self.store.jobs(states={JobState.STARTING, JobState.RUNNING}):
-            seen = found.pop(job.id, None)
+            attrs = found.pop(job.id, None)
             try:
-                self._watch(job, seen)
+                self._watch(job, attrs)
             except Exception as exc:  # noqa: BLE001 - one job's trouble must not stop the others
                 self.errors[job.id] = f"{type(exc).__name__}: {exc}"
-        for job_id, seen in found.items():  # containers whose job is not active: finished or unknown
+        for job_id, attrs in found.items():  # containers whose job is not active: finished or unknown
             known = self.store.get_job(job_id) if job_id else None
             if known is None or JobState(known.state).is_finished():
-                engine.remove_container(seen["Id"])
+                engine.remove_container(attrs["Id"])
         self.start_queued()
 
     def start_queued(self) -> None:
@@ -313,36 +312,32 @@ class Reconciler:
         return {g for c in engine.container_summaries([engine.MANAGED, "dlbox.kind=workspace", "dlbox.gpus"])
                 for g in c["Labels"].get("dlbox.gpus", "").split(",") if g}
 
-    def _watch(self, job: Job, seen: dict | None) -> None:
-        """`seen`: the container's listing entry (Id, State such as created/running/exited)."""
-        if seen is None:
+    def _watch(self, job: Job, attrs: dict | None) -> None:
+        if attrs is None:
             if job.state == JobState.STARTING.value and not job.container_id:
                 # the service stopped between deciding and creating: decide again
                 self.store.transition(job.id, JobState.QUEUED, reason="requeued after a service restart")
             else:
                 self.store.transition(job.id, JobState.LOST, reason="its container disappeared")
             return
-        status, container_id = seen["State"], seen["Id"]
+        status = attrs["State"]["Status"]
         if status == "created":
             if job.state == JobState.STARTING.value:
-                engine.start(container_id)
-                self.store.transition(job.id, JobState.RUNNING, container_id=container_id)
+                engine.start(attrs["Id"])
+                self.store.transition(job.id, JobState.RUNNING, container_id=attrs["Id"])
             return
         if job.state == JobState.STARTING.value:
-            self.store.transition(job.id, JobState.RUNNING, container_id=container_id)
-        if status in ("running", "paused", "restarting"):
-            self._sample_memory(job, container_id)
+            self.store.transition(job.id, JobState.RUNNING, container_id=attrs["Id"])
+        if attrs["State"]["Running"]:
+            self._sample_memory(job, attrs["Id"])
             if job.cancel_requested and job.id not in self._stopping:
                 self._stopping.add(job.id)
                 import threading
 
-                threading.Thread(target=self._stop, args=(container_id, job.id), daemon=True).start()
+                threading.Thread(target=self._stop, args=(attrs["Id"], job.id), daemon=True).start()
             return
-        attrs = engine.container_attrs(container_id)
-        if attrs is None:
-            return  # removed since the listing: the next pass sees it gone
         self._stopping.discard(job.id)
-        self._sample_memory(job, container_id, final=True)
+        self._sample_memory(job, attrs["Id"], final=True)
         finish(self.store, self.store.get_job(job.id), attrs)
 
     def _stop(self, container_id: str, job_id: str) -> None:
