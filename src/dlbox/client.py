@@ -2,21 +2,17 @@
 in the background when none answers (as SkyPilot's CLI does with its API server); or, when
 DLBOX_URL and DLBOX_TOKEN are set, a team server's HTTP API.
 
-Plain http.client, not httpx: importing httpx alone costs ~0.2 s, which every `dlbox run`
-paid before its request left (benchmark 6).
+Start-up cost matters here: every `dlbox run` pays it before its request leaves (benchmark 6).
+Plain JSON calls to the local service therefore speak HTTP/1.1 over the socket directly;
+importing http.client (it pulls in the email package) cost ~25 ms of the CLI's ~0.1 s, httpx
+~0.2 s. The remote server and streamed answers (`logs -f`) still go through http.client.
 """
 
 from __future__ import annotations
 
-import getpass
-import http.client
 import json as jsonlib
 import os
 import socket
-import subprocess
-import sys
-import time
-from urllib.parse import urlencode, urlsplit
 
 from dlbox import config
 from dlbox.errors import DlboxError, NotFound, UsageError
@@ -25,29 +21,39 @@ START_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 30.0
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str):
-        super().__init__("dlbox", timeout=CONNECT_TIMEOUT)
-        self.path = path
+def _unix_connection():
+    """An http.client connection over the service's socket (for streams)."""
+    import http.client
 
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(CONNECT_TIMEOUT)
-        try:
-            sock.connect(self.path)
-        except OSError:
-            sock.close()
-            raise
-        sock.settimeout(None)  # answers may stream for as long as a job runs (logs -f)
-        self.sock = sock
+    class UnixConnection(http.client.HTTPConnection):
+        def connect(self) -> None:
+            self.sock = _service_socket()
+            self.sock.settimeout(None)  # answers may stream for as long as a job runs (logs -f)
+
+    return UnixConnection("dlbox", timeout=CONNECT_TIMEOUT)
+
+
+def _open(path: str) -> socket.socket:
+    """A socket connected to a listening service; OSError if none listens."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(CONNECT_TIMEOUT)
+    try:
+        sock.connect(path)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def remote() -> str | None:
     return config.remote_url()
 
 
-def _remote(url: str) -> tuple[http.client.HTTPConnection, str, dict]:
+def _remote(url: str):
     """(connection, path prefix, auth header) for the server at DLBOX_URL."""
+    import http.client
+    from urllib.parse import urlsplit
+
     token = os.environ.get("DLBOX_TOKEN")
     if not token:
         raise UsageError("DLBOX_TOKEN: set it to your API token to use the server at DLBOX_URL")
@@ -59,14 +65,20 @@ def _remote(url: str) -> tuple[http.client.HTTPConnection, str, dict]:
     return conn, parts.path.rstrip("/"), {"Authorization": f"Bearer {token}"}
 
 
-def _connect() -> _UnixConnection:
-    """A connection to a listening service; OSError if none listens."""
-    conn = _UnixConnection(str(config.socket_path()))
-    conn.connect()
-    return conn
+def _service_socket() -> socket.socket:
+    """A socket to the local service, started first if nothing listens."""
+    path = str(config.socket_path())
+    try:
+        return _open(path)
+    except OSError:
+        return _start_service(path)
 
 
-def _start_service() -> _UnixConnection:
+def _start_service(path: str) -> socket.socket:
+    import subprocess
+    import sys
+    import time
+
     log = config.home() / "service" / "service.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
@@ -75,43 +87,92 @@ def _start_service() -> _UnixConnection:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         try:
-            return _connect()
+            return _open(path)
         except OSError:
             time.sleep(0.1)
     tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
     raise DlboxError(f"the dlbox service did not start within {START_TIMEOUT:.0f}s: {tail[0]} (log: {log})")
 
 
-def _send(method: str, path: str, *, json=None, params: dict | None = None) -> http.client.HTTPResponse:
-    """Send one request, starting the service first if nothing listens (then nothing was sent)."""
-    if remote():
-        conn, prefix, headers = _remote(remote())
-        path = prefix + path
-        where = f"the server at {remote()}"
-    else:
-        try:
-            conn = _connect()
-        except OSError:
-            conn = _start_service()
-        headers, where = {"X-Dlbox-User": getpass.getuser()}, "the dlbox service"
+def _request(method: str, path: str, json, params: dict | None) -> tuple[str, bytes | None, dict]:
+    """(path with query, body, headers) of one request."""
     if params:
+        from urllib.parse import urlencode
+
         path += "?" + urlencode({k: str(v).lower() if isinstance(v, bool) else v for k, v in params.items()
                                  if v is not None})
     body = jsonlib.dumps(json).encode() if json is not None else None
-    headers["Accept"] = "application/json"
+    headers = {"Accept": "application/json"}
     if body is not None:
         headers["Content-Type"] = "application/json"
+    if not remote():
+        import getpass
+
+        headers["X-Dlbox-User"] = getpass.getuser()
+    return path, body, headers
+
+
+def call(method: str, path: str, *, json=None, params: dict | None = None):
+    """One JSON request: the decoded answer, or a DlboxError that says what went wrong."""
+    target, body, headers = _request(method, path, json, params)
+    if remote():
+        with _send_remote(method, target, body, headers) as response:
+            return _result(response.status, response.read())
+    sock = _service_socket()
     try:
-        conn.request(method, path, body=body, headers=headers)
+        status, data = _exchange(sock, method, target, body, headers)
+    except (OSError, ValueError) as exc:
+        raise DlboxError(f"the dlbox service failed to answer {method} {path}: {exc}") from None
+    finally:
+        sock.close()
+    return _result(status, data)
+
+
+def _exchange(sock: socket.socket, method: str, target: str, body: bytes | None, headers: dict) -> tuple[int, bytes]:
+    """Send one HTTP/1.1 request and read the whole answer: (status, body). ValueError if malformed."""
+    head = [f"{method} {target} HTTP/1.1", "Host: dlbox", "Connection: close",
+            f"Content-Length: {len(body or b'')}", *(f"{k}: {v}" for k, v in headers.items())]
+    sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + (body or b""))
+    sock.settimeout(None)  # some answers wait on the engine (an image build, a workspace start)
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    raw_head, sep, data = b"".join(chunks).partition(b"\r\n\r\n")
+    lines = raw_head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if not sep or len(parts) < 2 or not parts[0].startswith("HTTP/1."):
+        raise ValueError("not an HTTP answer")
+    fields = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    if fields.get("transfer-encoding", "").lower() == "chunked":
+        data = _unchunk(data)
+    elif "content-length" in fields:
+        if len(data) < int(fields["content-length"]):
+            raise ValueError("the answer was cut short")
+        data = data[:int(fields["content-length"])]
+    return int(parts[1]), data
+
+
+def _unchunk(data: bytes) -> bytes:
+    """A chunked body (RFC 9112 7.1), trailers ignored."""
+    out, at = [], 0
+    while True:
+        end = data.index(b"\r\n", at)
+        size = int(data[at:end].split(b";")[0], 16)
+        if size == 0:
+            return b"".join(out)
+        out.append(data[end + 2:end + 2 + size])
+        at = end + 2 + size + 2
+
+
+def _send_remote(method: str, target: str, body: bytes | None, headers: dict):
+    import http.client
+
+    conn, prefix, auth = _remote(remote())
+    try:
+        conn.request(method, prefix + target, body=body, headers={**headers, **auth})
         return conn.getresponse()
     except (OSError, http.client.HTTPException) as exc:
-        raise DlboxError(f"{where} failed to answer {method} {path.split('?')[0]}: {exc}") from None
-
-
-def call(method: str, path: str, **kwargs):
-    response = _send(method, path, **kwargs)
-    with response:
-        return _result(response.status, response.read())
+        raise DlboxError(f"the server at {remote()} failed to answer {method} {target.split('?')[0]}: {exc}") from None
 
 
 def _result(status: int, data: bytes):
@@ -131,7 +192,19 @@ def _result(status: int, data: bytes):
 
 
 def stream(path: str, params: dict | None = None):
-    response = _send("GET", path, params=params)
+    """The answer's body as it comes (logs -f), through http.client."""
+    import http.client
+
+    target, body, headers = _request("GET", path, None, params)
+    if remote():
+        response = _send_remote("GET", target, body, headers)
+    else:
+        conn = _unix_connection()
+        try:
+            conn.request("GET", target, headers=headers)
+            response = conn.getresponse()
+        except (OSError, http.client.HTTPException) as exc:
+            raise DlboxError(f"the dlbox service failed to answer GET {path}: {exc}") from None
     with response:
         if response.status >= 400:
             _result(response.status, response.read())
