@@ -15,10 +15,16 @@ def _git(directory: Path, *args: str) -> str | None:
 
 
 def describe(directory: Path) -> dict:
-    """{"commit": sha or None, "dirty": bool, "diff": text of uncommitted changes}."""
-    commit = _git(directory, "rev-parse", "HEAD")
-    if commit is None:
+    """{"commit": sha or None, "dirty": bool, "diff": text of uncommitted changes}.
+
+    One `git status` gives both the commit and the changes (every `dlbox run` waits on this);
+    the diff is asked for only when there is one.
+    """
+    status = _git(directory, "status", "--porcelain=v2", "--branch", "--untracked-files=normal")
+    lines = (status or "").splitlines()
+    commit = next((line.split()[2] for line in lines if line.startswith("# branch.oid ")), None)
+    if commit is None or commit == "(initial)":  # not a repository, or nothing committed yet
         return {"commit": None, "dirty": False, "diff": ""}
-    status = _git(directory, "status", "--porcelain") or ""
-    diff = _git(directory, "diff", "HEAD") or "" if status else ""
-    return {"commit": commit.strip(), "dirty": bool(status.strip()), "diff": diff}
+    dirty = any(not line.startswith("#") for line in lines)
+    diff = (_git(directory, "diff", "HEAD") or "") if dirty else ""
+    return {"commit": commit, "dirty": dirty, "diff": diff}
