@@ -1,3 +1,3 @@
-from dlbox.cli import main
+from dlbox.launch import main
 
 main()

@@ -530,47 +530,11 @@ def token(name: str, rotate: bool, as_json: bool) -> None:
 # --- jobs and runs -------------------------------------------------------------------------
 
 
-def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
-    params = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", key):
-            raise UsageError(f"--param: {pair!r} is not KEY=VALUE")
-        params[key] = value
-    return params
-
-
-def resolve_image(spec_file, preset, image, workspace):
-    """(image ref, project dir, the spec's job defaults or None), building the spec's image if it is missing."""
-    given = [x for x in (spec_file, preset, image, workspace) if x]
-    if len(given) > 1:
-        raise UsageError("give one of SPEC, --preset, --image or --workspace")
-    if remote():  # the image must be on the server already
-        if workspace:
-            return on_server("GET", f"/api/workspaces/{workspace}")["image_id"], Path.cwd(), None
-        if image or preset:
-            return image or f"dlbox/{preset}:latest", Path.cwd(), None
-        raise UsageError("against a server (DLBOX_URL), give --preset, --image or --workspace")
-    if image:
-        return image, Path.cwd(), None
-    if workspace:
-        from dlbox import workspaces
-
-        return workspaces.show(workspace)["image_id"], Path.cwd(), None
-    from dlbox import images  # not for --image: Rich and the spec models cost a `dlbox run` ~0.05 s
-    from dlbox.progress import Progress
-
-    spec, project_dir, lock_file = images.load_source(spec_file, preset)
-    with Progress() as progress:
-        found = images.ensure(spec, project_dir=project_dir, lock_file=lock_file, progress=progress)
-    return found["ref"], project_dir, spec.job  # the service pins the exact image ID when it records the job
-
-
 def print_job(job: dict) -> None:
     click.echo(f"job {job['id']}: {job['state']}{' (' + job['reason'] + ')' if job.get('reason') else ''}")
 
 
-@cli.command(context_settings={"ignore_unknown_options": True})
+@cli.command()
 @click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="[SPEC] -- CMD...")
 @click.option("--preset", metavar="NAME", help="Run in a built-in spec's image.")
 @click.option("--image", metavar="REF", help="Run in this image.")
@@ -588,42 +552,18 @@ def run(args, preset, image, workspace, name, mounts, memory, cpus, gpus, params
 
     The job runs in its own container and keeps running when this command, the terminal or
     dlbox's service ends. Its record keeps the exact image ID, lock, git commit and metrics
-    written to $DLBOX_RUN_DIR/metrics.jsonl.
+    written to $DLBOX_RUN_DIR/metrics.jsonl. Without `--`, CMD starts at the first word that
+    is not an option (and no SPEC is read).
 
     \b
     dlbox run --preset tensorflow-2.9 --mount examples/digits:/code:ro -- python /code/train.py
     """
-    from dlbox import client, gitinfo
+    # dlbox.launch hands every well-formed `dlbox run` to dlbox.submit before click loads, and
+    # comes here only for --help and for what click refuses; click also drops the `--` that
+    # separates SPEC from CMD, so it could not read them apart.
+    from dlbox.submit import USAGE
 
-    if "--" in args:
-        split = args.index("--")
-        before, command = args[:split], args[split + 1:]
-    else:
-        before, command = (), args
-    if len(before) > 1 or not command:
-        raise UsageError("usage: dlbox run [SPEC] [OPTIONS] -- CMD [ARGS]...")
-    spec_file = Path(before[0]) if before else None
-    ref, project_dir, defaults = resolve_image(spec_file, preset, image, workspace)
-    if defaults is not None:  # the spec's job defaults, where no flag says otherwise
-        from dlbox.sizes import format_size
-
-        res = defaults.resources
-        memory = memory or (format_size(res.memory) if res.memory else None)
-        cpus = cpus if cpus is not None else res.cpus
-        gpus = gpus or (str(res.gpus if not isinstance(res.gpus, list) else ",".join(res.gpus))
-                        if res.gpus is not None else None)
-        targets = {m.split(":")[1] for m in mounts if ":" in m}
-        mounts = tuple(mounts) + tuple(m for m in defaults.mounts if m.split(":")[1] not in targets)
-    git = gitinfo.describe(project_dir)
-    body = {"image": ref, "command": list(command), "name": name, "params": parse_params(params),
-            "mounts": list(mounts), "workspace": workspace, "memory": memory, "cpus": cpus, "gpus": gpus,
-            "project_dir": str(project_dir), "git_commit": git["commit"], "git_dirty": git["dirty"],
-            "git_diff": git["diff"] or None}
-    job = client.call("POST", "/api/jobs", json=body)
-    if as_json:
-        emit(job)
-    else:
-        click.echo(f"job {job['id']} {job['state']}; follow it with `dlbox logs -f {job['id']}`")
+    raise UsageError(USAGE)
 
 
 @cli.command(name="jobs")
@@ -946,25 +886,30 @@ def fail(message: str, exit_code: int) -> None:
 def main() -> None:
     try:
         cli.main(standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except BaseException as exc:  # noqa: BLE001 - report() lets SystemExit through
+        report(exc)
+
+
+def report(exc: BaseException) -> None:
+    """End the process for `exc`: one line on stderr and its exit code (2 for usage errors)."""
+    if isinstance(exc, click.exceptions.Exit):
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    if isinstance(exc, (click.exceptions.Abort, KeyboardInterrupt)):
         fail("interrupted", 130)
-    except click.UsageError as exc:
+    if isinstance(exc, click.UsageError):
         where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
         fail(exc.format_message() + where, 2)
-    except click.ClickException as exc:
+    if isinstance(exc, click.ClickException):
         fail(exc.format_message(), exc.exit_code)
-    except DlboxError as exc:
+    if isinstance(exc, DlboxError):
         fail(exc.message, exc.exit_code)
-    except KeyboardInterrupt:
-        fail("interrupted", 130)
-    except Exception as exc:  # noqa: BLE001 - a bug or an engine surprise: one line, the trace on request
-        import os
+    if not isinstance(exc, Exception):  # SystemExit and the like
+        raise exc
+    import os
 
-        if os.environ.get("DLBOX_DEBUG"):
-            raise
-        origin = type(exc).__module__.split(".")[0]
-        what = {"docker": "the engine", "requests": "the engine", "http": "the dlbox service"}.get(origin)
-        detail = f"{what} failed: {exc}" if what else f"internal error: {type(exc).__name__}: {exc}"
-        fail(detail.splitlines()[0] + " (DLBOX_DEBUG=1 shows the traceback)", 1)
+    if os.environ.get("DLBOX_DEBUG"):  # a bug or an engine surprise: one line, the trace on request
+        raise exc
+    origin = type(exc).__module__.split(".")[0]
+    what = {"docker": "the engine", "requests": "the engine", "http": "the dlbox service"}.get(origin)
+    detail = f"{what} failed: {exc}" if what else f"internal error: {type(exc).__name__}: {exc}"
+    fail(detail.splitlines()[0] + " (DLBOX_DEBUG=1 shows the traceback)", 1)

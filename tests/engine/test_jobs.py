@@ -180,6 +180,18 @@ def test_reproduce_rebuilds_a_deleted_image_from_the_lock(dlbox, small_image, do
     assert dlbox("logs", job_id).stdout == "six 1.16.0\n"
 
 
+def test_run_with_a_spec_file(dlbox, small_image, run_id, tmp_path):
+    """`dlbox run SPEC [OPTIONS] -- CMD`: SPEC picks the image (already built: no rebuild), and
+    the command is exactly what follows `--`, options included."""
+    (tmp_path / "dlbox.yaml").write_text(f"name: t{run_id}-jobs\nbase:\n  debian: bullseye\npip:\n  - six==1.16.0\n")
+    submitted = dlbox.json("run", "--name", "from-spec", str(tmp_path / "dlbox.yaml"), "--cpus", "1", "--",
+                           "python3", "-c", "import sys, six; print(six.__version__, sys.argv[1:])", "--cpus", "3")
+    assert submitted["image"] == small_image["image"] and submitted["name"] == "from-spec"
+    assert submitted["command"][-2:] == ["--cpus", "3"]
+    assert dlbox.json("wait", submitted["id"])["exit_code"] == 0
+    assert dlbox("logs", submitted["id"]).stdout == "1.16.0 ['--cpus', '3']\n"
+
+
 def test_bad_job_requests(dlbox, small_image):
     cases = [
         (["run", "--image", small_image["image"]], 2, "usage: dlbox run"),
