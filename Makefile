@@ -13,6 +13,7 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/python -m compileall -q src  # caches the CLI reads even where PYTHONDONTWRITEBYTECODE is set
 	touch $@
 
 ## engine: make sure a Docker Engine answers (installs and starts one if needed)
