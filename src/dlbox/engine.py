@@ -534,9 +534,11 @@ def container_events(label_filters: list[str], actions: tuple[str, ...] = ("die"
                      max_retry: float = 30.0) -> Iterator[dict]:
     """The engine's events of containers with all these labels, as {"action", "id", "labels"}; never ends.
 
-    Survives the engine going away or restarting: it reconnects, backing off from `retry` to
-    `max_retry` seconds, then yields {"action": "reconnected", ...}, because events in the gap are
-    lost and the caller should look at the engine again. Close the generator to stop it.
+    Survives the engine going away or restarting: it yields {"action": "disconnected", ...},
+    reconnects, backing off from `retry` to `max_retry` seconds, then yields
+    {"action": "reconnected", ...}, because events in the gap are lost and the caller should look
+    at the engine again. The first connection yields {"action": "connected", ...}. Close the
+    generator to stop it.
     """
     import time
 
@@ -550,8 +552,7 @@ def container_events(label_filters: list[str], actions: tuple[str, ...] = ("die"
             api = docker.from_env(version="auto", timeout=60).api  # its own connection: the stream holds it
             stream = api.events(decode=True, filters={"type": "container", "event": list(actions),
                                                       "label": list(label_filters)})
-            if seen_before:
-                yield {"action": "reconnected", "id": None, "labels": {}}
+            yield {"action": "reconnected" if seen_before else "connected", "id": None, "labels": {}}
             seen_before = True
             delay = retry
             for event in stream:
@@ -567,6 +568,7 @@ def container_events(label_filters: list[str], actions: tuple[str, ...] = ("die"
                         closable.close()
                 except Exception:  # noqa: BLE001 - closing a broken connection
                     pass
+        yield {"action": "disconnected", "id": None, "labels": {}}
         time.sleep(delay)
         delay = min(delay * 2, max_retry)
 

@@ -68,6 +68,9 @@ class Loop:
         self.thread = threading.Thread(target=self._run, daemon=True, name="reconcile")
         self.watcher = threading.Thread(target=self._watch_engine, daemon=True, name="engine-events")
         self.last_error: str | None = None
+        # /api/health: "following" the engine's die events, or "reconnecting" (ended jobs are then
+        # noticed by the 1 s period only)
+        self.events = "starting"
         self.stopping = threading.Event()
 
     def start(self) -> None:
@@ -85,9 +88,12 @@ class Loop:
         labels = [engine.MANAGED, "dlbox.kind=job", f"dlbox.home={jobs.owner_label()}"]
         while not self.stopping.is_set():
             try:
-                for _event in engine.container_events(labels):
+                for event in engine.container_events(labels):
+                    if event["action"] in ("connected", "reconnected", "disconnected"):
+                        self.events = "following" if event["action"] != "disconnected" else "reconnecting"
                     self.wake()
             except Exception:  # noqa: BLE001 - never take the service down; the 1 s period still runs
+                self.events = "reconnecting"
                 time.sleep(EVENTS_RETRY)
 
     def wake(self) -> None:
@@ -280,7 +286,7 @@ def create_app(store: Store, loop: Loop, *, mode: str = "local", mount_roots: li
         data = {"ok": True, "version": __version__, "mode": mode}
         if mode == "local":  # the details are for the owner only
             data |= {"pid": os.getpid(), "loop_error": loop.last_error, "job_errors": loop.reconciler.errors,
-                     "capacity": loop.reconciler.capacity.__dict__}
+                     "engine_events": loop.events, "capacity": loop.reconciler.capacity.__dict__}
         return data
 
     @app.post("/api/jobs", status_code=201)

@@ -15,12 +15,14 @@ from dlbox.store import Store
 
 
 class Proxy:
-    """A Unix socket forwarding to the engine's; drop() cuts every connection, as an engine restart would."""
+    """A Unix socket forwarding to the engine's; drop() cuts every connection, as an engine restart would,
+    and while `refuse` is set new connections are closed at once, as if the engine were down."""
 
     def __init__(self, path: Path, target: str = "/var/run/docker.sock"):
         self.path, self.target = str(path), target
         self.conns: list[socket.socket] = []
         self.requests = b""
+        self.refuse = False
         self.listener = socket.socket(socket.AF_UNIX)
         self.listener.bind(self.path)
         self.listener.listen()
@@ -29,6 +31,9 @@ class Proxy:
     def _accept(self) -> None:
         while True:
             client, _ = self.listener.accept()
+            if self.refuse:
+                client.close()
+                continue
             upstream = socket.socket(socket.AF_UNIX)
             upstream.connect(self.target)
             self.conns += [client, upstream]
@@ -90,6 +95,7 @@ def test_container_events_yields_dies_and_survives_a_dropped_connection(small_im
     run_labels = {**labelled, mark.split("=")[0]: mark.split("=")[1]}
 
     until(lambda: b"/events" in proxy.requests, 20, "the event stream to open")
+    assert next_event(events, lambda e: True)["action"] == "connected"
     first = docker_client.containers.run(small_image["image"], ["true"], labels=run_labels, detach=True)
     assert next_event(events, lambda e: e["id"] == first.id)["action"] == "die"
     unlabelled = docker_client.containers.run(small_image["image"], ["true"], labels=labelled, detach=True)
@@ -99,6 +105,7 @@ def test_container_events_yields_dies_and_survives_a_dropped_connection(small_im
     proxy.drop()  # the engine goes away mid-stream
     seen: list[dict] = []
     next_event(events, lambda e: e["action"] == "reconnected", seen=seen)
+    assert "disconnected" in [e["action"] for e in seen]
     second = docker_client.containers.run(small_image["image"], ["true"], labels=run_labels, detach=True)
     assert next_event(events, lambda e: e["id"] == second.id, seen=seen)["action"] == "die"  # after reconnecting
     assert unlabelled.id not in {e["id"] for e in seen}  # filtered by label
@@ -124,5 +131,30 @@ def test_the_loop_finishes_a_job_when_its_container_dies_not_a_period_later(smal
                       "the job to be finished")
         assert ended.state == JobState.SUCCEEDED.value
         assert ended.ended_at - ended.started_at < 2 + 3  # the die event woke the loop
+    finally:
+        loop.stop()
+
+
+def test_health_says_whether_the_loop_follows_the_engine_events(tmp_path, monkeypatch, run_id):
+    from fastapi.testclient import TestClient
+
+    engine.client()  # the loop's own engine calls stay on the real engine (the client is made once)
+    proxy = Proxy(tmp_path / "engine.sock")
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{proxy.path}")  # the event stream's own connection goes here
+    monkeypatch.setenv("DLBOX_HOME", str(tmp_path / "home"))
+    store = Store()
+    loop = service.Loop(store, jobs.Capacity(cpus=2, memory=None, gpus=[]))
+    api = TestClient(service.create_app(store, loop))
+    loop.start()
+    try:
+        def events():
+            return api.get("/api/health").json()["engine_events"]
+
+        until(lambda: events() == "following", 20, "the loop to follow the events")
+        proxy.refuse = True  # the engine goes away and stays away
+        proxy.drop()
+        until(lambda: events() == "reconnecting", 20, "health to say the events are lost")
+        proxy.refuse = False
+        until(lambda: events() == "following", 60, "the loop to follow the events again")
     finally:
         loop.stop()
