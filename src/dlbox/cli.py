@@ -552,8 +552,10 @@ def run(args, preset, image, workspace, name, mounts, memory, cpus, gpus, params
 
     The job runs in its own container and keeps running when this command, the terminal or
     dlbox's service ends. Its record keeps the exact image ID, lock, git commit and metrics
-    written to $DLBOX_RUN_DIR/metrics.jsonl. Without `--`, CMD starts at the first word that
-    is not an option (and no SPEC is read).
+    written to $DLBOX_RUN_DIR/metrics.jsonl.
+
+    SPEC is a .yaml/.yml (or existing) file followed by options only, then `--`. Otherwise CMD
+    starts at the first word that is not an option; the options and `--` after it are CMD's own.
 
     \b
     dlbox run --preset tensorflow-2.9 --mount examples/digits:/code:ro -- python /code/train.py

@@ -94,8 +94,16 @@ def _start_service(path: str) -> socket.socket:
     raise DlboxError(f"the dlbox service did not start within {START_TIMEOUT:.0f}s: {tail[0]} (log: {log})")
 
 
+_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/-._~")
+
+
 def _request(method: str, path: str, json, params: dict | None) -> tuple[str, bytes | None, dict]:
-    """(path with query, body, headers) of one request."""
+    """(path with query, body, headers) of one request. Names from the user go into paths: quoted,
+    so a space or a line break is a name the service refuses, never a header of its own."""
+    if not _PLAIN.issuperset(path):
+        from urllib.parse import quote
+
+        path = quote(path, safe="/")
     if params:
         from urllib.parse import urlencode
 
@@ -140,24 +148,30 @@ def _exchange(sock: socket.socket, method: str, target: str, body: bytes | None,
     raw_head, sep, data = b"".join(chunks).partition(b"\r\n\r\n")
     lines = raw_head.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ", 2)
-    if not sep or len(parts) < 2 or not parts[0].startswith("HTTP/1."):
+    if not sep or len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
         raise ValueError("not an HTTP answer")
     fields = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
     if fields.get("transfer-encoding", "").lower() == "chunked":
         data = _unchunk(data)
     elif "content-length" in fields:
-        if len(data) < int(fields["content-length"]):
+        length = int(fields["content-length"]) if fields["content-length"].isdigit() else -1
+        if not 0 <= length <= len(data):
             raise ValueError("the answer was cut short")
-        data = data[:int(fields["content-length"])]
+        data = data[:length]
     return int(parts[1]), data
 
 
 def _unchunk(data: bytes) -> bytes:
-    """A chunked body (RFC 9112 7.1), trailers ignored."""
+    """A chunked body (RFC 9112 7.1), extensions and trailers ignored."""
     out, at = [], 0
     while True:
-        end = data.index(b"\r\n", at)
-        size = int(data[at:end].split(b";")[0], 16)
+        end = data.find(b"\r\n", at)
+        try:
+            size = int(data[at:end].split(b";")[0], 16) if end >= 0 else -1
+        except ValueError:
+            raise ValueError("malformed chunked answer") from None
+        if size < 0 or end + 2 + size + 2 > len(data):
+            raise ValueError("the answer was cut short")
         if size == 0:
             return b"".join(out)
         out.append(data[end + 2:end + 2 + size])

@@ -20,7 +20,7 @@ def describe(directory: Path) -> dict:
     One `git status` gives both the commit and the changes (every `dlbox run` waits on this);
     the diff is asked for only when there is one.
     """
-    status = _git(directory, "status", "--porcelain=v2", "--branch", "--untracked-files=normal")
+    status = _git(directory, "status", "--porcelain=v2", "--branch")  # honours status.showUntrackedFiles
     lines = (status or "").splitlines()
     commit = next((line.split()[2] for line in lines if line.startswith("# branch.oid ")), None)
     if commit is None or commit == "(initial)":  # not a repository, or nothing committed yet

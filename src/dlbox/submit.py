@@ -7,6 +7,9 @@ arguments here, with the grammar `--help` shows:
 
     dlbox run [SPEC] [OPTIONS] -- CMD [ARGS]...     (or, without SPEC: [OPTIONS] CMD [ARGS]...)
 
+SPEC is a .yaml/.yml or existing file followed by options only, then `--`; otherwise CMD starts
+at the first word that is not an option, and the options and `--` after it are CMD's own.
+
 Anything else (--help, an unknown option, a missing or malformed value) goes to click's
 `run` command, which says what is wrong. A unit test keeps the table below equal to
 click's options and checks that both read every sample alike.
@@ -15,6 +18,7 @@ click's options and checks that both read every sample alike.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -33,7 +37,7 @@ def parse(argv: list[str]) -> dict | None:
     """The keywords of `submit` for the words after `run`, or None: leave them to click."""
     found: dict = {name: [] if name in REPEATABLE else None for name in OPTIONS.values()}
     found.update(as_json=False, spec=[], command=[])
-    separated = "--" in argv  # with `--`, words before it are SPEC; without, the first word starts CMD
+    separated = "--" in argv  # SPEC: a spec file followed by options only, then `--`; else CMD starts there
     at = 0
     while at < len(argv):
         word = argv[at]
@@ -41,12 +45,12 @@ def parse(argv: list[str]) -> dict | None:
             found["command"] = argv[at + 1:]
             return found
         if not word.startswith("-") or word == "-":
-            if not separated:
-                found["command"] = argv[at:]
-                return found
-            found["spec"].append(word)
-            at += 1
-            continue
+            if separated and not found["spec"] and _is_spec(word) and _only_options_until_separator(argv, at + 1):
+                found["spec"].append(word)
+                at += 1
+                continue
+            found["command"] = argv[at:]  # CMD's own words (a `--` of its own included)
+            return found
         name, equals, value = word.partition("=")
         if name in FLAGS and not equals:
             found[FLAGS[name]] = True
@@ -71,6 +75,24 @@ def parse(argv: list[str]) -> dict | None:
             found[key] = value  # the last one counts, as in click
         at += 1
     return found
+
+
+def _is_spec(word: str) -> bool:
+    """A spec file by name or by being one (`dlbox run python -- t.py` runs python)."""
+    return word.endswith((".yaml", ".yml")) or os.path.isfile(word)
+
+
+def _only_options_until_separator(argv: list[str], at: int) -> bool:
+    """Whether argv[at:] is dlbox's own options up to a `--`: then the word before them is SPEC."""
+    while at < len(argv) and argv[at] != "--":
+        name, equals, _ = argv[at].partition("=")
+        if name in FLAGS and not equals:
+            at += 1
+        elif name in OPTIONS:
+            at += 1 if equals else 2
+        else:
+            return False
+    return at < len(argv)
 
 
 def parse_params(pairs: list[str]) -> dict[str, str]:

@@ -41,7 +41,11 @@ async def big(_request: Request):
     return JSONResponse({"rows": ["r" * 100] * 5000})
 
 
-APP = Starlette(routes=[Route("/echo", echo, methods=["GET", "POST"]), Route("/chunked", chunked),
+async def named(request: Request):
+    return JSONResponse({"name": request.path_params["name"], "evil": request.headers.get("x-evil")})
+
+
+APP = Starlette(routes=[Route("/echo", echo, methods=["GET", "POST"]), Route("/named/{name}", named), Route("/chunked", chunked),
                         Route("/missing", missing), Route("/invalid", invalid, methods=["POST"]), Route("/big", big)])
 
 
@@ -98,6 +102,23 @@ def test_call_goes_through_the_configured_socket(service, monkeypatch, tmp_path)
     monkeypatch.delenv("DLBOX_URL", raising=False)
     got = client.call("GET", "/echo", params={"all": True, "skip": None})
     assert got["query"] == {"all": "true"} and got["user"]
+
+
+def test_names_in_paths_are_quoted_never_headers(service, monkeypatch, tmp_path):
+    home = tmp_path / "home"
+    (home / "service").mkdir(parents=True)
+    (home / "service" / "dlbox.sock").symlink_to(service)
+    monkeypatch.setenv("DLBOX_HOME", str(home))
+    monkeypatch.delenv("DLBOX_URL", raising=False)
+    for name in ("a b", "x\r\nX-Evil: 1", "dé", "50%"):
+        assert client.call("GET", f"/named/{name}") == {"name": name, "evil": None}
+
+
+def test_cut_or_malformed_chunks_are_errors():
+    assert client._unchunk(b"3;ext=1\r\nabc\r\n0\r\nTrailer: x\r\n\r\n") == b"abc"
+    for data, message in ((b"5\r\nab", "cut short"), (b"zz\r\nab\r\n", "malformed"), (b"3\r\nabc\r\n", "cut short")):
+        with pytest.raises(ValueError, match=message):
+            client._unchunk(data)
 
 
 def test_not_http_is_a_clear_error(tmp_path):

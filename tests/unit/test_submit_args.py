@@ -49,7 +49,18 @@ def test_spec_before_the_separator():
     got = submit.parse(["dlbox.yaml", "--cpus", "2", "--", "python", "train.py", "--cpus", "3"])
     assert got["spec"] == ["dlbox.yaml"] and got["cpus"] == 2.0
     assert got["command"] == ["python", "train.py", "--cpus", "3"]
-    assert submit.parse(["--cpus", "2", "a.yaml", "b.yaml", "--", "x"])["spec"] == ["a.yaml", "b.yaml"]
+    got = submit.parse(["--name", "n", "a.yaml", "--json", "--mount=a:/b", "--cpus", "1", "--", "x"])
+    assert got["spec"] == ["a.yaml"] and got["as_json"] and got["mounts"] == ["a:/b"] and got["command"] == ["x"]
+
+
+@pytest.mark.parametrize("argv, command", [
+    (["--image", "x", "python", "--", "t.py"], ["python", "--", "t.py"]),        # CMD's own `--`
+    (["--image", "x", "git", "diff", "--", "f"], ["git", "diff", "--", "f"]),
+    (["--image", "x", "torchrun", "--nproc", "2", "--", "train.py"], ["torchrun", "--nproc", "2", "--", "train.py"]),
+])
+def test_a_separator_inside_the_command_is_the_commands(argv, command):
+    got = submit.parse(argv)
+    assert got["spec"] == [] and got["image"] == "x" and got["command"] == command
 
 
 def test_without_separator_the_command_starts_at_the_first_word():
