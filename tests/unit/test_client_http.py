@@ -94,22 +94,22 @@ def test_errors_keep_their_kind(service):
         client._result(*ask(service, "POST", "/invalid", b"{}"))
 
 
-def test_call_goes_through_the_configured_socket(service, monkeypatch, tmp_path):
+@pytest.fixture
+def local_home(service, monkeypatch, tmp_path):
+    """A dlbox home whose service socket is the test server's: client.call goes there."""
     home = tmp_path / "home"
     (home / "service").mkdir(parents=True)
     (home / "service" / "dlbox.sock").symlink_to(service)
     monkeypatch.setenv("DLBOX_HOME", str(home))
     monkeypatch.delenv("DLBOX_URL", raising=False)
+
+
+def test_call_goes_through_the_configured_socket(local_home):
     got = client.call("GET", "/echo", params={"all": True, "skip": None})
     assert got["query"] == {"all": "true"} and got["user"]
 
 
-def test_names_in_paths_are_quoted_never_headers(service, monkeypatch, tmp_path):
-    home = tmp_path / "home"
-    (home / "service").mkdir(parents=True)
-    (home / "service" / "dlbox.sock").symlink_to(service)
-    monkeypatch.setenv("DLBOX_HOME", str(home))
-    monkeypatch.delenv("DLBOX_URL", raising=False)
+def test_names_in_paths_are_quoted_never_headers(local_home):
     for name in ("a b", "x\r\nX-Evil: 1", "dé", "50%"):
         assert client.call("GET", f"/named/{name}") == {"name": name, "evil": None}
 
