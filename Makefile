@@ -24,8 +24,9 @@ engine: venv
 quickstart: venv engine
 	$(BIN)/dlbox build --preset $(PRESET)
 	$(BIN)/dlbox verify dlbox/$(PRESET):latest
-	$(BIN)/dlbox start quickstart 2>/dev/null || \
-	    $(BIN)/dlbox up quickstart --preset $(PRESET) --mount "$(CURDIR)/examples:/workspace/examples:ro"
+	@# made anew each time, so it mounts this checkout's examples; its /workspace volume is kept
+	@$(BIN)/dlbox rm quickstart >/dev/null 2>&1 || true
+	$(BIN)/dlbox up quickstart --preset $(PRESET) --mount "$(CURDIR)/examples:/workspace/examples:ro"
 	$(BIN)/dlbox exec quickstart -- python /workspace/examples/check_tf.py
 	@id=$$($(BIN)/dlbox run --preset $(PRESET) --mount "$(CURDIR)/examples/digits:/code:ro" --param epochs=10 \
 	    --json -- python /code/train.py | $(BIN)/python -c 'import json, sys; print(json.load(sys.stdin)["id"])') && \

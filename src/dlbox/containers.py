@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dlbox.errors import UsageError
+from dlbox.errors import DlboxError, UsageError
 from dlbox.sizes import format_size, parse_size
 
 if TYPE_CHECKING:
@@ -132,9 +132,13 @@ def parse_mount(text: str, *, base: Path | None = None) -> Mount:
 
 def recheck(mounts: list[Mount]) -> None:
     """Right before a container is made or started again: each source must still be the real path
-    that was checked. A symlink swapped in since (by someone who can write there) is refused."""
+    that was checked. A symlink swapped in since (by someone who can write there) is refused, and so
+    is a source that is gone: the engine would make an empty root-owned folder there and mount that."""
     for mount in mounts:
         source = Path(mount.source)
+        if not source.exists():
+            raise DlboxError(f"--mount: {mount.source} no longer exists; refusing to mount an empty folder in its "
+                             "place (recreate it, or remove and re-create what mounts it)", code="mount_missing")
         if source.resolve() != source or _forbidden(source):
             raise UsageError(f"--mount: {mount.source} changed since it was checked (now {source.resolve()}); "
                              "refusing to mount it")

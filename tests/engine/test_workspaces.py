@@ -232,6 +232,23 @@ def test_data_survives_rm_and_up_until_purged(dlbox, tf_image, run_id, docker_cl
     assert again["state"] == "running"
 
 
+def test_start_refuses_a_mount_whose_source_is_gone(dlbox, tf_image, run_id, tmp_path):
+    """The engine would make an empty root-owned folder in its place and start as if all were well."""
+    name = f"t{run_id}-gone"
+    data = tmp_path / "data"
+    data.mkdir()
+    dlbox.json("up", name, "--image", tf_image["image"], "--no-jupyter", "--mount", f"{data}:/data:ro")
+    try:
+        dlbox("stop", name)
+        data.rmdir()
+        result = dlbox("start", name, check=False)
+        assert result.returncode == 1 and "no longer exists" in result.stderr and result.stderr.count("\n") == 1
+        assert not data.exists()
+        assert {r["name"]: r for r in dlbox.json("ls")}[name]["state"] != "running"
+    finally:
+        dlbox("rm", name, "--purge-data", check=False)
+
+
 def test_ten_parallel_ups_get_distinct_ports(dlbox, tf_image, run_id):
     names = [f"t{run_id}-p{i}" for i in range(10)]
     try:

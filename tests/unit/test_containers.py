@@ -212,3 +212,16 @@ def test_a_mount_source_swapped_for_a_symlink_after_the_check_is_refused(tmp_pat
     data.symlink_to(tmp_path / "elsewhere")
     with pytest.raises(UsageError, match="changed since it was checked"):
         containers.recheck([mount])
+
+
+def test_a_mount_source_that_is_gone_is_refused_not_recreated(tmp_path):
+    from dlbox import containers
+    from dlbox.errors import DlboxError, UsageError
+
+    data = tmp_path / "data"
+    data.mkdir()
+    mount = containers.parse_mount(f"{data}:/data:ro")
+    data.rmdir()
+    with pytest.raises(DlboxError, match="no longer exists") as caught:
+        containers.recheck([mount])
+    assert not isinstance(caught.value, UsageError) and not data.exists()
