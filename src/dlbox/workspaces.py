@@ -120,13 +120,18 @@ def public_key(req: UpRequest) -> tuple[str, Path | None]:
     raise UsageError("--ssh needs a public key: --ssh-key FILE.pub (no ~/.ssh/id_ed25519.pub or id_rsa.pub found)")
 
 
-def _held_gpus(exclude: str | None = None) -> dict[str, list[str]]:
-    held = {}
+def _held_gpus(viewer: str | None = None) -> dict[str, list[str]]:
+    """GPU IDs by holder, for a gpu_busy message to `viewer` (None: this machine's owner, who sees
+    all). On a team server another user's workspace or job is not named."""
+    held: dict[str, list[str]] = {}
     for attrs in engine.list_containers([engine.MANAGED, "dlbox.gpus"]):
         labels = attrs["Config"]["Labels"]
+        if not labels.get("dlbox.gpus"):
+            continue
         holder = labels.get("dlbox.workspace") or labels.get("dlbox.job") or attrs["Name"].lstrip("/")
-        if holder != exclude and labels.get("dlbox.gpus"):
-            held[holder] = labels["dlbox.gpus"].split(",")
+        if viewer is not None and labels.get("dlbox.owner") != viewer:
+            holder = f"another user's {'job' if labels.get('dlbox.job') else 'workspace'}"
+        held.setdefault(holder, []).extend(labels["dlbox.gpus"].split(","))
     return held
 
 
@@ -173,7 +178,8 @@ def up(req: UpRequest, progress: Progress) -> dict:
             raise DlboxError("--gpus: the engine has no GPU runtime (install the NVIDIA container toolkit and "
                              f"restart dockerd; runtimes here: {', '.join(capacity['runtimes'])})",
                              code="no_gpu_runtime")
-        gpu_ids = gpus.allocate(gpu_request, available=gpus.inventory(), held=_held_gpus(), share=req.share_gpus)
+        gpu_ids = gpus.allocate(gpu_request, available=gpus.inventory(), held=_held_gpus(req.owner),
+                               share=req.share_gpus)
 
     user = (image.get("user") or "dl")
     uid = int(image.get("uid") or 1000)

@@ -249,6 +249,31 @@ def test_start_refuses_a_mount_whose_source_is_gone(dlbox, tf_image, run_id, tmp
         dlbox("rm", name, "--purge-data", check=False)
 
 
+def test_gpu_holders_of_other_users_are_not_named(tf_image, docker_client, labelled, run_id):
+    """What a gpu_busy message may say to whom (the GPU itself cannot be had here: no nvidia runtime)."""
+    from dlbox import gpus, workspaces
+
+    holders = [({"dlbox.workspace": f"t{run_id}-bobs-secret-project", "dlbox.owner": "bob", "dlbox.gpus": "0"}),
+               ({"dlbox.job": f"t{run_id}job", "dlbox.owner": "bob", "dlbox.gpus": "1"}),
+               ({"dlbox.workspace": f"t{run_id}-alices", "dlbox.owner": "alice", "dlbox.gpus": "2"})]
+    made = [docker_client.containers.run(tf_image["image"], ["sleep", "60"], labels={**labelled, **labels},
+                                         detach=True) for labels in holders]
+    try:
+        ours = lambda held: {k: v for k, v in held.items() if run_id in k or "another" in k}  # noqa: E731
+        as_alice = ours(workspaces._held_gpus("alice"))
+        assert as_alice[f"t{run_id}-alices"] == ["2"]
+        assert "0" in as_alice["another user's workspace"] and "1" in as_alice["another user's job"]
+        assert not any("bob" in k for k in as_alice)
+        as_owner = ours(workspaces._held_gpus())  # the machine's owner (local mode) sees every name
+        assert as_owner[f"t{run_id}-bobs-secret-project"] == ["0"] and as_owner[f"t{run_id}job"] == ["1"]
+        with pytest.raises(gpus.DlboxError, match="another user's workspace") as busy:
+            gpus.allocate(["0"], available=["0", "1", "2"], held=as_alice)
+        assert "bobs-secret-project" not in busy.value.message
+    finally:
+        for container in made:
+            container.remove(force=True)
+
+
 def test_ten_parallel_ups_get_distinct_ports(dlbox, tf_image, run_id):
     names = [f"t{run_id}-p{i}" for i in range(10)]
     try:
