@@ -69,6 +69,29 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def wait_until_answers(url: str, proc, log, timeout: float, what: str) -> None:
+    """Poll `url` until it answers; fail with the end of `log` if `proc` exits or `timeout` passes."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"{what} did not answer: {log.read_text()[-2000:]}")
+            time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def await_http():
+    """wait_until_answers, for test modules (conftest is not importable from them)."""
+    return wait_until_answers
+
+
 @pytest.fixture(scope="session")
 def start_server():
     """A context manager: `dlbox server` on a free port in `env`'s home, yielding its URL. Its log is
@@ -76,8 +99,6 @@ def start_server():
     import contextlib
     import subprocess
     import sys
-    import time
-    import urllib.request
     from pathlib import Path
 
     @contextlib.contextmanager
@@ -88,16 +109,7 @@ def start_server():
         proc = subprocess.Popen([sys.executable, "-m", "dlbox", "server", "--port", str(port), *args], env=env,
                                 stdin=subprocess.DEVNULL, stdout=log.open("wb"), stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/api/health", timeout=1)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    proc.kill()
-                    pytest.fail(f"dlbox server did not answer: {log.read_text()[-2000:]}")
-                time.sleep(0.2)
+        wait_until_answers(f"{url}/api/health", proc, log, 30, "dlbox server")
         try:
             yield url
         finally:

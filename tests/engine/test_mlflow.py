@@ -6,7 +6,6 @@ import json
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 
 
 @pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
+def mlflow_server(tmp_path_factory, await_http):
     venv = Path.home() / ".cache" / "dlbox-tests" / "mlflow-venv"
     if not (venv / "bin" / "mlflow").exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
@@ -29,16 +28,7 @@ def mlflow_server(tmp_path_factory):
          "--workers", "1"],
         stdout=(work / "server.log").open("wb"), stderr=subprocess.STDOUT)
     uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            urllib.request.urlopen(f"{uri}/health", timeout=2)
-            break
-        except OSError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                server.kill()
-                pytest.fail(f"mlflow server did not start: {(work / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.5)
+    await_http(f"{uri}/health", server, work / "server.log", 180, "mlflow server")
     yield uri
     server.terminate()
     server.wait(timeout=30)
