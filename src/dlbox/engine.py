@@ -512,12 +512,9 @@ def exec_capture(container: str, command: list[str], *, user: str | None = None)
 
 
 def logs(container: str, *, follow: bool = False, tail: int | str = "all"):
-    """Yields chunks of the container's output (stdout and stderr)."""
-    api = client().api
-    if follow:
-        yield from api.logs(container, stream=True, follow=True, tail=tail)
-    else:
-        yield api.logs(container, tail=tail)
+    """Yields chunks of the container's output (stdout and stderr), streamed: a log of any size is
+    never held in memory whole."""
+    yield from client().api.logs(container, stream=True, follow=follow, tail=tail)
 
 
 def oom_events(container: str, since: int) -> list[int]:

@@ -60,6 +60,9 @@ class Job(Base):
     started_at: Mapped[float | None] = mapped_column(Float)
     ended_at: Mapped[float | None] = mapped_column(Float)
     reproduces: Mapped[str | None] = mapped_column(String(32))
+    notes: Mapped[list | None] = mapped_column(JSON)  # what collection cut or skipped (0005)
+    finish_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    artifact_bytes: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class User(Base):
@@ -99,6 +102,15 @@ class Workspace(Base):
     info: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
+
+
+class RetiredName(Base):
+    """The name of a removed user: never given again, so nobody inherits their runs or volumes."""
+
+    __tablename__ = "retired_names"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    removed_at: Mapped[float] = mapped_column(Float)
 
 
 class Metric(Base):
