@@ -22,7 +22,8 @@ from dlbox.store import Store, Token, User
 ROLES = ("admin", "user")
 PREFIX = "dlb_"
 USER_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-QUOTA_KEYS = ("workspaces", "cpus", "memory", "gpus")
+QUOTA_KEYS = ("workspaces", "cpus", "memory", "gpus", "storage")  # storage: bytes of run artifacts kept
+SIZES = ("memory", "storage")
 MAX_LIFETIME = 3650 * 86400
 TOKEN_SHAPE = re.compile(r"^dlb_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 
@@ -85,13 +86,13 @@ def parse_quota(pairs: dict[str, str | int | float | None]) -> dict:
         if value is None or value == "":
             continue
         try:
-            number = parse_size(str(value)) if key == "memory" else float(value)
+            number = parse_size(str(value)) if key in SIZES else float(value)
         except ValueError:
-            raise UsageError(f"quota.{key}: {value!r} is not a number{' or size such as 8g' if key == 'memory' else ''}") \
+            raise UsageError(f"quota.{key}: {value!r} is not a number{' or size such as 8g' if key in SIZES else ''}") \
                 from None
         if number < 0:
             raise UsageError(f"quota.{key}: must not be negative")
-        quota[key] = int(number) if key in ("workspaces", "memory", "gpus") else number
+        quota[key] = int(number) if key in ("workspaces", "memory", "gpus", "storage") else number
     return quota
 
 
@@ -106,7 +107,7 @@ def check_quota(user: str, quota: dict, held: dict, asked: dict) -> None:
         total = (held.get(key) or 0) + asked[key]
         if total > quota[key] + 1e-9:
             def show(v):
-                return f"{v / 1024**3:.1f}g" if key == "memory" else f"{v:g}"
+                return f"{v / 1024**3:.1f}g" if key in SIZES else f"{v:g}"
             raise Forbidden(f"quota {key}: {user} may hold {show(quota[key])}, holds {show(held.get(key) or 0)} "
                             f"and asks for {show(asked[key])}", code="quota_exceeded")
 

@@ -671,6 +671,10 @@ def runs_show(run_id: str, as_json: bool) -> None:
     click.echo(f"{'params':<13} {record['params']}")
     click.echo(f"{'metrics':<13} {record['metrics']}")
     click.echo(f"{'artifacts':<13} {', '.join(record['artifacts']) or '-'} (in {record['artifacts_dir']})")
+    for link in record.get("artifact_links") or []:
+        click.echo(f"{'':<13} {link['path']} -> {link['target']} (a link: recorded, not followed)")
+    for note in record.get("notes") or []:
+        click.echo(f"{'note':<13} {note}")
 
 
 @runs.command(name="diff")
@@ -770,7 +774,8 @@ def server(host: str, port: int, mount_roots: tuple[str, ...], workspace_host: s
 
 def quota_flags(command):
     for flag, kind, text in (("--workspaces", int, "workspaces at once"), ("--cpus", float, "CPUs"),
-                             ("--memory", str, "memory, e.g. 16g"), ("--gpus", int, "GPUs")):
+                             ("--memory", str, "memory, e.g. 16g"), ("--gpus", int, "GPUs"),
+                             ("--storage", str, "bytes of run artifacts kept, e.g. 50g")):
         command = click.option(flag, type=kind, help=f"Quota: {text}.")(command)
     return command
 
@@ -785,9 +790,9 @@ def users() -> None:
 @click.option("--admin", is_flag=True, help="May manage users and see everything.")
 @quota_flags
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
-def users_add(name, admin, gpus, memory, cpus, workspaces, as_json) -> None:
+def users_add(name, admin, gpus, memory, cpus, workspaces, storage, as_json) -> None:
     """Add user NAME and print their first API token (shown once: hand it over safely)."""
-    quota = {"workspaces": workspaces, "cpus": cpus, "memory": memory, "gpus": gpus}
+    quota = {"workspaces": workspaces, "cpus": cpus, "memory": memory, "gpus": gpus, "storage": storage}
     user = on_server("POST", "/api/users", json={"name": name, "admin": admin, "quota": quota})
     if as_json:
         emit(user)
@@ -813,10 +818,10 @@ def users_ls(as_json: bool) -> None:
 @click.argument("name")
 @quota_flags
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
-def users_quota(name, gpus, memory, cpus, workspaces, as_json) -> None:
+def users_quota(name, gpus, memory, cpus, workspaces, storage, as_json) -> None:
     """Set NAME's quotas (the flags given; the others are lifted)."""
-    user = on_server("PUT", f"/api/users/{name}/quota",
-                     json={"workspaces": workspaces, "cpus": cpus, "memory": memory, "gpus": gpus})
+    user = on_server("PUT", f"/api/users/{name}/quota", json={"workspaces": workspaces, "cpus": cpus,
+                                                             "memory": memory, "gpus": gpus, "storage": storage})
     emit(user) if as_json else click.echo(f"{name}: quota {user['quota'] or 'none'}")
 
 

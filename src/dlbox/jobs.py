@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from dlbox import config, containers, engine, gpus
+from dlbox import collect, config, containers, engine, gpus
 from dlbox.errors import NotFound
 from dlbox.jobstate import JobState, final_state
 from dlbox.store import Job, Store
@@ -24,6 +24,7 @@ PREFIX = "dlbox-job-"
 RUN_DIR = "/dlbox/run"
 LIB_DIR = "/opt/dlbox/lib"
 CANCEL_GRACE = 10
+FINISH_ATTEMPTS = 5  # then the job is lost, with the reason; retried after 1, 2, 4, 8 s
 START_PARALLEL = 4
 SECRET_KEY = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|PRIVATE|CREDENTIAL", re.IGNORECASE)
 
@@ -38,7 +39,13 @@ def new_id() -> str:
 
 
 def run_dir(job_id: str) -> Path:
+    """The service's record of a run (log, artifacts): root-owned, never mounted into the job."""
     return config.home() / "runs" / job_id
+
+
+def job_dir(job_id: str) -> Path:
+    """The job's own folder, mounted at RUN_DIR: everything in it is the job's to forge."""
+    return run_dir(job_id) / "job"
 
 
 def redact(env: dict[str, str]) -> dict[str, str]:
@@ -175,11 +182,7 @@ def _container_spec(job: Job) -> tuple[containers.ContainerSpec, dict[str, str]]
     labels = attrs["Config"].get("Labels") or {}
     uid = int(labels.get("dlbox.uid") or 1000)
     user = labels.get("dlbox.user") or attrs["Config"].get("User") or str(uid)
-    directory = run_dir(job.id)
-    (directory / "artifacts").mkdir(parents=True, exist_ok=True)
-    (directory / "params.json").write_text(json.dumps(job.params))
-    for path in (directory, directory / "artifacts", directory / "params.json"):
-        os.chown(path, uid, uid)
+    directory = make_job_dir(job, uid)
     image_env = dict(item.split("=", 1) for item in attrs["Config"].get("Env") or [])
     env = {"DLBOX_RUN_DIR": RUN_DIR, "DLBOX_JOB_ID": job.id,
            "PYTHONPATH": ":".join(filter(None, [LIB_DIR, image_env.get("PYTHONPATH")])),
@@ -197,45 +200,108 @@ def _container_spec(job: Job) -> tuple[containers.ContainerSpec, dict[str, str]]
     return spec, redact({**image_env, **env})
 
 
+def make_job_dir(job: Job, uid: int) -> Path:
+    """runs/ID (root's, 0700: no host user can reach in) holding runs/ID/job, the job's to write."""
+    record = run_dir(job.id)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.mkdir(mode=0o700, exist_ok=True)
+    record.chmod(0o700)
+    directory = job_dir(job.id)
+    if directory.exists():  # a start that failed half-way: begin again with a fresh folder
+        collect.remove_tree(directory)
+    directory.mkdir(mode=0o700)
+    (directory / "artifacts").mkdir()
+    (directory / "params.json").write_text(json.dumps(job.params))
+    for path in (directory, directory / "artifacts", directory / "params.json"):
+        os.chown(path, uid, uid)
+    return directory
+
+
 def _rechecked(mounts: list[containers.Mount]) -> list[containers.Mount]:
     containers.recheck(mounts)  # a queued job may start long after its mounts were checked
     return mounts
 
 
-def finish(store: Store, job: Job, attrs: dict) -> None:
-    """running -> final: exit code, OOM, logs, metrics, then the container goes."""
-    state = attrs["State"]
-    exit_code = int(state.get("ExitCode", -1))
-    oom = bool(state.get("OOMKilled")) or (exit_code == 137 and bool(engine.oom_events(attrs["Id"], since=int(
-        job.started_at or job.submitted_at) - 1)))
+def finish(store: Store, job: Job, attrs: dict | None) -> None:
+    """running -> finishing -> final: exit code, OOM, logs, metrics, artifacts, then the container goes.
+
+    Raises if collecting fails (disk full, database down); the reconciler retries with a back-off
+    and in the end marks the job lost. The job stops holding capacity as soon as it is finishing.
+    """
+    if attrs is not None:
+        state = attrs["State"]
+        exit_code = int(state.get("ExitCode", -1))
+        oom = bool(state.get("OOMKilled")) or (exit_code == 137 and bool(engine.oom_events(attrs["Id"], since=int(
+            job.started_at or job.submitted_at) - 1)))
+    else:  # gone while finishing: what was recorded when it ended
+        exit_code, oom = (job.exit_code if job.exit_code is not None else -1), False
+    if job.state != JobState.FINISHING.value:
+        job = store.transition(job.id, JobState.FINISHING, exit_code=exit_code)
     final, reason = final_state(exit_code=exit_code, oom_killed=oom, cancel_requested=job.cancel_requested)
-    save_logs(job.id, attrs["Id"])
-    collect_metrics(store, job.id)
+    notes = collect.Notes()
+    if attrs is not None:
+        save_logs(job.id, attrs["Id"], notes)
+    elif not (run_dir(job.id) / "output.log").exists():
+        notes.add("log: the container was gone before its log was saved")
+    collect_outputs(store, job, notes)
     record_image_files(store, job)
-    store.transition(job.id, final, reason=reason, exit_code=exit_code)
-    engine.remove_container(attrs["Id"])
+    store.transition(job.id, final, reason=reason, exit_code=exit_code, notes=notes.as_list() or None)
+    if attrs is not None:
+        engine.remove_container(attrs["Id"])
+    collect.remove_tree(job_dir(job.id))  # its outputs are copied out; the job's own folder goes
 
 
-def save_logs(job_id: str, container_id: str) -> None:
-    path = run_dir(job_id) / "output.log"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("wb") as handle:
-        for chunk in engine.logs(container_id):
-            handle.write(chunk)
+def save_logs(job_id: str, container_id: str, notes: collect.Notes | None = None) -> None:
+    """The container's whole output, streamed into runs/ID/output.log (capped by the log limit)."""
+    collect.save_log(engine.logs(container_id), run_dir(job_id), collect.Limits.from_env().log_bytes,
+                     notes if notes is not None else collect.Notes())
 
 
-def collect_metrics(store: Store, job_id: str) -> None:
-    rows = []
-    path = run_dir(job_id) / "metrics.jsonl"
-    if path.exists():
-        for line in path.read_text(errors="replace").splitlines():
-            try:
-                row = json.loads(line)
-                float(row["value"])
-                rows.append(row)
-            except (ValueError, KeyError, TypeError):
-                continue  # a torn or foreign line is skipped, not fatal
-    store.replace_metrics(job_id, rows)
+def collect_outputs(store: Store, job: Job, notes: collect.Notes) -> None:
+    """Metrics and artifacts out of the job's folder, without following anything the job made."""
+    limits = collect.Limits.from_env()
+    source = job_dir(job.id)
+    if not source.is_dir():  # a run from before run folders were split keeps what it has
+        return
+    store.replace_metrics(job.id, collect.read_metrics(source, limits, notes))
+    budget, why = limits.artifact_bytes, "the artifact limit"
+    room = storage_left(store, job)
+    if room is not None and room < budget:
+        budget, why = room, f"quota storage: {job.user} may keep {_size(storage_quota(store, job.user))}"
+    dest = run_dir(job.id) / "artifacts"
+    if dest.exists():  # an earlier attempt got this far: copy again from the start
+        collect.remove_tree(dest)
+    manifest = collect.copy_artifacts(source, dest, budget, notes, why=why)
+    (run_dir(job.id) / "artifacts.json").write_text(json.dumps(manifest.to_json()))
+    store.update(job.id, artifact_bytes=manifest.bytes)
+
+
+def storage_quota(store: Store, user: str) -> int | None:
+    account = store.get_user(user)
+    return (account.quota or {}).get("storage") if account is not None else None
+
+
+def storage_left(store: Store, job: Job) -> int | None:
+    """Bytes `job.user` may still keep under their storage quota (None: no quota)."""
+    quota = storage_quota(store, job.user)
+    if quota is None:
+        return None
+    used = sum(j.artifact_bytes or 0 for j in store.jobs(user=job.user) if j.id != job.id)
+    return max(0, quota - used)
+
+
+def _size(value: int | None) -> str:
+    from dlbox.sizes import format_size
+
+    return format_size(value) if value else "0"
+
+
+def artifacts(job_id: str) -> dict:
+    """What was kept of a run's artifacts: files (path, size) and links (path, target), never followed."""
+    manifest = run_dir(job_id) / "artifacts.json"
+    if manifest.is_file():
+        return json.loads(manifest.read_text())
+    return {"files": [], "links": [], "bytes": 0}
 
 
 def record_image_files(store: Store, job: Job) -> None:
@@ -268,12 +334,13 @@ class Reconciler:
         self._stopping: set[str] = set()
         self.errors: dict[str, str] = {}  # the last error met while watching each job
         self._sampled: dict[str, float] = {}
+        self._retry: dict[str, tuple[int, float]] = {}  # job -> (failed finish attempts, when to try next)
 
     def run_once(self) -> None:
         self.start_queued()  # a submit woke us: start it before the slower pass over the engine
         found = {(a["Config"]["Labels"] or {}).get("dlbox.job"): a
                  for a in engine.list_containers([engine.MANAGED, "dlbox.kind=job", f"dlbox.home={owner_label()}"])}
-        for job in self.store.jobs(states={JobState.STARTING, JobState.RUNNING}):
+        for job in self.store.jobs(states={JobState.STARTING, JobState.RUNNING, JobState.FINISHING}):
             attrs = found.pop(job.id, None)
             try:
                 self._watch(job, attrs)
@@ -313,6 +380,9 @@ class Reconciler:
                 for g in c["Labels"].get("dlbox.gpus", "").split(",") if g}
 
     def _watch(self, job: Job, attrs: dict | None) -> None:
+        if job.state == JobState.FINISHING.value:
+            self._finish(job, attrs)
+            return
         if attrs is None:
             if job.state == JobState.STARTING.value and not job.container_id:
                 # the service stopped between deciding and creating: decide again
@@ -338,13 +408,41 @@ class Reconciler:
             return
         self._stopping.discard(job.id)
         self._sample_memory(job, attrs["Id"], final=True)
-        finish(self.store, self.store.get_job(job.id), attrs)
+        self._finish(self.store.get_job(job.id), attrs)
+
+    def _finish(self, job: Job, attrs: dict | None) -> None:
+        """finish(), retried with a back-off when it fails; after FINISH_ATTEMPTS the job is lost."""
+        attempts, not_before = self._retry.get(job.id, (0, 0.0))
+        if time.monotonic() < not_before:
+            return  # never collect again every second
+        try:
+            finish(self.store, job, attrs)
+            self._retry.pop(job.id, None)
+            self.errors.pop(job.id, None)
+            return
+        except Exception as exc:  # noqa: BLE001 - disk full, database down, engine gone: said, then retried
+            attempts += 1
+            reason = _message(exc)
+            self.errors[job.id] = f"finishing (attempt {attempts} of {FINISH_ATTEMPTS}): {reason}"
+        self._retry[job.id] = (attempts, time.monotonic() + min(2 ** (attempts - 1), 30))
+        try:
+            self.store.update(job.id, finish_attempts=attempts)
+            if attempts >= FINISH_ATTEMPTS:
+                self.store.transition(job.id, JobState.LOST,
+                                      reason=f"its results could not be collected after {attempts} attempts: {reason}")
+                self._retry.pop(job.id, None)
+                if attrs is not None:
+                    engine.remove_container(attrs["Id"])
+        except Exception as exc:  # noqa: BLE001 - the store itself fails: try again after the back-off
+            self.errors[job.id] = f"finishing: {reason}; recording that failed too: {_message(exc)}"
 
     def _stop(self, container_id: str, job_id: str) -> None:
         try:
             engine.stop(container_id, timeout=CANCEL_GRACE)  # SIGTERM, then SIGKILL after the grace period
-        except Exception:  # noqa: BLE001 - the container may already be gone; the next pass sees it
-            pass
+        except Exception as exc:  # noqa: BLE001 - retried by the next pass while the container still runs
+            self.errors[job_id] = f"cancelling: {_message(exc)}"
+            time.sleep(1)
+            self._stopping.discard(job_id)
 
     def _sample_memory(self, job: Job, container_id: str, final: bool = False) -> None:
         now = time.monotonic()

@@ -1,7 +1,8 @@
 """The job state machine. Every state change goes through `check_transition`.
 
-queued -> starting -> running -> succeeded | failed | cancelled | oom-killed | lost
-(queued and starting may also end as cancelled, failed or lost).
+queued -> starting -> running -> finishing -> succeeded | failed | cancelled | oom-killed | lost
+(queued and starting may also end as cancelled, failed or lost). A finishing job's container has
+exited: its outputs are being collected, and it no longer holds capacity.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ class JobState(str, Enum):
     QUEUED = "queued"
     STARTING = "starting"
     RUNNING = "running"
+    FINISHING = "finishing"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -28,9 +30,15 @@ FINISHED = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, J
 ALLOWED = {
     JobState.QUEUED: {JobState.STARTING, JobState.CANCELLED, JobState.FAILED},
     JobState.STARTING: {JobState.RUNNING, JobState.FAILED, JobState.CANCELLED, JobState.LOST, JobState.QUEUED},
-    JobState.RUNNING: {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.OOM_KILLED, JobState.LOST},
+    JobState.RUNNING: {JobState.FINISHING, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED,
+                       JobState.OOM_KILLED, JobState.LOST},
+    JobState.FINISHING: set(FINISHED),
     **{state: set() for state in FINISHED},
 }
+
+
+# not finished yet: what `dlbox jobs` lists; of these, STARTING and RUNNING hold capacity
+ACTIVE = frozenset({JobState.QUEUED, JobState.STARTING, JobState.RUNNING, JobState.FINISHING})
 
 
 class BadTransition(Exception):

@@ -19,6 +19,7 @@ class Quota(BaseModel):
     cpus: float | None = Field(default=None, ge=0)
     memory: str | None = Field(default=None, max_length=16, description="a size such as 8g")
     gpus: int | None = Field(default=None, ge=0)
+    storage: str | None = Field(default=None, max_length=16, description="bytes of run artifacts kept, e.g. 50g")
 
 
 class NewUser(BaseModel):

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dlbox import __version__, accounts, config, containers, engine, gpus, jobs
 from dlbox.errors import DlboxError, NotFound, UsageError
-from dlbox.jobstate import JobState
+from dlbox.jobstate import ACTIVE, JobState
 from dlbox.store import Job, Store
 
 LOOP_PERIOD = 1.0
@@ -232,14 +232,13 @@ def run_json(store: Store, job: Job) -> dict:
     last: dict[str, float] = {}
     for m in history:
         last[m.name] = m.value
-    artifacts_root = jobs.run_dir(job.id) / "artifacts"
-    artifacts = sorted(str(p.relative_to(artifacts_root)) for p in artifacts_root.rglob("*") if p.is_file()) \
-        if artifacts_root.is_dir() else []
+    kept = jobs.artifacts(job.id)  # the manifest the service wrote: nothing the job made is followed
     return {**job_json(job), "metrics": last,
             "metric_history": [{"step": m.step, "name": m.name, "value": m.value} for m in history],
             "env": job.env, "git_diff": job.git_diff, "project_dir": job.project_dir,
-            "artifacts": artifacts, "artifacts_dir": str(artifacts_root), "lock": job.lock_text,
-            "spec": job.spec_text}
+            "artifacts": [f["path"] for f in kept["files"]], "artifact_links": kept["links"],
+            "artifact_bytes": kept["bytes"], "artifacts_dir": str(jobs.run_dir(job.id) / "artifacts"),
+            "notes": job.notes or [], "lock": job.lock_text, "spec": job.spec_text}
 
 
 STATUS = {"unauthorized": 401, "forbidden": 403, "quota_exceeded": 403, "mount_refused": 403, "not_found": 404,
@@ -295,7 +294,7 @@ def create_app(store: Store, loop: Loop, *, mode: str = "local", mount_roots: li
 
     @app.get("/api/jobs")
     def list_jobs(who: Caller, all: bool = False) -> list[dict]:
-        states = None if all else {JobState.QUEUED, JobState.STARTING, JobState.RUNNING}
+        states = None if all else set(ACTIVE)
         return [job_json(j) for j in store.jobs(states=states, user=None if who.admin else who.name)]
 
     @app.get("/api/jobs/{job_id}")

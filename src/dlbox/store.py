@@ -118,7 +118,7 @@ class Metric(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
-    step: Mapped[int | None] = mapped_column(Integer)
+    step: Mapped[int | None] = mapped_column(BigInteger)  # 0006: a job may count steps past 2^31
     name: Mapped[str] = mapped_column(String(128))
     value: Mapped[float] = mapped_column(Float)
 
@@ -198,8 +198,8 @@ class Store:
                     values["reason"] = reason
                 if new == JobState.RUNNING and job.started_at is None:
                     values["started_at"] = time.time()
-                if new.is_finished():
-                    values["ended_at"] = time.time()
+                if new.is_finished() or new == JobState.FINISHING:  # the container's end, kept once known
+                    values["ended_at"] = job.ended_at or time.time()
                 done = s.execute(update(Job).where(Job.id == job_id, Job.state == old).values(**values)
                                  .execution_options(synchronize_session=False))
                 if done.rowcount == 1:

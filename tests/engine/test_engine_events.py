@@ -16,13 +16,15 @@ from dlbox.store import Store
 
 class Proxy:
     """A Unix socket forwarding to the engine's; drop() cuts every connection, as an engine restart would,
-    and while `refuse` is set new connections are closed at once, as if the engine were down."""
+    while `refuse` is set new connections are closed at once, as if the engine were down, and while
+    `fail` is set requests whose first line holds it get the engine's 500 answer shape."""
 
     def __init__(self, path: Path, target: str = "/var/run/docker.sock"):
         self.path, self.target = str(path), target
         self.conns: list[socket.socket] = []
         self.requests = b""
         self.refuse = False
+        self.fail: bytes | None = None
         self.listener = socket.socket(socket.AF_UNIX)
         self.listener.bind(self.path)
         self.listener.listen()
@@ -45,6 +47,11 @@ class Proxy:
             while data := source.recv(65536):
                 if outgoing:
                     self.requests += data
+                    if self.fail and self.fail in data.split(b"\r\n", 1)[0]:
+                        body = b'{"message": "injected by the test proxy"}'
+                        source.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\n"
+                                       b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+                        continue
                 sink.sendall(data)
         except OSError:
             pass
