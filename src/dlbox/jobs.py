@@ -10,6 +10,7 @@ import json
 import os
 import re
 import secrets
+import stat
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -301,7 +302,19 @@ def artifacts(job_id: str) -> dict:
     manifest = run_dir(job_id) / "artifacts.json"
     if manifest.is_file():
         return json.loads(manifest.read_text())
-    return {"files": [], "links": [], "bytes": 0}
+    found = {"files": [], "links": [], "bytes": 0}  # a run from before manifests: list it, following nothing
+    root = run_dir(job_id) / "artifacts"
+    for folder, dirs, names in os.walk(root):  # os.walk does not descend into links to folders
+        for name in sorted(names + [d for d in dirs if (Path(folder) / d).is_symlink()]):
+            path = Path(folder) / name
+            info = path.lstat()
+            if path.is_symlink():
+                found["links"].append({"path": str(path.relative_to(root)), "target": os.readlink(path)})
+            elif stat.S_ISREG(info.st_mode):
+                found["files"].append({"path": str(path.relative_to(root)), "size": info.st_size})
+                found["bytes"] += info.st_size
+    found["files"].sort(key=lambda f: f["path"])
+    return found
 
 
 def record_image_files(store: Store, job: Job) -> None:

@@ -199,3 +199,30 @@ def test_a_finish_that_fails_is_retried_with_a_back_off_then_lost(dlbox, test_en
         stop_service(home)
         time.sleep(1)
         subprocess.run(["umount", "-l", str(home / "runs")], check=False)
+
+
+def test_artifacts_count_against_the_users_storage_quota_on_the_server(test_env, small_image, tmp_path, start_server):
+    import json
+    import sys
+
+    import httpx
+
+    env = {**test_env, "DLBOX_HOME": str(tmp_path / "server-home")}
+    with start_server(env) as url:
+        added = subprocess.run([sys.executable, "-m", "dlbox", "users", "add", "carol", "--storage", "300k", "--json"],
+                               env=env, capture_output=True, text=True, check=True)
+        carol = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {json.loads(added.stdout)['token']}"},
+                             timeout=60)
+
+        def artifact_job(size: int) -> dict:
+            job = carol.post("/api/jobs", json={"image": small_image["image"], "command": [
+                "sh", "-c", f"head -c {size} /dev/zero > /dlbox/run/artifacts/blob"]})
+            assert job.status_code == 201, job.text
+            wait_for(lambda: carol.get(f"/api/jobs/{job.json()['id']}").json()["state"] == "succeeded", timeout=120)
+            return carol.get(f"/api/runs/{job.json()['id']}").json()
+
+        first, second = artifact_job(200 * 1024), artifact_job(200 * 1024)
+    assert first["artifact_bytes"] == 200 * 1024 and first["notes"] == []
+    assert second["artifact_bytes"] == 100 * 1024
+    assert second["notes"] == ["artifacts: stopped at 100k (quota storage: carol may keep 300k); artifacts/blob is "
+                               "cut short and the rest is not kept"]

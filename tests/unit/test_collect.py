@@ -160,3 +160,17 @@ def test_notes_are_bounded():
         notes.add(f"n{i}")
     assert len(notes.as_list()) == collect.MAX_NOTES + 1 and notes.as_list()[-1] == "... and 7 more notes"
     assert json.dumps(notes.as_list())
+
+
+def test_a_run_from_before_manifests_lists_its_artifacts_following_nothing(tmp_path, monkeypatch):
+    from dlbox import jobs
+
+    monkeypatch.setenv("DLBOX_HOME", str(tmp_path))
+    root = jobs.run_dir("old") / "artifacts"
+    (root / "m").mkdir(parents=True)
+    (root / "m" / "w.bin").write_bytes(b"abc")
+    (root / "etc").symlink_to("/etc")
+    (root / "m" / "passwd").symlink_to("/etc/passwd")
+    assert jobs.artifacts("old") == {"files": [{"path": "m/w.bin", "size": 3}],
+                                     "links": [{"path": "etc", "target": "/etc"},
+                                               {"path": "m/passwd", "target": "/etc/passwd"}], "bytes": 3}
