@@ -207,6 +207,7 @@ def test_artifacts_count_against_the_users_storage_quota_on_the_server(test_env,
 
     import httpx
 
+    (tmp_path / "server-home").mkdir()
     env = {**test_env, "DLBOX_HOME": str(tmp_path / "server-home")}
     with start_server(env) as url:
         added = subprocess.run([sys.executable, "-m", "dlbox", "users", "add", "carol", "--storage", "300k", "--json"],
