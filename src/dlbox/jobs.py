@@ -18,6 +18,7 @@ from pathlib import Path
 from dlbox import config, containers, engine, gpus
 from dlbox.errors import NotFound
 from dlbox.jobstate import JobState, final_state
+from dlbox.redact import mapping as redact  # the recorded env: one set of rules for every listing
 from dlbox.store import Job, Store
 
 PREFIX = "dlbox-job-"
@@ -25,7 +26,6 @@ RUN_DIR = "/dlbox/run"
 LIB_DIR = "/opt/dlbox/lib"
 CANCEL_GRACE = 10
 START_PARALLEL = 4
-SECRET_KEY = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|PRIVATE|CREDENTIAL", re.IGNORECASE)
 
 
 def owner_label() -> str:
@@ -39,10 +39,6 @@ def new_id() -> str:
 
 def run_dir(job_id: str) -> Path:
     return config.home() / "runs" / job_id
-
-
-def redact(env: dict[str, str]) -> dict[str, str]:
-    return {k: ("***" if SECRET_KEY.search(k) else v) for k, v in env.items()}
 
 
 @dataclass(frozen=True)
