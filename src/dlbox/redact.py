@@ -40,8 +40,3 @@ def words(args: list | None) -> list:
     """A command as shown: URL credentials hidden in each word."""
     return [text(a) if isinstance(a, str) else a for a in (args or [])]
 
-
-def hidden(values: dict | None) -> list[str]:
-    """The names whose values `mapping` hides or changes (for saying what a record no longer holds)."""
-    shown = mapping(values)
-    return sorted(k for k, v in (values or {}).items() if shown[k] != v)

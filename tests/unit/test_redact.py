@@ -32,11 +32,9 @@ def test_credentials_in_urls_are_hidden_in_any_value(value, shown):
     assert redact.words(["python", value]) == ["python", shown]
 
 
-def test_hidden_names_what_a_record_cannot_show():
-    assert redact.hidden({"DB_PASSWORD": "x", "DATABASE_URL": "pg://u:p@h/d", "lr": "0.1"}) == \
-        ["DATABASE_URL", "DB_PASSWORD"]
+def test_values_that_are_not_text_are_left_as_they_are():
     assert redact.mapping(None) == {} and redact.words(None) == []
-    assert redact.mapping({"n": 3}) == {"n": 3}  # not text: left as it is
+    assert redact.mapping({"n": 3}) == {"n": 3}
 
 
 def test_a_diff_never_shows_a_secret_even_of_an_unredacted_record():
@@ -51,3 +49,61 @@ def test_a_diff_never_shows_a_secret_even_of_an_unredacted_record():
         assert secret not in text
     assert {c["name"] for c in result["params"]} == {"lr", "HF_TOKEN"}  # hidden values look alike
     assert result["command"] == []
+
+
+def test_reproduce_refuses_a_run_whose_secrets_were_held_back():
+    from dlbox import reproduction
+    from dlbox.errors import DlboxError
+
+    record = {"id": "abc", "params": {"DB_PASSWORD": "***", "lr": "0.1"}, "command": ["train"]}
+    with pytest.raises(DlboxError, match=r"run abc: its secrets are not kept \(DB_PASSWORD\)"):
+        reproduction.request_for(record, progress=None)
+    record = {"id": "abc", "params": {}, "command": ["train", "--db=pg://u:***@h/d"]}
+    with pytest.raises(DlboxError, match="its secrets are not kept"):
+        reproduction.request_for(record, progress=None)
+
+
+def test_an_mlflow_export_sends_no_secret():
+    """A real HTTP exchange with a small stand-in tracking server that keeps every body it gets."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from dlbox import mlflow_export
+
+    bodies = []
+
+    class Tracking(BaseHTTPRequestHandler):
+        def _answer(self, data: dict) -> None:
+            raw = json.dumps(data).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def do_GET(self):
+            bodies.append(self.path)
+            self._answer({"experiment": {"experiment_id": "1"}})
+
+        def do_POST(self):
+            bodies.append(self.rfile.read(int(self.headers["Content-Length"])).decode())
+            self._answer({"run": {"info": {"run_id": "r1"}}})
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Tracking)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    record = {"id": "abc", "name": None, "user": "alice", "state": "succeeded", "image": "i", "image_id": "sha256:x",
+              "command": ["train", "--db", "postgresql://u:cmd-secret@h/d"], "submitted_at": "2026-01-01T00:00:00Z",
+              "params": {"API_KEY": "key-secret", "DATABASE_URL": "postgresql://u:url-secret@h/d", "lr": "0.1"},
+              "metric_history": [{"name": "loss", "value": 0.5, "step": 1}]}
+    try:
+        mlflow_export.export(record, f"http://127.0.0.1:{server.server_port}")
+    finally:
+        server.shutdown()
+    sent = "\n".join(bodies)
+    assert '"lr"' in sent and "postgresql://u:***@h/d" in sent
+    for secret in ("cmd-secret", "key-secret", "url-secret"):
+        assert secret not in sent
