@@ -326,10 +326,8 @@ class Store:
 
 
 def _private_files(db: Path) -> None:
-    """The database and its -wal/-shm: 0600 in a 0700 directory, tightened if they exist looser.
-
-    SQLite makes -wal and -shm with the database file's mode, so creating that one 0600 is enough.
-    """
+    """The database and its -wal/-shm: 0600, tightened if they exist looser (the default database
+    lives in the 0700 home). SQLite makes -wal and -shm with the database file's mode."""
     import os
 
     if db.name in ("", ":memory:"):
