@@ -148,15 +148,34 @@ def add_user(store: Store, name: str, *, admin: bool = False, quota: dict | None
                                created_at=time.time()))
 
 
-def create_token(store: Store, user: str, *, name: str | None = None, expires: str | None = None) -> tuple[Token, str]:
-    """A new token for `user`: (row, the token text, shown once)."""
+def token_expiry(expires: str | None, limit: float | None, now: float | None = None) -> float | None:
+    """When a new token expires, made with a token that expires at `limit` (None: never, or the local
+    socket's owner, who has no token). A token cannot make one that outlives it, or a stolen
+    short-lived token would buy lasting access: asking past the limit (or `never`) is refused,
+    and asking nothing gives the limit itself."""
+    now = now or time.time()
+    if expires in (None, ""):
+        return limit
+    at = parse_expiry(expires, now)
+    if limit is not None and (at is None or at > limit):
+        left = max(int((limit - now) // 86400), 0)
+        most = f"{left}d" if left else f"{max(int((limit - now) // 60), 1)}m"
+        raise Forbidden(f"--expires: {expires} would outlive the token you are using, which expires "
+                        f"{_iso(limit)}; ask for {most} or less")
+    return at
+
+
+def create_token(store: Store, user: str, *, name: str | None = None, expires: str | None = None,
+                 limit: float | None = None) -> tuple[Token, str]:
+    """A new token for `user`: (row, the token text, shown once). `limit`: the expiry of the token
+    asking for it (see token_expiry)."""
     if store.get_user(user) is None:
         raise NotFound(f"no user {user!r} (see `dlbox users ls`)")
     if name is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
         raise UsageError("--name: letters, digits, '_', '.', '-' (at most 64)")
     token_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
     row = store.add_token(Token(id=token_id, user=user, name=name, digest=digest(secret), created_at=time.time(),
-                                expires_at=parse_expiry(expires)))
+                                expires_at=token_expiry(expires, limit)))
     return row, f"{PREFIX}{token_id}_{secret}"
 
 

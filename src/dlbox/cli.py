@@ -749,7 +749,12 @@ def reproduce(run_id: str, as_json: bool) -> None:
                    "Also $DLBOX_MOUNT_ROOTS, colon-separated.")
 @click.option("--workspace-host", default="127.0.0.1", show_default=True,
               help="Address workspaces publish Jupyter and SSH on (0.0.0.0 to reach them from other machines).")
-def server(host: str, port: int, mount_roots: tuple[str, ...], workspace_host: str) -> None:
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="FILE",
+              help="Serve HTTPS with this certificate (PEM, with its chain); use TLS beyond localhost.")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="FILE",
+              help="The certificate's private key (PEM).")
+def server(host: str, port: int, mount_roots: tuple[str, ...], workspace_host: str, tls_cert: Path | None,
+           tls_key: Path | None) -> None:
     """Serve dlbox to a team: the HTTP API under /api/ and the dashboard, on HOST:PORT.
 
     Every API route but /api/health needs a token (Authorization: Bearer dlb_...). On this
@@ -767,9 +772,28 @@ def server(host: str, port: int, mount_roots: tuple[str, ...], workspace_host: s
     from dlbox import service as svc
 
     roots = accounts.mount_roots(list(mount_roots) + [r for r in os.environ.get("DLBOX_MOUNT_ROOTS", "").split(":") if r])
-    click.echo(f"dlbox server on http://{host}:{port}/ (API under /api/, OpenAPI at /openapi.json); "
-               f"mount roots: {', '.join(map(str, roots)) or 'none'}", err=True)
-    svc.serve(host=host, port=port, mount_roots=roots, workspace_host=workspace_host)
+    if bool(tls_cert) != bool(tls_key):
+        raise UsageError("--tls-cert and --tls-key: give both, or neither")
+    if tls_cert:
+        check_tls(tls_cert, tls_key)
+    elif host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"warning: plain HTTP on {host}: tokens cross the network readable; use --tls-cert/--tls-key",
+                   err=True)
+    click.echo(f"dlbox server on {'https' if tls_cert else 'http'}://{host}:{port}/ (API under /api/, OpenAPI at "
+               f"/openapi.json); mount roots: {', '.join(map(str, roots)) or 'none'}", err=True)
+    svc.serve(host=host, port=port, mount_roots=roots, workspace_host=workspace_host, tls_cert=tls_cert,
+              tls_key=tls_key)
+
+
+def check_tls(cert: Path, key: Path) -> None:
+    """A clear error now rather than the server failing to start: the pair must load together."""
+    import ssl
+
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as exc:
+        raise UsageError(f"--tls-cert/--tls-key: {cert} and {key} do not load as a PEM certificate and its key "
+                         f"({getattr(exc, 'reason', None) or exc.strerror or exc})") from None
 
 
 def quota_flags(command):

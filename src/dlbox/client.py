@@ -60,9 +60,27 @@ def _remote(url: str):
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UsageError(f"DLBOX_URL: {url!r} must be http(s)://HOST[:PORT]")
-    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    conn = kind(parts.hostname, parts.port, timeout=CONNECT_TIMEOUT)
+    if parts.scheme == "https":
+        conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=CONNECT_TIMEOUT,
+                                           context=_tls_context())
+    else:
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=CONNECT_TIMEOUT)
     return conn, parts.path.rstrip("/"), {"Authorization": f"Bearer {token}"}
+
+
+def _tls_context():
+    """Verify the server against the system's CAs, plus DLBOX_SERVER_CA (a PEM file) for a private CA."""
+    import ssl
+
+    context = ssl.create_default_context()
+    ca = os.environ.get("DLBOX_SERVER_CA")
+    if ca:
+        try:
+            context.load_verify_locations(cafile=ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(f"DLBOX_SERVER_CA: {ca!r} is not a readable PEM CA certificate "
+                             f"({getattr(exc, 'reason', None) or exc.strerror or exc})") from None
+    return context
 
 
 def _service_socket() -> socket.socket:
@@ -186,7 +204,10 @@ def _send_remote(method: str, target: str, body: bytes | None, headers: dict):
         conn.request(method, prefix + target, body=body, headers={**headers, **auth})
         return conn.getresponse()
     except (OSError, http.client.HTTPException) as exc:
-        raise DlboxError(f"the server at {remote()} failed to answer {method} {target.split('?')[0]}: {exc}") from None
+        hint = " (set DLBOX_SERVER_CA to the CA that signed its certificate)" \
+            if "CERTIFICATE_VERIFY_FAILED" in str(exc) else ""
+        raise DlboxError(f"the server at {remote()} failed to answer {method} {target.split('?')[0]}: {exc}{hint}") \
+            from None
 
 
 def _result(status: int, data: bytes):

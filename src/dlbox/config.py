@@ -5,12 +5,39 @@ from pathlib import Path
 
 
 def home() -> Path:
-    """State directory: base records, preset locks, debootstrap cache."""
+    """State directory: base records, preset locks, debootstrap cache, the database, run records.
+
+    Made 0700 on first use in a process (and tightened if it exists looser): it holds the
+    database and the runs, which other local users must not read. Jobs still reach their run
+    directory and the metrics helper below it: the engine resolves a bind mount's source as root.
+    """
     explicit = os.environ.get("DLBOX_HOME")
     if explicit:
-        return Path(explicit)
-    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(xdg) / "dlbox"
+        path = Path(explicit)
+    else:
+        path = Path(os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")) / "dlbox"
+    if str(path) not in _PRIVATE:
+        _make_private(path)
+        _PRIVATE.add(str(path))
+    return path
+
+
+_PRIVATE: set[str] = set()
+
+
+def _make_private(path: Path) -> None:
+    import stat
+
+    from dlbox.errors import DlboxError
+
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    found = path.stat()
+    if not found.st_mode & 0o077:
+        return
+    if found.st_mode & stat.S_ISVTX or path.resolve() == Path("/"):  # /tmp and the like are everyone's
+        raise DlboxError(f"DLBOX_HOME: {path} is a shared directory; give dlbox a directory of its own")
+    if found.st_uid == os.geteuid():  # someone else's home is theirs to tighten
+        path.chmod(stat.S_IMODE(found.st_mode) & 0o700)
 
 
 def home_id() -> str:

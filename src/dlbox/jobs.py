@@ -19,6 +19,7 @@ from pathlib import Path
 from dlbox import collect, config, containers, engine, gpus
 from dlbox.errors import NotFound
 from dlbox.jobstate import JobState, final_state
+from dlbox.redact import mapping as redact  # the recorded env: one set of rules for every listing
 from dlbox.store import Job, Store
 
 PREFIX = "dlbox-job-"
@@ -27,7 +28,6 @@ LIB_DIR = "/opt/dlbox/lib"
 CANCEL_GRACE = 10
 FINISH_ATTEMPTS = 5  # then the job is lost, with the reason; retried after 1, 2, 4, 8 s
 START_PARALLEL = 4
-SECRET_KEY = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|PRIVATE|CREDENTIAL", re.IGNORECASE)
 
 
 def owner_label() -> str:
@@ -47,10 +47,6 @@ def run_dir(job_id: str) -> Path:
 def job_dir(job_id: str) -> Path:
     """The job's own folder, mounted at RUN_DIR: everything in it is the job's to forge."""
     return run_dir(job_id) / "job"
-
-
-def redact(env: dict[str, str]) -> dict[str, str]:
-    return {k: ("***" if SECRET_KEY.search(k) else v) for k, v in env.items()}
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import time
 
 import httpx
 
+from dlbox import redact
 from dlbox.errors import DlboxError
 
 STATUS = {"succeeded": "FINISHED", "failed": "FAILED", "oom-killed": "FAILED", "lost": "FAILED",
@@ -30,7 +31,7 @@ def tags(record: dict) -> dict[str, str]:
         "mlflow.docker.image.id": record["image_id"],
         "mlflow.docker.image.name": record["image"],
         "mlflow.source.type": "JOB",
-        "mlflow.source.name": " ".join(record["command"])[:500],
+        "mlflow.source.name": " ".join(redact.words(record["command"]))[:500],
         "mlflow.user": record["user"],
         "dlbox.run_id": record["id"],
         "dlbox.lock_hash": record.get("lock_hash") or "",
@@ -82,7 +83,8 @@ def export(record: dict, uri: str, experiment: str = "dlbox") -> dict:
     end = _ms(record.get("ended_at")) or start
     metrics = [{"key": m["name"], "value": m["value"], "timestamp": end, "step": m["step"] or 0}
                for m in record["metric_history"]]
-    params = [{"key": k, "value": str(v)[:6000]} for k, v in record["params"].items()]
+    # the API's records are redacted already; an MLflow server is another audience, so again here
+    params = [{"key": k, "value": str(v)[:6000]} for k, v in redact.mapping(record["params"]).items()]
     for i in range(0, max(len(metrics), 1), 1000):  # MLflow takes at most 1000 metrics per batch
         client.call("POST", "runs/log-batch", json={"run_id": run_id, "metrics": metrics[i:i + 1000],
                                                      "params": params if i == 0 else []})

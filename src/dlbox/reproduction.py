@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from dlbox import config, engine, images
+from dlbox import config, engine, images, redact
 from dlbox import lock as locks
 from dlbox import spec as specs
 from dlbox.errors import DlboxError
@@ -51,6 +51,11 @@ def image_for(record: dict, progress: Progress) -> str:
 
 def request_for(record: dict, progress: Progress) -> dict:
     """The job request that runs `record` again."""
+    held_back = [k for k, v in record["params"].items() if redact.MARK in str(v)] + \
+        [w for w in record["command"] if f"{redact.MARK}@" in str(w)]
+    if held_back:  # records never show secrets, and a finished job's are not kept: the user gives them again
+        raise DlboxError(f"run {record['id']}: its secrets are not kept ({', '.join(held_back)}); "
+                         "submit it again with `dlbox run`, giving them")
     mounts = [f"{m['source']}:{m['target']}{':ro' if m['read_only'] else ''}" for m in record["mounts"]]
     memory = record["resources"]["memory"]
     gpus = record["resources"]["gpus"]

@@ -59,7 +59,7 @@ def me(who: Caller, ctx: Ctx) -> dict:
 def add_user(body: NewUser, who: Caller, ctx: Ctx) -> dict:
     admin_only(who)
     user = accounts.add_user(ctx.store, body.name, admin=body.admin, quota=quota_of(body.quota))
-    row, token = accounts.create_token(ctx.store, user.name, name="first")
+    row, token = accounts.create_token(ctx.store, user.name, name="first", limit=who.expires_at)
     return accounts.user_json(user) | {"token": token, "token_id": row.id}
 
 
@@ -102,7 +102,8 @@ def create_token(body: NewToken, who: Caller, ctx: Ctx) -> dict:
     user = body.user or who.name
     if user != who.name and not who.admin:
         raise NotFound(f"no user {user!r}")
-    row, token = accounts.create_token(ctx.store, user, name=body.name, expires=body.expires)
+    # never past the calling token's own expiry (the local socket's owner has no token: no limit)
+    row, token = accounts.create_token(ctx.store, user, name=body.name, expires=body.expires, limit=who.expires_at)
     return accounts.token_json(row) | {"token": token}
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
+from dlbox import redact
+
 
 def _changes(a: dict, b: dict) -> list[dict]:
     return [{"name": k, "a": a.get(k), "b": b.get(k)} for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
@@ -30,8 +32,11 @@ def diff(a: dict, b: dict) -> dict:
         "a": a["id"], "b": b["id"],
         "image": _changes({k: a.get(k) for k in pick}, {k: b.get(k) for k in pick}),
         "packages": packages,
-        "params": _changes(a.get("params") or {}, b.get("params") or {}),
-        "command": _changes({"command": " ".join(a["command"])}, {"command": " ".join(b["command"])}),
+        # records come redacted from the API; hidden again here, as the diff may print what it is given.
+        # Two hidden values look alike, so a secret param differs here only when one run lacks it.
+        "params": _changes(redact.mapping(a.get("params")), redact.mapping(b.get("params"))),
+        "command": _changes({"command": " ".join(redact.words(a["command"]))},
+                            {"command": " ".join(redact.words(b["command"]))}),
         "code": _changes({"git_commit": a.get("git_commit"), "git_dirty": a.get("git_dirty"),
                           "uncommitted_diff": _digest(a.get("git_diff"))},
                          {"git_commit": b.get("git_commit"), "git_dirty": b.get("git_dirty"),

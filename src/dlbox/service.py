@@ -24,7 +24,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
-from dlbox import __version__, accounts, config, containers, engine, gpus, jobs
+from dlbox import __version__, accounts, config, containers, engine, gpus, jobs, redact
 from dlbox.errors import DlboxError, NotFound, UsageError
 from dlbox.jobstate import ACTIVE, JobState
 from dlbox.store import Job, Store
@@ -216,7 +216,9 @@ def job_json(job: Job) -> dict:
 
     return {
         "id": job.id, "name": job.name, "user": job.user, "state": job.state, "reason": job.reason,
-        "command": job.command, "params": job.params, "image": job.image_ref, "image_id": job.image_id,
+        # secret-looking params and URL credentials never leave the store (the job gets the real ones)
+        "command": redact.words(job.command), "params": redact.mapping(job.params), "image": job.image_ref,
+        "image_id": job.image_id,
         "lock_hash": job.lock_hash, "spec_hash": job.spec_hash, "git_commit": job.git_commit,
         "git_dirty": job.git_dirty, "exit_code": job.exit_code, "peak_memory": job.peak_memory,
         "resources": {"cpus": job.cpus, "memory": job.memory, "gpus": job.gpu_ids, "gpu_request": job.gpu_request},
@@ -235,7 +237,7 @@ def run_json(store: Store, job: Job) -> dict:
     kept = jobs.artifacts(job.id)  # the manifest the service wrote: nothing the job made is followed
     return {**job_json(job), "metrics": last,
             "metric_history": [{"step": m.step, "name": m.name, "value": m.value} for m in history],
-            "env": job.env, "git_diff": job.git_diff, "project_dir": job.project_dir,
+            "env": redact.mapping(job.env), "git_diff": job.git_diff, "project_dir": job.project_dir,
             "artifacts": [f["path"] for f in kept["files"]], "artifact_links": kept["links"],
             "artifact_bytes": kept["bytes"], "artifacts_dir": str(jobs.run_dir(job.id) / "artifacts"),
             "notes": job.notes or [], "lock": job.lock_text, "spec": job.spec_text}
@@ -484,7 +486,7 @@ def _take_lock(home: Path, *, replace: bool):
 
 
 def serve(*, host: str | None = None, port: int | None = None, mount_roots: list[Path] | None = None,
-          workspace_host: str = "127.0.0.1") -> None:
+          workspace_host: str = "127.0.0.1", tls_cert: Path | None = None, tls_key: Path | None = None) -> None:
     """Run the service in the foreground: on the local socket, and on host:port when given (the server)."""
     import contextlib
 
@@ -511,7 +513,8 @@ def serve(*, host: str | None = None, port: int | None = None, mount_roots: list
     if port is not None:
         app = create_app(store, loop, mode="server", mount_roots=mount_roots, workspace_host=workspace_host)
         configs.append(uvicorn.Config(app, host=host or "127.0.0.1", port=port, log_level="warning",
-                                      timeout_graceful_shutdown=2))
+                                      timeout_graceful_shutdown=2,
+                                      ssl_certfile=tls_cert and str(tls_cert), ssl_keyfile=tls_key and str(tls_key)))
     class Server(uvicorn.Server):  # two servers share this process: signals are ours to handle
         @contextlib.contextmanager
         def capture_signals(self):

@@ -15,7 +15,7 @@ from pathlib import Path
 from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Integer, String, Text, create_engine, event, select, update
 from sqlalchemy.orm import DeclarativeBase, defer, Mapped, Session, mapped_column, sessionmaker
 
-from dlbox import config
+from dlbox import config, redact
 from dlbox.jobstate import JobState, check_transition
 
 
@@ -133,7 +133,7 @@ class Store:
     def __init__(self, url: str | None = None):
         self.url = url or database_url()
         if self.url.startswith("sqlite:///"):
-            Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            _private_files(Path(self.url.removeprefix("sqlite:///")))
         self.engine = create_engine(self.url)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -200,6 +200,9 @@ class Store:
                     values["started_at"] = time.time()
                 if new.is_finished() or new == JobState.FINISHING:  # the container's end, kept once known
                     values["ended_at"] = job.ended_at or time.time()
+                if new.is_finished():
+                    # the job is over: its secrets need not be kept (listings never showed them)
+                    values["params"], values["command"] = redact.mapping(job.params), redact.words(job.command)
                 done = s.execute(update(Job).where(Job.id == job_id, Job.state == old).values(**values)
                                  .execution_options(synchronize_session=False))
                 if done.rowcount == 1:
@@ -323,9 +326,28 @@ class Store:
             return list(s.scalars(select(Metric).where(Metric.job_id == job_id).order_by(Metric.id)))
 
 
+def _private_files(db: Path) -> None:
+    """The database and its -wal/-shm: 0600, tightened if they exist looser (the default database
+    lives in the 0700 home). SQLite makes -wal and -shm with the database file's mode."""
+    import os
+
+    if db.name in ("", ":memory:"):
+        return
+    config.home()  # the default database lives there: made 0700 first
+    db.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(db, os.O_RDWR | os.O_CREAT, 0o600))
+    for path in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+        try:
+            if path.stat().st_mode & 0o077:
+                path.chmod(0o600)
+        except FileNotFoundError:
+            pass
+
+
 def _sqlite_pragmas(connection, _record) -> None:
     cursor = connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA secure_delete=ON")  # a scrubbed secret leaves no old copy in the file's free space
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()
