@@ -745,7 +745,9 @@ def reproduce(run_id: str, as_json: bool) -> None:
                    "Also $DLBOX_MOUNT_ROOTS, colon-separated.")
 @click.option("--workspace-host", default="127.0.0.1", show_default=True,
               help="Address workspaces publish Jupyter and SSH on (0.0.0.0 to reach them from other machines).")
-def server(host: str, port: int, mount_roots: tuple[str, ...], workspace_host: str) -> None:
+@click.option("--allow-containers", is_flag=True,
+              help="Let dlbox containers (workspaces, jobs) reach this port; by default an iptables rule rejects them.")
+def server(host: str, port: int, mount_roots: tuple[str, ...], workspace_host: str, allow_containers: bool) -> None:
     """Serve dlbox to a team: the HTTP API under /api/ and the dashboard, on HOST:PORT.
 
     Every API route but /api/health needs a token (Authorization: Bearer dlb_...). On this
@@ -765,7 +767,8 @@ def server(host: str, port: int, mount_roots: tuple[str, ...], workspace_host: s
     roots = accounts.mount_roots(list(mount_roots) + [r for r in os.environ.get("DLBOX_MOUNT_ROOTS", "").split(":") if r])
     click.echo(f"dlbox server on http://{host}:{port}/ (API under /api/, OpenAPI at /openapi.json); "
                f"mount roots: {', '.join(map(str, roots)) or 'none'}", err=True)
-    svc.serve(host=host, port=port, mount_roots=roots, workspace_host=workspace_host)
+    svc.serve(host=host, port=port, mount_roots=roots, workspace_host=workspace_host,
+              allow_containers=allow_containers)
 
 
 def quota_flags(command):

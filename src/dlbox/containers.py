@@ -60,6 +60,7 @@ class ContainerSpec:
     ports: dict[int, tuple[str, int]] = field(default_factory=dict)  # container port -> (host ip, host port)
     env: dict[str, str] = field(default_factory=dict)
     workdir: str | None = None
+    network: str | None = None  # the owner's network (networks.py); None: no network at all
 
 
 @dataclass(frozen=True)
