@@ -144,3 +144,13 @@ def test_no_container_is_on_the_default_bridge(team, alice_workspace, small_imag
         assert labels["dlbox.home"] == job_container.labels["dlbox.home"]
     finally:
         bob.post(f"/api/jobs/{job['id']}/cancel")
+
+
+def test_a_second_server_on_the_same_port_does_not_open_the_first(team, test_env, tmp_path, small_image):
+    env = {**test_env, "DLBOX_HOME": str(tmp_path / "second-home")}
+    second = subprocess.run([sys.executable, "-m", "dlbox", "server", "--host", "0.0.0.0", "--port", str(team["port"])],
+                            env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert second.returncode != 0  # the port is taken; it added its own rule and removed only that
+    server = ["GATEWAY", team["port"]]
+    attack = probe(team, "bob", small_image["image"], [server])
+    assert attack[f"{attack['gateway']}:{team['port']}"] == "ConnectionRefusedError", attack

@@ -54,8 +54,27 @@ def test_the_home_comes_from_the_dlbox_home(tmp_path, monkeypatch):
     assert networks.for_owner("alice").name != first.name
 
 
-def test_the_firewall_rule_matches_every_dlbox_bridge_and_resets():
-    rule = firewall.rule(8700)
+def test_the_firewall_rule_matches_every_dlbox_bridge_resets_and_names_its_server():
+    rule = firewall.rule(8700, 42)
     assert rule[:2] == ["-i", networks.BRIDGE_PREFIX + "+"]
     assert ["--dport", "8700"] == rule[rule.index("--dport"):rule.index("--dport") + 2]
     assert rule[-4:] == ["-j", "REJECT", "--reject-with", "tcp-reset"]
+    assert "dlbox server pid 42" in rule
+
+
+def test_only_dead_servers_rules_for_the_port_are_stale():
+    import os
+
+    dead = 99_999_999  # above any pid_max
+    listing = "\n".join([
+        "-P INPUT ACCEPT",
+        f'-A INPUT -i dlbox-+ -p tcp -m tcp --dport 8700 -m comment --comment "dlbox server pid {dead}" -j REJECT '
+        "--reject-with tcp-reset",
+        f'-A INPUT -i dlbox-+ -p tcp -m tcp --dport 8700 -m comment --comment "dlbox server pid {os.getpid()}" '
+        "-j REJECT --reject-with tcp-reset",  # a live server's: kept
+        f'-A INPUT -i dlbox-+ -p tcp -m tcp --dport 87001 -m comment --comment "dlbox server pid {dead}" -j REJECT',
+        "-A INPUT -p tcp -m tcp --dport 8700 -j ACCEPT",  # not dlbox's
+    ])
+    found = firewall.stale(listing, 8700)
+    assert len(found) == 1
+    assert found[0][:2] == ["-A", "INPUT"] and f"dlbox server pid {dead}" in found[0]
