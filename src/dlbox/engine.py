@@ -320,7 +320,8 @@ def capacity() -> dict:
 
 
 def create_container(spec, *, entrypoint: list[str] | None = None) -> str:
-    """Create (not start) a container from a `containers.ContainerSpec`; returns its ID."""
+    """Create (not start) a container from a `containers.ContainerSpec`, on its network (made if
+    missing) or on none; returns its ID."""
     from docker.errors import APIError, ImageNotFound
     from docker.types import DeviceRequest
 
@@ -348,8 +349,11 @@ def create_container(spec, *, entrypoint: list[str] | None = None) -> str:
         privileged=False,
         init=True,
         device_requests=devices,
-        network_mode=spec.network or "none",  # the owner's network, never the default bridge
+        network_mode=spec.network.name if spec.network else "none",  # the owner's network, never docker0
     )
+
+    if spec.network:
+        ensure_network(spec.network)  # the engine accepts a missing one here and fails only at start
     try:
         created = api.create_container(
             spec.image, command=spec.command, entrypoint=entrypoint, name=spec.name, user=spec.user,

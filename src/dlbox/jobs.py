@@ -184,8 +184,6 @@ def _container_spec(job: Job) -> tuple[containers.ContainerSpec, dict[str, str]]
     env = {"DLBOX_RUN_DIR": RUN_DIR, "DLBOX_JOB_ID": job.id,
            "PYTHONPATH": ":".join(filter(None, [LIB_DIR, image_env.get("PYTHONPATH")])),
            **{f"DLBOX_PARAM_{re.sub(r'[^A-Za-z0-9_]', '_', k).upper()}": v for k, v in job.params.items()}}
-    network = networks.for_owner(job.user)
-    engine.ensure_network(network)  # the owner's workspaces and jobs share it; other users' are apart
     spec = containers.ContainerSpec(
         name=f"{PREFIX}{job.id}", image=job.image_id, command=list(job.command), user=user,
         labels={"dlbox.kind": "job", "dlbox.job": job.id, "dlbox.owner": job.user, "dlbox.home": owner_label(),
@@ -194,7 +192,8 @@ def _container_spec(job: Job) -> tuple[containers.ContainerSpec, dict[str, str]]
                                                              containers.Mount(str(helper_dir()), LIB_DIR, True)],
         volumes=dict(job.volumes or {}),
         limits=containers.Limits(memory=job.memory, cpus=job.cpus, shm_size=job.shm_size or containers.DEFAULT_SHM),
-        gpu_ids=job.gpu_ids, env=env, workdir=job.workdir, network=network.name,
+        gpu_ids=job.gpu_ids, env=env, workdir=job.workdir,
+        network=networks.for_owner(job.user),  # shared with the owner's workspaces; other users' are apart
     )
     return spec, redact({**image_env, **env})
 

@@ -207,8 +207,6 @@ def up(req: UpRequest, progress: Progress) -> dict:
             raise DlboxError(f"workspace name {name} is taken; choose another", code="exists")
         made_volume = engine.ensure_volume(volume_name(name), {"dlbox.kind": KIND, "dlbox.workspace": name,
                                                                **({"dlbox.owner": req.owner} if req.owner else {})})
-        network = networks.for_owner(req.owner)
-        engine.ensure_network(network)
         for attempt in range(5):
             ports = {}
             if jupyter:
@@ -219,7 +217,7 @@ def up(req: UpRequest, progress: Progress) -> dict:
                 name=container_name(name), image=image["id"], command=[], user=user,
                 labels=labels | {f"dlbox.port.{p}": str(hp) for p, (_, hp) in ports.items()},
                 mounts=mounts, volumes={volume_name(name): WORKDIR}, limits=limits, gpu_ids=gpu_ids,
-                ports=ports, workdir=WORKDIR, network=network.name,
+                ports=ports, workdir=WORKDIR, network=networks.for_owner(req.owner),
             )
             container_id = engine.create_container(spec, entrypoint=["/bin/bash", f"{services.DIR}/start.sh"])
             engine.put_files(container_id, files)
