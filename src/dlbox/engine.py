@@ -393,6 +393,20 @@ def ensure_network(network) -> None:
         raise _api_error(exc, f"cannot create network {network.name}") from None
 
 
+def move_to_network(container: str, network) -> None:
+    """Take a container off the default bridge and onto `network` (a workspace made before
+    dlbox had networks per user); it keeps its name, ports and data."""
+    from docker.errors import APIError
+
+    ensure_network(network)
+    api = client().api
+    try:
+        api.disconnect_container_from_network(container, "bridge")
+        api.connect_container_to_network(container, network.name)
+    except APIError as exc:
+        raise _api_error(exc, f"cannot move the container to network {network.name}") from None
+
+
 def list_networks(label_filters: list[str]) -> list[dict]:
     """Networks with all these labels: Name, Id, Labels, Options, IPAM (one listing call)."""
     return client().api.networks(filters={"label": label_filters})

@@ -403,9 +403,12 @@ def restart(name: str, progress: Progress) -> dict:
 
 def _ensure_network(attrs: dict) -> None:
     """The owner's network may have gone while the workspace was stopped (the engine lets a network
-    with only stopped containers be removed); the same name made again is what it starts on."""
+    with only stopped containers be removed); the same name made again is what it starts on. A
+    workspace from before networks per user leaves the default bridge for its owner's network."""
     network = networks.for_owner((attrs["Config"]["Labels"] or {}).get("dlbox.owner"))
-    if attrs["HostConfig"].get("NetworkMode") == network.name:
+    if "bridge" in (attrs["NetworkSettings"].get("Networks") or {}):
+        engine.move_to_network(attrs["Id"], network)
+    elif attrs["HostConfig"].get("NetworkMode") == network.name:
         engine.ensure_network(network)
 
 

@@ -154,3 +154,16 @@ def test_a_second_server_on_the_same_port_does_not_open_the_first(team, test_env
     server = ["GATEWAY", team["port"]]
     attack = probe(team, "bob", small_image["image"], [server])
     assert attack[f"{attack['gateway']}:{team['port']}"] == "ConnectionRefusedError", attack
+
+
+def test_a_workspace_from_before_leaves_the_default_bridge_on_start(team, alice_workspace, docker_client):
+    """Last in the module: it stops alice's workspace (and its listeners)."""
+    (own, _), = alice_workspace.attrs["NetworkSettings"]["Networks"].items()
+    alice = team["as"]("alice")
+    name = alice_workspace.name.removeprefix("dlbox-ws-")
+    assert alice.post(f"/api/workspaces/{name}/stop").status_code == 200
+    docker_client.networks.get(own).disconnect(alice_workspace.name)  # as dlbox made workspaces before
+    docker_client.networks.get("bridge").connect(alice_workspace.name)
+    assert alice.post(f"/api/workspaces/{name}/start").json()["state"] == "running"
+    alice_workspace.reload()
+    assert list(alice_workspace.attrs["NetworkSettings"]["Networks"]) == [own]
