@@ -500,7 +500,7 @@ def check_ws_image() -> None:
                            WS_IMAGE], capture_output=True, text=True)
     if proc.returncode != 0:
         raise BenchError(f"no image {WS_IMAGE}; build it first (dlbox build --preset {PRESET})")
-    if "jupyter" not in proc.stdout.split(","):
+    if "jupyter" not in proc.stdout.strip().split(","):
         raise BenchError(f"{WS_IMAGE} has no Jupyter (its services: {proc.stdout.strip() or 'none'})")
 
 

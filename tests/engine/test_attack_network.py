@@ -42,9 +42,8 @@ result = {"gateway": gateway}
 for host, port in targets:
     host = gateway if host == "GATEWAY" else host
     try:
-        with socket.create_connection((host, port), timeout=3) as s:
-            s.recv(5)
-        result[f"{host}:{port}"] = "open"
+        with socket.create_connection((host, port), timeout=3):
+            result[f"{host}:{port}"] = "open"
     except OSError as exc:
         result[f"{host}:{port}"] = type(exc).__name__
 print(json.dumps(result))
@@ -154,6 +153,15 @@ def test_a_second_server_on_the_same_port_does_not_open_the_first(team, test_env
     server = ["GATEWAY", team["port"]]
     attack = probe(team, "bob", small_image["image"], [server])
     assert attack[f"{attack['gateway']}:{team['port']}"] == "ConnectionRefusedError", attack
+
+
+def test_the_admin_can_let_containers_reach_a_server(team, test_env, tmp_path, start_server, small_image):
+    env = {**test_env, "DLBOX_HOME": str(tmp_path / "open-home")}
+    with start_server(env, "--host", "0.0.0.0", "--allow-containers") as url:
+        port = urlparse(url).port
+        reached = probe(team, "bob", small_image["image"], [["GATEWAY", port], ["GATEWAY", team["port"]]])
+    assert reached[f"{reached['gateway']}:{port}"] == "open", reached
+    assert reached[f"{reached['gateway']}:{team['port']}"] == "ConnectionRefusedError", reached
 
 
 def test_a_workspace_from_before_leaves_the_default_bridge_on_start(team, alice_workspace, docker_client):
