@@ -156,6 +156,7 @@ def test_a_second_server_on_the_same_port_does_not_open_the_first(team, test_env
 
 
 def test_the_admin_can_let_containers_reach_a_server(team, test_env, tmp_path, start_server, small_image):
+    (tmp_path / "open-home").mkdir()
     env = {**test_env, "DLBOX_HOME": str(tmp_path / "open-home")}
     with start_server(env, "--host", "0.0.0.0", "--allow-containers") as url:
         port = urlparse(url).port
