@@ -500,7 +500,7 @@ def check_ws_image() -> None:
                            WS_IMAGE], capture_output=True, text=True)
     if proc.returncode != 0:
         raise BenchError(f"no image {WS_IMAGE}; build it first (dlbox build --preset {PRESET})")
-    if "jupyter" not in proc.stdout.split(","):
+    if "jupyter" not in proc.stdout.strip().split(","):
         raise BenchError(f"{WS_IMAGE} has no Jupyter (its services: {proc.stdout.strip() or 'none'})")
 
 
@@ -1358,10 +1358,13 @@ def cleanup(runner: Runner | None) -> None:
     for name in sorted(live_workspaces):  # left by a failure in 4 or 5: with its volume and secrets
         say(f"cleanup: dlbox rm {name} --purge-data")
         subprocess.run([DLBOX, "rm", name, "--purge-data"], env=dlbox_env(), capture_output=True)
-    say(f"cleanup: removing containers, volumes and images labelled {LABEL}")
+    say(f"cleanup: removing containers, networks, volumes and images labelled {LABEL}")
     containers = docker_out("ps", "-aq", "--filter", f"label={LABEL}").split()
     if containers:
         subprocess.run([DOCKER, "rm", "-f", "-v", *containers], capture_output=True)
+    networks = docker_out("network", "ls", "-q", "--filter", f"label={LABEL}").split()  # after the containers
+    if networks:
+        subprocess.run([DOCKER, "network", "rm", *networks], capture_output=True)
     volumes = docker_out("volume", "ls", "-q", "--filter", f"label={LABEL}").split()
     if volumes:
         subprocess.run([DOCKER, "volume", "rm", "-f", *volumes], capture_output=True)

@@ -753,8 +753,10 @@ def reproduce(run_id: str, as_json: bool) -> None:
               help="Serve HTTPS with this certificate (PEM, with its chain); use TLS beyond localhost.")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="FILE",
               help="The certificate's private key (PEM).")
+@click.option("--allow-containers", is_flag=True,
+              help="Let dlbox containers (workspaces, jobs) reach this port; by default an iptables rule rejects them.")
 def server(host: str, port: int, mount_roots: tuple[str, ...], workspace_host: str, tls_cert: Path | None,
-           tls_key: Path | None) -> None:
+           tls_key: Path | None, allow_containers: bool) -> None:
     """Serve dlbox to a team: the HTTP API under /api/ and the dashboard, on HOST:PORT.
 
     Every API route but /api/health needs a token (Authorization: Bearer dlb_...). On this
@@ -782,7 +784,7 @@ def server(host: str, port: int, mount_roots: tuple[str, ...], workspace_host: s
     click.echo(f"dlbox server on {'https' if tls_cert else 'http'}://{host}:{port}/ (API under /api/, OpenAPI at "
                f"/openapi.json); mount roots: {', '.join(map(str, roots)) or 'none'}", err=True)
     svc.serve(host=host, port=port, mount_roots=roots, workspace_host=workspace_host, tls_cert=tls_cert,
-              tls_key=tls_key)
+              tls_key=tls_key, allow_containers=allow_containers)
 
 
 def check_tls(cert: Path, key: Path) -> None:

@@ -15,6 +15,7 @@ from dlbox.errors import DlboxError, UsageError
 from dlbox.sizes import format_size, parse_size
 
 if TYPE_CHECKING:
+    from dlbox.networks import Network
     from dlbox.spec import Resources
 
 DEFAULT_SHM = 1024**3  # Docker's 64 MB /dev/shm kills TF/PyTorch data loaders
@@ -60,6 +61,7 @@ class ContainerSpec:
     ports: dict[int, tuple[str, int]] = field(default_factory=dict)  # container port -> (host ip, host port)
     env: dict[str, str] = field(default_factory=dict)
     workdir: str | None = None
+    network: Network | None = None  # the owner's network; None: no network at all
 
 
 @dataclass(frozen=True)

@@ -144,7 +144,8 @@ def relabel(image_id: str, new_labels: dict[str, str], files: list[tuple[str, by
 
     api = client().api
     changes = "LABEL " + " ".join(f"{k}={json.dumps(v)}" for k, v in new_labels.items())
-    container = api.create_container(image_id, labels=labels())
+    container = api.create_container(image_id, labels=labels(), network_disabled=True,
+                                     host_config=api.create_host_config(network_mode="none"))
     try:
         if files:
             put_files(container["Id"], list(files))
@@ -164,7 +165,9 @@ def read_files(image: str, paths: list[str]) -> dict[str, bytes]:
 
     api = client().api
     try:
-        container = api.create_container(image, command=["true"], labels=labels({"dlbox.kind": "probe"}))
+        container = api.create_container(image, command=["true"], labels=labels({"dlbox.kind": "probe"}),
+                                         network_disabled=True,
+                                         host_config=api.create_host_config(network_mode="none"))
     except DockerNotFound:
         raise NotFound(f"no image {image!r} in the engine") from None
     found = {}
@@ -226,16 +229,16 @@ print(json.dumps({"python_version": ".".join(map(str, sys.version_info[:3])),
 
 
 def run_once(image: str, command: list[str], *, entrypoint: list[str] | None = None,
-             network: bool = False, user: str | None = None) -> tuple[int, str, str]:
-    """Run a short command in a throwaway container; returns (exit code, stdout, stderr)."""
+             user: str | None = None) -> tuple[int, str, str]:
+    """Run a short command in a throwaway container with no network; returns (exit code, stdout, stderr)."""
     from docker.errors import APIError, ImageNotFound
 
     api = client().api
     try:
         container = api.create_container(
             image, command=command, entrypoint=entrypoint, user=user or "",
-            network_disabled=not network, labels=labels({"dlbox.kind": "probe"}),
-            host_config=api.create_host_config(security_opt=["no-new-privileges"]),
+            network_disabled=True, labels=labels({"dlbox.kind": "probe"}),
+            host_config=api.create_host_config(security_opt=["no-new-privileges"], network_mode="none"),
         )
     except ImageNotFound:
         raise NotFound(f"no image {image!r} in the engine") from None
@@ -264,16 +267,22 @@ def read_packages(image: str, python: str = "/opt/venv/bin/python") -> dict:
 
 
 def remove_labelled(label: str) -> dict[str, int]:
-    """Remove every container, volume and image carrying `label` (k=v)."""
+    """Remove every container, network, volume and image carrying `label` (k=v)."""
     from docker.errors import NotFound as DockerNotFound, APIError
 
     api = client().api
-    removed = {"containers": 0, "volumes": 0, "images": 0}
+    removed = {"containers": 0, "networks": 0, "volumes": 0, "images": 0}
     for c in api.containers(all=True, filters={"label": label}):
         try:
             api.remove_container(c["Id"], force=True, v=True)
             removed["containers"] += 1
         except DockerNotFound:
+            pass
+    for n in api.networks(filters={"label": label}):  # after the containers: a network in use stays
+        try:
+            api.remove_network(n["Id"])
+            removed["networks"] += 1
+        except (DockerNotFound, APIError):
             pass
     for v in api.volumes(filters={"label": label}).get("Volumes") or []:
         try:
@@ -311,7 +320,8 @@ def capacity() -> dict:
 
 
 def create_container(spec, *, entrypoint: list[str] | None = None) -> str:
-    """Create (not start) a container from a `containers.ContainerSpec`; returns its ID."""
+    """Create (not start) a container from a `containers.ContainerSpec`, on its network (made if
+    missing) or on none; returns its ID."""
     from docker.errors import APIError, ImageNotFound
     from docker.types import DeviceRequest
 
@@ -339,7 +349,11 @@ def create_container(spec, *, entrypoint: list[str] | None = None) -> str:
         privileged=False,
         init=True,
         device_requests=devices,
+        network_mode=spec.network.name if spec.network else "none",  # the owner's network, never docker0
     )
+
+    if spec.network:
+        ensure_network(spec.network)  # the engine accepts a missing one here and fails only at start
     try:
         created = api.create_container(
             spec.image, command=spec.command, entrypoint=entrypoint, name=spec.name, user=spec.user,
@@ -353,6 +367,70 @@ def create_container(spec, *, entrypoint: list[str] | None = None) -> str:
             raise DlboxError(f"a container named {spec.name} already exists", code="exists") from None
         raise _api_error(exc, f"cannot create container {spec.name}") from None
     return created["Id"]
+
+
+def ensure_network(network) -> None:
+    """Create a `networks.Network` (a bridge with its own interface name) unless it exists."""
+    from docker.errors import APIError, NotFound as DockerNotFound
+
+    api = client().api
+    try:
+        api.inspect_network(network.name)
+        return
+    except DockerNotFound:
+        pass
+    try:
+        api.create_network(network.name, driver="bridge", options=network.options, check_duplicate=True,
+                           labels=labels(network.labels))
+    except APIError as exc:
+        if exc.status_code == 409:  # made meanwhile by another dlbox process: the same network
+            return
+        text = str(getattr(exc, "explanation", "") or exc)
+        if "address pool" in text:
+            raise DlboxError(f"cannot create network {network.name}: the engine has no free address range left "
+                             "(each dlbox user has a network; widen dockerd's default-address-pools)",
+                             code="no_network") from None
+        raise _api_error(exc, f"cannot create network {network.name}") from None
+
+
+def move_to_network(container: str, network) -> None:
+    """Take a container off the default bridge and onto `network` (a workspace made before
+    dlbox had networks per user); it keeps its name, ports and data."""
+    from docker.errors import APIError
+
+    ensure_network(network)
+    api = client().api
+    try:
+        api.disconnect_container_from_network(container, "bridge")
+        api.connect_container_to_network(container, network.name)
+    except APIError as exc:
+        raise _api_error(exc, f"cannot move the container to network {network.name}") from None
+
+
+def list_networks(label_filters: list[str]) -> list[dict]:
+    """Networks with all these labels: Name, Id, Labels, Options, IPAM (one listing call)."""
+    return client().api.networks(filters={"label": label_filters})
+
+
+def network_attrs(name: str) -> dict | None:
+    from docker.errors import NotFound as DockerNotFound
+
+    try:
+        return client().api.inspect_network(name)
+    except DockerNotFound:
+        return None
+
+
+def remove_network(name: str) -> None:
+    """Remove a network; a missing one is fine. The engine refuses while containers are attached."""
+    from docker.errors import APIError, NotFound as DockerNotFound
+
+    try:
+        client().api.remove_network(name)
+    except DockerNotFound:
+        pass
+    except APIError as exc:
+        raise _api_error(exc, f"cannot remove network {name}") from None
 
 
 def put_files(container: str, files: list[tuple[str, bytes, int, int]]) -> None:

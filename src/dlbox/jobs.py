@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from dlbox import collect, config, containers, engine, gpus
+from dlbox import collect, config, containers, engine, gpus, networks
 from dlbox.errors import NotFound
 from dlbox.jobstate import JobState, final_state
 from dlbox.redact import mapping as redact  # the recorded env: one set of rules for every listing
@@ -193,6 +193,7 @@ def _container_spec(job: Job) -> tuple[containers.ContainerSpec, dict[str, str]]
         volumes=dict(job.volumes or {}),
         limits=containers.Limits(memory=job.memory, cpus=job.cpus, shm_size=job.shm_size or containers.DEFAULT_SHM),
         gpu_ids=job.gpu_ids, env=env, workdir=job.workdir,
+        network=networks.for_owner(job.user),  # shared with the owner's workspaces; other users' are apart
     )
     return spec, redact({**image_env, **env})
 

@@ -486,8 +486,10 @@ def _take_lock(home: Path, *, replace: bool):
 
 
 def serve(*, host: str | None = None, port: int | None = None, mount_roots: list[Path] | None = None,
-          workspace_host: str = "127.0.0.1", tls_cert: Path | None = None, tls_key: Path | None = None) -> None:
-    """Run the service in the foreground: on the local socket, and on host:port when given (the server)."""
+          workspace_host: str = "127.0.0.1", tls_cert: Path | None = None, tls_key: Path | None = None,
+          allow_containers: bool = False) -> None:
+    """Run the service in the foreground: on the local socket, and on host:port when given (the server).
+    dlbox containers cannot reach host:port unless `allow_containers` (an INPUT rule while it runs)."""
     import contextlib
 
     import uvicorn
@@ -495,6 +497,11 @@ def serve(*, host: str | None = None, port: int | None = None, mount_roots: list
     home = config.home()
     home.mkdir(parents=True, exist_ok=True)
     guard = _take_lock(home, replace=port is not None)  # noqa: F841 - held for the life of the process
+    firewall = contextlib.ExitStack()
+    if port is not None and not allow_containers:
+        from dlbox.firewall import closed_to_containers
+
+        firewall.enter_context(closed_to_containers(port, ipv6=":" in (host or "")))
     (home / "service").mkdir(parents=True, exist_ok=True)
     (home / "service" / "pid").write_text(str(os.getpid()))
     store = Store()
@@ -530,4 +537,5 @@ def serve(*, host: str | None = None, port: int | None = None, mount_roots: list
             running.add_signal_handler(sig, lambda: [setattr(s, "should_exit", True) for s in servers])
         await asyncio.gather(*(s.serve() for s in servers))
 
-    asyncio.run(main())
+    with firewall:  # the rule goes when the server does
+        asyncio.run(main())

@@ -16,7 +16,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dlbox import config, containers, engine, gpus, services, vault
+from dlbox import config, containers, engine, gpus, networks, services, vault
 from dlbox.errors import DlboxError, NotFound, UsageError
 from dlbox.progress import Progress
 
@@ -217,7 +217,7 @@ def up(req: UpRequest, progress: Progress) -> dict:
                 name=container_name(name), image=image["id"], command=[], user=user,
                 labels=labels | {f"dlbox.port.{p}": str(hp) for p, (_, hp) in ports.items()},
                 mounts=mounts, volumes={volume_name(name): WORKDIR}, limits=limits, gpu_ids=gpu_ids,
-                ports=ports, workdir=WORKDIR,
+                ports=ports, workdir=WORKDIR, network=networks.for_owner(req.owner),
             )
             container_id = engine.create_container(spec, entrypoint=["/bin/bash", f"{services.DIR}/start.sh"])
             engine.put_files(container_id, files)
@@ -388,6 +388,7 @@ def start(name: str, progress: Progress) -> dict:
     attrs = _attrs(name)
     if not attrs["State"]["Running"]:
         _recheck_mounts(attrs)
+        _ensure_network(attrs)
         engine.start(attrs["Id"])
     return _ready(name, attrs["Id"], progress)
 
@@ -395,8 +396,20 @@ def start(name: str, progress: Progress) -> dict:
 def restart(name: str, progress: Progress) -> dict:
     attrs = _attrs(name)
     _recheck_mounts(attrs)
+    _ensure_network(attrs)
     engine.restart(attrs["Id"])
     return _ready(name, attrs["Id"], progress)
+
+
+def _ensure_network(attrs: dict) -> None:
+    """The owner's network may have gone while the workspace was stopped (the engine lets a network
+    with only stopped containers be removed); the same name made again is what it starts on. A
+    workspace from before networks per user leaves the default bridge for its owner's network."""
+    network = networks.for_owner((attrs["Config"]["Labels"] or {}).get("dlbox.owner"))
+    if "bridge" in (attrs["NetworkSettings"].get("Networks") or {}):
+        engine.move_to_network(attrs["Id"], network)
+    elif attrs["HostConfig"].get("NetworkMode") == network.name:
+        engine.ensure_network(network)
 
 
 def _ports(labels: dict) -> dict[int, tuple[str, int]]:
