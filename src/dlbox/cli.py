@@ -745,7 +745,10 @@ def reproduce(run_id: str, as_json: bool) -> None:
                    "Also $DLBOX_MOUNT_ROOTS, colon-separated.")
 @click.option("--workspace-host", default="127.0.0.1", show_default=True,
               help="Address workspaces publish Jupyter and SSH on (0.0.0.0 to reach them from other machines).")
-def server(host: str, port: int, mount_roots: tuple[str, ...], workspace_host: str) -> None:
+@click.option("--allow-foreign-images", is_flag=True,
+              help="Let jobs run images dlbox did not build (default: only images with a dlbox lock).")
+def server(host: str, port: int, mount_roots: tuple[str, ...], workspace_host: str,
+           allow_foreign_images: bool) -> None:
     """Serve dlbox to a team: the HTTP API under /api/ and the dashboard, on HOST:PORT.
 
     Every API route but /api/health needs a token (Authorization: Bearer dlb_...). On this
@@ -762,6 +765,8 @@ def server(host: str, port: int, mount_roots: tuple[str, ...], workspace_host: s
     from dlbox import accounts
     from dlbox import service as svc
 
+    if allow_foreign_images:
+        os.environ["DLBOX_ALLOW_FOREIGN_IMAGES"] = "1"  # read at each submit (containers.foreign_images_allowed)
     roots = accounts.mount_roots(list(mount_roots) + [r for r in os.environ.get("DLBOX_MOUNT_ROOTS", "").split(":") if r])
     click.echo(f"dlbox server on http://{host}:{port}/ (API under /api/, OpenAPI at /openapi.json); "
                f"mount roots: {', '.join(map(str, roots)) or 'none'}", err=True)

@@ -144,7 +144,10 @@ def relabel(image_id: str, new_labels: dict[str, str], files: list[tuple[str, by
 
     api = client().api
     changes = "LABEL " + " ".join(f"{k}={json.dumps(v)}" for k, v in new_labels.items())
-    container = api.create_container(image_id, labels=labels())
+    # Never started. No user given: a commit keeps the container's config, so the image's own USER
+    # stays; the root filesystem stays writable because put_archive writes the files into it.
+    container = api.create_container(image_id, labels=labels(), network_disabled=True,
+                                     host_config=helper_host_config(read_only=False))
     try:
         if files:
             put_files(container["Id"], list(files))
@@ -164,7 +167,9 @@ def read_files(image: str, paths: list[str]) -> dict[str, bytes]:
 
     api = client().api
     try:
-        container = api.create_container(image, command=["true"], labels=labels({"dlbox.kind": "probe"}))
+        container = api.create_container(image, command=["true"], labels=labels({"dlbox.kind": "probe"}),
+                                         user=_probe_user(image), network_disabled=True,
+                                         host_config=helper_host_config())
     except DockerNotFound:
         raise NotFound(f"no image {image!r} in the engine") from None
     found = {}
@@ -225,6 +230,32 @@ print(json.dumps({"python_version": ".".join(map(str, sys.version_info[:3])),
 """
 
 
+def helper_host_config(*, read_only: bool = True) -> dict:
+    """The host config of a short-lived helper container: no capabilities, no way up, small fixed
+    limits, and (unless it must be written) a read-only root with a small tmpfs /tmp."""
+    from dlbox import containers
+
+    return client().api.create_host_config(
+        cap_drop=["ALL"], security_opt=["no-new-privileges"], privileged=False,
+        mem_limit=containers.HELPER_MEMORY, memswap_limit=containers.HELPER_MEMORY,
+        pids_limit=containers.HELPER_PIDS, read_only=read_only,
+        tmpfs={"/tmp": "rw,nosuid,nodev,noexec,size=64m"} if read_only else None,
+    )
+
+
+def _probe_user(image: str) -> str:
+    """Who a helper runs as: the image's own non-root uid:gid (its files are readable to it)."""
+    from docker.errors import APIError, ImageNotFound
+
+    from dlbox import containers
+
+    try:
+        image_labels = client().api.inspect_image(image)["Config"].get("Labels")
+    except (ImageNotFound, APIError):
+        image_labels = None  # the create that follows says what is wrong
+    return containers.run_as(image_labels)
+
+
 def run_once(image: str, command: list[str], *, entrypoint: list[str] | None = None,
              network: bool = False, user: str | None = None) -> tuple[int, str, str]:
     """Run a short command in a throwaway container; returns (exit code, stdout, stderr)."""
@@ -233,9 +264,9 @@ def run_once(image: str, command: list[str], *, entrypoint: list[str] | None = N
     api = client().api
     try:
         container = api.create_container(
-            image, command=command, entrypoint=entrypoint, user=user or "",
+            image, command=command, entrypoint=entrypoint, user=user or _probe_user(image),
             network_disabled=not network, labels=labels({"dlbox.kind": "probe"}),
-            host_config=api.create_host_config(security_opt=["no-new-privileges"]),
+            host_config=helper_host_config(),
         )
     except ImageNotFound:
         raise NotFound(f"no image {image!r} in the engine") from None
@@ -310,12 +341,26 @@ def capacity() -> dict:
     return {"cpus": info.get("NCPU"), "memory": info.get("MemTotal"), "runtimes": sorted(info.get("Runtimes") or {})}
 
 
+@functools.cache
+def machine_memory() -> int | None:
+    """The engine machine's memory in bytes, read once per process (for the default memory limit)."""
+    return client().api.info().get("MemTotal")
+
+
 def create_container(spec, *, entrypoint: list[str] | None = None) -> str:
-    """Create (not start) a container from a `containers.ContainerSpec`; returns its ID."""
+    """Create (not start) a container from a `containers.ContainerSpec`; returns its ID.
+
+    Every container gets the same floor: no capabilities, no-new-privileges, a pids limit and a
+    memory limit (a default when the spec has none), whatever the spec says."""
     from docker.errors import APIError, ImageNotFound
     from docker.types import DeviceRequest
 
-    from dlbox import gpus
+    from dlbox import containers, gpus
+
+    if not containers.non_root(spec.user):
+        raise DlboxError(f"refusing to run {spec.name} as {spec.user or 'the image default'!r}: "
+                         "dlbox containers run as a non-root numeric uid:gid")
+    memory = spec.limits.memory or containers.default_memory(machine_memory())
 
     api = client().api
     # a list, not a dict keyed by source: one host folder may be mounted twice (say ro and rw)
@@ -329,8 +374,8 @@ def create_container(spec, *, entrypoint: list[str] | None = None) -> str:
     host_config = api.create_host_config(
         binds=binds,
         port_bindings={f"{port}/tcp": [(ip, host_port)] for port, (ip, host_port) in spec.ports.items()},
-        mem_limit=spec.limits.memory,
-        memswap_limit=spec.limits.memory,  # no swap beyond the limit: past it, the kernel OOM-kills
+        mem_limit=memory,
+        memswap_limit=memory,  # no swap beyond the limit: past it, the kernel OOM-kills
         nano_cpus=int(spec.limits.cpus * 1e9) if spec.limits.cpus else None,
         pids_limit=spec.limits.pids,
         shm_size=spec.limits.shm_size,
@@ -339,12 +384,15 @@ def create_container(spec, *, entrypoint: list[str] | None = None) -> str:
         privileged=False,
         init=True,
         device_requests=devices,
+        read_only=spec.read_only,
+        tmpfs=dict(spec.tmpfs) or None,
+        restart_policy=spec.restart,
     )
     try:
         created = api.create_container(
             spec.image, command=spec.command, entrypoint=entrypoint, name=spec.name, user=spec.user,
             labels=labels(spec.labels), environment=spec.env, working_dir=spec.workdir,
-            ports=list(spec.ports), host_config=host_config, detach=True,
+            ports=list(spec.ports), host_config=host_config, detach=True, healthcheck=spec.healthcheck,
         )
     except ImageNotFound:
         raise NotFound(f"no image {spec.image!r} in the engine") from None

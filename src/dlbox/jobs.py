@@ -173,13 +173,13 @@ def _container_spec(job: Job) -> tuple[containers.ContainerSpec, dict[str, str]]
     """The job's container, and the environment to record (secrets redacted)."""
     attrs = image_attrs(job.image_id)
     labels = attrs["Config"].get("Labels") or {}
-    uid = int(labels.get("dlbox.uid") or 1000)
-    user = labels.get("dlbox.user") or attrs["Config"].get("User") or str(uid)
+    user = containers.run_as(labels)  # numeric uid:gid: never the image's root, never group 0
+    uid, gid = containers.uid_gid(user)
     directory = run_dir(job.id)
     (directory / "artifacts").mkdir(parents=True, exist_ok=True)
     (directory / "params.json").write_text(json.dumps(job.params))
     for path in (directory, directory / "artifacts", directory / "params.json"):
-        os.chown(path, uid, uid)
+        os.chown(path, uid, gid)
     image_env = dict(item.split("=", 1) for item in attrs["Config"].get("Env") or [])
     env = {"DLBOX_RUN_DIR": RUN_DIR, "DLBOX_JOB_ID": job.id,
            "PYTHONPATH": ":".join(filter(None, [LIB_DIR, image_env.get("PYTHONPATH")])),
@@ -193,6 +193,7 @@ def _container_spec(job: Job) -> tuple[containers.ContainerSpec, dict[str, str]]
         volumes=dict(job.volumes or {}),
         limits=containers.Limits(memory=job.memory, cpus=job.cpus, shm_size=job.shm_size or containers.DEFAULT_SHM),
         gpu_ids=job.gpu_ids, env=env, workdir=job.workdir,
+        healthcheck={"test": ["NONE"]},  # a job's health is its exit code (the reconciler's); none of the image's
     )
     return spec, redact({**image_env, **env})
 

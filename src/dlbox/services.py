@@ -38,6 +38,26 @@ sleep infinity &  # the workspace lives until stopped, with or without services
 wait
 """
 
+# The workspace's healthcheck (CIS 5.27): each service it runs accepts connections; with neither,
+# the entrypoint answers (the container lives only as long as it does, so that is what is left).
+HEALTH = f"""\
+#!/bin/bash
+# dlbox workspace healthcheck, run by the engine as the workspace user
+if [ -f {DIR}/jupyter_config.py ]; then
+  (exec 3<>/dev/tcp/127.0.0.1/{JUPYTER_PORT}) 2>/dev/null || {{ echo "jupyter does not answer on {JUPYTER_PORT}"; exit 1; }}
+fi
+if [ -f {DIR}/ssh/sshd_config ]; then
+  (exec 3<>/dev/tcp/127.0.0.1/{SSH_PORT}) 2>/dev/null || {{ echo "sshd does not answer on {SSH_PORT}"; exit 1; }}
+fi
+exit 0
+"""
+HEALTHCHECK = {"test": ["CMD", "/bin/bash", f"{DIR}/health.sh"], "interval": 15 * 10**9, "timeout": 5 * 10**9,
+               "retries": 3, "start_period": 120 * 10**9}
+# A dockerd that restarts without live-restore stops every container; a workspace that died
+# (exit code not 0: killed, crashed) comes back, at most 5 times (CIS 5.15). `dlbox stop` exits 0
+# (start.sh's TERM trap), so a stopped workspace stays stopped.
+RESTART = {"Name": "on-failure", "MaximumRetryCount": 5}
+
 JUPYTER_CONFIG = f"""\
 # written by dlbox
 c = get_config()  # noqa: F821
@@ -95,7 +115,7 @@ def sshd_config(user: str, env: dict[str, str]) -> str:
 def files(*, user: str, uid: int, token: str | None, host_key: bytes | None,
           authorized_keys: str | None, env: dict[str, str] | None = None) -> list[tuple[str, bytes, int, int]]:
     """(path, content, mode, owner uid) for each file the container needs."""
-    out = [(f"{DIR}/start.sh", START.encode(), 0o755, 0)]
+    out = [(f"{DIR}/start.sh", START.encode(), 0o755, 0), (f"{DIR}/health.sh", HEALTH.encode(), 0o755, 0)]
     if token is not None:
         out += [(f"{DIR}/jupyter_config.py", JUPYTER_CONFIG.encode(), 0o644, 0),
                 (TOKEN_FILE, token.encode(), 0o400, uid)]
