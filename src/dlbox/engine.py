@@ -445,6 +445,11 @@ def start(container: str) -> None:
         raise _api_error(exc, "cannot start the container") from None
 
 
+def set_restart_policy(container: str, policy: dict) -> None:
+    """Change a container's restart policy ({"Name": "on-failure", "MaximumRetryCount": 5}, or "no")."""
+    client().api.update_container(container, restart_policy=policy)
+
+
 def stop(container: str, timeout: int = 10) -> None:
     client().api.stop(container, timeout=timeout)
 

@@ -33,7 +33,7 @@ if [ -f {DIR}/jupyter_config.py ]; then
     done
   ) &
 fi
-trap 'kill -TERM 0; exit 0' TERM INT
+trap 'kill -TERM 0; exit 143' TERM INT  # not 0: after a dockerd restart the restart policy brings it back
 sleep infinity &  # the workspace lives until stopped, with or without services
 wait
 """
@@ -53,10 +53,11 @@ exit 0
 """
 HEALTHCHECK = {"test": ["CMD", "/bin/bash", f"{DIR}/health.sh"], "interval": 15 * 10**9, "timeout": 5 * 10**9,
                "retries": 3, "start_period": 120 * 10**9}
-# A dockerd that restarts without live-restore stops every container; a workspace that died
-# (exit code not 0: killed, crashed) comes back, at most 5 times (CIS 5.15). `dlbox stop` exits 0
-# (start.sh's TERM trap), so a stopped workspace stays stopped.
+# A dockerd that restarts without live-restore stops every container (start.sh then exits 143); a
+# workspace that ended so, or was killed or crashed, comes back, at most 5 times (CIS 5.15).
+# `dlbox stop` first sets NO_RESTART, so a stopped workspace stays stopped; `start` sets RESTART again.
 RESTART = {"Name": "on-failure", "MaximumRetryCount": 5}
+NO_RESTART = {"Name": "no", "MaximumRetryCount": 0}
 
 JUPYTER_CONFIG = f"""\
 # written by dlbox

@@ -378,6 +378,7 @@ def show(name: str, *, with_token: bool = False) -> dict:
 
 def stop(name: str, progress: Progress | None = None) -> dict:
     attrs = _attrs(name)
+    engine.set_restart_policy(attrs["Id"], services.NO_RESTART)  # stopped on purpose: no engine restart revives it
     engine.stop(attrs["Id"])
     return describe(engine.container_attrs(attrs["Id"]))
 
@@ -390,6 +391,7 @@ def start(name: str, progress: Progress) -> dict:
     attrs = _attrs(name)
     if not attrs["State"]["Running"]:
         _recheck_mounts(attrs)
+        engine.set_restart_policy(attrs["Id"], services.RESTART)
         engine.start(attrs["Id"])
     return _ready(name, attrs["Id"], progress)
 
@@ -397,6 +399,7 @@ def start(name: str, progress: Progress) -> dict:
 def restart(name: str, progress: Progress) -> dict:
     attrs = _attrs(name)
     _recheck_mounts(attrs)
+    engine.set_restart_policy(attrs["Id"], services.RESTART)
     engine.restart(attrs["Id"])
     return _ready(name, attrs["Id"], progress)
 
