@@ -116,6 +116,23 @@ def non_root(user: str | None) -> bool:
     return bool(sep) and uid.isdigit() and gid.isdigit() and int(uid) > 0 and int(gid) > 0
 
 
+def scratch(user: str, home: str | None) -> dict[str, str]:
+    """The tmpfs mounts that make a read-only root filesystem livable: /tmp, and the user's HOME
+    (caches, downloads, Jupyter's runtime files). In memory, so charged to the memory limit; exec
+    allowed, since builds and JIT compilers run what they write there."""
+    uid, gid = uid_gid(user)
+    out = {"/tmp": "rw,exec,nosuid,nodev,mode=1777"}
+    if home and home.startswith("/") and home.rstrip("/") not in ("", "/tmp"):
+        out[home] = f"rw,exec,nosuid,nodev,mode=0700,uid={uid},gid={gid}"
+    return out
+
+
+def image_home(image_labels: dict[str, str] | None) -> str | None:
+    """The HOME of a dlbox image's user (render.py makes /home/NAME); None for an image dlbox did not build."""
+    name = (image_labels or {}).get("dlbox.user")
+    return f"/home/{name}" if name and re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", name) else None
+
+
 def foreign_images_allowed() -> bool:
     """May a job run an image dlbox did not build? Only where the service's admin said so:
     `dlbox server --allow-foreign-images`, or DLBOX_ALLOW_FOREIGN_IMAGES=1 in the service's environment."""

@@ -194,6 +194,7 @@ def _container_spec(job: Job) -> tuple[containers.ContainerSpec, dict[str, str]]
         limits=containers.Limits(memory=job.memory, cpus=job.cpus, shm_size=job.shm_size or containers.DEFAULT_SHM),
         gpu_ids=job.gpu_ids, env=env, workdir=job.workdir,
         healthcheck={"test": ["NONE"]},  # a job's health is its exit code (the reconciler's); none of the image's
+        read_only=True, tmpfs=containers.scratch(user, containers.image_home(labels)),  # writes: run dir, /tmp, HOME
     )
     return spec, redact({**image_env, **env})
 
