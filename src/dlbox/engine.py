@@ -261,10 +261,15 @@ def run_once(image: str, command: list[str], *, entrypoint: list[str] | None = N
     """Run a short command in a throwaway container; returns (exit code, stdout, stderr)."""
     from docker.errors import APIError, ImageNotFound
 
+    from dlbox import containers
+
+    user = user or _probe_user(image)
+    if not containers.non_root(user):
+        raise DlboxError(f"refusing to run a helper of {image} as {user!r}: helpers run as a non-root uid:gid")
     api = client().api
     try:
         container = api.create_container(
-            image, command=command, entrypoint=entrypoint, user=user or _probe_user(image),
+            image, command=command, entrypoint=entrypoint, user=user,
             network_disabled=not network, labels=labels({"dlbox.kind": "probe"}),
             host_config=helper_host_config(),
         )
@@ -379,7 +384,7 @@ def create_container(spec, *, entrypoint: list[str] | None = None) -> str:
         nano_cpus=int(spec.limits.cpus * 1e9) if spec.limits.cpus else None,
         # no CPU limit asked: a lower weight instead, so under contention it yields to those that asked (CIS 5.12)
         cpu_shares=None if spec.limits.cpus else containers.UNLIMITED_CPU_SHARES,
-        pids_limit=spec.limits.pids,
+        pids_limit=spec.limits.pids or containers.DEFAULT_PIDS,
         shm_size=spec.limits.shm_size,
         cap_drop=["ALL"],
         security_opt=["no-new-privileges"],

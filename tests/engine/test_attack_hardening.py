@@ -26,6 +26,13 @@ for path in ("/pwned", "/etc/pwned", "/usr/local/bin/pwned", "/etc/passwd"):
         print("wrote", path)
     except OSError as exc:
         print("refused", path, exc.errno)
+for path in ("/tmp/scratch", os.path.expanduser("~/scratch"), "/dlbox/run/scratch"):
+    try:
+        with open(path, "w") as handle:
+            handle.write("ok")
+        print("writable", path)
+    except OSError as exc:
+        print("unwritable", path, exc.errno)
 for name, call in (("setuid", lambda: os.setuid(0)), ("setgid", lambda: os.setgid(0)),
                    ("setgroups", lambda: os.setgroups([0])), ("chown", lambda: os.chown("/tmp", 0, 0))):
     try:
@@ -98,7 +105,15 @@ def test_a_job_holds_no_capabilities_and_cannot_gain_any(escalation):
 def test_a_job_cannot_write_the_image(escalation):
     _, output = escalation
     assert not lines(output, "wrote"), output
-    assert {r[0] for r in lines(output, "refused")} == {"/pwned", "/etc/pwned", "/usr/local/bin/pwned", "/etc/passwd"}
+    refused = {r[0]: r[1] for r in lines(output, "refused")}
+    assert set(refused) == {"/pwned", "/etc/pwned", "/usr/local/bin/pwned", "/etc/passwd"}, output
+    assert set(refused.values()) == {"30"}, output  # EROFS: the root filesystem is read-only, not merely not ours
+
+
+def test_a_job_still_writes_its_run_directory_tmp_and_home(escalation):
+    _, output = escalation
+    assert not lines(output, "unwritable"), output
+    assert [w[0] for w in lines(output, "writable")] == ["/tmp/scratch", "/home/dl/scratch", "/dlbox/run/scratch"]
 
 
 def test_a_fork_bomb_stops_at_the_pids_limit(dlbox, small_image):
