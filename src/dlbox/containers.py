@@ -21,8 +21,6 @@ DEFAULT_SHM = 1024**3  # Docker's 64 MB /dev/shm kills TF/PyTorch data loaders
 DEFAULT_PIDS = 4096
 # A container given no memory limit still gets one: 4 GiB, or half the machine where that is less.
 DEFAULT_MEMORY = 4 * 1024**3
-# The CPU weight of a container without a CPU limit (the engine's default weight is 1024).
-UNLIMITED_CPU_SHARES = 512
 # Helper containers (image probes, the lock's package listing, relabelling) get small fixed limits.
 HELPER_MEMORY = 512 * 1024**2
 HELPER_PIDS = 128

@@ -382,8 +382,6 @@ def create_container(spec, *, entrypoint: list[str] | None = None) -> str:
         mem_limit=memory,
         memswap_limit=memory,  # no swap beyond the limit: past it, the kernel OOM-kills
         nano_cpus=int(spec.limits.cpus * 1e9) if spec.limits.cpus else None,
-        # no CPU limit asked: a lower weight instead, so under contention it yields to those that asked (CIS 5.12)
-        cpu_shares=None if spec.limits.cpus else containers.UNLIMITED_CPU_SHARES,
         pids_limit=spec.limits.pids or containers.DEFAULT_PIDS,
         shm_size=spec.limits.shm_size,
         cap_drop=["ALL"],

@@ -46,8 +46,10 @@ HEALTH = f"""\
 if [ -f {DIR}/jupyter_config.py ]; then
   (exec 3<>/dev/tcp/127.0.0.1/{JUPYTER_PORT}) 2>/dev/null || {{ echo "jupyter does not answer on {JUPYTER_PORT}"; exit 1; }}
 fi
+# sshd: listening, read from the kernel's table (a probe connection would log a line every time)
 if [ -f {DIR}/ssh/sshd_config ]; then
-  (exec 3<>/dev/tcp/127.0.0.1/{SSH_PORT}) 2>/dev/null || {{ echo "sshd does not answer on {SSH_PORT}"; exit 1; }}
+  grep -qE ':{SSH_PORT:04X} [0-9A-F]+:0000 0A' /proc/net/tcp /proc/net/tcp6 2>/dev/null \
+    || {{ echo "sshd does not listen on {SSH_PORT}"; exit 1; }}
 fi
 exit 0
 """
