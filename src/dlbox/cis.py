@@ -113,8 +113,8 @@ def check(attrs: dict, info: dict, processes: list[str] | None = None) -> list[F
     add("5.22", "default seccomp profile not disabled",
         WARN if unconfined or "seccomp" not in options else PASS,
         "unconfined" if unconfined else ("the engine has no seccomp" if "seccomp" not in options else "default"))
-    add("5.25", "cgroup not set to the host's", WARN if host.get("CgroupParent") or host.get("CgroupnsMode") == "host"
-        else PASS, host.get("CgroupParent") or "default")
+    add("5.25", "cgroup parent is the engine's default", WARN if host.get("CgroupParent") else PASS,
+        host.get("CgroupParent") or "default")
     add("5.26", "no-new-privileges", PASS if any(o.split("=")[0].split(":")[0] == "no-new-privileges"
                                                  and not o.endswith(("false", "=0")) for o in security) else WARN)
     test = ((config.get("Healthcheck") or {}).get("Test")) or []
