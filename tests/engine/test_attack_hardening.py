@@ -159,15 +159,19 @@ def test_past_the_default_memory_limit_a_job_is_oom_killed_inside(dlbox, small_i
 
 @pytest.fixture(scope="module")
 def foreign_image(docker_client, small_image, run_id):
-    """The small image re-committed as a stranger's: no lock label, no dlbox uid, USER root."""
+    """The small image re-committed as a stranger's: no lock, no dlbox uid, USER root, and none of the
+    labels that would let dlbox list it or pick it for the small image's spec. Removed after the
+    module: as a child of the small image it would keep that image alive when a test deletes it."""
     api = docker_client.api
     container = api.create_container(small_image["id"], labels={"dlbox.test-run": run_id})
     try:
         image = api.commit(container["Id"], repository=f"t{run_id}-foreign", tag="1", changes=[
-            'LABEL dlbox.lock-hash="" dlbox.uid="" dlbox.test-run="' + run_id + '"', "USER root"])
+            'LABEL dlbox.lock-hash="" dlbox.uid="" dlbox.managed="false" dlbox.name="" dlbox.spec-hash="" '
+            f'dlbox.test-run="{run_id}"', "USER root"])
     finally:
         api.remove_container(container["Id"], force=True)
-    return f"t{run_id}-foreign:1"
+    yield f"t{run_id}-foreign:1"
+    api.remove_image(image["Id"], force=True)
 
 
 def test_a_job_of_an_image_dlbox_did_not_build_is_refused(dlbox, foreign_image):
