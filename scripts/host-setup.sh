@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Prepare a Debian host for dlbox: the packages it drives, and a running Docker Engine.
 #   scripts/host-setup.sh packages   install what is missing (python3-venv, debootstrap, docker.io, postgresql, chromium, ...)
-#   scripts/host-setup.sh engine     start dockerd if no engine answers, and wait for it
+#   scripts/host-setup.sh engine     start dockerd if no engine answers, and wait for it; before it starts
+#                                    one, /etc/docker/daemon.json gets log rotation and live-restore
+#                                    (scripts/daemon_json.py: merged, an admin's own settings kept)
+#   scripts/host-setup.sh daemon-config [PATH]   only that merge (a running dockerd reads it at its next start)
 # Idempotent: does nothing that is already done. Needs root for installs and for dockerd.
 set -euo pipefail
 
@@ -33,6 +36,9 @@ need_packages() {
   fi
 }
 
+# Container logs rotate (json-file, 50m x 5) and containers outlive a dockerd restart (live-restore).
+configure_daemon() { python3 "$(dirname "$0")/daemon_json.py" "$1"; }
+
 engine_answers() { timeout 10 docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
 
 start_engine() {
@@ -48,6 +54,7 @@ start_engine() {
     echo "error: no Docker Engine answers and starting one needs root (dockerd)" >&2
     exit 1
   fi
+  configure_daemon /etc/docker/daemon.json
   log "starting dockerd (log: /var/log/dlbox-dockerd.log)"
   setsid nohup dockerd >/var/log/dlbox-dockerd.log 2>&1 < /dev/null &
   for _ in $(seq 1 120); do
@@ -62,5 +69,6 @@ start_engine() {
 case "${1:-}" in
   packages) need_packages ;;
   engine) need_packages; start_engine ;;
-  *) echo "usage: $0 packages|engine" >&2; exit 2 ;;
+  daemon-config) configure_daemon "${2:-/etc/docker/daemon.json}" ;;
+  *) echo "usage: $0 packages|engine|daemon-config [PATH]" >&2; exit 2 ;;
 esac

@@ -755,8 +755,10 @@ def reproduce(run_id: str, as_json: bool) -> None:
               help="The certificate's private key (PEM).")
 @click.option("--allow-containers", is_flag=True,
               help="Let dlbox containers (workspaces, jobs) reach this port; by default an iptables rule rejects them.")
+@click.option("--allow-foreign-images", is_flag=True,
+              help="Let jobs run images dlbox did not build (default: only images with a dlbox lock).")
 def server(host: str, port: int, mount_roots: tuple[str, ...], workspace_host: str, tls_cert: Path | None,
-           tls_key: Path | None, allow_containers: bool) -> None:
+           tls_key: Path | None, allow_containers: bool, allow_foreign_images: bool) -> None:
     """Serve dlbox to a team: the HTTP API under /api/ and the dashboard, on HOST:PORT.
 
     Every API route but /api/health needs a token (Authorization: Bearer dlb_...). On this
@@ -773,6 +775,8 @@ def server(host: str, port: int, mount_roots: tuple[str, ...], workspace_host: s
     from dlbox import accounts
     from dlbox import service as svc
 
+    if allow_foreign_images:
+        os.environ["DLBOX_ALLOW_FOREIGN_IMAGES"] = "1"  # read at each submit (containers.foreign_images_allowed)
     roots = accounts.mount_roots(list(mount_roots) + [r for r in os.environ.get("DLBOX_MOUNT_ROOTS", "").split(":") if r])
     if bool(tls_cert) != bool(tls_key):
         raise UsageError("--tls-cert and --tls-key: give both, or neither")

@@ -20,6 +20,13 @@ if TYPE_CHECKING:
 
 DEFAULT_SHM = 1024**3  # Docker's 64 MB /dev/shm kills TF/PyTorch data loaders
 DEFAULT_PIDS = 4096
+# A container given no memory limit still gets one: 4 GiB, or half the machine where that is less.
+DEFAULT_MEMORY = 4 * 1024**3
+# Helper containers (image probes, the lock's package listing, relabelling) get small fixed limits.
+HELPER_MEMORY = 512 * 1024**2
+HELPER_PIDS = 128
+# The uid a container runs as when its image has no dlbox.uid label (an admin-allowed foreign image).
+DEFAULT_UID = 1000
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,40}$")
 # Host paths a container may never see: the engine itself, or the host's own system.
 FORBIDDEN_SOURCES = ("/var/run/docker.sock", "/run/docker.sock", "/", "/etc", "/proc", "/sys", "/dev", "/boot")
@@ -62,6 +69,81 @@ class ContainerSpec:
     env: dict[str, str] = field(default_factory=dict)
     workdir: str | None = None
     network: Network | None = None  # the owner's network; None: no network at all
+    read_only: bool = False  # the image's root filesystem, literally immutable (CIS 5.13)
+    tmpfs: dict[str, str] = field(default_factory=dict)  # path -> mount options
+    healthcheck: dict | None = None  # the engine's Healthcheck (test, interval, ...); None: the image's
+    restart: dict | None = None  # the engine's RestartPolicy ({"Name": "on-failure", "MaximumRetryCount": 5})
+
+
+def default_memory(machine: int | None) -> int:
+    """The memory limit of a container given none (there is always one): DLBOX_DEFAULT_MEMORY in the
+    service's environment, else DEFAULT_MEMORY; never more than half the machine."""
+    import os
+
+    text = os.environ.get("DLBOX_DEFAULT_MEMORY", "").strip()
+    try:
+        wanted = parse_size(text) if text else DEFAULT_MEMORY
+    except ValueError:
+        raise DlboxError(f"DLBOX_DEFAULT_MEMORY: {text!r} is not a size (e.g. 4g)") from None
+    wanted = max(wanted, 6 * 1024**2)  # the engine's own floor
+    return min(wanted, machine // 2) if machine else wanted
+
+
+def run_as(image_labels: dict[str, str] | None) -> str:
+    """`uid:gid` for a container of this image: its dlbox.uid label, and dlbox.gid (else the same).
+
+    Numeric on purpose: a user *name* without a group lets the image's /etc/passwd and /etc/group
+    decide the group, and a missing or root uid falls back to a non-root one, never to 0."""
+    image_labels = image_labels or {}
+
+    def number(key: str, default: int) -> int:
+        text = str(image_labels.get(key) or "").strip()
+        return int(text) if text.isdigit() and int(text) > 0 else default
+
+    uid = number("dlbox.uid", DEFAULT_UID)
+    return f"{uid}:{number('dlbox.gid', uid)}"
+
+
+def uid_gid(user: str) -> tuple[int, int]:
+    """The numbers of a `run_as` string, for chown."""
+    uid, _, gid = user.partition(":")
+    return int(uid), int(gid or uid)
+
+
+def non_root(user: str | None) -> bool:
+    """Is `user` a numeric uid:gid with neither of them 0 (what every dlbox container runs as)?"""
+    uid, sep, gid = (user or "").partition(":")
+    return bool(sep) and uid.isdigit() and gid.isdigit() and int(uid) > 0 and int(gid) > 0
+
+
+def scratch(user: str, home: str | None) -> dict[str, str]:
+    """The tmpfs mounts that make a read-only root filesystem livable: /tmp, and the user's HOME
+    (caches, downloads, Jupyter's runtime files). In memory, so charged to the memory limit; exec
+    allowed, since builds and JIT compilers run what they write there."""
+    uid, gid = uid_gid(user)
+    out = {"/tmp": "rw,exec,nosuid,nodev,mode=1777"}
+    if home and home.startswith("/") and home.rstrip("/") not in ("", "/tmp"):
+        out[home] = f"rw,exec,nosuid,nodev,mode=0700,uid={uid},gid={gid}"
+    return out
+
+
+def image_home(image_labels: dict[str, str] | None) -> str | None:
+    """The HOME of a dlbox image's user (render.py makes /home/NAME); None for an image dlbox did not build."""
+    name = (image_labels or {}).get("dlbox.user")
+    return f"/home/{name}" if name and re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", name) else None
+
+
+def foreign_images_allowed() -> bool:
+    """May a job run an image dlbox did not build? Only where the service's admin said so:
+    `dlbox server --allow-foreign-images`, or DLBOX_ALLOW_FOREIGN_IMAGES=1 in the service's environment."""
+    import os
+
+    return os.environ.get("DLBOX_ALLOW_FOREIGN_IMAGES", "").strip().lower() in ("1", "true", "yes")
+
+
+def seconds(value: float) -> int:
+    """The engine counts healthcheck times in nanoseconds."""
+    return int(value * 1e9)
 
 
 @dataclass(frozen=True)

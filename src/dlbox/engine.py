@@ -144,8 +144,10 @@ def relabel(image_id: str, new_labels: dict[str, str], files: list[tuple[str, by
 
     api = client().api
     changes = "LABEL " + " ".join(f"{k}={json.dumps(v)}" for k, v in new_labels.items())
+    # Never started. No user given: a commit keeps the container's config, so the image's own USER
+    # stays; the root filesystem stays writable because put_archive writes the files into it.
     container = api.create_container(image_id, labels=labels(), network_disabled=True,
-                                     host_config=api.create_host_config(network_mode="none"))
+                                     host_config=helper_host_config(read_only=False))
     try:
         if files:
             put_files(container["Id"], list(files))
@@ -166,8 +168,8 @@ def read_files(image: str, paths: list[str]) -> dict[str, bytes]:
     api = client().api
     try:
         container = api.create_container(image, command=["true"], labels=labels({"dlbox.kind": "probe"}),
-                                         network_disabled=True,
-                                         host_config=api.create_host_config(network_mode="none"))
+                                         user=_probe_user(image), network_disabled=True,
+                                         host_config=helper_host_config())
     except DockerNotFound:
         raise NotFound(f"no image {image!r} in the engine") from None
     found = {}
@@ -228,17 +230,48 @@ print(json.dumps({"python_version": ".".join(map(str, sys.version_info[:3])),
 """
 
 
+def helper_host_config(*, read_only: bool = True) -> dict:
+    """The host config of a short-lived helper container: no capabilities, no way up, small fixed
+    limits, and (unless it must be written) a read-only root with a small tmpfs /tmp."""
+    from dlbox import containers
+
+    return client().api.create_host_config(
+        cap_drop=["ALL"], security_opt=["no-new-privileges"], privileged=False,
+        mem_limit=containers.HELPER_MEMORY, memswap_limit=containers.HELPER_MEMORY,
+        pids_limit=containers.HELPER_PIDS, read_only=read_only, network_mode="none",
+        tmpfs={"/tmp": "rw,nosuid,nodev,noexec,size=64m"} if read_only else None,
+    )
+
+
+def _probe_user(image: str) -> str:
+    """Who a helper runs as: the image's own non-root uid:gid (its files are readable to it)."""
+    from docker.errors import APIError, ImageNotFound
+
+    from dlbox import containers
+
+    try:
+        image_labels = client().api.inspect_image(image)["Config"].get("Labels")
+    except (ImageNotFound, APIError):
+        image_labels = None  # the create that follows says what is wrong
+    return containers.run_as(image_labels)
+
+
 def run_once(image: str, command: list[str], *, entrypoint: list[str] | None = None,
              user: str | None = None) -> tuple[int, str, str]:
     """Run a short command in a throwaway container with no network; returns (exit code, stdout, stderr)."""
     from docker.errors import APIError, ImageNotFound
 
+    from dlbox import containers
+
+    user = user or _probe_user(image)
+    if not containers.non_root(user):
+        raise DlboxError(f"refusing to run a helper of {image} as {user!r}: helpers run as a non-root uid:gid")
     api = client().api
     try:
         container = api.create_container(
-            image, command=command, entrypoint=entrypoint, user=user or "",
+            image, command=command, entrypoint=entrypoint, user=user,
             network_disabled=True, labels=labels({"dlbox.kind": "probe"}),
-            host_config=api.create_host_config(security_opt=["no-new-privileges"], network_mode="none"),
+            host_config=helper_host_config(),
         )
     except ImageNotFound:
         raise NotFound(f"no image {image!r} in the engine") from None
@@ -319,13 +352,27 @@ def capacity() -> dict:
     return {"cpus": info.get("NCPU"), "memory": info.get("MemTotal"), "runtimes": sorted(info.get("Runtimes") or {})}
 
 
+@functools.cache
+def machine_memory() -> int | None:
+    """The engine machine's memory in bytes, read once per process (for the default memory limit)."""
+    return client().api.info().get("MemTotal")
+
+
 def create_container(spec, *, entrypoint: list[str] | None = None) -> str:
     """Create (not start) a container from a `containers.ContainerSpec`, on its network (made if
-    missing) or on none; returns its ID."""
+    missing) or on none; returns its ID.
+
+    Every container gets the same floor: no capabilities, no-new-privileges, a pids limit and a
+    memory limit (a default when the spec has none), whatever the spec says."""
     from docker.errors import APIError, ImageNotFound
     from docker.types import DeviceRequest
 
-    from dlbox import gpus
+    from dlbox import containers, gpus
+
+    if not containers.non_root(spec.user):
+        raise DlboxError(f"refusing to run {spec.name} as {spec.user or 'the image default'!r}: "
+                         "dlbox containers run as a non-root numeric uid:gid")
+    memory = spec.limits.memory or containers.default_memory(machine_memory())
 
     api = client().api
     # a list, not a dict keyed by source: one host folder may be mounted twice (say ro and rw)
@@ -339,10 +386,10 @@ def create_container(spec, *, entrypoint: list[str] | None = None) -> str:
     host_config = api.create_host_config(
         binds=binds,
         port_bindings={f"{port}/tcp": [(ip, host_port)] for port, (ip, host_port) in spec.ports.items()},
-        mem_limit=spec.limits.memory,
-        memswap_limit=spec.limits.memory,  # no swap beyond the limit: past it, the kernel OOM-kills
+        mem_limit=memory,
+        memswap_limit=memory,  # no swap beyond the limit: past it, the kernel OOM-kills
         nano_cpus=int(spec.limits.cpus * 1e9) if spec.limits.cpus else None,
-        pids_limit=spec.limits.pids,
+        pids_limit=spec.limits.pids or containers.DEFAULT_PIDS,
         shm_size=spec.limits.shm_size,
         cap_drop=["ALL"],
         security_opt=["no-new-privileges"],
@@ -350,6 +397,9 @@ def create_container(spec, *, entrypoint: list[str] | None = None) -> str:
         init=True,
         device_requests=devices,
         network_mode=spec.network.name if spec.network else "none",  # the owner's network, never docker0
+        read_only=spec.read_only,
+        tmpfs=dict(spec.tmpfs) or None,
+        restart_policy=spec.restart,
     )
 
     if spec.network:
@@ -358,7 +408,7 @@ def create_container(spec, *, entrypoint: list[str] | None = None) -> str:
         created = api.create_container(
             spec.image, command=spec.command, entrypoint=entrypoint, name=spec.name, user=spec.user,
             labels=labels(spec.labels), environment=spec.env, working_dir=spec.workdir,
-            ports=list(spec.ports), host_config=host_config, detach=True,
+            ports=list(spec.ports), host_config=host_config, detach=True, healthcheck=spec.healthcheck,
         )
     except ImageNotFound:
         raise NotFound(f"no image {spec.image!r} in the engine") from None
@@ -471,6 +521,11 @@ def start(container: str) -> None:
             raise DlboxError("--gpus: the engine has no GPU runtime (install the NVIDIA container toolkit and "
                              "restart dockerd)", code="no_gpu_runtime") from None
         raise _api_error(exc, "cannot start the container") from None
+
+
+def set_restart_policy(container: str, policy: dict) -> None:
+    """Change a container's restart policy ({"Name": "on-failure", "MaximumRetryCount": 5}, or "no")."""
+    client().api.update_container(container, restart_policy=policy)
 
 
 def stop(container: str, timeout: int = 10) -> None:

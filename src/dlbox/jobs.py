@@ -177,9 +177,9 @@ def _container_spec(job: Job) -> tuple[containers.ContainerSpec, dict[str, str]]
     """The job's container, and the environment to record (secrets redacted)."""
     attrs = image_attrs(job.image_id)
     labels = attrs["Config"].get("Labels") or {}
-    uid = int(labels.get("dlbox.uid") or 1000)
-    user = labels.get("dlbox.user") or attrs["Config"].get("User") or str(uid)
-    directory = make_job_dir(job, uid)
+    user = containers.run_as(labels)  # numeric uid:gid: never the image's root, never group 0
+    uid, gid = containers.uid_gid(user)
+    directory = make_job_dir(job, uid, gid)
     image_env = dict(item.split("=", 1) for item in attrs["Config"].get("Env") or [])
     env = {"DLBOX_RUN_DIR": RUN_DIR, "DLBOX_JOB_ID": job.id,
            "PYTHONPATH": ":".join(filter(None, [LIB_DIR, image_env.get("PYTHONPATH")])),
@@ -194,11 +194,13 @@ def _container_spec(job: Job) -> tuple[containers.ContainerSpec, dict[str, str]]
         limits=containers.Limits(memory=job.memory, cpus=job.cpus, shm_size=job.shm_size or containers.DEFAULT_SHM),
         gpu_ids=job.gpu_ids, env=env, workdir=job.workdir,
         network=networks.for_owner(job.user),  # shared with the owner's workspaces; other users' are apart
+        healthcheck={"test": ["NONE"]},  # a job's health is its exit code (the reconciler's); none of the image's
+        read_only=True, tmpfs=containers.scratch(user, containers.image_home(labels)),  # writes: run dir, /tmp, HOME
     )
     return spec, redact({**image_env, **env})
 
 
-def make_job_dir(job: Job, uid: int) -> Path:
+def make_job_dir(job: Job, uid: int, gid: int) -> Path:
     """runs/ID (root's, 0700: no host user can reach in) holding runs/ID/job, the job's to write."""
     record = run_dir(job.id)
     record.parent.mkdir(parents=True, exist_ok=True)
@@ -211,7 +213,7 @@ def make_job_dir(job: Job, uid: int) -> Path:
     (directory / "artifacts").mkdir()
     (directory / "params.json").write_text(json.dumps(job.params))
     for path in (directory, directory / "artifacts", directory / "params.json"):
-        os.chown(path, uid, uid)
+        os.chown(path, uid, gid)
     return directory
 
 

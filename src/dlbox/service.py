@@ -425,6 +425,10 @@ def build_job(store: Store, loop: Loop, request: JobRequest, user: str) -> Job:
     attrs = engine.image_attrs(request.image)
     jobs.remember_image(attrs)  # the start reads it again by ID
     labels = attrs["Config"].get("Labels") or {}
+    if not labels.get("dlbox.lock-hash") and not containers.foreign_images_allowed():
+        raise DlboxError(f"--image: {request.image} was not built by dlbox (it has no lock); jobs run only images "
+                         "from `dlbox build`, unless the admin allows others (dlbox server --allow-foreign-images)",
+                         code="foreign_image")
     mounts = [containers.parse_mount(m, base=Path(request.project_dir) if request.project_dir else None).to_json()
               for m in request.mounts]
     volumes = {}

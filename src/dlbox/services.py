@@ -33,10 +33,33 @@ if [ -f {DIR}/jupyter_config.py ]; then
     done
   ) &
 fi
-trap 'kill -TERM 0; exit 0' TERM INT
+trap 'kill -TERM 0; exit 143' TERM INT  # not 0: after a dockerd restart the restart policy brings it back
 sleep infinity &  # the workspace lives until stopped, with or without services
 wait
 """
+
+# The workspace's healthcheck (CIS 5.27): each service it runs accepts connections; with neither,
+# the entrypoint answers (the container lives only as long as it does, so that is what is left).
+HEALTH = f"""\
+#!/bin/bash
+# dlbox workspace healthcheck, run by the engine as the workspace user
+if [ -f {DIR}/jupyter_config.py ]; then
+  (exec 3<>/dev/tcp/127.0.0.1/{JUPYTER_PORT}) 2>/dev/null || {{ echo "jupyter does not answer on {JUPYTER_PORT}"; exit 1; }}
+fi
+# sshd: listening, read from the kernel's table (a probe connection would log a line every time)
+if [ -f {DIR}/ssh/sshd_config ]; then
+  grep -qE ':{SSH_PORT:04X} [0-9A-F]+:0000 0A' /proc/net/tcp /proc/net/tcp6 2>/dev/null \
+    || {{ echo "sshd does not listen on {SSH_PORT}"; exit 1; }}
+fi
+exit 0
+"""
+HEALTHCHECK = {"test": ["CMD", "/bin/bash", f"{DIR}/health.sh"], "interval": 15 * 10**9, "timeout": 5 * 10**9,
+               "retries": 3, "start_period": 120 * 10**9}
+# A dockerd that restarts without live-restore stops every container (start.sh then exits 143); a
+# workspace that ended so, or was killed or crashed, comes back, at most 5 times (CIS 5.15).
+# `dlbox stop` first sets NO_RESTART, so a stopped workspace stays stopped; `start` sets RESTART again.
+RESTART = {"Name": "on-failure", "MaximumRetryCount": 5}
+NO_RESTART = {"Name": "no", "MaximumRetryCount": 0}
 
 JUPYTER_CONFIG = f"""\
 # written by dlbox
@@ -95,7 +118,7 @@ def sshd_config(user: str, env: dict[str, str]) -> str:
 def files(*, user: str, uid: int, token: str | None, host_key: bytes | None,
           authorized_keys: str | None, env: dict[str, str] | None = None) -> list[tuple[str, bytes, int, int]]:
     """(path, content, mode, owner uid) for each file the container needs."""
-    out = [(f"{DIR}/start.sh", START.encode(), 0o755, 0)]
+    out = [(f"{DIR}/start.sh", START.encode(), 0o755, 0), (f"{DIR}/health.sh", HEALTH.encode(), 0o755, 0)]
     if token is not None:
         out += [(f"{DIR}/jupyter_config.py", JUPYTER_CONFIG.encode(), 0o644, 0),
                 (TOKEN_FILE, token.encode(), 0o400, uid)]

@@ -182,7 +182,8 @@ def up(req: UpRequest, progress: Progress) -> dict:
                                share=req.share_gpus)
 
     user = (image.get("user") or "dl")
-    uid = int(image.get("uid") or 1000)
+    run_as = containers.run_as({"dlbox.uid": image.get("uid"), "dlbox.gid": image.get("gid")})
+    uid = containers.uid_gid(run_as)[0]
     token = vault.new_token() if jupyter else None
     labels = {
         "dlbox.kind": KIND, "dlbox.workspace": name, "dlbox.image": image["ref"], "dlbox.host": host,
@@ -214,10 +215,11 @@ def up(req: UpRequest, progress: Progress) -> dict:
             if req.ssh:
                 ports[services.SSH_PORT] = (host, req.ssh_port or _free_port(host))
             spec = containers.ContainerSpec(
-                name=container_name(name), image=image["id"], command=[], user=user,
+                name=container_name(name), image=image["id"], command=[], user=run_as,
                 labels=labels | {f"dlbox.port.{p}": str(hp) for p, (_, hp) in ports.items()},
                 mounts=mounts, volumes={volume_name(name): WORKDIR}, limits=limits, gpu_ids=gpu_ids,
                 ports=ports, workdir=WORKDIR, network=networks.for_owner(req.owner),
+                healthcheck=services.HEALTHCHECK, restart=services.RESTART,
             )
             container_id = engine.create_container(spec, entrypoint=["/bin/bash", f"{services.DIR}/start.sh"])
             engine.put_files(container_id, files)
@@ -332,6 +334,7 @@ def describe(attrs: dict, *, token: str | None = None, fresh: bool = False) -> d
         "mounts": json.loads(labels.get("dlbox.mounts", "[]")),
         "volume": {"name": volume_name(name), "target": WORKDIR},
         "resources": {**limits.to_json(), "gpus": labels["dlbox.gpus"].split(",") if labels.get("dlbox.gpus") else None},
+        "health": (state.get("Health") or {}).get("Status"),  # starting, healthy, unhealthy; None: no check
         "created": attrs["Created"][:19] + "Z",
         "oom": {"kills": 0, "last": None, "killed_main_process": False} if fresh else _oom(attrs),
     }
@@ -376,6 +379,7 @@ def show(name: str, *, with_token: bool = False) -> dict:
 
 def stop(name: str, progress: Progress | None = None) -> dict:
     attrs = _attrs(name)
+    engine.set_restart_policy(attrs["Id"], services.NO_RESTART)  # stopped on purpose: no engine restart revives it
     engine.stop(attrs["Id"])
     return describe(engine.container_attrs(attrs["Id"]))
 
@@ -389,6 +393,7 @@ def start(name: str, progress: Progress) -> dict:
     if not attrs["State"]["Running"]:
         _recheck_mounts(attrs)
         _ensure_network(attrs)
+        engine.set_restart_policy(attrs["Id"], services.RESTART)
         engine.start(attrs["Id"])
     return _ready(name, attrs["Id"], progress)
 
@@ -397,6 +402,7 @@ def restart(name: str, progress: Progress) -> dict:
     attrs = _attrs(name)
     _recheck_mounts(attrs)
     _ensure_network(attrs)
+    engine.set_restart_policy(attrs["Id"], services.RESTART)
     engine.restart(attrs["Id"])
     return _ready(name, attrs["Id"], progress)
 

@@ -102,7 +102,7 @@ def test_secrets_are_stored_owner_only(ws, test_env):
 def test_hardened_defaults_in_the_engine(ws, docker_client):
     attrs = docker_client.api.inspect_container(ws["container_id"])
     host = attrs["HostConfig"]
-    assert attrs["Config"]["User"] == "dl"
+    assert attrs["Config"]["User"] == "1000:1000"  # numeric uid:gid: never the root group
     assert host["CapDrop"] == ["ALL"] and not host.get("CapAdd")
     assert "no-new-privileges" in host["SecurityOpt"]
     assert host["Privileged"] is False

@@ -225,3 +225,53 @@ def test_a_mount_source_that_is_gone_is_refused_not_recreated(tmp_path):
     with pytest.raises(DlboxError, match="no longer exists") as caught:
         containers.recheck([mount])
     assert not isinstance(caught.value, UsageError) and not data.exists()
+
+
+# --- the container floor: who a container runs as, its default memory, its scratch space ---------
+
+
+def test_run_as_is_numeric_and_never_root():
+    from dlbox.containers import non_root, run_as
+
+    assert run_as({"dlbox.uid": "1000"}) == "1000:1000"
+    assert run_as({"dlbox.uid": "1234", "dlbox.gid": "2000"}) == "1234:2000"
+    for hostile in ({}, None, {"dlbox.uid": "0"}, {"dlbox.uid": "root"}, {"dlbox.uid": "-1"}, {"dlbox.uid": ""}):
+        assert run_as(hostile) == "1000:1000"
+    assert run_as({"dlbox.uid": "1000", "dlbox.gid": "0"}) == "1000:1000"
+    assert [u for u in ("1000:1000", "0:1000", "1000:0", "dl", "1000", "root:root", "", None, "1000:x")
+            if non_root(u)] == ["1000:1000"]
+
+
+def test_default_memory_is_4g_or_half_the_machine(monkeypatch):
+    from dlbox.containers import DEFAULT_MEMORY, default_memory
+    from dlbox.errors import DlboxError
+
+    monkeypatch.delenv("DLBOX_DEFAULT_MEMORY", raising=False)
+    assert default_memory(64 * 1024**3) == DEFAULT_MEMORY == 4 * 1024**3
+    assert default_memory(2 * 1024**3) == 1024**3
+    assert default_memory(None) == DEFAULT_MEMORY
+    monkeypatch.setenv("DLBOX_DEFAULT_MEMORY", "200m")
+    assert default_memory(64 * 1024**3) == 200 * 1024**2
+    monkeypatch.setenv("DLBOX_DEFAULT_MEMORY", "lots")
+    with pytest.raises(DlboxError, match="DLBOX_DEFAULT_MEMORY: 'lots' is not a size"):
+        default_memory(64 * 1024**3)
+
+
+def test_scratch_space_is_tmp_and_the_users_home_only():
+    from dlbox.containers import image_home, scratch
+
+    assert image_home({"dlbox.user": "dl"}) == "/home/dl"
+    assert image_home({"dlbox.user": "../etc"}) is None and image_home({}) is None
+    assert scratch("1000:1000", "/home/dl") == {"/tmp": "rw,exec,nosuid,nodev,mode=1777",
+                                                "/home/dl": "rw,exec,nosuid,nodev,mode=0700,uid=1000,gid=1000"}
+    assert set(scratch("1000:1000", None)) == set(scratch("1000:1000", "/")) == {"/tmp"}
+
+
+def test_foreign_images_need_the_admins_setting(monkeypatch):
+    from dlbox.containers import foreign_images_allowed
+
+    monkeypatch.delenv("DLBOX_ALLOW_FOREIGN_IMAGES", raising=False)
+    assert not foreign_images_allowed()
+    for value, allowed in (("1", True), ("yes", True), ("0", False), ("", False), ("no", False)):
+        monkeypatch.setenv("DLBOX_ALLOW_FOREIGN_IMAGES", value)
+        assert foreign_images_allowed() is allowed
