@@ -21,7 +21,9 @@ from dlbox.store import Store, Token, User
 
 ROLES = ("admin", "user")
 PREFIX = "dlb_"
-USER_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+USER_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+# "local" is who owns the dlbox home on the local socket; "root" reads as the machine's own
+RESERVED_NAMES = ("local", "root")
 QUOTA_KEYS = ("workspaces", "cpus", "memory", "gpus")
 MAX_LIFETIME = 3650 * 86400
 TOKEN_SHAPE = re.compile(r"^dlb_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
@@ -69,8 +71,10 @@ def parse_expiry(text: str | None, now: float | None = None) -> float | None:
 
 
 def check_user_name(name: str) -> str:
-    if not USER_NAME.match(name):
-        raise UsageError(f"NAME: {name!r} must start with a lowercase letter: a-z, 0-9, '-', '_' (at most 32)")
+    if not USER_NAME.fullmatch(name):
+        raise UsageError(f"NAME: {name[:40]!r} must start with a lowercase letter: a-z, 0-9, '-', '_' (at most 32)")
+    if name in RESERVED_NAMES:
+        raise UsageError(f"NAME: {name!r} is reserved ({', '.join(RESERVED_NAMES)} are); choose another")
     return name
 
 
@@ -143,6 +147,9 @@ def add_user(store: Store, name: str, *, admin: bool = False, quota: dict | None
     check_user_name(name)
     if store.get_user(name) is not None:
         raise DlboxError(f"user {name} already exists", code="exists")
+    if store.retired(name) is not None:  # their runs and volumes still carry the name
+        raise DlboxError(f"user name {name} belonged to a removed user and is retired (their runs and volumes keep "
+                         "it); choose another", code="exists")
     return store.add_user(User(name=name, role="admin" if admin else "user", quota=quota or {},
                                created_at=time.time()))
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 DEFAULT_SHM = 1024**3  # Docker's 64 MB /dev/shm kills TF/PyTorch data loaders
 DEFAULT_PIDS = 4096
-NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,40}$")
+NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,40}")
 # Host paths a container may never see: the engine itself, or the host's own system.
 FORBIDDEN_SOURCES = ("/var/run/docker.sock", "/run/docker.sock", "/", "/etc", "/proc", "/sys", "/dev", "/boot")
 
@@ -101,7 +101,7 @@ def _forbidden(source: Path) -> bool:
 
 
 def check_name(name: str, what: str = "NAME") -> str:
-    if not NAME.match(name):
+    if not NAME.fullmatch(name):
         raise UsageError(f"{what}: {name!r} must be lowercase letters, digits, '-' or '_' (at most 41)")
     return name
 

@@ -109,3 +109,33 @@ def test_mounts_must_stay_below_an_allowed_root(tmp_path):
     for bad_root in ("/", "/etc", "relative"):
         with pytest.raises(UsageError, match="--mount-root"):
             accounts.mount_roots([bad_root])
+
+
+@pytest.mark.parametrize("name", ["local", "root"])
+def test_reserved_names_are_refused(store, name):
+    with pytest.raises(UsageError, match=f"NAME: '{name}' is reserved"):
+        accounts.add_user(store, name)
+    assert store.get_user(name) is None
+
+
+@pytest.mark.parametrize("name", ["alice\n", "alice\nbob", "Alice", "a" * 33, "-a", "a b"])
+def test_malformed_names_are_refused(store, name):
+    with pytest.raises(UsageError, match="NAME: .* must start with a lowercase letter"):
+        accounts.add_user(store, name)
+
+
+def test_users_add_refuses_reserved_and_retired_names_over_the_api(store):
+    """The route `dlbox users add` calls: one clear line, nothing made."""
+    from fastapi.testclient import TestClient
+
+    from dlbox import jobs, service
+
+    client = TestClient(service.create_app(store, service.Loop(store, capacity=jobs.Capacity(cpus=2, memory=None,
+                                                                                             gpus=[]))))
+    assert client.post("/api/users", json={"name": "dave"}).status_code == 201
+    assert client.delete("/api/users/dave").status_code == 200
+    again = client.post("/api/users", json={"name": "dave"})
+    assert again.status_code == 409 and "retired" in again.json()["error"]["message"]
+    reserved = client.post("/api/users", json={"name": "local"})
+    assert reserved.status_code == 400 and reserved.json()["error"]["message"].startswith("NAME: 'local' is reserved")
+    assert [u.name for u in store.users()] == [] and store.tokens(user="dave") == []
