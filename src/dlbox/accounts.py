@@ -115,17 +115,31 @@ def check_quota(user: str, quota: dict, held: dict, asked: dict) -> None:
                             f"and asks for {show(asked[key])}", code="quota_exceeded")
 
 
-def check_mount_roots(text: str, roots: list[Path]) -> None:
-    """A user's SRC:DST[:ro] must lie below a root the admin allows, after symlinks and '..'."""
+def user_mount_roots(roots: list[Path], who: Caller) -> list[Path]:
+    """Where `who` may mount from: `<root>/<name>` below each --mount-root; an admin, the roots themselves."""
+    return list(roots) if who.admin else [root / who.name for root in roots]
+
+
+def check_mount_roots(text: str, roots: list[Path], *, who: Caller) -> None:
+    """A user's SRC:DST[:ro] must lie below one of their roots, after symlinks and '..'; a non-admin's
+    must also be a path nobody but root can swap before the engine mounts it."""
+    from dlbox import containers
+
     source = text.split(":")[0]
     if not source.startswith("/"):
-        raise Forbidden(f"--mount: {source!r}: the server needs an absolute source path", code="mount_refused")
+        raise Forbidden(f"--mount: {source[:200]!r}: the server needs an absolute source path", code="mount_refused")
     if ".." in source.split("/"):
-        raise Forbidden(f"--mount: {source!r}: '..' is not allowed in a mount source", code="mount_refused")
+        raise Forbidden(f"--mount: {source[:200]!r}: '..' is not allowed in a mount source", code="mount_refused")
+    if "\x00" in source:
+        raise Forbidden("--mount: a mount source cannot hold a NUL character", code="mount_refused")
     real = Path(os.path.realpath(source))
-    if not any(real == root or real.is_relative_to(root) for root in roots):
-        allowed = ", ".join(str(r) for r in roots) or "none (the admin allows no mounts)"
-        raise Forbidden(f"--mount: {source} is outside the allowed roots: {allowed}", code="mount_refused")
+    allowed = user_mount_roots(roots, who)
+    if not any(real == root or real.is_relative_to(root) for root in allowed):
+        shown = ", ".join(str(r) for r in allowed) or "none (the admin allows no mounts)"
+        raise Forbidden(f"--mount: {source[:200]} is outside {'the allowed' if who.admin else 'your'} mount roots: "
+                        f"{shown}", code="mount_refused")
+    if not who.admin and real.exists():
+        containers.check_unswappable(real)
 
 
 def mount_roots(texts: list[str]) -> list[Path]:

@@ -225,3 +225,25 @@ def test_a_mount_source_that_is_gone_is_refused_not_recreated(tmp_path):
     with pytest.raises(DlboxError, match="no longer exists") as caught:
         containers.recheck([mount])
     assert not isinstance(caught.value, UsageError) and not data.exists()
+
+
+def test_a_guarded_mount_is_checked_again_before_start(tmp_path):
+    """A server user's mount: its parents must still be root's alone when the container is made or started."""
+    from dlbox.errors import DlboxError
+
+    parent = tmp_path / "alice"
+    (parent / "data").mkdir(parents=True)
+    mount = containers.parse_mount(f"{parent / 'data'}:/data", guarded=True)
+    assert mount.to_json()["guarded"] is True and "guarded" not in containers.Mount("/a", "/b").to_json()
+    assert containers.Mount(**mount.to_json()) == mount  # labels and job rows keep it
+    containers.recheck([mount])
+    os.chmod(parent, 0o777)  # opened up after the check: someone could swap data now
+    with pytest.raises(DlboxError, match="can be written by everyone") as caught:
+        containers.recheck([mount])
+    assert caught.value.code == "mount_refused"
+    containers.recheck([containers.Mount(**(mount.to_json() | {"guarded": False}))])  # an admin's: not this rule
+    os.chmod(parent, 0o755)
+    (parent / "data").rename(parent / "real")
+    os.symlink("/", parent / "data")  # swapped for a symlink to the host's /
+    with pytest.raises(DlboxError):
+        containers.recheck([mount])
