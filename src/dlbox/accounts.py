@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import os
 import re
 import secrets
@@ -85,14 +86,16 @@ def parse_quota(pairs: dict[str, str | int | float | None]) -> dict:
     quota = {}
     for key, value in pairs.items():
         if key not in QUOTA_KEYS:
-            raise UsageError(f"quota: {key!r} is not one of {', '.join(QUOTA_KEYS)}")
+            raise UsageError(f"quota: {key[:40]!r} is not one of {', '.join(QUOTA_KEYS)}")
         if value is None or value == "":
             continue
         try:
             number = parse_size(str(value)) if key == "memory" else float(value)
-        except ValueError:
-            raise UsageError(f"quota.{key}: {value!r} is not a number{' or size such as 8g' if key == 'memory' else ''}") \
-                from None
+        except (ValueError, OverflowError):
+            raise UsageError(f"quota.{key}: {str(value)[:40]!r} is not a number"
+                             f"{' or size such as 8g' if key == 'memory' else ''}") from None
+        if not math.isfinite(number):  # NaN passes every comparison; infinity is no limit (drop it instead)
+            raise UsageError(f"quota.{key}: {str(value)[:40]!r} is not a finite number")
         if number < 0:
             raise UsageError(f"quota.{key}: must not be negative")
         quota[key] = int(number) if key in ("workspaces", "memory", "gpus") else number

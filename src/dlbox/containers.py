@@ -161,28 +161,40 @@ def parse_mount(text: str, *, base: Path | None = None, guarded: bool = False) -
     """SRC:DST[:ro|rw]; SRC must exist on the host and may not expose the engine or the host system.
 
     guarded (a server user's mount): SRC must also be a path only root can change (check_unswappable)."""
+    shown = _shown(text)
     parts = text.split(":")
     if len(parts) not in (2, 3) or not all(parts[:2]):
-        raise UsageError(f"--mount: {text!r} is not SRC:DST[:ro]")
+        raise UsageError(f"--mount: {shown} is not SRC:DST[:ro]")
     mode = parts[2] if len(parts) == 3 else "rw"
     if mode not in ("ro", "rw"):
-        raise UsageError(f"--mount: {text!r}: mode must be ro or rw, not {mode!r}")
-    source = Path(parts[0]).expanduser()
-    if not source.is_absolute():
-        source = (base or Path.cwd()) / source
-    source = source.resolve()  # symlinks resolved: the policy applies to where the data really is
-    if not source.exists():
-        raise UsageError(f"--mount: source {parts[0]} does not exist")
+        raise UsageError(f"--mount: {shown}: mode must be ro or rw, not {_shown(mode)}")
+    if "\x00" in text:
+        raise UsageError(f"--mount: {shown}: a path cannot hold a NUL character")
+    try:
+        source = Path(parts[0]).expanduser()
+        if not source.is_absolute():
+            source = (base or Path.cwd()) / source
+        source = source.resolve()  # symlinks resolved: the policy applies to where the data really is
+        exists = source.exists()
+    except (OSError, RuntimeError) as exc:  # a name too long, a symlink loop, ~nobody
+        raise UsageError(f"--mount: source {_shown(parts[0])} cannot be read ({exc.__class__.__name__})") from None
+    if not exists:
+        raise UsageError(f"--mount: source {_shown(parts[0])} does not exist")
     if _forbidden(source):
-        raise UsageError(f"--mount: {source} may not be mounted into a workspace")
+        raise UsageError(f"--mount: {_shown(str(source))} may not be mounted into a workspace")
     if guarded:
         check_unswappable(source)
     target = parts[1]
-    if not target.startswith("/") or ".." in target.split("/"):
-        raise UsageError(f"--mount: target {target!r} must be an absolute path inside the container")
+    if not target.startswith("/") or ".." in target.split("/") or not target.isprintable():
+        raise UsageError(f"--mount: target {_shown(target)} must be an absolute path inside the container")
     if any(target.rstrip("/") == r or target.startswith(r + "/") for r in RESERVED_TARGETS):
         raise UsageError(f"--mount: target {target} is dlbox's own ({', '.join(RESERVED_TARGETS)} are reserved)")
     return Mount(source=str(source), target=target.rstrip("/") or "/", read_only=mode == "ro", guarded=guarded)
+
+
+def _shown(text: str) -> str:
+    """A user's text in a one-line error: as given when printable and short, else quoted with escapes."""
+    return text if text.isprintable() and len(text) <= 200 else repr(text[:200])
 
 
 def recheck(mounts: list[Mount]) -> None:

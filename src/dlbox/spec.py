@@ -241,7 +241,8 @@ def parse(text: str, *, source: str = "dlbox.yaml") -> Spec:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source
-        raise UsageError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())  # one line, whatever the reader said
+        raise UsageError(f"{where}: not valid YAML ({problem[:200]})") from None
     if not isinstance(data, dict):
         raise UsageError(f"{source}: a spec is a mapping of keys (name, base, pip, ...)")
     try:
