@@ -152,3 +152,26 @@ def test_ordinary_requirements_still_pass():
     for req in ("numpy==1.23.5", "torch>=2,<3", "requests[socks]==2.31.0", "pkg @ https://example.com/p.whl#sha256=ab",
                 "tomli==2.0.1; python_version < '3.11'", "Jinja2~=3.1", "a.b_c-d===1.0+local"):
         assert spec.parse(f"name: demo\nbase:\n  debian: bullseye\npip: [\"{req}\"]\n").pip == [req]
+
+
+@pytest.mark.parametrize("where, value", [
+    ("python name", "numpy\n--index-url http://evil"), ("python version", "1.0 -r /etc/passwd"),
+    ("python hash", "sha256:" + "a" * 64 + "\nevil"), ("os version", "1.0\nRUN curl evil"),
+])
+def test_a_hostile_lock_file_cannot_add_steps_either(where, value):
+    """dlbox.lock lives in the user's project too: its names, versions and hashes are single words."""
+    from dlbox.lock import BaseInfo, Lock, OsPackage, OsSet, PythonPackage, PythonSet
+
+    parsed = spec.parse("name: demo\nbase:\n  debian: bullseye\napt: [git]\npip: [numpy==1.23.5]\n")
+    python = {"name": "numpy", "version": "1.23.5", "hashes": ["sha256:" + "a" * 64]}
+    os_package = {"name": "git", "version": "1:2.30.2-1"}
+    kind, field = where.split()
+    if kind == "python":
+        python[field + ("es" if field == "hash" else "")] = [value] if field == "hash" else value
+    else:
+        os_package[field] = value
+    lock = Lock(name="demo", spec_hash="s", base=BaseInfo(ref="b:1"),
+                python=PythonSet(version="3.9.2", packages=[PythonPackage(**python)]),
+                os=OsSet(packages=[OsPackage(**os_package)]))
+    with pytest.raises(UsageError, match="dlbox.lock: package"):
+        render.render(parsed, "b:1", lock=lock)
