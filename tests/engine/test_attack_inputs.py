@@ -238,7 +238,7 @@ def jupyter_image(dlbox, tmp_path_factory, run_id) -> dict:
 
 def machine_address() -> str:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.connect(("192.0.2.255", 9))  # no packet is sent: this only picks the outgoing interface
+        probe.connect(("10.255.255.255", 9))  # no packet is sent: this only picks the outgoing interface
         address = probe.getsockname()[0]
     if address.startswith("127."):
         pytest.fail("this machine has no address but loopback to reach a workspace by", pytrace=False)
