@@ -66,8 +66,6 @@ Requirement = Annotated[Text, _matching(_REQUIREMENT, "one pip requirement such 
                                                     "(no options, comments or line breaks)")]
 AptPackage = Annotated[Text, _matching(r"[a-z0-9][a-z0-9+.-]*(?::[a-z0-9-]+)?(?:=[A-Za-z0-9.+~:-]+)?",
                                        "a Debian package name (optionally =VERSION)")]
-ImagePath = Annotated[Text, _matching(r"/(?:[A-Za-z0-9._+-]+/?)*", "an absolute path of letters, digits, "
-                                                                   "'.', '_', '+', '-' and '/'")]
 EnvName = Annotated[Text, _matching(r"[A-Za-z_][A-Za-z0-9_]*", "an environment variable name")]
 
 
