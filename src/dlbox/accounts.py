@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import os
 import re
 import secrets
@@ -21,7 +22,9 @@ from dlbox.store import Store, Token, User
 
 ROLES = ("admin", "user")
 PREFIX = "dlb_"
-USER_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+USER_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+# "local" is who owns the dlbox home on the local socket; "root" reads as the machine's own
+RESERVED_NAMES = ("local", "root")
 QUOTA_KEYS = ("workspaces", "cpus", "memory", "gpus", "storage")  # storage: bytes of run artifacts kept
 SIZES = ("memory", "storage")
 MAX_LIFETIME = 3650 * 86400
@@ -70,8 +73,10 @@ def parse_expiry(text: str | None, now: float | None = None) -> float | None:
 
 
 def check_user_name(name: str) -> str:
-    if not USER_NAME.match(name):
-        raise UsageError(f"NAME: {name!r} must start with a lowercase letter: a-z, 0-9, '-', '_' (at most 32)")
+    if not USER_NAME.fullmatch(name):
+        raise UsageError(f"NAME: {name[:40]!r} must start with a lowercase letter: a-z, 0-9, '-', '_' (at most 32)")
+    if name in RESERVED_NAMES:
+        raise UsageError(f"NAME: {name!r} is reserved ({', '.join(RESERVED_NAMES)} are); choose another")
     return name
 
 
@@ -82,14 +87,16 @@ def parse_quota(pairs: dict[str, str | int | float | None]) -> dict:
     quota = {}
     for key, value in pairs.items():
         if key not in QUOTA_KEYS:
-            raise UsageError(f"quota: {key!r} is not one of {', '.join(QUOTA_KEYS)}")
+            raise UsageError(f"quota: {key[:40]!r} is not one of {', '.join(QUOTA_KEYS)}")
         if value is None or value == "":
             continue
         try:
             number = parse_size(str(value)) if key in SIZES else float(value)
-        except ValueError:
-            raise UsageError(f"quota.{key}: {value!r} is not a number{' or size such as 8g' if key in SIZES else ''}") \
-                from None
+        except (ValueError, OverflowError):
+            raise UsageError(f"quota.{key}: {str(value)[:40]!r} is not a number"
+                             f"{' or size such as 8g' if key in SIZES else ''}") from None
+        if not math.isfinite(number):  # NaN passes every comparison; infinity is no limit (drop it instead)
+            raise UsageError(f"quota.{key}: {str(value)[:40]!r} is not a finite number")
         if number < 0:
             raise UsageError(f"quota.{key}: must not be negative")
         quota[key] = int(number) if key in ("workspaces", "memory", "gpus", "storage") else number
@@ -112,17 +119,31 @@ def check_quota(user: str, quota: dict, held: dict, asked: dict) -> None:
                             f"and asks for {show(asked[key])}", code="quota_exceeded")
 
 
-def check_mount_roots(text: str, roots: list[Path]) -> None:
-    """A user's SRC:DST[:ro] must lie below a root the admin allows, after symlinks and '..'."""
+def user_mount_roots(roots: list[Path], who: Caller) -> list[Path]:
+    """Where `who` may mount from: `<root>/<name>` below each --mount-root; an admin, the roots themselves."""
+    return list(roots) if who.admin else [root / who.name for root in roots]
+
+
+def check_mount_roots(text: str, roots: list[Path], *, who: Caller) -> None:
+    """A user's SRC:DST[:ro] must lie below one of their roots, after symlinks and '..'; a non-admin's
+    must also be a path nobody but root can swap before the engine mounts it."""
+    from dlbox import containers
+
     source = text.split(":")[0]
     if not source.startswith("/"):
-        raise Forbidden(f"--mount: {source!r}: the server needs an absolute source path", code="mount_refused")
+        raise Forbidden(f"--mount: {source[:200]!r}: the server needs an absolute source path", code="mount_refused")
     if ".." in source.split("/"):
-        raise Forbidden(f"--mount: {source!r}: '..' is not allowed in a mount source", code="mount_refused")
+        raise Forbidden(f"--mount: {source[:200]!r}: '..' is not allowed in a mount source", code="mount_refused")
+    if "\x00" in source:
+        raise Forbidden("--mount: a mount source cannot hold a NUL character", code="mount_refused")
     real = Path(os.path.realpath(source))
-    if not any(real == root or real.is_relative_to(root) for root in roots):
-        allowed = ", ".join(str(r) for r in roots) or "none (the admin allows no mounts)"
-        raise Forbidden(f"--mount: {source} is outside the allowed roots: {allowed}", code="mount_refused")
+    allowed = user_mount_roots(roots, who)
+    if not any(real == root or real.is_relative_to(root) for root in allowed):
+        shown = ", ".join(str(r) for r in allowed) or "none (the admin allows no mounts)"
+        raise Forbidden(f"--mount: {source[:200]} is outside {'the allowed' if who.admin else 'your'} mount roots: "
+                        f"{shown}", code="mount_refused")
+    if not who.admin and real.exists():
+        containers.check_unswappable(real)
 
 
 def mount_roots(texts: list[str]) -> list[Path]:
@@ -144,6 +165,9 @@ def add_user(store: Store, name: str, *, admin: bool = False, quota: dict | None
     check_user_name(name)
     if store.get_user(name) is not None:
         raise DlboxError(f"user {name} already exists", code="exists")
+    if store.retired(name) is not None:  # their runs and volumes still carry the name
+        raise DlboxError(f"user name {name} belonged to a removed user and is retired (their runs and volumes keep "
+                         "it); choose another", code="exists")
     return store.add_user(User(name=name, role="admin" if admin else "user", quota=quota or {},
                                created_at=time.time()))
 

@@ -184,7 +184,7 @@ def launch(request: Request, who: Who, fields: Form) -> Response:
             cpus=number(fields.get("cpus", ""), "cpus"), gpus=fields.get("gpus") or None)
     except ValidationError as exc:
         raise invalid(exc) from None
-    routes_workspaces.create_workspace(body, who, request.app.state.ctx)
+    routes_workspaces.create_workspace(body, who, request.app.state.ctx, request)
     return RedirectResponse(f"/workspaces/{body.name}", status_code=303)
 
 

@@ -7,10 +7,12 @@ requirements file alone, services, then the user's code, metadata and labels las
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass, field
 
 from dlbox import __version__
+from dlbox.errors import UsageError
 from dlbox.lock import Lock
 from dlbox.services import SSHD_HARDENING
 from dlbox.spec import Spec
@@ -31,6 +33,19 @@ class BuildPlan:
     code_dest: str | None = None  # the user's code goes to code/ in the context
 
 
+# A lock is a file in the user's project: what it names goes into requirement lines and apt's command
+# line, so each value must be one plain word (spec strings are checked by spec.py).
+_LOCK_WORDS = {"name": r"[A-Za-z0-9][A-Za-z0-9._+-]*", "version": r"[A-Za-z0-9][A-Za-z0-9.+!_*:~-]*",
+               "hash": r"sha(?:256|384|512):[0-9a-f]{64,128}"}
+
+
+def _lock_word(value: str, kind: str) -> str:
+    if not re.fullmatch(_LOCK_WORDS[kind], value):
+        raise UsageError(f"dlbox.lock: package {kind} {value[:80]!r} is not one plain word; rebuild the lock "
+                         "(`dlbox build --update-lock` writes a fresh one)")
+    return value
+
+
 def requirements(spec: Spec, lock: Lock | None) -> str:
     """The pip requirements file: the spec's, or the lock's exact, hashed set."""
     if lock is None:
@@ -38,8 +53,8 @@ def requirements(spec: Spec, lock: Lock | None) -> str:
     lines = []
     for pkg in lock.python.packages:
         if pkg.hashes:  # only what the install step put there; the venv's own seed is not re-installed
-            hashes = " ".join(f"--hash={h}" for h in pkg.hashes)
-            lines.append(f"{pkg.name}=={pkg.version} {hashes}\n")
+            hashes = " ".join(f"--hash={_lock_word(h, 'hash')}" for h in pkg.hashes)
+            lines.append(f"{_lock_word(pkg.name, 'name')}=={_lock_word(pkg.version, 'version')} {hashes}\n")
     return "".join(lines)
 
 
@@ -51,7 +66,7 @@ def apt_packages(spec: Spec, lock: Lock | None) -> list[str]:
         wanted.append("openssh-server")
     if lock is None:
         return wanted
-    versions = {pkg.name: pkg.version for pkg in lock.os.packages}
+    versions = {pkg.name: _lock_word(pkg.version, "version") for pkg in lock.os.packages}
     return [f"{name}={versions[name]}" if name in versions else name for name in wanted]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from dlbox import accounts, config, gpus, workspaces
@@ -100,8 +100,23 @@ def rows_for(ctx, who: accounts.Caller) -> list[dict]:
     return [row_json(r) for r in ctx.store.workspaces(owner=None if who.admin else who.name)]
 
 
+def url_host(ctx, request: Request | None) -> str | None:
+    """For workspaces published on every interface (--workspace-host 0.0.0.0): the host name the client
+    reached the server by (its Host header, without the port), so the URL works where the client is."""
+    import socket
+
+    if ctx.workspace_host not in ("0.0.0.0", "::"):
+        return None
+    given = request.headers.get("host", "") if request is not None else ""
+    host = given[:given.index("]") + 1] if given.startswith("[") and "]" in given else given.rsplit(":", 1)[0]
+    try:
+        return workspaces.check_url_host(host)
+    except UsageError:
+        return socket.gethostname()
+
+
 @router.post("/workspaces", status_code=201)
-def create_workspace(body: NewWorkspace, who: Caller, ctx: Ctx) -> dict:
+def create_workspace(body: NewWorkspace, who: Caller, ctx: Ctx, request: Request = None) -> dict:
     from dlbox.spec import parse_size
 
     name = workspaces.containers.check_name(body.name, "name")
@@ -109,7 +124,7 @@ def create_workspace(body: NewWorkspace, who: Caller, ctx: Ctx) -> dict:
         raise DlboxError(f"workspace name {name} is taken; choose another", code="exists")
     if ctx.mode == "server":
         for mount in body.mounts:
-            accounts.check_mount_roots(mount, ctx.mount_roots)
+            accounts.check_mount_roots(mount, ctx.mount_roots, who=who)
     if body.ssh_public_key is not None:
         workspaces.public_key(workspaces.UpRequest(name=name, ssh_public_key=body.ssh_public_key))
     try:
@@ -123,10 +138,12 @@ def create_workspace(body: NewWorkspace, who: Caller, ctx: Ctx) -> dict:
         if key in quota and given is None:
             raise UsageError(f"{key}: your quota limits {key}, so give a limit (e.g. --{key} ...)")
     with ctx.user_lock(who.name):  # check and create as one step: parallel requests cannot pass a quota
-        return _create(ctx, who, body, name, memory, gpus.count(wanted, gpus.inventory()) if wanted else 0)
+        return _create(ctx, who, body, name, memory, gpus.count(wanted, gpus.inventory()) if wanted else 0,
+                       url_host(ctx, request))
 
 
-def _create(ctx, who: accounts.Caller, body: NewWorkspace, name: str, memory: int | None, gpu_count: int) -> dict:
+def _create(ctx, who: accounts.Caller, body: NewWorkspace, name: str, memory: int | None, gpu_count: int,
+            host_name: str | None) -> dict:
     from dlbox.service import check_quota
 
     check_quota(ctx.store, who.name, workspaces=1, cpus=body.cpus, memory=memory, gpus=gpu_count)
@@ -134,7 +151,8 @@ def _create(ctx, who: accounts.Caller, body: NewWorkspace, name: str, memory: in
     request = workspaces.UpRequest(
         name=name, preset=preset, image=body.image, jupyter=body.jupyter, ssh=body.ssh,
         ssh_public_key=body.ssh_public_key, mounts=body.mounts, memory=body.memory, cpus=body.cpus, gpus=body.gpus,
-        shm_size=body.shm_size, pids=body.pids, host=ctx.workspace_host, owner=who.name,
+        shm_size=body.shm_size, pids=body.pids, host=ctx.workspace_host, owner=who.name, url_host=host_name,
+        guard_mounts=ctx.mode == "server" and not who.admin,
         build_missing=who.admin or ctx.mode == "local")  # builds take the machine for minutes: admins only
     if body.ssh and not body.ssh_public_key and ctx.mode == "server":
         raise UsageError("ssh_public_key: an SSH workspace needs your public key")

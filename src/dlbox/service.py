@@ -360,7 +360,7 @@ def submit_job(ctx: Context, request: JobRequest, who: accounts.Caller) -> Job:
     if ctx.mode == "server":
         request.project_dir = None  # the caller's directories mean nothing on the server
         for mount in request.mounts:
-            accounts.check_mount_roots(mount, ctx.mount_roots)
+            accounts.check_mount_roots(mount, ctx.mount_roots, who=who)
     if request.workspace is not None:  # its volume is mounted: only its owner's jobs may
         from dlbox import routes_workspaces
 
@@ -371,7 +371,7 @@ def submit_job(ctx: Context, request: JobRequest, who: accounts.Caller) -> Job:
     if account is not None and "memory" in (account.quota or {}) and not request.memory:
         raise UsageError("memory: your quota limits memory, so give a limit (e.g. --memory 4g)")
     with ctx.user_lock(who.name):  # check and queue as one step: parallel requests cannot pass a quota
-        job = build_job(ctx.store, ctx.loop, request, who.name)
+        job = build_job(ctx.store, ctx.loop, request, who.name, guarded=ctx.mode == "server" and not who.admin)
         check_quota(ctx.store, who.name, cpus=job.cpus, memory=job.memory,
                     gpus=gpus.count(job.gpu_request, ctx.loop.reconciler.capacity.gpus))
         ctx.store.add_job(job)
@@ -418,8 +418,10 @@ def live_logs(store: Store, job: Job, follow: bool):
             yield saved.read_bytes()[sent:]
 
 
-def build_job(store: Store, loop: Loop, request: JobRequest, user: str) -> Job:
-    """Check a request and turn it into a queued job (intent only: the loop starts it)."""
+def build_job(store: Store, loop: Loop, request: JobRequest, user: str, *, guarded: bool = False) -> Job:
+    """Check a request and turn it into a queued job (intent only: the loop starts it).
+
+    guarded: a server user's mounts, checked again at start (containers.check_unswappable)."""
     from dlbox.spec import parse_size
 
     attrs = engine.image_attrs(request.image)
@@ -429,8 +431,8 @@ def build_job(store: Store, loop: Loop, request: JobRequest, user: str) -> Job:
         raise DlboxError(f"--image: {request.image} was not built by dlbox (it has no lock); jobs run only images "
                          "from `dlbox build`, unless the admin allows others (dlbox server --allow-foreign-images)",
                          code="foreign_image")
-    mounts = [containers.parse_mount(m, base=Path(request.project_dir) if request.project_dir else None).to_json()
-              for m in request.mounts]
+    mounts = [containers.parse_mount(m, base=Path(request.project_dir) if request.project_dir else None,
+                                     guarded=guarded).to_json() for m in request.mounts]
     volumes = {}
     workdir = request.workdir
     if request.workspace:

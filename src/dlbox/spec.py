@@ -12,7 +12,8 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
 from dlbox.errors import UsageError
 from dlbox.sizes import format_size, parse_size  # noqa: F401 - re-exported for callers
@@ -23,6 +24,49 @@ DEFAULT_MIRROR = "http://deb.debian.org/debian"
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 Size = Annotated[int, BeforeValidator(parse_size)]
+MAX_TEXT = 4096
+
+# Spec strings end up in the Dockerfile, in pip's requirement files and in labels. A newline (or any
+# other line or control character) there would end an instruction and start one of the spec's
+# choosing, so no string in a spec may hold one; fields that are split on whitespace get a pattern.
+_UNPRINTABLE = ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")
+
+
+def _printable(value: str) -> str:
+    import unicodedata
+
+    if len(value) > MAX_TEXT:
+        raise ValueError(f"is longer than {MAX_TEXT} characters")
+    bad = next((c for c in value if unicodedata.category(c) in _UNPRINTABLE), None)
+    if bad is not None:
+        raise ValueError(f"must not contain line breaks or control characters (found {bad!r})")
+    return value
+
+
+def _matching(pattern: str, what: str):
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise ValueError(f"{value[:80]!r} is not {what}")
+        return value
+    return AfterValidator(check)
+
+
+Text = Annotated[str, AfterValidator(_printable)]
+# A single PEP 508 requirement: name, extras, versions, an `@ URL` or a marker; never a pip option
+# (` -r`, ` --index-url`), a comment, a line continuation or a `${VAR}` that pip would expand.
+_REQ_NAME = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"
+_REQUIREMENT = (rf"{_REQ_NAME}(?:\[\s*{_REQ_NAME}(?:\s*,\s*{_REQ_NAME})*\s*\])?\s*"
+                r"(?:@\s*[A-Za-z][A-Za-z0-9+.-]*://[^\s$\\'\"]+|"
+                r"(?:\(?\s*(?:===|==|!=|~=|<=|>=|<|>)\s*[A-Za-z0-9*][A-Za-z0-9.*+!_-]*"
+                r"(?:\s*,\s*(?:===|==|!=|~=|<=|>=|<|>)\s*[A-Za-z0-9*][A-Za-z0-9.*+!_-]*)*\s*\)?)?)"
+                r"(?:\s*;\s*[A-Za-z0-9_.'\"<>=!~ ()]+)?")
+Requirement = Annotated[Text, _matching(_REQUIREMENT, "one pip requirement such as 'numpy==1.23.5' "
+                                                    "(no options, comments or line breaks)")]
+AptPackage = Annotated[Text, _matching(r"[a-z0-9][a-z0-9+.-]*(?::[a-z0-9-]+)?(?:=[A-Za-z0-9.+~:-]+)?",
+                                       "a Debian package name (optionally =VERSION)")]
+EnvName = Annotated[Text, _matching(r"[A-Za-z_][A-Za-z0-9_]*", "an environment variable name")]
 
 
 class Strict(BaseModel):
@@ -32,9 +76,9 @@ class Strict(BaseModel):
 class Base(Strict):
     """Where the image starts: a bootstrapped Debian suite or a registry image."""
 
-    debian: str | None = None
-    mirror: str | None = None
-    image: str | None = None
+    debian: Text | None = None
+    mirror: Annotated[Text, _matching(r"https?://[^\s$\\'\"`]+", "an http(s) URL")] | None = None
+    image: Annotated[Text, _matching(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]*", "an image reference")] | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> Base:
@@ -52,7 +96,7 @@ class Base(Strict):
 
 
 class User(Strict):
-    name: str = "dl"
+    name: Text = "dl"
     uid: int = Field(default=1000, ge=1000, le=60000)
 
     @field_validator("name")
@@ -66,26 +110,29 @@ class User(Strict):
 class Gpu(Strict):
     """A GPU variant: the base must already carry CUDA (e.g. an nvidia/cuda image)."""
 
-    cuda: str
-    capabilities: list[str] = ["compute", "utility"]
+    cuda: Annotated[Text, _matching(r"\d{1,3}(?:\.\d{1,3}){0,2}", "a CUDA version such as '11.2'")]
+    capabilities: list[Annotated[Text, _matching(r"[a-z0-9]{1,32}", "an NVIDIA driver capability")]] = \
+        ["compute", "utility"]
 
 
 class Code(Strict):
-    src: str = "."
-    dest: str = "/opt/code"
+    src: Text = "."
+    dest: Text = "/opt/code"
 
     @field_validator("dest")
     @classmethod
     def _absolute(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError("must be an absolute path in the image")
+        # COPY splits its arguments on whitespace and expands $VARS: a plain path only
+        if not re.fullmatch(r"/(?:[A-Za-z0-9._+-]+/?)*", value) or ".." in value.split("/"):
+            raise ValueError("must be an absolute path in the image (letters, digits, '.', '_', '+', '-', '/'; "
+                             "no '..')")
         return value
 
 
 class Resources(Strict):
     memory: Size | None = None
     cpus: float | None = Field(default=None, gt=0)
-    gpus: str | int | list[str] | None = None
+    gpus: Text | int | list[Annotated[Text, _matching(r"[A-Za-z0-9-]{1,64}", "a GPU ID")]] | None = None
     shm_size: Size | None = None
     pids: int | None = Field(default=None, ge=16)
 
@@ -105,21 +152,21 @@ class Defaults(Strict):
     Mount sources are relative to the spec's directory; resources beyond the machine shrink to fit.
     """
 
-    mounts: list[str] = []
+    mounts: list[Text] = []
     resources: Resources = Resources()
 
 
 class Spec(Strict):
-    name: str
+    name: Text
     base: Base
     python: str | None = None
-    apt: list[str] = []
-    pip: list[str] = []
-    constraints: list[str] = []  # pip constraints: versions for dependencies not named in pip
+    apt: list[AptPackage] = []
+    pip: list[Requirement] = []
+    constraints: list[Requirement] = []  # pip constraints: versions for dependencies not named in pip
     services: list[Literal["jupyter", "ssh"]] = []
     user: User = User()
     gpu: Gpu | None = None
-    env: dict[str, str] = {}
+    env: dict[EnvName, Text] = {}
     code: Code | None = None
     workspace: Defaults = Defaults()
     job: Defaults = Defaults()
@@ -140,14 +187,6 @@ class Spec(Strict):
         if not re.fullmatch(r"3\.\d{1,2}", text):
             raise ValueError("give a Python version like '3.9'")
         return text
-
-    @field_validator("apt", "pip", "constraints")
-    @classmethod
-    def _no_blank(cls, value: list[str]) -> list[str]:
-        for item in value:
-            if not item.strip() or item.strip().startswith("-"):
-                raise ValueError(f"{item!r} is not a package requirement")
-        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> Spec:
@@ -195,14 +234,19 @@ def parse(text: str, *, source: str = "dlbox.yaml") -> Spec:
     try:
         data = yaml.safe_load(text)
         root = yaml.compose(text)
+    except RecursionError:
+        raise UsageError(f"{source}: nested too deeply to be a spec") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source
-        raise UsageError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())  # one line, whatever the reader said
+        raise UsageError(f"{where}: not valid YAML ({problem[:200]})") from None
     if not isinstance(data, dict):
         raise UsageError(f"{source}: a spec is a mapping of keys (name, base, pip, ...)")
     try:
         return Spec.model_validate(data)
+    except RecursionError:
+        raise UsageError(f"{source}: nested too deeply to be a spec") from None
     except ValidationError as exc:
         raise UsageError(describe(exc.errors()[0], root, source)) from None
 
@@ -231,7 +275,10 @@ def describe(error: dict, root: Any, source: str) -> str:
 def _dotted(loc: list) -> str:
     text = ""
     for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+        if isinstance(part, str) and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", part):
+            text += f"[{part[:40]!r}]"  # a hostile key is quoted, so the one-line error stays one line
+        else:
+            text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text
 
 

@@ -241,10 +241,17 @@ class Store:
             return list(s.scalars(select(User).order_by(User.name)))
 
     def remove_user(self, name: str) -> None:
+        """Remove the user and their tokens, and retire the name in the same transaction: runs and
+        volumes keep it, so nobody added later may carry it."""
         with self.session() as s:
             s.query(Token).filter(Token.user == name).delete()
             s.query(User).filter(User.name == name).delete()
+            s.merge(RetiredName(name=name, removed_at=time.time()))
         self.versions["auth"] += 1
+
+    def retired(self, name: str) -> RetiredName | None:
+        with self.session() as s:
+            return s.get(RetiredName, name)
 
     def add_token(self, token: Token) -> Token:
         with self.session() as s:

@@ -24,6 +24,7 @@ PREFIX = "dlbox-ws-"
 KIND = "workspace"
 WORKDIR = "/workspace"
 READY_TIMEOUT = 180.0
+LOCAL_OWNER = "local"  # who owns what the local CLI makes (a reserved user name on the server)
 
 
 def container_name(name: str) -> str:
@@ -55,6 +56,8 @@ class UpRequest:
     ssh_port: int | None = None
     ssh_public_key: str | None = None  # the key's text, when it does not come from a file (the server)
     owner: str | None = None
+    url_host: str | None = None  # the host name remote users reach this machine by, for a 0.0.0.0 workspace
+    guard_mounts: bool = False  # a server user's: mount sources must stay root's to change (containers.recheck)
     build_missing: bool = True  # the server lets only admins start a build
 
 
@@ -80,7 +83,8 @@ def _image_for(req: UpRequest, progress: Progress):
     if found is None:
         raise DlboxError(f"--preset: no image of {spec.name} is built on this server yet; ask an admin to build it",
                          code="not_built")
-    default_mounts = [containers.parse_mount(m, base=project_dir) for m in spec.workspace.mounts]
+    default_mounts = [containers.parse_mount(m, base=project_dir, guarded=req.guard_mounts)
+                      for m in spec.workspace.mounts]
     return (found | {"env": engine.image_attrs(found["id"])["Config"].get("Env") or []}, spec.workspace.resources,
             default_mounts)
 
@@ -143,7 +147,7 @@ def up(req: UpRequest, progress: Progress) -> dict:
         except OSError:
             raise UsageError(f"--host: {req.host!r} is not an IP address to publish ports on") from None
     host = "127.0.0.1" if req.host == "localhost" else req.host
-    mounts = [containers.parse_mount(m) for m in req.mounts]
+    mounts = [containers.parse_mount(m, guarded=req.guard_mounts) for m in req.mounts]
     targets = [m.target for m in mounts]
     if WORKDIR in targets or len(set(targets)) != len(targets):
         raise UsageError(f"--mount: each target must be unique and not {WORKDIR} (the workspace's own volume)")
@@ -151,6 +155,7 @@ def up(req: UpRequest, progress: Progress) -> dict:
     if engine.container_attrs(container_name(name)) is not None:
         raise DlboxError(f"workspace {name} already exists; `dlbox start {name}` or `dlbox rm {name}` first",
                          code="exists")
+    check_volume_owner(name, req.owner or LOCAL_OWNER)  # before anything is built or made
     if req.jupyter_port:
         _check_port(host, req.jupyter_port, "--jupyter-port")
     if req.ssh_port:
@@ -196,6 +201,8 @@ def up(req: UpRequest, progress: Progress) -> dict:
         labels["dlbox.ssh-key"] = str(key_file)
     if req.owner:
         labels["dlbox.owner"] = req.owner
+    if req.url_host and host in ("0.0.0.0", "::"):
+        labels["dlbox.url-host"] = check_url_host(req.url_host)
 
     progress.step(f"creating workspace {name} from {image['ref']}")
     made_volume, container_id, host_pub = False, None, None
@@ -203,11 +210,11 @@ def up(req: UpRequest, progress: Progress) -> dict:
         host_key, host_pub = vault.host_key(name) if req.ssh else (None, None)
         files = services.files(user=user, uid=uid, token=token, host_key=host_key, authorized_keys=authorized,
                                env=dict(item.split("=", 1) for item in image["env"]))
-        owner = engine.volume_labels(volume_name(name)).get("dlbox.owner")
-        if owner is not None and owner != (req.owner or ""):  # a kept volume holds someone else's data
-            raise DlboxError(f"workspace name {name} is taken; choose another", code="exists")
         made_volume = engine.ensure_volume(volume_name(name), {"dlbox.kind": KIND, "dlbox.workspace": name,
-                                                               **({"dlbox.owner": req.owner} if req.owner else {})})
+                                                               "dlbox.owner": req.owner or LOCAL_OWNER,
+                                                               "dlbox.home": config.home_id()})
+        if not made_volume:  # kept, or made meanwhile by a parallel `up`: only its owner goes on
+            check_volume_owner(name, req.owner or LOCAL_OWNER)
         for attempt in range(5):
             ports = {}
             if jupyter:
@@ -221,6 +228,7 @@ def up(req: UpRequest, progress: Progress) -> dict:
                 ports=ports, workdir=WORKDIR, network=networks.for_owner(req.owner),
                 healthcheck=services.HEALTHCHECK, restart=services.RESTART,
             )
+            containers.recheck(mounts)  # the image may have taken minutes: the sources must still be what was checked
             container_id = engine.create_container(spec, entrypoint=["/bin/bash", f"{services.DIR}/start.sh"])
             engine.put_files(container_id, files)
             try:
@@ -246,6 +254,29 @@ def up(req: UpRequest, progress: Progress) -> dict:
         raise
     progress.step(f"workspace {name} is up")
     return describe(engine.container_attrs(container_id), token=token, fresh=True)
+
+
+def check_volume_owner(name: str, owner: str) -> None:
+    """A kept volume is adopted only by its recorded owner: it holds their data. One without an owner
+    (made before volumes recorded theirs) only by the machine's local owner, never by a server user."""
+    if not engine.volume_exists(volume_name(name)):
+        return
+    found = engine.volume_labels(volume_name(name)).get("dlbox.owner")
+    if found == owner or (found is None and owner == LOCAL_OWNER):
+        return
+    whose = "records no owner" if found is None else "belongs to another user"
+    raise DlboxError(f"workspace name {name} is taken: its kept volume {volume_name(name)} {whose}; choose another "
+                     "name (an admin can remove the volume with `dlbox rm NAME --purge-data`)", code="exists")
+
+
+def check_url_host(text: str) -> str:
+    """A host name or IP for workspace URLs: what a client used to reach the server, so no ports, paths or spaces."""
+    import re
+
+    host = text.strip().lower()
+    if re.fullmatch(r"\[[0-9a-f:.]{2,45}\]", host) or re.fullmatch(r"[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?", host):
+        return host
+    raise UsageError(f"host: {text[:80]!r} is not a host name or IP address")
 
 
 def _wait_ready(container_id: str, host: str, ports: dict, token: str | None, timeout: float = READY_TIMEOUT) -> None:
@@ -309,7 +340,7 @@ def describe(attrs: dict, *, token: str | None = None, fresh: bool = False) -> d
     host_config = attrs["HostConfig"]
     name = labels["dlbox.workspace"]
     host = labels.get("dlbox.host", "127.0.0.1")
-    shown_host = _connect_host(host)
+    shown_host = labels.get("dlbox.url-host") or _connect_host(host)  # 0.0.0.0: the name remote users know
     jupyter_port = labels.get(f"dlbox.port.{services.JUPYTER_PORT}")
     ssh_port = labels.get(f"dlbox.port.{services.SSH_PORT}")
     jupyter = None
@@ -318,7 +349,7 @@ def describe(attrs: dict, *, token: str | None = None, fresh: bool = False) -> d
         jupyter = {"url": f"{url}?token={token}" if token else url, "port": int(jupyter_port)}
         if token:
             jupyter["token"] = token
-    ssh = {"host": shown_host, "port": int(ssh_port), "user": labels.get("dlbox.user", "dl")} if ssh_port else None
+    ssh = {"host": shown_host.strip("[]"), "port": int(ssh_port), "user": labels.get("dlbox.user", "dl")} if ssh_port else None
     nano = host_config.get("NanoCpus") or 0
     limits = containers.Limits(memory=host_config.get("Memory") or None, cpus=nano / 1e9 if nano else None,
                                shm_size=host_config.get("ShmSize") or 0, pids=host_config.get("PidsLimit") or 0)

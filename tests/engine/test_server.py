@@ -45,7 +45,7 @@ class Team:
 def team(test_env, tmp_path_factory, start_server):
     home = tmp_path_factory.mktemp("server-home")
     root = tmp_path_factory.mktemp("allowed-root")
-    (root / "project").mkdir()
+    (root / "bob" / "project").mkdir(parents=True)  # each user's roots are <root>/<name>
     env = {**test_env, "DLBOX_HOME": str(home), "DLBOX_MOUNT_ROOTS": str(root)}
     with start_server(env) as url:
         tokens = {}
@@ -161,7 +161,7 @@ def test_mounts_only_below_allowed_roots(team, small_image, tmp_path):
         assert response.status_code == 403, (mount, response.text)
         assert response.json()["error"]["code"] == "mount_refused"
     ok = bob.post("/api/jobs", json={"image": small_image["image"], "command": ["ls", "/data"],
-                                     "mounts": [f"{team.root}/project:/data:ro"]})
+                                     "mounts": [f"{team.root}/bob/project:/data:ro"]})
     assert ok.status_code == 201, ok.text
 
 

@@ -490,3 +490,18 @@ def test_two_writers_of_a_new_workspace_row_both_succeed(make_store):
         for t in threads:
             t.join()
         assert errors == [] and stores[0].get_workspace(f"w{trial}") is not None
+
+
+def test_a_removed_users_name_is_retired_for_good(store):
+    from dlbox import accounts
+    from dlbox.errors import DlboxError
+
+    accounts.add_user(store, "carol")
+    assert store.retired("carol") is None
+    store.remove_user("carol")
+    assert store.get_user("carol") is None and store.retired("carol").removed_at > 0
+    with pytest.raises(DlboxError, match="retired") as refused:
+        accounts.add_user(store, "carol")
+    assert refused.value.code == "exists" and store.get_user("carol") is None
+    store.remove_user("carol")  # removing again (say after a half-done removal) keeps it retired, no error
+    assert store.retired("carol") is not None

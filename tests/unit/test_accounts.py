@@ -7,7 +7,7 @@ import os
 import pytest
 
 from dlbox import accounts
-from dlbox.errors import UsageError
+from dlbox.errors import DlboxError, UsageError
 from dlbox.store import Store
 
 
@@ -89,23 +89,103 @@ def test_quota_names_the_limit_it_would_pass():
         accounts.parse_quota({"disk": "1"})
 
 
+ADMIN, ALICE, BOB = accounts.Caller("admin", "admin"), accounts.Caller("alice", "user"), accounts.Caller("bob", "user")
+
+
 def test_mounts_must_stay_below_an_allowed_root(tmp_path):
     root = tmp_path / "data"
-    (root / "project").mkdir(parents=True)
+    (root / "alice" / "project").mkdir(parents=True)
     outside = tmp_path / "secret"
     outside.mkdir()
-    os.symlink(outside, root / "link-out")
-    os.symlink(root / "project", root / "link-in")
+    os.symlink(outside, root / "alice" / "link-out")
+    os.symlink(root / "alice" / "project", root / "alice" / "link-in")
     roots = accounts.mount_roots([str(root)])
-    accounts.check_mount_roots(f"{root}/project:/data:ro", roots)
-    accounts.check_mount_roots(f"{root}/link-in:/data", roots)  # a symlink that stays inside is fine
-    for trick in (f"{root}/link-out:/x", f"{root}/../secret:/x", f"{root}/project/../../secret:/x",
+    accounts.check_mount_roots(f"{root}/alice/project:/data:ro", roots, who=ALICE)
+    accounts.check_mount_roots(f"{root}/alice/link-in:/data", roots, who=ALICE)  # a symlink that stays inside is fine
+    for trick in (f"{root}/alice/link-out:/x", f"{root}/../secret:/x", f"{root}/alice/project/../../secret:/x",
                   "/etc:/x", "/var/run/docker.sock:/x", "relative/path:/x", f"{tmp_path}/data-evil:/x"):
         with pytest.raises(accounts.Forbidden) as caught:
-            accounts.check_mount_roots(trick, roots)
+            accounts.check_mount_roots(trick, roots, who=ALICE)
         assert caught.value.code == "mount_refused"
     with pytest.raises(accounts.Forbidden, match="allows no mounts"):
-        accounts.check_mount_roots(f"{root}/project:/x", [])
+        accounts.check_mount_roots(f"{root}/alice/project:/x", [], who=ALICE)
     for bad_root in ("/", "/etc", "relative"):
         with pytest.raises(UsageError, match="--mount-root"):
             accounts.mount_roots([bad_root])
+
+
+def test_mount_roots_are_per_user_and_admins_see_all(tmp_path):
+    root = tmp_path / "data"
+    for user in ("alice", "bob"):
+        (root / user / "project").mkdir(parents=True)
+    roots = accounts.mount_roots([str(root)])
+    with pytest.raises(accounts.Forbidden, match=f"outside your mount roots: {root}/bob$") as caught:
+        accounts.check_mount_roots(f"{root}/alice/project:/x", roots, who=BOB)
+    assert caught.value.code == "mount_refused"
+    with pytest.raises(accounts.Forbidden, match="outside your mount roots"):
+        accounts.check_mount_roots(f"{root}:/x", roots, who=BOB)  # the shared root itself is no one user's
+    accounts.check_mount_roots(f"{root}/bob/project:/x", roots, who=BOB)
+    for source in (root, root / "alice" / "project", root / "bob"):
+        accounts.check_mount_roots(f"{source}:/x", roots, who=ADMIN)
+    assert accounts.user_mount_roots(roots, BOB) == [root / "bob"]
+
+
+def test_a_source_below_a_user_writable_folder_is_refused(tmp_path):
+    """Whoever can write in a parent can swap the source for a symlink between the check and the mount."""
+    root = tmp_path / "data"
+    shared = root / "alice" / "shared"
+    (shared / "sub").mkdir(parents=True)
+    os.chown(shared, 1000, 1000)  # what a workspace (uid 1000) with the folder mounted rw could make
+    roots = accounts.mount_roots([str(root)])
+    accounts.check_mount_roots(f"{shared}:/x", roots, who=ALICE)  # its parent is root's alone: fine
+    with pytest.raises(DlboxError, match=r"could be swapped .*shared can be written by its owner \(uid 1000\)") \
+            as caught:
+        accounts.check_mount_roots(f"{shared}/sub:/x", roots, who=ALICE)
+    assert caught.value.code == "mount_refused"
+    accounts.check_mount_roots(f"{shared}/sub:/x", roots, who=ADMIN)  # admins are trusted with their own folders
+    os.chown(shared, 0, 0)
+    os.chmod(shared, 0o777)
+    with pytest.raises(DlboxError, match="can be written by everyone"):
+        accounts.check_mount_roots(f"{shared}/sub:/x", roots, who=ALICE)
+    os.chown(shared, 0, 1000)
+    os.chmod(shared, 0o775)
+    with pytest.raises(DlboxError, match=r"can be written by its group \(gid 1000\)"):
+        accounts.check_mount_roots(f"{shared}/sub:/x", roots, who=ALICE)
+    os.chown(shared, 0, 0)  # group-writable, but the group is root's
+    accounts.check_mount_roots(f"{shared}/sub:/x", roots, who=ALICE)
+    os.chmod(shared, 0o1777)
+    os.chown(shared / "sub", 1000, 1000)  # sticky, but the entry is not root's: its owner may rename it
+    with pytest.raises(DlboxError, match="everyone"):
+        accounts.check_mount_roots(f"{shared}/sub:/x", roots, who=ALICE)
+    os.chown(shared / "sub", 0, 0)  # sticky and root's entry (like /tmp/pytest-of-root): only root may move it
+    accounts.check_mount_roots(f"{shared}/sub:/x", roots, who=ALICE)
+
+
+@pytest.mark.parametrize("name", ["local", "root"])
+def test_reserved_names_are_refused(store, name):
+    with pytest.raises(UsageError, match=f"NAME: '{name}' is reserved"):
+        accounts.add_user(store, name)
+    assert store.get_user(name) is None
+
+
+@pytest.mark.parametrize("name", ["alice\n", "alice\nbob", "Alice", "a" * 33, "-a", "a b"])
+def test_malformed_names_are_refused(store, name):
+    with pytest.raises(UsageError, match="NAME: .* must start with a lowercase letter"):
+        accounts.add_user(store, name)
+
+
+def test_users_add_refuses_reserved_and_retired_names_over_the_api(store):
+    """The route `dlbox users add` calls: one clear line, nothing made."""
+    from fastapi.testclient import TestClient
+
+    from dlbox import jobs, service
+
+    client = TestClient(service.create_app(store, service.Loop(store, capacity=jobs.Capacity(cpus=2, memory=None,
+                                                                                             gpus=[]))))
+    assert client.post("/api/users", json={"name": "dave"}).status_code == 201
+    assert client.delete("/api/users/dave").status_code == 200
+    again = client.post("/api/users", json={"name": "dave"})
+    assert again.status_code == 409 and "retired" in again.json()["error"]["message"]
+    reserved = client.post("/api/users", json={"name": "local"})
+    assert reserved.status_code == 400 and reserved.json()["error"]["message"].startswith("NAME: 'local' is reserved")
+    assert [u.name for u in store.users()] == [] and store.tokens(user="dave") == []

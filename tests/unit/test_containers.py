@@ -275,3 +275,55 @@ def test_foreign_images_need_the_admins_setting(monkeypatch):
     for value, allowed in (("1", True), ("yes", True), ("0", False), ("", False), ("no", False)):
         monkeypatch.setenv("DLBOX_ALLOW_FOREIGN_IMAGES", value)
         assert foreign_images_allowed() is allowed
+
+
+def test_a_guarded_mount_is_checked_again_before_start(tmp_path):
+    """A server user's mount: its parents must still be root's alone when the container is made or started."""
+    from dlbox.errors import DlboxError
+
+    parent = tmp_path / "alice"
+    (parent / "data").mkdir(parents=True)
+    mount = containers.parse_mount(f"{parent / 'data'}:/data", guarded=True)
+    assert mount.to_json()["guarded"] is True and "guarded" not in containers.Mount("/a", "/b").to_json()
+    assert containers.Mount(**mount.to_json()) == mount  # labels and job rows keep it
+    containers.recheck([mount])
+    os.chmod(parent, 0o777)  # opened up after the check: someone could swap data now
+    with pytest.raises(DlboxError, match="can be written by everyone") as caught:
+        containers.recheck([mount])
+    assert caught.value.code == "mount_refused"
+    containers.recheck([containers.Mount(**(mount.to_json() | {"guarded": False}))])  # an admin's: not this rule
+    os.chmod(parent, 0o755)
+    (parent / "data").rename(parent / "real")
+    os.symlink("/", parent / "data")  # swapped for a symlink to the host's /
+    with pytest.raises(DlboxError):
+        containers.recheck([mount])
+
+
+@pytest.mark.parametrize("host_header, expected", [
+    ("gpu-box:8700", "gpu-box"), ("10.1.2.3:8700", "10.1.2.3"), ("[fd00::2]:8700", "[fd00::2]"), ("GPU-Box", "gpu-box"),
+])
+def test_a_0000_workspace_url_uses_the_host_the_client_reached(host_header, expected):
+    from starlette.requests import Request
+
+    from dlbox import routes_workspaces, service
+
+    request = Request({"type": "http", "method": "POST", "path": "/", "headers": [(b"host", host_header.encode())]})
+    assert routes_workspaces.url_host(service.Context(store=None, loop=None, workspace_host="0.0.0.0"),
+                                      request) == expected
+    assert routes_workspaces.url_host(service.Context(store=None, loop=None, workspace_host="127.0.0.1"),
+                                      request) is None  # a fixed address is the URL's host already
+
+
+@pytest.mark.parametrize("bad", ["a b", "evil/x", "x\r\nSet-Cookie: y", "", "-x", "a" * 300, "host?q"])
+def test_a_hostile_host_never_reaches_a_label(bad):
+    import socket
+
+    from starlette.requests import Request
+
+    from dlbox import routes_workspaces, service, workspaces
+
+    with pytest.raises(UsageError):
+        workspaces.check_url_host(bad)
+    request = Request({"type": "http", "method": "POST", "path": "/", "headers": [(b"host", bad.encode())]})
+    ctx = service.Context(store=None, loop=None, workspace_host="0.0.0.0")
+    assert routes_workspaces.url_host(ctx, request) == socket.gethostname()
