@@ -25,15 +25,30 @@ def cleanup(docker_client, run_id, test_env):
 
     from dlbox import engine
 
-    pid_file = Path(test_env["DLBOX_HOME"]) / "service" / "pid"
-    if pid_file.exists():  # the session's dlbox service, started by the CLI
+    end_service(Path(test_env["DLBOX_HOME"]))  # the session's dlbox service, started by the CLI
+
+    engine.client.cache_clear()
+    engine.remove_labelled(f"dlbox.test-run={run_id}")
+
+
+def end_service(home) -> None:
+    """SIGTERM the dlbox service of this home, if one runs (the CLI starts one in the background)."""
+    import os
+    import signal
+    from pathlib import Path
+
+    pid_file = Path(home) / "service" / "pid"
+    if pid_file.exists():
         try:
             os.kill(int(pid_file.read_text()), signal.SIGTERM)
         except (ProcessLookupError, ValueError):
             pass
 
-    engine.client.cache_clear()
-    engine.remove_labelled(f"dlbox.test-run={run_id}")
+
+@pytest.fixture(scope="session")
+def stop_service():
+    """end_service, for test modules that give the CLI a dlbox home of their own."""
+    return end_service
 
 
 @pytest.fixture(scope="session")

@@ -4,37 +4,19 @@ block on or swallow whole anything the job (or a host user with the job's uid) p
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
+from test_jobs import wait_for
+
 pytestmark = pytest.mark.engine
 
 
-def wait_for(predicate, timeout=60.0, every=0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("timed out")
-
-
-def stop_service(home: Path) -> None:
-    pid_file = home / "service" / "pid"
-    if pid_file.exists():
-        try:
-            os.kill(int(pid_file.read_text()), signal.SIGTERM)
-        except (ProcessLookupError, ValueError):
-            pass
-
-
 @pytest.fixture(scope="module")
-def limited(dlbox, test_env, tmp_path_factory):
+def limited(dlbox, test_env, tmp_path_factory, stop_service):
     """A dlbox home of its own whose service has small collection limits."""
     home = tmp_path_factory.mktemp("collect-home")
     env = {**test_env, "DLBOX_HOME": str(home), "DLBOX_LOG_LIMIT": "1m", "DLBOX_METRIC_LINES": "1000",
@@ -153,7 +135,7 @@ def test_a_huge_log_is_streamed_not_held_in_memory(dlbox, small_image, test_env)
     assert peak_kb() - before < 32 * 1024, "collecting a 64 MiB log raised the service's peak memory by 32 MiB+"
 
 
-def test_a_cancel_whose_stop_fails_is_retried(dlbox, test_env, small_image, tmp_path):
+def test_a_cancel_whose_stop_fails_is_retried(dlbox, test_env, small_image, tmp_path, stop_service):
     """The engine answers the first stops with an error: the cancel must be tried again, not forgotten."""
     from test_engine_events import Proxy
 
@@ -174,7 +156,8 @@ def test_a_cancel_whose_stop_fails_is_retried(dlbox, test_env, small_image, tmp_
         stop_service(home)
 
 
-def test_a_finish_that_fails_is_retried_with_a_back_off_then_lost(dlbox, test_env, small_image, tmp_path):
+def test_a_finish_that_fails_is_retried_with_a_back_off_then_lost(dlbox, test_env, small_image, tmp_path,
+                                                                 stop_service):
     """The run folders on a 1 MiB disk: the log cannot be saved. The job must not stay running (holding
     capacity) nor be copied again every second; it ends lost, with the reason."""
     home = tmp_path / "full-home"

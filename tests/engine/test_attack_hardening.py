@@ -133,21 +133,13 @@ def test_a_fork_bomb_stops_at_the_pids_limit(dlbox, small_image):
 
 
 @pytest.fixture(scope="module")
-def admin_home(tmp_path_factory, test_env):
+def admin_home(tmp_path_factory, test_env, stop_service):
     """A second dlbox home whose service allows foreign images and has a small default memory limit
     (the same settings an admin gives `dlbox server`), so the default is tested without using 4 GiB."""
-    import os
-    import signal
-
     home = tmp_path_factory.mktemp("admin-home")
     env = {"DLBOX_HOME": str(home), "DLBOX_ALLOW_FOREIGN_IMAGES": "1", "DLBOX_DEFAULT_MEMORY": "200m"}
     yield env
-    pid_file = home / "service" / "pid"
-    if pid_file.exists():
-        try:
-            os.kill(int(pid_file.read_text()), signal.SIGTERM)
-        except (ProcessLookupError, ValueError):
-            pass
+    stop_service(home)
 
 
 def test_past_the_default_memory_limit_a_job_is_oom_killed_inside(dlbox, small_image, admin_home):
