@@ -15,10 +15,10 @@ router = APIRouter(prefix="/api")
 class Quota(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    workspaces: int | None = Field(default=None, ge=0)
-    cpus: float | None = Field(default=None, ge=0)
+    workspaces: int | None = Field(default=None, ge=0, le=100_000)
+    cpus: float | None = Field(default=None, ge=0, le=1_000_000, allow_inf_nan=False)
     memory: str | None = Field(default=None, max_length=16, description="a size such as 8g")
-    gpus: int | None = Field(default=None, ge=0)
+    gpus: int | None = Field(default=None, ge=0, le=10_000)
 
 
 class NewUser(BaseModel):

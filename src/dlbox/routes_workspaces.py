@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Annotated
 
 from fastapi import APIRouter, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from dlbox import accounts, config, gpus, workspaces
 from dlbox.errors import DlboxError, NotFound, UsageError
@@ -30,7 +31,7 @@ class NewWorkspace(BaseModel):
     jupyter: bool | None = None
     ssh: bool = False
     ssh_public_key: str | None = Field(default=None, max_length=16384)
-    mounts: list[str] = Field(default=[], max_length=32)
+    mounts: list[Annotated[str, StringConstraints(max_length=4096)]] = Field(default=[], max_length=32)
     memory: str | None = Field(default=None, max_length=16)
     cpus: float | None = Field(default=None, gt=0, le=1024)
     gpus: str | None = Field(default=None, max_length=64)

@@ -22,9 +22,9 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from dlbox import __version__, accounts, config, containers, engine, gpus, jobs
+from dlbox import __version__, accounts, bodylimit, config, containers, engine, gpus, jobs
 from dlbox.errors import DlboxError, NotFound, UsageError
 from dlbox.jobstate import JobState
 from dlbox.store import Job, Store
@@ -34,26 +34,43 @@ EVENTS_RETRY = 5.0
 
 
 
+# Bounds of a job request: a request is data to keep (the store, `runs show`), never a way to fill them.
+ARG = Annotated[str, StringConstraints(max_length=128 * 1024)]  # Linux's MAX_ARG_STRLEN
+COMMAND_BYTES = 256 * 1024
+PARAM_KEY = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+PARAM_VALUE = Annotated[str, StringConstraints(max_length=4096)]
+MOUNT = Annotated[str, StringConstraints(max_length=4096)]
+PATH = Annotated[str, StringConstraints(max_length=4096)]
+GIT_DIFF = 4 * 1024 * 1024
+
+
 class JobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     image: str = Field(min_length=1, max_length=256)
-    command: list[str] = Field(min_length=1)
-    name: str | None = None
-    params: dict[str, str] = {}
-    mounts: list[str] = []
-    workspace: str | None = None
-    memory: str | None = None
+    command: list[ARG] = Field(min_length=1, max_length=4096)
+    name: str | None = Field(default=None, max_length=128)
+    params: Annotated[dict[PARAM_KEY, PARAM_VALUE], Field(max_length=256)] = {}
+    mounts: list[MOUNT] = Field(default=[], max_length=32)
+    workspace: str | None = Field(default=None, max_length=64)
+    memory: str | None = Field(default=None, max_length=16)
     cpus: float | None = Field(default=None, allow_inf_nan=False)
-    gpus: str | None = None
+    gpus: str | None = Field(default=None, max_length=64)
     share_gpus: bool = False
-    shm_size: str | None = None
-    project_dir: str | None = None
-    git_commit: str | None = None
+    shm_size: str | None = Field(default=None, max_length=16)
+    project_dir: PATH | None = None
+    git_commit: str | None = Field(default=None, max_length=64)
     git_dirty: bool = False
-    git_diff: str | None = None
-    workdir: str | None = None
-    reproduces: str | None = None
+    git_diff: str | None = Field(default=None, max_length=GIT_DIFF)
+    workdir: PATH | None = None
+    reproduces: str | None = Field(default=None, max_length=64)
+
+    @field_validator("command")
+    @classmethod
+    def command_size(cls, command: list[str]) -> list[str]:
+        if sum(len(arg.encode()) for arg in command) > COMMAND_BYTES:
+            raise ValueError(f"at most {COMMAND_BYTES // 1024} KiB in all")
+        return command
 
 
 class Loop:
@@ -252,6 +269,16 @@ def error_response(exc: DlboxError) -> JSONResponse:
     return JSONResponse({"error": {"code": exc.code, "message": exc.message}}, status_code=status, headers=headers)
 
 
+JOB_BODY = GIT_DIFF + 2 * bodylimit.MiB  # a job request carries its git diff
+
+
+def invalid_message(errors: list[dict]) -> str:
+    """`field.path: what is wrong`, for the first error; a huge key in the path is cut short."""
+    first = errors[0]
+    place = ".".join(str(p) if len(str(p)) <= 40 else str(p)[:40] + "..." for p in first["loc"] if p != "body")
+    return f"{place}: {first['msg']}"
+
+
 def create_app(store: Store, loop: Loop, *, mode: str = "local", mount_roots: list[Path] | None = None,
                workspace_host: str = "127.0.0.1") -> FastAPI:
     from dlbox import routes_accounts, routes_workspaces
@@ -260,15 +287,16 @@ def create_app(store: Store, loop: Loop, *, mode: str = "local", mount_roots: li
     app.state.ctx = Context(store=store, loop=loop, mode=mode, mount_roots=list(mount_roots or []),
                             workspace_host=workspace_host)
 
+    # before the body is read: FastAPI reads it whole before authenticating (bodylimit says why)
+    app.add_middleware(bodylimit.BodyLimit, limits={("POST", "/api/jobs"): JOB_BODY})
+
     @app.exception_handler(DlboxError)
     async def dlbox_error(_request: Request, exc: DlboxError):
         return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError):
-        first = exc.errors()[0]
-        place = ".".join(str(p) for p in first["loc"] if p != "body")
-        return JSONResponse({"error": {"code": "invalid", "message": f"{place}: {first['msg']}"}}, status_code=422)
+        return JSONResponse({"error": {"code": "invalid", "message": invalid_message(exc.errors())}}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException):
