@@ -200,3 +200,98 @@ def test_other_routes_keep_the_small_limit(api):
 def test_account_and_workspace_bodies_have_bounds(api, path, body, field):
     client, _ = api
     refused(client.post(path, json=body), field)
+
+
+# --- pages ---------------------------------------------------------------------------------------
+
+
+def walk(client, path: str, **params) -> list[list]:
+    """Every page of a list, by its Link headers."""
+    pages = []
+    answer = client.get(path, params=params)
+    while True:
+        assert answer.status_code == 200, answer.text
+        pages.append(answer.json())
+        link = answer.headers.get("link")
+        if not link:
+            return pages
+        assert link.endswith('>; rel="next"')
+        answer = client.get(link[1:link.index(">")])
+
+
+def add_jobs(store: Store, n: int, user: str = "ann") -> list[str]:
+    now = time.time()
+    ids = [f"{i:012x}" for i in range(n)]
+    for i, job_id in enumerate(ids):
+        store.add_job(Job(id=job_id, user=user, state="succeeded", command=["true"], params={}, env={},
+                          image_ref="img", image_id="sha256:00", submitted_at=now - n + i))
+    return ids  # oldest first
+
+
+def test_jobs_and_runs_come_in_pages_that_cover_everything_once(api):
+    client, store = api
+    ids = add_jobs(store, 250)
+    pages = walk(client, "/api/jobs", all=True)
+    assert [len(p) for p in pages] == [100, 100, 50]
+    assert [j["id"] for j in pages[0]] == ids[150:]  # the newest page first, each page oldest first
+    assert sorted(j["id"] for p in pages for j in p) == ids
+    runs = walk(client, "/api/runs", limit=100)
+    assert [len(p) for p in runs] == [100, 100, 50]
+    assert [r["id"] for p in runs for r in p] == ids[::-1]  # newest first throughout
+    assert client.get("/api/jobs").json() == []  # none active
+    assert len(client.get("/api/runs").json()) == 250  # `dlbox runs` keeps its default of 1000
+
+
+def test_users_and_tokens_come_in_pages(api):
+    client, store = api
+    for i in range(120):
+        accounts.add_user(store, f"u{i:03d}")
+    for _ in range(104):
+        accounts.create_token(store, "ann")
+    users = walk(client, "/api/users", limit=50)
+    assert [len(p) for p in users] == [50, 50, 21]
+    assert [u["name"] for p in users for u in p] == sorted(u.name for u in store.users())
+    tokens = walk(client, "/api/tokens")
+    assert [len(p) for p in tokens] == [100, 5]
+    assert len({t["id"] for p in tokens for t in p}) == 105
+
+
+@pytest.mark.parametrize("query", ["limit=0", "limit=1001", "offset=-1", "limit=many"])
+def test_a_page_out_of_bounds_is_refused_naming_the_parameter(api, query):
+    client, _ = api
+    for path in ("/api/jobs", "/api/users", "/api/tokens", "/api/workspaces"):
+        answer = client.get(f"{path}?{query}")
+        assert answer.status_code == 422, (path, answer.text)
+        assert answer.json()["error"]["message"].startswith("query." + query.split("=")[0])
+
+
+def test_the_dashboard_tables_have_a_next_page_link(api):
+    client, store = api
+    ids = add_jobs(store, 130)
+    token = client.headers.pop("Authorization").removeprefix("Bearer ")
+    client.cookies.set(service.COOKIE, service.new_session(client.app.state.ctx, token))
+    for page in ("/jobs", "/runs"):
+        first = client.get(page)
+        assert first.status_code == 200
+        assert 'href="?offset=100" rel="next"' in first.text
+        assert ids[-1] in first.text and ids[0] not in first.text
+        second = client.get(page, params={"offset": 100})
+        assert ids[0] in second.text and ids[-1] not in second.text and 'rel="next"' not in second.text
+
+
+def test_followers_are_capped_per_user_and_in_all_and_given_back_once():
+    followers = service.Followers(per_user=2, total=3)
+    a1, a2 = followers.take("ann"), followers.take("ann")
+    with pytest.raises(service.TooMany, match="ann already follows 2"):
+        followers.take("ann")
+    b1 = followers.take("bob")
+    with pytest.raises(service.TooMany, match="already serves 3"):
+        followers.take("cid")
+    a1()
+    a1()  # a second release of the same follower gives nothing back
+    followers.take("cid")
+    with pytest.raises(service.TooMany):
+        followers.take("ann")
+    a2(), b1()
+    assert followers.held == {"cid": 1}
+    assert service.STATUS["too_many_followers"] == 429
