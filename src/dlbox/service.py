@@ -261,8 +261,8 @@ def run_json(store: Store, job: Job) -> dict:
             "spec": job.spec_text}
 
 
-STATUS = {"too_many_followers": 429, "unauthorized": 401, "forbidden": 403, "quota_exceeded": 403, "mount_refused": 403, "not_found": 404,
-          "exists": 409, "port_in_use": 409}
+STATUS = {"unauthorized": 401, "forbidden": 403, "quota_exceeded": 403, "mount_refused": 403, "not_found": 404,
+          "exists": 409, "port_in_use": 409, "too_many_followers": 429}
 
 
 def error_response(exc: DlboxError) -> JSONResponse:
