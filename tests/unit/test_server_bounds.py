@@ -295,3 +295,17 @@ def test_followers_are_capped_per_user_and_in_all_and_given_back_once():
     a2(), b1()
     assert followers.held == {"cid": 1}
     assert service.STATUS["too_many_followers"] == 429
+
+
+def test_workspaces_come_in_pages_and_each_page_is_cached_apart(api):
+    from dlbox.store import Workspace
+
+    client, store = api
+    for i in range(130):
+        store.put_workspace(Workspace(name=f"w{i:03d}", owner="ann", state="running", cpus=None, memory=None, gpus=0,
+                                      info={"name": f"w{i:03d}"}, created_at=time.time(), updated_at=time.time()))
+    pages = walk(client, "/api/workspaces")
+    assert [len(p) for p in pages] == [100, 30]
+    assert [w["name"] for p in pages for w in p] == [f"w{i:03d}" for i in range(130)]
+    store.remove_workspace("w129")  # a change shows at once, on the page it is on
+    assert [w["name"] for w in client.get("/api/workspaces", params={"offset": 100}).json()][-1] == "w128"
