@@ -329,7 +329,7 @@ def up(name, spec_file, preset, image, jupyter, ssh, ssh_key, mounts, memory, cp
 def ls_cmd(as_json: bool) -> None:
     """List workspaces (no secrets: use `dlbox token NAME` for a Jupyter token)."""
     if remote():
-        rows = on_server("GET", "/api/workspaces")
+        rows = on_server("GET", "/api/workspaces", params={"limit": 1000})  # the most a page holds
     else:
         from dlbox import workspaces
 
@@ -568,17 +568,29 @@ def run(args, preset, image, workspace, name, mounts, memory, cpus, gpus, params
     raise UsageError(USAGE)
 
 
+def limit_option(default: int = 100, most: int = 1000):
+    return click.option("--limit", default=default, show_default=True, type=click.IntRange(1, most),
+                        help="At most this many rows (the newest, for jobs and runs).")
+
+
+def more_hint(rows: list, limit: int) -> None:
+    if len(rows) >= limit:
+        click.echo(f"(the first {limit} shown; --limit for more)", err=True)
+
+
 @cli.command(name="jobs")
 @click.option("--all", "show_all", is_flag=True, help="Include finished jobs.")
+@limit_option()
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
-def jobs_cmd(show_all: bool, as_json: bool) -> None:
-    """List queued and running jobs (--all: finished ones too)."""
+def jobs_cmd(show_all: bool, limit: int, as_json: bool) -> None:
+    """List queued and running jobs (--all: finished ones too), the newest last."""
     from dlbox import client
 
-    rows = client.call("GET", "/api/jobs", params={"all": show_all})
+    rows = client.call("GET", "/api/jobs", params={"all": show_all, "limit": limit})
     if as_json:
         emit(rows)
         return
+    more_hint(rows, limit)
     if not rows:
         click.echo("no jobs; submit one with `dlbox run ... -- CMD`")
         return
@@ -629,7 +641,7 @@ def cancel(job_id: str, as_json: bool) -> None:
 
 
 @cli.group(invoke_without_command=True)
-@click.option("--limit", default=1000, show_default=True, type=click.IntRange(1, 100_000), help="Only the newest N.")
+@limit_option(default=1000, most=10_000)
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @click.pass_context
 def runs(ctx, limit: int, as_json: bool) -> None:
@@ -645,6 +657,7 @@ def runs(ctx, limit: int, as_json: bool) -> None:
     if as_json:
         emit(rows)
         return
+    more_hint(rows, limit)
     click.echo(f"{'ID':<13} {'STATE':<11} {'EXIT':<5} {'IMAGE':<19} {'LOCK':<12} {'GIT':<9} METRICS")
     for r in rows:
         metrics = ", ".join(f"{k}={v:.4g}" for k, v in r["metrics"].items())
@@ -831,13 +844,15 @@ def users_add(name, admin, gpus, memory, cpus, workspaces, storage, as_json) -> 
 
 
 @users.command(name="ls")
+@limit_option()
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
-def users_ls(as_json: bool) -> None:
-    """List users with their roles and quotas."""
-    rows = on_server("GET", "/api/users")
+def users_ls(limit: int, as_json: bool) -> None:
+    """List users with their roles and quotas, by name."""
+    rows = on_server("GET", "/api/users", params={"limit": limit})
     if as_json:
         emit(rows)
         return
+    more_hint(rows, limit)
     click.echo(f"{'NAME':<16} {'ROLE':<6} {'CREATED':<21} QUOTA")
     for u in rows:
         quota = ", ".join(f"{k}={v}" for k, v in u["quota"].items()) or "-"
@@ -882,13 +897,15 @@ def tokens_create(name, expires, user, as_json) -> None:
 
 @tokens.command(name="ls")
 @click.option("--all", "show_all", is_flag=True, help="Admins: everyone's tokens.")
+@limit_option()
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
-def tokens_ls(show_all: bool, as_json: bool) -> None:
-    """List tokens (never the secrets themselves)."""
-    rows = on_server("GET", "/api/tokens", params={"all": show_all})
+def tokens_ls(show_all: bool, limit: int, as_json: bool) -> None:
+    """List tokens (never the secrets themselves), oldest first."""
+    rows = on_server("GET", "/api/tokens", params={"all": show_all, "limit": limit})
     if as_json:
         emit(rows)
         return
+    more_hint(rows, limit)
     click.echo(f"{'ID':<13} {'USER':<12} {'NAME':<12} {'STATE':<8} {'EXPIRES':<21} CREATED")
     for t in rows:
         click.echo(f"{t['id']:<13} {t['user']:<12} {t['name'] or '-':<12} {t['state']:<8} "

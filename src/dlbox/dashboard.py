@@ -24,6 +24,7 @@ from dlbox.errors import DlboxError, NotFound, UsageError
 from dlbox.jobstate import JobState
 
 STATIC = resources.files("dlbox") / "static"
+PAGE = 100  # rows in a table; a "Next page" link shows the older ones
 STATIC_TYPES = {".css": "text/css", ".js": "text/javascript"}
 # No inline scripts or styles anywhere: the policy can forbid them.
 CSP = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
@@ -165,10 +166,11 @@ def logout(request: Request, fields: Form) -> Response:
 
 
 @router.get("/workspaces")
-def workspaces_page(request: Request, who: Who) -> Response:
+def workspaces_page(request: Request, who: Who, offset: service.Offset = 0) -> Response:
     ctx = request.app.state.ctx
-    return render("workspaces.html", request, who, workspaces=routes_workspaces.rows_for(ctx, who),
-                  images=images.list_images(), presets=presets.names())
+    rows, more = routes_workspaces.rows_for(ctx, who, limit=PAGE, offset=offset)
+    return render("workspaces.html", request, who, workspaces=rows, images=images.list_images(),
+                  presets=presets.names(), offset=offset, next_page=more and offset + PAGE)
 
 
 @router.post("/workspaces")
@@ -227,10 +229,17 @@ def job_of(request: Request, job_id: str, who: accounts.Caller):
 
 
 @router.get("/jobs")
-def jobs_page(request: Request, who: Who) -> Response:
+def jobs_page(request: Request, who: Who, offset: service.Offset = 0) -> Response:
+    found = newest_jobs(request, who, offset)
+    rows = [service.job_json(j) for j in found[:PAGE]]
+    return render("jobs.html", request, who, jobs=rows, images=images.list_images(),
+                  offset=offset, next_page=len(found) > PAGE and offset + PAGE)
+
+
+def newest_jobs(request: Request, who: accounts.Caller, offset: int) -> list:
+    """A page of jobs, newest first, with one more than the page when there is a next one."""
     store = request.app.state.ctx.store
-    rows = [service.job_json(j) for j in reversed(store.jobs(user=None if who.admin else who.name))]
-    return render("jobs.html", request, who, jobs=rows, images=images.list_images())
+    return store.jobs(user=None if who.admin else who.name, newest=PAGE + 1, skip=offset)[::-1]
 
 
 @router.post("/jobs")
@@ -273,12 +282,13 @@ def cancel(request: Request, job_id: str, who: Who, fields: Form) -> Response:
 
 
 @router.get("/runs")
-def runs_page(request: Request, who: Who) -> Response:
-    store = request.app.state.ctx.store
-    found = list(reversed(store.jobs(user=None if who.admin else who.name)))
-    last = store.last_metrics([j.id for j in found])  # one query, not one per run
-    rows = [service.job_json(j) | {"metrics": last[j.id]} for j in found]
-    return render("runs.html", request, who, runs=rows)
+def runs_page(request: Request, who: Who, offset: service.Offset = 0) -> Response:
+    found = newest_jobs(request, who, offset)
+    shown = found[:PAGE]
+    last = request.app.state.ctx.store.last_metrics([j.id for j in shown])  # one query, not one per run
+    rows = [service.job_json(j) | {"metrics": last[j.id]} for j in shown]
+    return render("runs.html", request, who, runs=rows, offset=offset,
+                  next_page=len(found) > PAGE and offset + PAGE)
 
 
 @router.get("/runs/{job_id}")

@@ -713,3 +713,86 @@ def peak_memory(container: str) -> int | None:
         return None
     memory = stats.get("memory_stats") or {}
     return memory.get("max_usage") or memory.get("usage")
+
+
+# --- async log streams --------------------------------------------------------------------------
+# The Docker SDK's streams block a thread each for as long as they last; a follower of a quiet job
+# would hold one of the service's worker threads for hours. These read the Engine API with httpx
+# on the event loop instead.
+
+
+def _async_client(timeout: float | None):
+    """An httpx.AsyncClient for the engine at DOCKER_HOST (unix:// or tcp://, TLS as the SDK does it)."""
+    import httpx
+
+    host = where()
+    limits = httpx.Timeout(10.0, read=timeout)
+    if host.startswith("unix://"):
+        transport = httpx.AsyncHTTPTransport(uds=host.removeprefix("unix://"), verify=False)
+        return httpx.AsyncClient(transport=transport, base_url="http://docker", timeout=limits)
+    if host.startswith("tcp://"):
+        if os.environ.get("DOCKER_TLS_VERIFY"):
+            import ssl
+
+            certs = os.environ.get("DOCKER_CERT_PATH") or os.path.expanduser("~/.docker")
+            context = ssl.create_default_context(cafile=os.path.join(certs, "ca.pem"))
+            context.load_cert_chain(os.path.join(certs, "cert.pem"), os.path.join(certs, "key.pem"))
+            return httpx.AsyncClient(base_url="https://" + host.removeprefix("tcp://"), verify=context,
+                                     timeout=limits)
+        return httpx.AsyncClient(base_url="http://" + host.removeprefix("tcp://"), verify=False, timeout=limits)
+    raise DlboxError(f"DOCKER_HOST: {host!r} is neither unix:// nor tcp://", code="engine_unavailable")
+
+
+async def stream_logs(container: str, *, follow: bool = False):
+    """Async chunks of the container's output (stdout and stderr, in order) from its start; with
+    `follow`, until the container ends. Holds no thread and never the whole log."""
+    from urllib.parse import quote
+
+    import httpx
+
+    path = f"/containers/{quote(container, safe='')}"
+    try:
+        async with _async_client(timeout=None) as http:
+            found = await http.get(f"{path}/json")
+            if found.status_code == 404:
+                raise NotFound(f"no container {container!r}")
+            found.raise_for_status()
+            frames = None if found.json()["Config"].get("Tty") else Frames()
+            query = {"stdout": "1", "stderr": "1", "follow": "1" if follow else "0"}
+            async with http.stream("GET", f"{path}/logs", params=query) as answer:
+                if answer.status_code == 404:
+                    raise NotFound(f"no container {container!r}")
+                answer.raise_for_status()
+                async for chunk in answer.aiter_raw():
+                    data = chunk if frames is None else frames.feed(chunk)
+                    if data:
+                        yield data
+    except (httpx.HTTPError, OSError) as exc:
+        raise DlboxError(f"cannot read the logs of container {container!r}: {exc}") from None
+
+
+class Frames:
+    """Docker's multiplexed stream (no TTY): frames of [stream, 0, 0, 0, size (4 bytes, big-endian)]
+    then `size` bytes. feed() returns the payload bytes in what it was given; a frame may span chunks."""
+
+    def __init__(self):
+        self.header = b""
+        self.left = 0  # payload bytes of the current frame still to come
+
+    def feed(self, chunk: bytes) -> bytes:
+        out = []
+        at = 0
+        while at < len(chunk):
+            if self.left:
+                take = chunk[at:at + self.left]
+                out.append(take)
+                self.left -= len(take)
+                at += len(take)
+                continue
+            need = 8 - len(self.header)
+            self.header += chunk[at:at + need]
+            at += need
+            if len(self.header) == 8:
+                self.left = int.from_bytes(self.header[4:8], "big")
+                self.header = b""
+        return b"".join(out)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from dlbox import accounts
 from dlbox.errors import DlboxError, NotFound, UsageError
-from dlbox.service import Caller, Ctx
+from dlbox.service import Caller, Ctx, Limit, Offset, page
 
 router = APIRouter(prefix="/api")
 
@@ -15,10 +15,10 @@ router = APIRouter(prefix="/api")
 class Quota(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    workspaces: int | None = Field(default=None, ge=0)
-    cpus: float | None = Field(default=None, ge=0)
+    workspaces: int | None = Field(default=None, ge=0, le=100_000)
+    cpus: float | None = Field(default=None, ge=0, le=1_000_000, allow_inf_nan=False)
     memory: str | None = Field(default=None, max_length=16, description="a size such as 8g")
-    gpus: int | None = Field(default=None, ge=0)
+    gpus: int | None = Field(default=None, ge=0, le=10_000)
     storage: str | None = Field(default=None, max_length=16, description="bytes of run artifacts kept, e.g. 50g")
 
 
@@ -63,10 +63,13 @@ def add_user(body: NewUser, who: Caller, ctx: Ctx) -> dict:
     return accounts.user_json(user) | {"token": token, "token_id": row.id}
 
 
-@router.get("/users")
-def list_users(who: Caller, ctx: Ctx) -> list[dict]:
+@router.get("/users", response_model=list[dict])
+def list_users(request: Request, who: Caller, ctx: Ctx, limit: Limit = 100, offset: Offset = 0):
+    """Users by name, a page at a time."""
     admin_only(who)
-    return [accounts.user_json(u) for u in ctx.store.users()]
+    found = ctx.store.users(limit=limit + 1, skip=offset)
+    return page(request, [accounts.user_json(u) for u in found[:limit]], more=len(found) > limit, limit=limit,
+                offset=offset)
 
 
 @router.put("/users/{name}/quota")
@@ -107,10 +110,12 @@ def create_token(body: NewToken, who: Caller, ctx: Ctx) -> dict:
     return accounts.token_json(row) | {"token": token}
 
 
-@router.get("/tokens")
-def list_tokens(who: Caller, ctx: Ctx, all: bool = False) -> list[dict]:
-    rows = ctx.store.tokens(user=None if (all and who.admin) else who.name)
-    return [accounts.token_json(r) for r in rows]
+@router.get("/tokens", response_model=list[dict])
+def list_tokens(request: Request, who: Caller, ctx: Ctx, limit: Limit = 100, offset: Offset = 0, all: bool = False):
+    """Tokens oldest first, a page at a time."""
+    rows = ctx.store.tokens(user=None if (all and who.admin) else who.name, limit=limit + 1, skip=offset)
+    return page(request, [accounts.token_json(r) for r in rows[:limit]], more=len(rows) > limit, limit=limit,
+                offset=offset)
 
 
 @router.delete("/tokens/{token_id}")

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Annotated
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from dlbox import accounts, config, gpus, workspaces
 from dlbox.errors import DlboxError, NotFound, UsageError
 from dlbox.progress import Progress
-from dlbox.service import Caller, Ctx
+from dlbox.service import Caller, Ctx, Limit, Offset, next_link
 from dlbox.store import Store, Workspace
 
 router = APIRouter(prefix="/api")
@@ -30,7 +31,7 @@ class NewWorkspace(BaseModel):
     jupyter: bool | None = None
     ssh: bool = False
     ssh_public_key: str | None = Field(default=None, max_length=16384)
-    mounts: list[str] = Field(default=[], max_length=32)
+    mounts: list[Annotated[str, StringConstraints(max_length=4096)]] = Field(default=[], max_length=32)
     memory: str | None = Field(default=None, max_length=16)
     cpus: float | None = Field(default=None, gt=0, le=1024)
     gpus: str | None = Field(default=None, max_length=64)
@@ -86,18 +87,24 @@ def mine(ctx, who: accounts.Caller, name: str) -> Workspace:
 
 
 @router.get("/workspaces", response_model=list[dict])
-async def list_workspaces(who: Caller, ctx: Ctx) -> Response:
-    """From the store; the encoded list is kept until a workspace row changes (the loop writes only changes)."""
-    key = "*" if who.admin else who.name
+async def list_workspaces(request: Request, who: Caller, ctx: Ctx, limit: Limit = 100, offset: Offset = 0) -> Response:
+    """From the store, by name; the encoded page is kept until a workspace row changes (the loop writes only
+    changes)."""
+    key = ("workspaces", "*" if who.admin else who.name, limit, offset)
     version = ctx.store.versions["workspaces"]
     cached = ctx.list_cache.get(key)
     if cached is None or cached[0] != version:
-        cached = ctx.list_cache[key] = (version, json.dumps(rows_for(ctx, who)).encode())
-    return Response(cached[1], media_type="application/json")
+        rows, more = rows_for(ctx, who, limit=limit, offset=offset)
+        if len(ctx.list_cache) > 256:
+            ctx.list_cache.clear()
+        cached = ctx.list_cache[key] = (version, json.dumps(rows).encode(), next_link(request, more, limit, offset))
+    return Response(cached[1], media_type="application/json", headers=cached[2])
 
 
-def rows_for(ctx, who: accounts.Caller) -> list[dict]:
-    return [row_json(r) for r in ctx.store.workspaces(owner=None if who.admin else who.name)]
+def rows_for(ctx, who: accounts.Caller, *, limit: int, offset: int = 0) -> tuple[list[dict], bool]:
+    """One page of the workspaces `who` sees, and whether there are more."""
+    found = ctx.store.workspaces(owner=None if who.admin else who.name, limit=limit + 1, skip=offset)
+    return [row_json(r) for r in found[:limit]], len(found) > limit
 
 
 def url_host(ctx, request: Request | None) -> str | None:

@@ -21,10 +21,11 @@ from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from dlbox import __version__, accounts, config, containers, engine, gpus, jobs, redact
+from dlbox import __version__, accounts, bodylimit, config, containers, engine, gpus, jobs, redact
 from dlbox.errors import DlboxError, NotFound, UsageError
 from dlbox.jobstate import ACTIVE, JobState
 from dlbox.store import Job, Store
@@ -34,26 +35,43 @@ EVENTS_RETRY = 5.0
 
 
 
+# Bounds of a job request: a request is data to keep (the store, `runs show`), never a way to fill them.
+ARG = Annotated[str, StringConstraints(max_length=128 * 1024)]  # Linux's MAX_ARG_STRLEN
+COMMAND_BYTES = 256 * 1024
+PARAM_KEY = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+PARAM_VALUE = Annotated[str, StringConstraints(max_length=4096)]
+MOUNT = Annotated[str, StringConstraints(max_length=4096)]
+PATH = Annotated[str, StringConstraints(max_length=4096)]
+GIT_DIFF = 4 * 1024 * 1024
+
+
 class JobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     image: str = Field(min_length=1, max_length=256)
-    command: list[str] = Field(min_length=1)
-    name: str | None = None
-    params: dict[str, str] = {}
-    mounts: list[str] = []
-    workspace: str | None = None
-    memory: str | None = None
+    command: list[ARG] = Field(min_length=1, max_length=4096)
+    name: str | None = Field(default=None, max_length=128)
+    params: Annotated[dict[PARAM_KEY, PARAM_VALUE], Field(max_length=256)] = {}
+    mounts: list[MOUNT] = Field(default=[], max_length=32)
+    workspace: str | None = Field(default=None, max_length=64)
+    memory: str | None = Field(default=None, max_length=16)
     cpus: float | None = Field(default=None, allow_inf_nan=False)
-    gpus: str | None = None
+    gpus: str | None = Field(default=None, max_length=64)
     share_gpus: bool = False
-    shm_size: str | None = None
-    project_dir: str | None = None
-    git_commit: str | None = None
+    shm_size: str | None = Field(default=None, max_length=16)
+    project_dir: PATH | None = None
+    git_commit: str | None = Field(default=None, max_length=64)
     git_dirty: bool = False
-    git_diff: str | None = None
-    workdir: str | None = None
-    reproduces: str | None = None
+    git_diff: str | None = Field(default=None, max_length=GIT_DIFF)
+    workdir: PATH | None = None
+    reproduces: str | None = Field(default=None, max_length=64)
+
+    @field_validator("command")
+    @classmethod
+    def command_size(cls, command: list[str]) -> list[str]:
+        if sum(len(arg.encode()) for arg in command) > COMMAND_BYTES:
+            raise ValueError(f"at most {COMMAND_BYTES // 1024} KiB in all")
+        return command
 
 
 class Loop:
@@ -140,6 +158,7 @@ class Context:
     list_cache: dict = field(default_factory=dict)
     sessions: dict = field(default_factory=dict)  # digest of a dashboard session id -> (token, until)
     user_locks: dict = field(default_factory=dict)  # one quota check-and-act at a time per user
+    followers: Followers = field(default_factory=lambda: Followers())
 
     def user_lock(self, name: str) -> threading.Lock:
         return self.user_locks.setdefault(name, threading.Lock())
@@ -244,13 +263,42 @@ def run_json(store: Store, job: Job) -> dict:
 
 
 STATUS = {"unauthorized": 401, "forbidden": 403, "quota_exceeded": 403, "mount_refused": 403, "not_found": 404,
-          "exists": 409, "port_in_use": 409}
+          "exists": 409, "port_in_use": 409, "too_many_followers": 429}
 
 
 def error_response(exc: DlboxError) -> JSONResponse:
     status = STATUS.get(exc.code) or (400 if isinstance(exc, UsageError) else 409)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse({"error": {"code": exc.code, "message": exc.message}}, status_code=status, headers=headers)
+
+
+# Every list is a page: `limit` rows (default 100) after the first `offset`; a full page has a Link
+# header to the next one (RFC 8288 rel="next"), so a client knows there is more.
+PAGE_MAX = 1000
+RUNS_MAX = 10_000  # `dlbox runs --limit`: one cached answer, so a bigger page is still cheap
+Limit = Annotated[int, Query(ge=1, le=PAGE_MAX, description="rows in this page")]
+Offset = Annotated[int, Query(ge=0, le=10_000_000, description="rows skipped before this page")]
+
+
+def next_link(request: Request, more: bool, limit: int, offset: int) -> dict:
+    if not more:
+        return {}
+    target = request.url.include_query_params(limit=limit, offset=offset + limit)
+    return {"Link": f'<{target.path}?{target.query}>; rel="next"'}
+
+
+def page(request: Request, rows: list, *, more: bool, limit: int, offset: int) -> JSONResponse:
+    return JSONResponse(rows, headers=next_link(request, more, limit, offset))
+
+
+JOB_BODY = GIT_DIFF + 2 * bodylimit.MiB  # a job request carries its git diff
+
+
+def invalid_message(errors: list[dict]) -> str:
+    """`field.path: what is wrong`, for the first error; a huge key in the path is cut short."""
+    first = errors[0]
+    place = ".".join(str(p) if len(str(p)) <= 40 else str(p)[:40] + "..." for p in first["loc"] if p != "body")
+    return f"{place}: {first['msg']}"
 
 
 def create_app(store: Store, loop: Loop, *, mode: str = "local", mount_roots: list[Path] | None = None,
@@ -261,15 +309,16 @@ def create_app(store: Store, loop: Loop, *, mode: str = "local", mount_roots: li
     app.state.ctx = Context(store=store, loop=loop, mode=mode, mount_roots=list(mount_roots or []),
                             workspace_host=workspace_host)
 
+    # before the body is read: FastAPI reads it whole before authenticating (bodylimit says why)
+    app.add_middleware(bodylimit.BodyLimit, limits={("POST", "/api/jobs"): JOB_BODY})
+
     @app.exception_handler(DlboxError)
     async def dlbox_error(_request: Request, exc: DlboxError):
         return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError):
-        first = exc.errors()[0]
-        place = ".".join(str(p) for p in first["loc"] if p != "body")
-        return JSONResponse({"error": {"code": "invalid", "message": f"{place}: {first['msg']}"}}, status_code=422)
+        return JSONResponse({"error": {"code": "invalid", "message": invalid_message(exc.errors())}}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException):
@@ -294,10 +343,13 @@ def create_app(store: Store, loop: Loop, *, mode: str = "local", mount_roots: li
     def submit(request: JobRequest, who: Caller) -> dict:
         return job_json(submit_job(app.state.ctx, request, who))
 
-    @app.get("/api/jobs")
-    def list_jobs(who: Caller, all: bool = False) -> list[dict]:
+    @app.get("/api/jobs", response_model=list[dict])
+    def list_jobs(request: Request, who: Caller, limit: Limit = 100, offset: Offset = 0, all: bool = False):
+        """The newest `limit` jobs after the `offset` newest, oldest first (a queue reads top down)."""
         states = None if all else set(ACTIVE)
-        return [job_json(j) for j in store.jobs(states=states, user=None if who.admin else who.name)]
+        found = store.jobs(states=states, user=None if who.admin else who.name, newest=limit + 1, skip=offset)
+        more, found = len(found) > limit, found[-limit:]  # one more than asked: is there a next page?
+        return page(request, [job_json(j) for j in found], more=more, limit=limit, offset=offset)
 
     @app.get("/api/jobs/{job_id}")
     def show_job(job_id: str, who: Caller) -> dict:
@@ -313,34 +365,42 @@ def create_app(store: Store, loop: Loop, *, mode: str = "local", mount_roots: li
 
     @app.get("/api/jobs/{job_id}/logs")
     async def logs(request: Request, job_id: str, who: Caller, follow: bool = False):
-        # async: a follower of a queued job waits on the event loop, not holding a worker thread
+        # async all the way: a follower waits on the event loop, never holding a worker thread
         job = get_job(job_id, who)
         saved = jobs.run_dir(job.id) / "output.log"
-        if follow:  # a job still waiting: follow from when it starts (or ends without starting)
-            while not job.container_id and not JobState(job.state).is_finished():
+        if not follow or JobState(job.state).is_finished():
+            return job_logs(store, job, saved)
+        release = app.state.ctx.followers.take(who.name)
+        try:
+            while not job.container_id and not JobState(job.state).is_finished():  # from when it starts
                 if await request.is_disconnected():
-                    return StreamingResponse(iter([b""]), media_type="text/plain")
-                await asyncio.sleep(0.2)
+                    return Response(b"", media_type="text/plain")
+                await changed(store, 2.0)
                 job = get_job(job_id, who)
+        except BaseException:
+            release()
+            raise
         if JobState(job.state).is_finished() or not job.container_id:
-            if saved.exists():
-                return FileResponse(saved, media_type="text/plain")
-            return StreamingResponse(iter([b""]), media_type="text/plain")
-        return StreamingResponse(live_logs(store, job, follow), media_type="text/plain")
+            release()
+            return job_logs(store, job, saved)
+        return StreamingResponse(live_logs(store, job, follow=True, release=release), media_type="text/plain",
+                                 background=BackgroundTask(release))  # also when the stream never began
 
     @app.get("/api/runs", response_model=list[dict])
-    async def list_runs(who: Caller, limit: int = Query(default=1000, ge=1, le=100_000)):  # async: see ctx_of
+    async def list_runs(request: Request, who: Caller, limit: int = Query(default=1000, ge=1, le=RUNS_MAX),
+                        offset: Offset = 0):  # async: see ctx_of
         """The newest runs first, each with its last metric values (`runs show` has the rest)."""
-        key, version = ("runs", "*" if who.admin else who.name, limit), store.versions["jobs"]
+        key, version = ("runs", "*" if who.admin else who.name, limit, offset), store.versions["jobs"]
         cached = app.state.ctx.list_cache.get(key)
         if cached is None or cached[0] != version:
-            found = store.jobs(user=None if who.admin else who.name, newest=limit)[::-1]
+            found = store.jobs(user=None if who.admin else who.name, newest=limit + 1, skip=offset)[::-1]
+            more, found = len(found) > limit, found[:limit]
             last = store.last_metrics([j.id for j in found])
             body = json.dumps([job_json(j) | {"metrics": last[j.id]} for j in found]).encode()
             if len(app.state.ctx.list_cache) > 256:
                 app.state.ctx.list_cache.clear()
-            cached = app.state.ctx.list_cache[key] = (version, body)
-        return Response(cached[1], media_type="application/json")
+            cached = app.state.ctx.list_cache[key] = (version, body, next_link(request, more, limit, offset))
+        return Response(cached[1], media_type="application/json", headers=cached[2])
 
     @app.get("/api/runs/{job_id}")
     def show_run(job_id: str, who: Caller) -> dict:
@@ -400,22 +460,80 @@ def check_quota(store: Store, user: str, **asked) -> None:
     accounts.check_quota(user, account.quota, held(store, user), asked)
 
 
-def live_logs(store: Store, job: Job, follow: bool):
-    """Output of a running job from the engine; if the container goes meanwhile, the saved copy."""
+class Followers:
+    """Live log followers, counted per user and in all: each holds an engine connection."""
+
+    def __init__(self, per_user: int = 20, total: int = 500):
+        self.per_user, self.total = per_user, total
+        self.held: dict[str, int] = {}
+
+    def take(self, user: str):
+        """A release function for one more follower of `user`'s; TooMany past a cap."""
+        if self.held.get(user, 0) >= self.per_user:
+            raise TooMany(f"{user} already follows {self.per_user} job logs; stop one first")
+        if sum(self.held.values()) >= self.total:
+            raise TooMany(f"the server already serves {self.total} log followers; try again later")
+        self.held[user] = self.held.get(user, 0) + 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.held[user] -= 1
+                if not self.held[user]:
+                    del self.held[user]
+
+        return release
+
+
+class TooMany(DlboxError):
+    def __init__(self, message: str):
+        super().__init__(message, code="too_many_followers")
+
+
+async def changed(store: Store, most: float) -> None:
+    """Wait until a job row changes (the store counts writes) or `most` seconds pass, without asking
+    the database meanwhile: hundreds of waiting followers cost no queries."""
+    version = store.versions["jobs"]
+    deadline = time.monotonic() + most
+    while store.versions["jobs"] == version and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+
+
+def job_logs(store: Store, job: Job, saved: Path) -> Response:
+    """Output without following: a running job's from the engine, else the saved file, streamed."""
+    if not JobState(job.state).is_finished() and job.container_id:
+        return StreamingResponse(live_logs(store, job, follow=False), media_type="text/plain")
+    if saved.exists():
+        return FileResponse(saved, media_type="text/plain")
+    return Response(b"", media_type="text/plain")
+
+
+async def live_logs(store: Store, job: Job, follow: bool, release=None):
+    """Output of a running job from the engine; if the container goes meanwhile, the rest of the saved copy."""
     sent = 0
     try:
-        for chunk in engine.logs(job.container_id, follow=follow):
-            sent += len(chunk)
-            yield chunk
-    except Exception:  # noqa: BLE001 - the container was collected while we read it
-        pass
-    if follow:
-        saved = jobs.run_dir(job.id) / "output.log"
+        try:
+            async for chunk in engine.stream_logs(job.container_id, follow=follow):
+                sent += len(chunk)
+                yield chunk
+        except DlboxError:  # the container was collected as we read: the saved copy has the rest
+            pass
+        if not follow:
+            return
         deadline = time.monotonic() + 30
         while not JobState(store.get_job(job.id).state).is_finished() and time.monotonic() < deadline:
-            time.sleep(0.2)
+            await changed(store, 2.0)
+        saved = jobs.run_dir(job.id) / "output.log"
         if saved.exists():
-            yield saved.read_bytes()[sent:]
+            with saved.open("rb") as out:
+                out.seek(sent)
+                while chunk := out.read(65536):
+                    yield chunk
+    finally:
+        if release is not None:
+            release()
 
 
 def build_job(store: Store, loop: Loop, request: JobRequest, user: str, *, guarded: bool = False) -> Job:

@@ -166,12 +166,12 @@ class Store:
             return found
 
     def jobs(self, *, states: set[JobState] | None = None, user: str | None = None,
-             newest: int | None = None) -> list[Job]:
-        """Jobs oldest first; `newest`: only the last N submitted."""
+             newest: int | None = None, skip: int = 0) -> list[Job]:
+        """Jobs oldest first; `newest`: only the last N submitted (after skipping the `skip` newest)."""
         with self.session() as s:
             query = select(Job).order_by(Job.submitted_at)
             if newest is not None:  # a list page: the big text columns stay in the database
-                query = select(Job).order_by(Job.submitted_at.desc()).limit(newest).options(
+                query = select(Job).order_by(Job.submitted_at.desc(), Job.id.desc()).limit(newest).offset(skip).options(
                     defer(Job.lock_text), defer(Job.spec_text), defer(Job.git_diff), defer(Job.env))
             if states:
                 query = query.where(Job.state.in_([st.value for st in states]))
@@ -236,9 +236,9 @@ class Store:
             s.merge(user)
         self.versions["auth"] += 1
 
-    def users(self) -> list[User]:
+    def users(self, *, limit: int | None = None, skip: int = 0) -> list[User]:
         with self.session() as s:
-            return list(s.scalars(select(User).order_by(User.name)))
+            return list(s.scalars(select(User).order_by(User.name).limit(limit).offset(skip)))
 
     def remove_user(self, name: str) -> None:
         """Remove the user and their tokens, and retire the name in the same transaction: runs and
@@ -262,9 +262,9 @@ class Store:
         with self.session() as s:
             return s.get(Token, token_id)
 
-    def tokens(self, user: str | None = None) -> list[Token]:
+    def tokens(self, user: str | None = None, *, limit: int | None = None, skip: int = 0) -> list[Token]:
         with self.session() as s:
-            query = select(Token).order_by(Token.created_at)
+            query = select(Token).order_by(Token.created_at, Token.id).limit(limit).offset(skip)
             if user:
                 query = query.where(Token.user == user)
             return list(s.scalars(query))
@@ -297,9 +297,9 @@ class Store:
         with self.session() as s:
             return s.get(Workspace, name)
 
-    def workspaces(self, owner: str | None = None) -> list[Workspace]:
+    def workspaces(self, owner: str | None = None, *, limit: int | None = None, skip: int = 0) -> list[Workspace]:
         with self.session() as s:
-            query = select(Workspace).order_by(Workspace.name)
+            query = select(Workspace).order_by(Workspace.name).limit(limit).offset(skip)
             if owner:
                 query = query.where(Workspace.owner == owner)
             return list(s.scalars(query))
