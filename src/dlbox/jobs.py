@@ -286,8 +286,7 @@ def storage_left(store: Store, job: Job) -> int | None:
     quota = storage_quota(store, job.user)
     if quota is None:
         return None
-    used = sum(j.artifact_bytes or 0 for j in store.jobs(user=job.user) if j.id != job.id)
-    return max(0, quota - used)
+    return max(0, quota - store.artifact_bytes(job.user, besides=job.id))
 
 
 def _size(value: int | None) -> str:

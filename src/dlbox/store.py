@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Integer, String, Text, create_engine, event, select, update
+from sqlalchemy import JSON, BigInteger, func, Boolean, Float, ForeignKey, Integer, String, Text, create_engine, event, select, update
 from sqlalchemy.orm import DeclarativeBase, defer, Mapped, Session, mapped_column, sessionmaker
 
 from dlbox import config, redact
@@ -310,6 +310,14 @@ class Store:
         self.versions["workspaces"] += 1
 
     # --- metrics ------------------------------------------------------------------------
+
+    def artifact_bytes(self, user: str, *, besides: str | None = None) -> int:
+        """Bytes of run artifacts `user` keeps (their storage quota counts these), leaving out job `besides`."""
+        with self.session() as s:
+            query = select(func.coalesce(func.sum(Job.artifact_bytes), 0)).where(Job.user == user)
+            if besides:
+                query = query.where(Job.id != besides)
+            return int(s.scalar(query))
 
     def replace_metrics(self, job_id: str, rows: list[dict]) -> None:
         with self.session() as s:

@@ -505,3 +505,12 @@ def test_a_removed_users_name_is_retired_for_good(store):
     assert refused.value.code == "exists" and store.get_user("carol") is None
     store.remove_user("carol")  # removing again (say after a half-done removal) keeps it retired, no error
     assert store.retired("carol") is not None
+
+
+def test_artifact_bytes_sum_a_users_runs_and_can_leave_one_out(store):
+    for job_id, user, size in (("a1", "alice", 300), ("a2", "alice", 5_000_000_000), ("a3", "alice", None),
+                               ("b1", "bob", 7)):
+        store.add_job(new_job(job_id, user=user, artifact_bytes=size))
+    assert store.artifact_bytes("alice") == 5_000_000_300
+    assert store.artifact_bytes("alice", besides="a2") == 300
+    assert store.artifact_bytes("carol") == 0

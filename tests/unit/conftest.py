@@ -31,3 +31,15 @@ def _own_home(_unit_homes, monkeypatch):
     monkeypatch.delenv("DLBOX_TOKEN", raising=False)
     monkeypatch.delenv("DLBOX_DATABASE_URL", raising=False)
     return home
+
+
+@pytest.fixture
+def app_of():
+    """service.create_app over `store` with a fixed 2-CPU capacity (no engine asked): app_of(store, **kwargs)."""
+    from dlbox import jobs, service
+
+    def make(store, **kwargs):
+        return service.create_app(store, service.Loop(store, capacity=jobs.Capacity(cpus=2, memory=None, gpus=[])),
+                                  **kwargs)
+
+    return make

@@ -31,13 +31,12 @@ def test_curves_group_metrics_and_number_steps_when_missing():
 
 
 @pytest.fixture()
-def server(tmp_path, monkeypatch):
+def server(tmp_path, monkeypatch, app_of):
     from fastapi.testclient import TestClient
 
     monkeypatch.setenv("DLBOX_HOME", str(tmp_path))
     store = Store(f"sqlite:///{tmp_path}/t.db")
-    app = service.create_app(store, service.Loop(store, capacity=jobs.Capacity(cpus=2, memory=None, gpus=[])),
-                             mode="server")
+    app = app_of(store, mode="server")
     tokens = {}
     for name in ("ann", "bob"):
         accounts.add_user(store, name)

@@ -130,13 +130,12 @@ def test_a_bad_content_length_is_refused(live):
 
 
 @pytest.fixture()
-def api(tmp_path, monkeypatch):
+def api(tmp_path, monkeypatch, app_of):
     from fastapi.testclient import TestClient
 
     monkeypatch.setenv("DLBOX_HOME", str(tmp_path))
     store = Store(f"sqlite:///{tmp_path}/t.db")
-    app = service.create_app(store, service.Loop(store, capacity=jobs.Capacity(cpus=2, memory=None, gpus=[])),
-                             mode="server")
+    app = app_of(store, mode="server")
     accounts.add_user(store, "ann", admin=True)
     token = accounts.create_token(store, "ann")[1]
     return TestClient(app, headers={"Authorization": f"Bearer {token}"}), store
