@@ -124,26 +124,33 @@ def user_mount_roots(roots: list[Path], who: Caller) -> list[Path]:
     return list(roots) if who.admin else [root / who.name for root in roots]
 
 
-def check_mount_roots(text: str, roots: list[Path], *, who: Caller) -> None:
+def check_mount_roots(text: str, roots: list[Path], *, who: Caller) -> str:
     """A user's SRC:DST[:ro] must lie below one of their roots, after symlinks and '..'; a non-admin's
-    must also be a path nobody but root can swap before the engine mounts it."""
+    must also be a path nobody but root can swap before the engine mounts it.
+
+    Returns the mount with SRC resolved: the caller keeps that, so nothing resolves the user's text
+    a second time (a symlink flipped in between would otherwise pass one check and fail the other)."""
     from dlbox import containers
 
-    source = text.split(":")[0]
+    source, _, rest = text.partition(":")
     if not source.startswith("/"):
         raise Forbidden(f"--mount: {source[:200]!r}: the server needs an absolute source path", code="mount_refused")
     if ".." in source.split("/"):
         raise Forbidden(f"--mount: {source[:200]!r}: '..' is not allowed in a mount source", code="mount_refused")
     if "\x00" in source:
         raise Forbidden("--mount: a mount source cannot hold a NUL character", code="mount_refused")
-    real = Path(os.path.realpath(source))
+    try:  # strict: a source that is missing now could be a symlink by the time it is mounted
+        real = Path(os.path.realpath(source, strict=True))
+    except (OSError, RuntimeError):
+        raise Forbidden(f"--mount: {source[:200]} does not exist on the server", code="mount_refused") from None
     allowed = user_mount_roots(roots, who)
     if not any(real == root or real.is_relative_to(root) for root in allowed):
         shown = ", ".join(str(r) for r in allowed) or "none (the admin allows no mounts)"
         raise Forbidden(f"--mount: {source[:200]} is outside {'the allowed' if who.admin else 'your'} mount roots: "
                         f"{shown}", code="mount_refused")
-    if not who.admin and real.exists():
+    if not who.admin:
         containers.check_unswappable(real)
+    return f"{real}:{rest}"
 
 
 def mount_roots(texts: list[str]) -> list[Path]:

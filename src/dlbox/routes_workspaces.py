@@ -130,8 +130,7 @@ def create_workspace(body: NewWorkspace, who: Caller, ctx: Ctx, request: Request
     if ctx.store.get_workspace(name) is not None:
         raise DlboxError(f"workspace name {name} is taken; choose another", code="exists")
     if ctx.mode == "server":
-        for mount in body.mounts:
-            accounts.check_mount_roots(mount, ctx.mount_roots, who=who)
+        body.mounts = [accounts.check_mount_roots(m, ctx.mount_roots, who=who) for m in body.mounts]
     if body.ssh_public_key is not None:
         workspaces.public_key(workspaces.UpRequest(name=name, ssh_public_key=body.ssh_public_key))
     try:

@@ -419,8 +419,7 @@ def submit_job(ctx: Context, request: JobRequest, who: accounts.Caller) -> Job:
     """Check a job request (mount roots, capacity, quota), queue it and wake the loop: intent only."""
     if ctx.mode == "server":
         request.project_dir = None  # the caller's directories mean nothing on the server
-        for mount in request.mounts:
-            accounts.check_mount_roots(mount, ctx.mount_roots, who=who)
+        request.mounts = [accounts.check_mount_roots(m, ctx.mount_roots, who=who) for m in request.mounts]
     if request.workspace is not None:  # its volume is mounted: only its owner's jobs may
         from dlbox import routes_workspaces
 

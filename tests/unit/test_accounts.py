@@ -189,3 +189,27 @@ def test_users_add_refuses_reserved_and_retired_names_over_the_api(store):
     reserved = client.post("/api/users", json={"name": "local"})
     assert reserved.status_code == 400 and reserved.json()["error"]["message"].startswith("NAME: 'local' is reserved")
     assert [u.name for u in store.users()] == [] and store.tokens(user="dave") == []
+
+
+def test_every_state_of_a_flipped_source_is_refused_and_the_checked_path_is_what_is_kept(tmp_path):
+    """The race a workspace can run on a folder it owns: x is a folder, then gone, then a symlink out.
+    Each state on its own must be refused; the missing one was once let through to a second resolve."""
+    root = tmp_path / "data"
+    race = root / "alice" / "race"
+    (race / "x").mkdir(parents=True)
+    outside = tmp_path / "host-side"
+    outside.mkdir()
+    os.chown(race, 1000, 1000)
+    roots = accounts.mount_roots([str(root)])
+    with pytest.raises(DlboxError, match="could be swapped"):
+        accounts.check_mount_roots(f"{race}/x:/data:ro", roots, who=ALICE)  # a real folder
+    os.rename(race / "x", race / "x.real")
+    with pytest.raises(accounts.Forbidden, match="does not exist on the server"):
+        accounts.check_mount_roots(f"{race}/x:/data:ro", roots, who=ALICE)  # gone for a moment
+    os.symlink(outside, race / "x")
+    with pytest.raises(accounts.Forbidden, match="outside your mount roots"):
+        accounts.check_mount_roots(f"{race}/x:/data:ro", roots, who=ALICE)  # a symlink to the host side
+    (root / "alice" / "real").mkdir()
+    os.symlink(root / "alice" / "real", root / "alice" / "inside")
+    kept = accounts.check_mount_roots(f"{root}/alice/inside:/data:ro", roots, who=ALICE)
+    assert kept == f"{root}/alice/real:/data:ro"  # later steps use the resolved path, never the text again
