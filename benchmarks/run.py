@@ -885,7 +885,7 @@ service = JobService()
 def reconciler_scoped() -> bool:
     """Whether the installed dlbox's service leaves job containers of other homes alone."""
     try:
-        from dlbox import jobs  # the dlbox next to this Python (the venv's)
+        from dlbox.jobs import runner as jobs  # the dlbox next to this Python (the venv's)
     except ImportError:
         return False
     return hasattr(jobs, "owner_label")

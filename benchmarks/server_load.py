@@ -70,9 +70,12 @@ def wrk(url: str, token: str | None) -> dict:
 def populate(home: Path, label: str) -> str:
     """100 workspace containers, 1,000 runs; returns the user's token."""
     os.environ["DLBOX_HOME"] = str(home)
-    from dlbox import accounts, config, engine, workspaces
-    from dlbox.containers import ContainerSpec, Limits
-    from dlbox.store import Job, Metric, Store
+    from dlbox import config
+    from dlbox.server import accounts
+    from dlbox.engine import api as engine
+    from dlbox.workspaces import manage as workspaces
+    from dlbox.containers.policy import ContainerSpec, Limits
+    from dlbox.store.db import Job, Metric, Store
 
     store = Store()
     accounts.add_user(store, "bench")

@@ -85,7 +85,7 @@ def dlbox(test_env) -> Dlbox:
 @pytest.fixture(scope="session")
 def tf_image(dlbox, tmp_path_factory, run_id) -> dict:
     """The tensorflow-2.9 preset, built under a test name so your own tags are never moved."""
-    from dlbox import presets
+    from dlbox.spec import presets
 
     project = tmp_path_factory.mktemp("tf-project")
     spec = presets.text("tensorflow-2.9").replace("name: tensorflow-2.9\n", f"name: t{run_id}-tf\n", 1)

@@ -26,3 +26,13 @@ class UsageError(DlboxError):
 class NotFound(DlboxError):
     def __init__(self, message: str):
         super().__init__(message, code="not_found")
+
+
+class Unauthorized(DlboxError):
+    def __init__(self, message: str | None = None):
+        super().__init__(message or "a valid API token is needed (Authorization: Bearer dlb_...)", code="unauthorized")
+
+
+class Forbidden(DlboxError):
+    def __init__(self, message: str, *, code: str = "forbidden"):
+        super().__init__(message, code=code)

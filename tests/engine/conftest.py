@@ -19,11 +19,9 @@ def docker_client():
 def cleanup(docker_client, run_id, test_env):
     """Remove everything this session created, found by its label, even when tests fail."""
     yield
-    import os
-    import signal
     from pathlib import Path
 
-    from dlbox import engine
+    from dlbox.engine import api as engine
 
     end_service(Path(test_env["DLBOX_HOME"]))  # the session's dlbox service, started by the CLI
 

@@ -120,7 +120,7 @@ def test_a_job_still_writes_its_run_directory_tmp_and_home(escalation):
 
 
 def test_a_fork_bomb_stops_at_the_pids_limit(dlbox, small_image):
-    from dlbox import containers
+    from dlbox.containers import policy as containers
 
     started = time.monotonic()
     waited, output = run_job(dlbox, "--image", small_image["image"], "--", "python", "-c", FORK_BOMB)
@@ -183,7 +183,8 @@ def test_an_admin_allowed_foreign_image_still_runs_as_non_root(dlbox, foreign_im
 
 def test_helpers_run_non_root_with_limits(small_image, monkeypatch, run_id):
     """`images verify` and the lock's package listing run a helper container: probe it the same way."""
-    from dlbox import containers, engine
+    from dlbox.containers import policy as containers
+    from dlbox.engine import api as engine
 
     monkeypatch.setenv("DLBOX_LABELS", f"dlbox.test-run={run_id}")
 

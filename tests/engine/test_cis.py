@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from dlbox import cis
+from dlbox.engine import cis
 
 # Warnings that are so by design, each with its reason (docs/architecture.md, "Container floor").
 WORKSPACE_EXCEPTIONS = {

@@ -9,9 +9,11 @@ import time
 import uuid
 from pathlib import Path
 
-from dlbox import engine, jobs, service
-from dlbox.jobstate import JobState
-from dlbox.store import Store
+from dlbox.engine import api as engine
+from dlbox.jobs import runner as jobs
+from dlbox.server import app as service
+from dlbox.jobs.state import JobState
+from dlbox.store.db import Store
 
 
 class Proxy:

@@ -169,7 +169,7 @@ def test_unknown_image_is_a_one_line_error(dlbox):
 
 def test_other_dlbox_objects_survive_the_test_cleanup(docker_client, first_build, run_id):
     """Cleanup by label touches only this run's objects."""
-    from dlbox import engine
+    from dlbox.engine import api as engine
 
     other = docker_client.containers.create(first_build[0]["id"], ["true"],
                                             labels={"dlbox.managed": "true", "dlbox.test-run": "someone-else"})

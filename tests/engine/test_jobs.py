@@ -226,7 +226,7 @@ def test_reproduce_refuses_when_the_rebuilt_lock_differs(dlbox, tmp_path, run_id
     """A run whose kept lock names an OS package version its rebuild cannot give: refused, nothing runs."""
     import sqlite3
 
-    from dlbox import lock as locks
+    from dlbox.build import lock as locks
 
     project = tmp_path / "drift"
     project.mkdir()

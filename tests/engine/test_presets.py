@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def build_preset(dlbox, tmp_path, run_id, preset: str) -> dict:
-    from dlbox import presets
+    from dlbox.spec import presets
 
     spec = presets.text(preset).replace(f"name: {preset}\n", f"name: t{run_id}-{preset}\n", 1)
     (tmp_path / "dlbox.yaml").write_text(spec)

@@ -251,7 +251,8 @@ def test_start_refuses_a_mount_whose_source_is_gone(dlbox, tf_image, run_id, tmp
 
 def test_gpu_holders_of_other_users_are_not_named(tf_image, docker_client, labelled, run_id):
     """What a gpu_busy message may say to whom (the GPU itself cannot be had here: no nvidia runtime)."""
-    from dlbox import gpus, workspaces
+    from dlbox.engine import gpus
+    from dlbox.workspaces import manage as workspaces
 
     holders = [({"dlbox.workspace": f"t{run_id}-bobs-secret-project", "dlbox.owner": "bob", "dlbox.gpus": "0"}),
                ({"dlbox.job": f"t{run_id}job", "dlbox.owner": "bob", "dlbox.gpus": "1"}),

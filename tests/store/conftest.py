@@ -169,7 +169,7 @@ def db_url(request, tmp_path) -> str:
 @pytest.fixture
 def make_store(db_url):
     """Opens Stores on the test's database (migrating it) and closes their connections at the end."""
-    from dlbox.store import Store
+    from dlbox.store.db import Store
 
     opened = []
 

@@ -13,8 +13,8 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from dlbox.jobstate import BadTransition, JobState
-from dlbox.store import Job, Store, _sqlite_pragmas
+from dlbox.jobs.state import BadTransition, JobState
+from dlbox.store.db import Job, Store, _sqlite_pragmas
 
 GiB = 1024**3
 BIG = 5 * GiB + 123  # beyond 2**31 and 2**32: a 32-bit column cannot hold it
@@ -34,10 +34,10 @@ def alembic_config():
 
     from alembic.config import Config
 
-    import dlbox.store
+    import dlbox.store.db
 
     cfg = Config()
-    cfg.set_main_option("script_location", str(Path(dlbox.store.__file__).parent / "migrations"))
+    cfg.set_main_option("script_location", str(Path(dlbox.store.db.__file__).parent / "migrations"))
     return cfg
 
 
@@ -76,7 +76,7 @@ def test_schema_matches_the_models(store):
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    from dlbox.store import Base
+    from dlbox.store.db import Base
 
     with store.engine.connect() as c:
         ctx = MigrationContext.configure(c, opts={"compare_type": True})
@@ -401,7 +401,7 @@ def test_concurrent_writers_do_not_fail(make_store, sharing):
 
 
 def test_users_tokens_and_their_removal(store):
-    from dlbox import accounts
+    from dlbox.server import accounts
 
     accounts.add_user(store, "alice", quota={"cpus": 4.0, "memory": BIG})
     accounts.add_user(store, "root1", admin=True)
@@ -417,13 +417,13 @@ def test_users_tokens_and_their_removal(store):
     store.remove_user("alice")
     assert store.get_user("alice") is None and store.tokens(user="alice") == []
     with pytest.raises(Exception):  # a token must belong to a user that exists
-        from dlbox.store import Token
+        from dlbox.store.db import Token
 
         store.add_token(Token(id="0" * 12, user="ghost", digest="x", created_at=time.time()))
 
 
 def test_workspace_rows_round_trip_and_filter_by_owner(store):
-    from dlbox.store import Workspace
+    from dlbox.store.db import Workspace
 
     now = time.time()
     for name, owner in (("a1", "alice"), ("b1", "bob"), ("a2", "alice")):
@@ -469,7 +469,7 @@ def test_racing_transitions_move_a_job_once(make_store):
 
 def test_two_writers_of_a_new_workspace_row_both_succeed(make_store):
     """The reconcile loop adopting a workspace while the request that made it records it."""
-    from dlbox.store import Workspace
+    from dlbox.store.db import Workspace
 
     stores = [make_store(), make_store()]
     for trial in range(10):
@@ -493,7 +493,7 @@ def test_two_writers_of_a_new_workspace_row_both_succeed(make_store):
 
 
 def test_a_removed_users_name_is_retired_for_good(store):
-    from dlbox import accounts
+    from dlbox.server import accounts
     from dlbox.errors import DlboxError
 
     accounts.add_user(store, "carol")

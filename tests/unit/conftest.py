@@ -36,7 +36,8 @@ def _own_home(_unit_homes, monkeypatch):
 @pytest.fixture
 def app_of():
     """service.create_app over `store` with a fixed 2-CPU capacity (no engine asked): app_of(store, **kwargs)."""
-    from dlbox import jobs, service
+    from dlbox.jobs import runner as jobs
+    from dlbox.server import app as service
 
     def make(store, **kwargs):
         return service.create_app(store, service.Loop(store, capacity=jobs.Capacity(cpus=2, memory=None, gpus=[])),

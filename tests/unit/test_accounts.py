@@ -6,9 +6,10 @@ import os
 
 import pytest
 
-from dlbox import accounts
+from dlbox.containers import mount_policy
+from dlbox.server import accounts
 from dlbox.errors import DlboxError, UsageError
-from dlbox.store import Store
+from dlbox.store.db import Store
 
 
 @pytest.fixture
@@ -99,35 +100,35 @@ def test_mounts_must_stay_below_an_allowed_root(tmp_path):
     outside.mkdir()
     os.symlink(outside, root / "alice" / "link-out")
     os.symlink(root / "alice" / "project", root / "alice" / "link-in")
-    roots = accounts.mount_roots([str(root)])
-    accounts.check_mount_roots(f"{root}/alice/project:/data:ro", roots, who=ALICE)
-    accounts.check_mount_roots(f"{root}/alice/link-in:/data", roots, who=ALICE)  # a symlink that stays inside is fine
+    roots = mount_policy.mount_roots([str(root)])
+    mount_policy.check_mount_roots(f"{root}/alice/project:/data:ro", roots, who=ALICE)
+    mount_policy.check_mount_roots(f"{root}/alice/link-in:/data", roots, who=ALICE)  # a symlink that stays inside is fine
     for trick in (f"{root}/alice/link-out:/x", f"{root}/../secret:/x", f"{root}/alice/project/../../secret:/x",
                   "/etc:/x", "/var/run/docker.sock:/x", "relative/path:/x", f"{tmp_path}/data-evil:/x"):
         with pytest.raises(accounts.Forbidden) as caught:
-            accounts.check_mount_roots(trick, roots, who=ALICE)
+            mount_policy.check_mount_roots(trick, roots, who=ALICE)
         assert caught.value.code == "mount_refused"
     with pytest.raises(accounts.Forbidden, match="allows no mounts"):
-        accounts.check_mount_roots(f"{root}/alice/project:/x", [], who=ALICE)
+        mount_policy.check_mount_roots(f"{root}/alice/project:/x", [], who=ALICE)
     for bad_root in ("/", "/etc", "relative"):
         with pytest.raises(UsageError, match="--mount-root"):
-            accounts.mount_roots([bad_root])
+            mount_policy.mount_roots([bad_root])
 
 
 def test_mount_roots_are_per_user_and_admins_see_all(tmp_path):
     root = tmp_path / "data"
     for user in ("alice", "bob"):
         (root / user / "project").mkdir(parents=True)
-    roots = accounts.mount_roots([str(root)])
+    roots = mount_policy.mount_roots([str(root)])
     with pytest.raises(accounts.Forbidden, match=f"outside your mount roots: {root}/bob$") as caught:
-        accounts.check_mount_roots(f"{root}/alice/project:/x", roots, who=BOB)
+        mount_policy.check_mount_roots(f"{root}/alice/project:/x", roots, who=BOB)
     assert caught.value.code == "mount_refused"
     with pytest.raises(accounts.Forbidden, match="outside your mount roots"):
-        accounts.check_mount_roots(f"{root}:/x", roots, who=BOB)  # the shared root itself is no one user's
-    accounts.check_mount_roots(f"{root}/bob/project:/x", roots, who=BOB)
+        mount_policy.check_mount_roots(f"{root}:/x", roots, who=BOB)  # the shared root itself is no one user's
+    mount_policy.check_mount_roots(f"{root}/bob/project:/x", roots, who=BOB)
     for source in (root, root / "alice" / "project", root / "bob"):
-        accounts.check_mount_roots(f"{source}:/x", roots, who=ADMIN)
-    assert accounts.user_mount_roots(roots, BOB) == [root / "bob"]
+        mount_policy.check_mount_roots(f"{source}:/x", roots, who=ADMIN)
+    assert mount_policy.user_mount_roots(roots, BOB) == [root / "bob"]
 
 
 def test_a_source_below_a_user_writable_folder_is_refused(tmp_path):
@@ -136,29 +137,29 @@ def test_a_source_below_a_user_writable_folder_is_refused(tmp_path):
     shared = root / "alice" / "shared"
     (shared / "sub").mkdir(parents=True)
     os.chown(shared, 1000, 1000)  # what a workspace (uid 1000) with the folder mounted rw could make
-    roots = accounts.mount_roots([str(root)])
-    accounts.check_mount_roots(f"{shared}:/x", roots, who=ALICE)  # its parent is root's alone: fine
+    roots = mount_policy.mount_roots([str(root)])
+    mount_policy.check_mount_roots(f"{shared}:/x", roots, who=ALICE)  # its parent is root's alone: fine
     with pytest.raises(DlboxError, match=r"could be swapped .*shared can be written by its owner \(uid 1000\)") \
             as caught:
-        accounts.check_mount_roots(f"{shared}/sub:/x", roots, who=ALICE)
+        mount_policy.check_mount_roots(f"{shared}/sub:/x", roots, who=ALICE)
     assert caught.value.code == "mount_refused"
-    accounts.check_mount_roots(f"{shared}/sub:/x", roots, who=ADMIN)  # admins are trusted with their own folders
+    mount_policy.check_mount_roots(f"{shared}/sub:/x", roots, who=ADMIN)  # admins are trusted with their own folders
     os.chown(shared, 0, 0)
     os.chmod(shared, 0o777)
     with pytest.raises(DlboxError, match="can be written by everyone"):
-        accounts.check_mount_roots(f"{shared}/sub:/x", roots, who=ALICE)
+        mount_policy.check_mount_roots(f"{shared}/sub:/x", roots, who=ALICE)
     os.chown(shared, 0, 1000)
     os.chmod(shared, 0o775)
     with pytest.raises(DlboxError, match=r"can be written by its group \(gid 1000\)"):
-        accounts.check_mount_roots(f"{shared}/sub:/x", roots, who=ALICE)
+        mount_policy.check_mount_roots(f"{shared}/sub:/x", roots, who=ALICE)
     os.chown(shared, 0, 0)  # group-writable, but the group is root's
-    accounts.check_mount_roots(f"{shared}/sub:/x", roots, who=ALICE)
+    mount_policy.check_mount_roots(f"{shared}/sub:/x", roots, who=ALICE)
     os.chmod(shared, 0o1777)
     os.chown(shared / "sub", 1000, 1000)  # sticky, but the entry is not root's: its owner may rename it
     with pytest.raises(DlboxError, match="everyone"):
-        accounts.check_mount_roots(f"{shared}/sub:/x", roots, who=ALICE)
+        mount_policy.check_mount_roots(f"{shared}/sub:/x", roots, who=ALICE)
     os.chown(shared / "sub", 0, 0)  # sticky and root's entry (like /tmp/pytest-of-root): only root may move it
-    accounts.check_mount_roots(f"{shared}/sub:/x", roots, who=ALICE)
+    mount_policy.check_mount_roots(f"{shared}/sub:/x", roots, who=ALICE)
 
 
 @pytest.mark.parametrize("name", ["local", "root"])
@@ -178,7 +179,8 @@ def test_users_add_refuses_reserved_and_retired_names_over_the_api(store):
     """The route `dlbox users add` calls: one clear line, nothing made."""
     from fastapi.testclient import TestClient
 
-    from dlbox import jobs, service
+    from dlbox.jobs import runner as jobs
+    from dlbox.server import app as service
 
     client = TestClient(service.create_app(store, service.Loop(store, capacity=jobs.Capacity(cpus=2, memory=None,
                                                                                              gpus=[]))))
@@ -200,16 +202,16 @@ def test_every_state_of_a_flipped_source_is_refused_and_the_checked_path_is_what
     outside = tmp_path / "host-side"
     outside.mkdir()
     os.chown(race, 1000, 1000)
-    roots = accounts.mount_roots([str(root)])
+    roots = mount_policy.mount_roots([str(root)])
     with pytest.raises(DlboxError, match="could be swapped"):
-        accounts.check_mount_roots(f"{race}/x:/data:ro", roots, who=ALICE)  # a real folder
+        mount_policy.check_mount_roots(f"{race}/x:/data:ro", roots, who=ALICE)  # a real folder
     os.rename(race / "x", race / "x.real")
     with pytest.raises(accounts.Forbidden, match="does not exist on the server"):
-        accounts.check_mount_roots(f"{race}/x:/data:ro", roots, who=ALICE)  # gone for a moment
+        mount_policy.check_mount_roots(f"{race}/x:/data:ro", roots, who=ALICE)  # gone for a moment
     os.symlink(outside, race / "x")
     with pytest.raises(accounts.Forbidden, match="outside your mount roots"):
-        accounts.check_mount_roots(f"{race}/x:/data:ro", roots, who=ALICE)  # a symlink to the host side
+        mount_policy.check_mount_roots(f"{race}/x:/data:ro", roots, who=ALICE)  # a symlink to the host side
     (root / "alice" / "real").mkdir()
     os.symlink(root / "alice" / "real", root / "alice" / "inside")
-    kept = accounts.check_mount_roots(f"{root}/alice/inside:/data:ro", roots, who=ALICE)
+    kept = mount_policy.check_mount_roots(f"{root}/alice/inside:/data:ro", roots, who=ALICE)
     assert kept == f"{root}/alice/real:/data:ro"  # later steps use the resolved path, never the text again

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from dlbox import cis
+from dlbox.engine import cis
 
 INFO = {"SecurityOptions": ["name=seccomp,profile=default"], "Swarm": {"LocalNodeState": "inactive"}}
 GOOD = {

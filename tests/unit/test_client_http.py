@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from dlbox import client
+from dlbox.cli import client
 from dlbox.errors import DlboxError, NotFound, UsageError
 
 

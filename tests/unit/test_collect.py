@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from dlbox import collect
+from dlbox.jobs import collect
 
 LIMITS = collect.Limits()
 
@@ -163,7 +163,7 @@ def test_notes_are_bounded():
 
 
 def test_a_run_from_before_manifests_lists_its_artifacts_following_nothing(tmp_path, monkeypatch):
-    from dlbox import jobs
+    from dlbox.jobs import runner as jobs
 
     monkeypatch.setenv("DLBOX_HOME", str(tmp_path))
     root = jobs.run_dir("old") / "artifacts"

@@ -2,22 +2,26 @@ import os
 
 import pytest
 
-from dlbox import containers, gpus, services, vault
+from dlbox.containers import mount_policy
+from dlbox.containers import policy as containers
+from dlbox.engine import gpus
+from dlbox.workspaces import service_files as services
+from dlbox.workspaces import vault
 from dlbox.errors import DlboxError, UsageError
-from dlbox.spec import Resources
+from dlbox.spec.model import Resources
 
 MACHINE = {"cpus": 2, "memory": 8 * 1024**3}
 
 
 def test_mount_parsing(tmp_path):
-    m = containers.parse_mount(f"{tmp_path}:/data:ro")
+    m = mount_policy.parse_mount(f"{tmp_path}:/data:ro")
     assert (m.source, m.target, m.read_only) == (str(tmp_path), "/data", True)
-    assert containers.parse_mount(f"{tmp_path}:/data").read_only is False
+    assert mount_policy.parse_mount(f"{tmp_path}:/data").read_only is False
 
 
 def test_relative_mount_resolves_against_base(tmp_path):
     (tmp_path / "d").mkdir()
-    assert containers.parse_mount("d:/x", base=tmp_path).source == str(tmp_path / "d")
+    assert mount_policy.parse_mount("d:/x", base=tmp_path).source == str(tmp_path / "d")
 
 
 @pytest.mark.parametrize("text, message", [
@@ -32,21 +36,21 @@ def test_relative_mount_resolves_against_base(tmp_path):
 ])
 def test_bad_mounts(text, message):
     with pytest.raises(UsageError, match=message):
-        containers.parse_mount(text)
+        mount_policy.parse_mount(text)
 
 
 def test_symlink_to_a_forbidden_place_is_refused(tmp_path):
     link = tmp_path / "innocent"
     link.symlink_to("/etc")
     with pytest.raises(UsageError, match="may not be mounted"):
-        containers.parse_mount(f"{link}:/data")
+        mount_policy.parse_mount(f"{link}:/data")
 
 
 def test_engine_socket_is_never_mountable(tmp_path):
     sock = tmp_path / "docker.sock"
     sock.touch()
     with pytest.raises(UsageError, match="may not be mounted"):
-        containers.parse_mount(f"{sock}:/var/run/docker.sock")
+        mount_policy.parse_mount(f"{sock}:/var/run/docker.sock")
 
 
 def test_limits_flags_override_spec_defaults():
@@ -178,7 +182,7 @@ def test_folders_holding_the_engine_are_refused(source):
     if not os.path.exists(source):
         pytest.skip(f"{source} is not on this machine")
     with pytest.raises(UsageError, match="may not be mounted"):
-        containers.parse_mount(f"{source}:/data")
+        mount_policy.parse_mount(f"{source}:/data")
 
 
 def test_dlbox_home_and_its_parents_are_refused(tmp_path, monkeypatch):
@@ -187,43 +191,41 @@ def test_dlbox_home_and_its_parents_are_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("DLBOX_HOME", str(home))
     for source in (home, home.parent, tmp_path):
         with pytest.raises(UsageError, match="may not be mounted"):
-            containers.parse_mount(f"{source}:/data")
+            mount_policy.parse_mount(f"{source}:/data")
     (tmp_path / "data").mkdir()
-    assert containers.parse_mount(f"{tmp_path / 'data'}:/data").source == str(tmp_path / "data")
+    assert mount_policy.parse_mount(f"{tmp_path / 'data'}:/data").source == str(tmp_path / "data")
 
 
 @pytest.mark.parametrize("target", ["/etc/dlbox", "/etc/dlbox/ssh", "/opt/dlbox/lib", "/dlbox/run", "/tmp/dlbox"])
 def test_dlbox_own_targets_are_reserved(tmp_path, target):
     with pytest.raises(UsageError, match="is dlbox's own"):
-        containers.parse_mount(f"{tmp_path}:{target}")
+        mount_policy.parse_mount(f"{tmp_path}:{target}")
 
 
 def test_a_mount_source_swapped_for_a_symlink_after_the_check_is_refused(tmp_path):
     """A queued job or a stopped workspace starts later: its checked sources are checked again."""
-    from dlbox import containers
     from dlbox.errors import UsageError
 
     data = tmp_path / "data"
     data.mkdir()
-    mount = containers.parse_mount(f"{data}:/data")
-    containers.recheck([mount])
+    mount = mount_policy.parse_mount(f"{data}:/data")
+    mount_policy.recheck([mount])
     data.rmdir()
     (tmp_path / "elsewhere").mkdir()
     data.symlink_to(tmp_path / "elsewhere")
     with pytest.raises(UsageError, match="changed since it was checked"):
-        containers.recheck([mount])
+        mount_policy.recheck([mount])
 
 
 def test_a_mount_source_that_is_gone_is_refused_not_recreated(tmp_path):
-    from dlbox import containers
     from dlbox.errors import DlboxError, UsageError
 
     data = tmp_path / "data"
     data.mkdir()
-    mount = containers.parse_mount(f"{data}:/data:ro")
+    mount = mount_policy.parse_mount(f"{data}:/data:ro")
     data.rmdir()
     with pytest.raises(DlboxError, match="no longer exists") as caught:
-        containers.recheck([mount])
+        mount_policy.recheck([mount])
     assert not isinstance(caught.value, UsageError) and not data.exists()
 
 
@@ -231,7 +233,7 @@ def test_a_mount_source_that_is_gone_is_refused_not_recreated(tmp_path):
 
 
 def test_run_as_is_numeric_and_never_root():
-    from dlbox.containers import non_root, run_as
+    from dlbox.containers.policy import non_root, run_as
 
     assert run_as({"dlbox.uid": "1000"}) == "1000:1000"
     assert run_as({"dlbox.uid": "1234", "dlbox.gid": "2000"}) == "1234:2000"
@@ -243,7 +245,7 @@ def test_run_as_is_numeric_and_never_root():
 
 
 def test_default_memory_is_4g_or_half_the_machine(monkeypatch):
-    from dlbox.containers import DEFAULT_MEMORY, default_memory
+    from dlbox.containers.policy import DEFAULT_MEMORY, default_memory
     from dlbox.errors import DlboxError
 
     monkeypatch.delenv("DLBOX_DEFAULT_MEMORY", raising=False)
@@ -258,7 +260,7 @@ def test_default_memory_is_4g_or_half_the_machine(monkeypatch):
 
 
 def test_scratch_space_is_tmp_and_the_users_home_only():
-    from dlbox.containers import image_home, scratch
+    from dlbox.containers.policy import image_home, scratch
 
     assert image_home({"dlbox.user": "dl"}) == "/home/dl"
     assert image_home({"dlbox.user": "../etc"}) is None and image_home({}) is None
@@ -268,7 +270,7 @@ def test_scratch_space_is_tmp_and_the_users_home_only():
 
 
 def test_foreign_images_need_the_admins_setting(monkeypatch):
-    from dlbox.containers import foreign_images_allowed
+    from dlbox.containers.policy import foreign_images_allowed
 
     monkeypatch.delenv("DLBOX_ALLOW_FOREIGN_IMAGES", raising=False)
     assert not foreign_images_allowed()
@@ -283,20 +285,20 @@ def test_a_guarded_mount_is_checked_again_before_start(tmp_path):
 
     parent = tmp_path / "alice"
     (parent / "data").mkdir(parents=True)
-    mount = containers.parse_mount(f"{parent / 'data'}:/data", guarded=True)
-    assert mount.to_json()["guarded"] is True and "guarded" not in containers.Mount("/a", "/b").to_json()
-    assert containers.Mount(**mount.to_json()) == mount  # labels and job rows keep it
-    containers.recheck([mount])
+    mount = mount_policy.parse_mount(f"{parent / 'data'}:/data", guarded=True)
+    assert mount.to_json()["guarded"] is True and "guarded" not in mount_policy.Mount("/a", "/b").to_json()
+    assert mount_policy.Mount(**mount.to_json()) == mount  # labels and job rows keep it
+    mount_policy.recheck([mount])
     os.chmod(parent, 0o777)  # opened up after the check: someone could swap data now
     with pytest.raises(DlboxError, match="can be written by everyone") as caught:
-        containers.recheck([mount])
+        mount_policy.recheck([mount])
     assert caught.value.code == "mount_refused"
-    containers.recheck([containers.Mount(**(mount.to_json() | {"guarded": False}))])  # an admin's: not this rule
+    mount_policy.recheck([mount_policy.Mount(**(mount.to_json() | {"guarded": False}))])  # an admin's: not this rule
     os.chmod(parent, 0o755)
     (parent / "data").rename(parent / "real")
     os.symlink("/", parent / "data")  # swapped for a symlink to the host's /
     with pytest.raises(DlboxError):
-        containers.recheck([mount])
+        mount_policy.recheck([mount])
 
 
 @pytest.mark.parametrize("host_header, expected", [
@@ -305,7 +307,8 @@ def test_a_guarded_mount_is_checked_again_before_start(tmp_path):
 def test_a_0000_workspace_url_uses_the_host_the_client_reached(host_header, expected):
     from starlette.requests import Request
 
-    from dlbox import routes_workspaces, service
+    from dlbox.server.routes import workspaces as routes_workspaces
+    from dlbox.server import app as service
 
     request = Request({"type": "http", "method": "POST", "path": "/", "headers": [(b"host", host_header.encode())]})
     assert routes_workspaces.url_host(service.Context(store=None, loop=None, workspace_host="0.0.0.0"),
@@ -320,7 +323,9 @@ def test_a_hostile_host_never_reaches_a_label(bad):
 
     from starlette.requests import Request
 
-    from dlbox import routes_workspaces, service, workspaces
+    from dlbox.server.routes import workspaces as routes_workspaces
+    from dlbox.server import app as service
+    from dlbox.workspaces import manage as workspaces
 
     with pytest.raises(UsageError):
         workspaces.check_url_host(bad)

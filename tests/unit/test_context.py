@@ -1,6 +1,8 @@
 import tarfile
 
-from dlbox import context, render, spec
+from dlbox.build import context
+from dlbox.build import render
+from dlbox.spec import model as spec
 
 SPEC = spec.parse("name: demo\nbase:\n  debian: bullseye\npip: [six==1.16.0]\ncode:\n  src: .\n")
 

@@ -5,8 +5,11 @@ import time
 
 import pytest
 
-from dlbox import accounts, dashboard, jobs, service
-from dlbox.store import Job, Store
+from dlbox.server import accounts
+from dlbox.server.dashboard import pages as dashboard
+from dlbox.jobs import runner as jobs
+from dlbox.server import app as service
+from dlbox.store.db import Job, Store
 
 
 def test_chart_scales_the_curve_into_the_box():
@@ -104,8 +107,9 @@ def test_the_dashboard_session_is_no_token_and_only_reads_the_api(tmp_path):
     a session id that is no API token, and through the API it may only read."""
     from fastapi.testclient import TestClient
 
-    from dlbox import accounts, service
-    from dlbox.store import Store
+    from dlbox.server import accounts
+    from dlbox.server import app as service
+    from dlbox.store.db import Store
 
     store = Store(f"sqlite:///{tmp_path / 'db'}")
     accounts.add_user(store, "alice")

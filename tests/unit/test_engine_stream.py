@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dlbox import engine
+from dlbox.engine import api as engine
 from dlbox.errors import DlboxError
 
 

@@ -13,7 +13,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dlbox import accounts, containers, spec, submit
+from dlbox.containers import mount_policy
+from dlbox.server import accounts
+from dlbox.containers import policy as containers
+from dlbox.spec import model as spec
+from dlbox.jobs import submit
 from dlbox.errors import DlboxError, UsageError
 
 FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -98,7 +102,7 @@ def test_spec_parse_of_deep_nesting_and_huge_values():
        .map(":".join))
 def test_parse_mount_is_a_mount_or_one_clear_line(text):
     try:
-        mount = containers.parse_mount(text, guarded=True)
+        mount = mount_policy.parse_mount(text, guarded=True)
     except DlboxError as error:
         one_clear_line(error)
         return
@@ -180,11 +184,12 @@ def api(tmp_path, monkeypatch):
     a request that passes every check ends in the engine's clear error, never a 5xx."""
     from fastapi.testclient import TestClient
 
-    from dlbox import jobs, service
-    from dlbox.store import Store
+    from dlbox.jobs import runner as jobs
+    from dlbox.server import app as service
+    from dlbox.store.db import Store
 
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
-    from dlbox import engine
+    from dlbox.engine import api as engine
 
     engine.client.cache_clear() if hasattr(engine.client, "cache_clear") else None
     store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")

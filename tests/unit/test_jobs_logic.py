@@ -2,9 +2,10 @@ import time
 
 import pytest
 
-from dlbox import jobs, rundiff
-from dlbox.jobstate import ALLOWED, FINISHED, BadTransition, JobState, check_transition, final_state
-from dlbox.store import Job, Store
+from dlbox.jobs import runner as jobs
+from dlbox.runs import diff as rundiff
+from dlbox.jobs.state import ALLOWED, FINISHED, BadTransition, JobState, check_transition, final_state
+from dlbox.store.db import Job, Store
 
 
 def make_job(job_id, user="alice", cpus=1.0, submitted=0.0, memory=None, gpu_ids=None, state="queued",
@@ -90,7 +91,7 @@ def test_a_gpu_a_workspace_holds_is_not_given_to_a_job():
 
 
 def test_gpu_counting_and_choosing_are_pure():
-    from dlbox import gpus
+    from dlbox.engine import gpus
 
     assert gpus.count("all", ["0", "1"]) == 2 and gpus.count(3, []) == 3 and gpus.count(["a"], []) == 1
     assert gpus.count(None, ["0"]) == 0
@@ -134,7 +135,7 @@ def test_runs_diff_sections():
 def test_api_errors_have_one_shape(tmp_path):
     from fastapi.testclient import TestClient
 
-    from dlbox import service
+    from dlbox.server import app as service
 
     store = Store(f"sqlite:///{tmp_path}/t.db")
     app = service.create_app(store, service.Loop(store, capacity=CAP))

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from dlbox import lock as locks
+from dlbox.build import lock as locks
 from dlbox.errors import UsageError
 
 LISTING = {

@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from dlbox import firewall, networks
+from dlbox.engine import firewall
+from dlbox.engine import networks
 
 DOCKER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")  # what the engine accepts as a network name
 HOME = "0123456789ab"

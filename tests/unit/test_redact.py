@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dlbox import redact, rundiff
+from dlbox import redact
+from dlbox.runs import diff as rundiff
 
 
 @pytest.mark.parametrize("name", ["DB_PASSWORD", "db_pass", "passwd", "API_KEY", "apikey", "ssh_key_file",
@@ -52,7 +53,7 @@ def test_a_diff_never_shows_a_secret_even_of_an_unredacted_record():
 
 
 def test_reproduce_refuses_a_run_whose_secrets_were_held_back():
-    from dlbox import reproduction
+    from dlbox.runs import reproduce as reproduction
     from dlbox.errors import DlboxError
 
     record = {"id": "abc", "params": {"DB_PASSWORD": "***", "lr": "0.1"}, "command": ["train"]}
@@ -69,7 +70,7 @@ def test_an_mlflow_export_sends_no_secret():
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from dlbox import mlflow_export
+    from dlbox.runs import mlflow_export
 
     bodies = []
 

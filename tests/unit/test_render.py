@@ -1,5 +1,8 @@
-from dlbox import bases, presets, render, spec
-from dlbox.lock import BaseInfo, Lock, OsPackage, OsSet, PythonPackage, PythonSet
+from dlbox.build import bases
+from dlbox.spec import presets
+from dlbox.build import render
+from dlbox.spec import model as spec
+from dlbox.build.lock import BaseInfo, Lock, OsPackage, OsSet, PythonPackage, PythonSet
 
 TF = spec.parse(presets.text("tensorflow-2.9"))
 

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from dlbox import accounts, config
+from dlbox import config
+from dlbox.server import accounts
 from dlbox.errors import DlboxError
-from dlbox.jobstate import JobState
-from dlbox.store import Job, Store, User
+from dlbox.jobs.state import JobState
+from dlbox.store.db import Job, Store, User
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="reading as another user needs root (setpriv)")

@@ -15,13 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from dlbox import accounts, jobs, service
-from dlbox.store import Job, Store
+from dlbox.server import accounts
+from dlbox.server import app as service
+from dlbox.store.db import Job, Store
 
 SERVER = textwrap.dedent("""
     import sys, uvicorn
-    from dlbox import jobs, service
-    from dlbox.store import Store
+    from dlbox.jobs import runner as jobs
+    from dlbox.server import app as service
+    from dlbox.store.db import Store
     store = Store(sys.argv[1])
     loop = service.Loop(store, capacity=jobs.Capacity(cpus=2, memory=None, gpus=[]))
     app = service.create_app(store, loop, mode="server")
@@ -297,7 +299,7 @@ def test_followers_are_capped_per_user_and_in_all_and_given_back_once():
 
 
 def test_workspaces_come_in_pages_and_each_page_is_cached_apart(api):
-    from dlbox.store import Workspace
+    from dlbox.store.db import Workspace
 
     client, store = api
     for i in range(130):

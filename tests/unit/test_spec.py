@@ -1,6 +1,7 @@
 import pytest
 
-from dlbox import presets, spec
+from dlbox.spec import presets
+from dlbox.spec import model as spec
 from dlbox.errors import UsageError
 
 MINIMAL = "name: demo\nbase:\n  debian: bullseye\n"

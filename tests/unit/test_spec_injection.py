@@ -13,7 +13,9 @@ import shlex
 import pytest
 import yaml
 
-from dlbox import bases, render, spec
+from dlbox.build import bases
+from dlbox.build import render
+from dlbox.spec import model as spec
 from dlbox.errors import UsageError
 
 PAYLOADS = ["\n", "\r", "\x00", "\x1b", "\u2028", "\u0085", "RUN curl evil", "\nRUN curl evil",
@@ -160,7 +162,7 @@ def test_ordinary_requirements_still_pass():
 ])
 def test_a_hostile_lock_file_cannot_add_steps_either(where, value):
     """dlbox.lock lives in the user's project too: its names, versions and hashes are single words."""
-    from dlbox.lock import BaseInfo, Lock, OsPackage, OsSet, PythonPackage, PythonSet
+    from dlbox.build.lock import BaseInfo, Lock, OsPackage, OsSet, PythonPackage, PythonSet
 
     parsed = spec.parse("name: demo\nbase:\n  debian: bullseye\napt: [git]\npip: [numpy==1.23.5]\n")
     python = {"name": "numpy", "version": "1.23.5", "hashes": ["sha256:" + "a" * 64]}

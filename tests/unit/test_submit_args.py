@@ -3,9 +3,9 @@
 import click
 import pytest
 
-from dlbox import submit
-from dlbox.cli import cli
-from dlbox.cli import run as click_run
+from dlbox.jobs import submit
+from dlbox.cli.main import cli
+from dlbox.cli.main import run as click_run
 
 
 def by_click(argv):

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 from dlbox import __version__
 from dlbox.errors import UsageError
-from dlbox.lock import Lock
-from dlbox.services import SSHD_HARDENING
-from dlbox.spec import Spec
+from dlbox.build.lock import Lock
+from dlbox.workspaces.service_files import SSHD_HARDENING
+from dlbox.spec.model import Spec
 
 # The pip that creates every environment; new enough for `--report` (hashes for the lock).
 PIP_VERSION = "24.3.1"
@@ -34,7 +34,7 @@ class BuildPlan:
 
 
 # A lock is a file in the user's project: what it names goes into requirement lines and apt's command
-# line, so each value must be one plain word (spec strings are checked by spec.py).
+# line, so each value must be one plain word (spec strings are checked by spec/model.py).
 _LOCK_WORDS = {"name": r"[A-Za-z0-9][A-Za-z0-9._+-]*", "version": r"[A-Za-z0-9][A-Za-z0-9.+!_*:~-]*",
                "hash": r"sha(?:256|384|512):[0-9a-f]{64,128}"}
 

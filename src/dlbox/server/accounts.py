@@ -10,15 +10,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
-import os
 import re
 import secrets
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from dlbox.errors import DlboxError, NotFound, UsageError
-from dlbox.store import Store, Token, User
+from dlbox.errors import DlboxError, Forbidden, NotFound, Unauthorized, UsageError
+from dlbox.store.db import Store, Token, User
 
 ROLES = ("admin", "user")
 PREFIX = "dlb_"
@@ -29,16 +27,6 @@ QUOTA_KEYS = ("workspaces", "cpus", "memory", "gpus", "storage")  # storage: byt
 SIZES = ("memory", "storage")
 MAX_LIFETIME = 3650 * 86400
 TOKEN_SHAPE = re.compile(r"^dlb_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
-
-
-class Unauthorized(DlboxError):
-    def __init__(self, message: str | None = None):
-        super().__init__(message or "a valid API token is needed (Authorization: Bearer dlb_...)", code="unauthorized")
-
-
-class Forbidden(DlboxError):
-    def __init__(self, message: str, *, code: str = "forbidden"):
-        super().__init__(message, code=code)
 
 
 @dataclass(frozen=True)
@@ -82,7 +70,7 @@ def check_user_name(name: str) -> str:
 
 def parse_quota(pairs: dict[str, str | int | float | None]) -> dict:
     """{'workspaces': '2', 'memory': '8g', ...} -> numbers (memory in bytes); None drops a limit."""
-    from dlbox.spec import parse_size
+    from dlbox.spec.model import parse_size
 
     quota = {}
     for key, value in pairs.items():
@@ -117,52 +105,6 @@ def check_quota(user: str, quota: dict, held: dict, asked: dict) -> None:
                 return f"{v / 1024**3:.1f}g" if key in SIZES else f"{v:g}"
             raise Forbidden(f"quota {key}: {user} may hold {show(quota[key])}, holds {show(held.get(key) or 0)} "
                             f"and asks for {show(asked[key])}", code="quota_exceeded")
-
-
-def user_mount_roots(roots: list[Path], who: Caller) -> list[Path]:
-    """Where `who` may mount from: `<root>/<name>` below each --mount-root; an admin, the roots themselves."""
-    return list(roots) if who.admin else [root / who.name for root in roots]
-
-
-def check_mount_roots(text: str, roots: list[Path], *, who: Caller) -> str:
-    """A user's SRC:DST[:ro] must lie below one of their roots, after symlinks and '..'; a non-admin's
-    must also be a path nobody but root can swap before the engine mounts it.
-
-    Returns the mount with SRC resolved: the caller keeps that, so nothing resolves the user's text
-    a second time (a symlink flipped in between would otherwise pass one check and fail the other)."""
-    from dlbox import containers
-
-    source, _, rest = text.partition(":")
-    if not source.startswith("/"):
-        raise Forbidden(f"--mount: {source[:200]!r}: the server needs an absolute source path", code="mount_refused")
-    if ".." in source.split("/"):
-        raise Forbidden(f"--mount: {source[:200]!r}: '..' is not allowed in a mount source", code="mount_refused")
-    if "\x00" in source:
-        raise Forbidden("--mount: a mount source cannot hold a NUL character", code="mount_refused")
-    try:  # strict: a source that is missing now could be a symlink by the time it is mounted
-        real = Path(os.path.realpath(source, strict=True))
-    except (OSError, RuntimeError):
-        raise Forbidden(f"--mount: {source[:200]} does not exist on the server", code="mount_refused") from None
-    allowed = user_mount_roots(roots, who)
-    if not any(real == root or real.is_relative_to(root) for root in allowed):
-        shown = ", ".join(str(r) for r in allowed) or "none (the admin allows no mounts)"
-        raise Forbidden(f"--mount: {source[:200]} is outside {'the allowed' if who.admin else 'your'} mount roots: "
-                        f"{shown}", code="mount_refused")
-    if not who.admin:
-        containers.check_unswappable(real)
-    return f"{real}:{rest}"
-
-
-def mount_roots(texts: list[str]) -> list[Path]:
-    roots = []
-    for text in texts:
-        path = Path(text)
-        if not path.is_absolute() or not path.is_dir():
-            raise UsageError(f"--mount-root: {text!r} must be an existing absolute directory")
-        if str(path.resolve()) in ("/", "/etc", "/proc", "/sys", "/dev", "/var/run", "/run"):
-            raise UsageError(f"--mount-root: {text} would expose the host system")
-        roots.append(path.resolve())
-    return roots
 
 
 # --- store operations -------------------------------------------------------------------------------

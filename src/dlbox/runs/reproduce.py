@@ -5,9 +5,11 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from dlbox import config, engine, images, redact
-from dlbox import lock as locks
-from dlbox import spec as specs
+from dlbox import config, redact
+from dlbox.engine import api as engine
+from dlbox.build import images
+from dlbox.build import lock as locks
+from dlbox.spec import model as specs
 from dlbox.errors import DlboxError
 from dlbox.progress import Progress
 

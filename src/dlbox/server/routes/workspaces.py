@@ -13,11 +13,15 @@ from typing import Annotated
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from dlbox import accounts, config, gpus, workspaces
+from dlbox.containers import mount_policy
+from dlbox import config
+from dlbox.server import accounts
+from dlbox.engine import gpus
+from dlbox.workspaces import manage as workspaces
 from dlbox.errors import DlboxError, NotFound, UsageError
 from dlbox.progress import Progress
-from dlbox.service import Caller, Ctx, Limit, Offset, next_link
-from dlbox.store import Store, Workspace
+from dlbox.server.app import Caller, Ctx, Limit, Offset, next_link
+from dlbox.store.db import Store, Workspace
 
 router = APIRouter(prefix="/api")
 
@@ -124,13 +128,13 @@ def url_host(ctx, request: Request | None) -> str | None:
 
 @router.post("/workspaces", status_code=201)
 def create_workspace(body: NewWorkspace, who: Caller, ctx: Ctx, request: Request = None) -> dict:
-    from dlbox.spec import parse_size
+    from dlbox.spec.model import parse_size
 
     name = workspaces.containers.check_name(body.name, "name")
     if ctx.store.get_workspace(name) is not None:
         raise DlboxError(f"workspace name {name} is taken; choose another", code="exists")
     if ctx.mode == "server":
-        body.mounts = [accounts.check_mount_roots(m, ctx.mount_roots, who=who) for m in body.mounts]
+        body.mounts = [mount_policy.check_mount_roots(m, ctx.mount_roots, who=who) for m in body.mounts]
     if body.ssh_public_key is not None:
         workspaces.public_key(workspaces.UpRequest(name=name, ssh_public_key=body.ssh_public_key))
     try:
@@ -150,7 +154,7 @@ def create_workspace(body: NewWorkspace, who: Caller, ctx: Ctx, request: Request
 
 def _create(ctx, who: accounts.Caller, body: NewWorkspace, name: str, memory: int | None, gpu_count: int,
             host_name: str | None) -> dict:
-    from dlbox.service import check_quota
+    from dlbox.server.app import check_quota
 
     check_quota(ctx.store, who.name, workspaces=1, cpus=body.cpus, memory=memory, gpus=gpu_count)
     preset = body.preset or (None if body.image else "tensorflow-2.9")  # never the server's own ./dlbox.yaml
@@ -182,7 +186,7 @@ def act(name: str, action: str, who: Caller, ctx: Ctx) -> dict:
     row = mine(ctx, who, name)
     if action not in ("stop", "start", "restart"):
         raise NotFound(f"no action {action!r}: stop, start or restart")
-    from dlbox.service import check_quota
+    from dlbox.server.app import check_quota
 
     with ctx.user_lock(row.owner), Progress(quiet=True) as progress:
         if action in ("start", "restart") and row.state not in ("running", "restarting"):
@@ -232,7 +236,7 @@ class NewImage(BaseModel):
 
 @router.get("/images")
 def list_images(who: Caller, all: bool = False) -> list[dict]:
-    from dlbox import images
+    from dlbox.build import images
 
     return images.list_images(include_untagged=all)
 
@@ -240,14 +244,14 @@ def list_images(who: Caller, all: bool = False) -> list[dict]:
 @router.get("/images/{ref:path}/verify")
 def verify_image(ref: str, who: Caller) -> dict:
     """The packages really in the image against its lock (`ok` false: drift)."""
-    from dlbox import images
+    from dlbox.build import images
 
     return images.verify(ref)
 
 
 @router.delete("/images/{ref:path}")
 def remove_image(ref: str, who: Caller, force: bool = False) -> dict:
-    from dlbox import images
+    from dlbox.build import images
 
     if not who.admin:
         raise accounts.Forbidden("only an admin may remove images on the server")
@@ -258,7 +262,7 @@ def remove_image(ref: str, who: Caller, force: bool = False) -> dict:
 
 @router.get("/images/{ref:path}")
 def inspect_image(ref: str, who: Caller) -> dict:
-    from dlbox import images
+    from dlbox.build import images
 
     return images.inspect(ref)
 
@@ -266,7 +270,8 @@ def inspect_image(ref: str, who: Caller) -> dict:
 @router.post("/images", status_code=201)
 def build_image(body: NewImage, who: Caller) -> dict:
     """Admins only: a build takes minutes of the whole machine."""
-    from dlbox import config, images
+    from dlbox import config
+    from dlbox.build import images
 
     if not who.admin:
         raise accounts.Forbidden("only an admin may build images on the server")

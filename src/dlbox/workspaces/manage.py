@@ -16,7 +16,14 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dlbox import config, containers, engine, gpus, networks, services, vault
+from dlbox.containers import mount_policy
+from dlbox import config
+from dlbox.containers import policy as containers
+from dlbox.engine import api as engine
+from dlbox.engine import gpus
+from dlbox.engine import networks
+from dlbox.workspaces import service_files as services
+from dlbox.workspaces import vault
 from dlbox.errors import DlboxError, NotFound, UsageError
 from dlbox.progress import Progress
 
@@ -57,7 +64,7 @@ class UpRequest:
     ssh_public_key: str | None = None  # the key's text, when it does not come from a file (the server)
     owner: str | None = None
     url_host: str | None = None  # the host name remote users reach this machine by, for a 0.0.0.0 workspace
-    guard_mounts: bool = False  # a server user's: mount sources must stay root's to change (containers.recheck)
+    guard_mounts: bool = False  # a server user's: mount sources must stay root's to change (mount_policy.recheck)
     build_missing: bool = True  # the server lets only admins start a build
 
 
@@ -66,7 +73,7 @@ class UpRequest:
 
 def _image_for(req: UpRequest, progress: Progress):
     """(image summary, the spec's workspace resources or None, its default mounts). Builds the image if missing."""
-    from dlbox import images
+    from dlbox.build import images
 
     if req.image and (req.spec_file or req.preset):
         raise UsageError("give one of SPEC, --preset or --image")
@@ -83,7 +90,7 @@ def _image_for(req: UpRequest, progress: Progress):
     if found is None:
         raise DlboxError(f"--preset: no image of {spec.name} is built on this server yet; ask an admin to build it",
                          code="not_built")
-    default_mounts = [containers.parse_mount(m, base=project_dir, guarded=req.guard_mounts)
+    default_mounts = [mount_policy.parse_mount(m, base=project_dir, guarded=req.guard_mounts)
                       for m in spec.workspace.mounts]
     return (found | {"env": engine.image_attrs(found["id"])["Config"].get("Env") or []}, spec.workspace.resources,
             default_mounts)
@@ -147,7 +154,7 @@ def up(req: UpRequest, progress: Progress) -> dict:
         except OSError:
             raise UsageError(f"--host: {req.host!r} is not an IP address to publish ports on") from None
     host = "127.0.0.1" if req.host == "localhost" else req.host
-    mounts = [containers.parse_mount(m, guarded=req.guard_mounts) for m in req.mounts]
+    mounts = [mount_policy.parse_mount(m, guarded=req.guard_mounts) for m in req.mounts]
     targets = [m.target for m in mounts]
     if WORKDIR in targets or len(set(targets)) != len(targets):
         raise UsageError(f"--mount: each target must be unique and not {WORKDIR} (the workspace's own volume)")
@@ -228,7 +235,7 @@ def up(req: UpRequest, progress: Progress) -> dict:
                 ports=ports, workdir=WORKDIR, network=networks.for_owner(req.owner),
                 healthcheck=services.HEALTHCHECK, restart=services.RESTART,
             )
-            containers.recheck(mounts)  # the image may have taken minutes: the sources must still be what was checked
+            mount_policy.recheck(mounts)  # the image may have taken minutes: the sources must still be what was checked
             container_id = engine.create_container(spec, entrypoint=["/bin/bash", f"{services.DIR}/start.sh"])
             engine.put_files(container_id, files)
             try:
@@ -416,7 +423,7 @@ def stop(name: str, progress: Progress | None = None) -> dict:
 
 
 def _recheck_mounts(attrs: dict) -> None:
-    containers.recheck([containers.Mount(**m) for m in json.loads(attrs["Config"]["Labels"].get("dlbox.mounts", "[]"))])
+    mount_policy.recheck([mount_policy.Mount(**m) for m in json.loads(attrs["Config"]["Labels"].get("dlbox.mounts", "[]"))])
 
 
 def start(name: str, progress: Progress) -> dict:

@@ -25,10 +25,17 @@ from starlette.background import BackgroundTask
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from dlbox import __version__, accounts, bodylimit, config, containers, engine, gpus, jobs, redact
+from dlbox.containers import mount_policy
+from dlbox import __version__, config, redact
+from dlbox.server import accounts
+from dlbox.server import bodylimit
+from dlbox.containers import policy as containers
+from dlbox.engine import api as engine
+from dlbox.engine import gpus
+from dlbox.jobs import runner as jobs
 from dlbox.errors import DlboxError, NotFound, UsageError
-from dlbox.jobstate import ACTIVE, JobState
-from dlbox.store import Job, Store
+from dlbox.jobs.state import ACTIVE, JobState
+from dlbox.store.db import Job, Store
 
 LOOP_PERIOD = 1.0
 EVENTS_RETRY = 5.0
@@ -118,7 +125,7 @@ class Loop:
         self.wake_event.set()
 
     def run_once(self) -> None:
-        from dlbox import routes_workspaces
+        from dlbox.server.routes import workspaces as routes_workspaces
 
         with self.lock:
             self.reconciler.run_once()
@@ -303,7 +310,8 @@ def invalid_message(errors: list[dict]) -> str:
 
 def create_app(store: Store, loop: Loop, *, mode: str = "local", mount_roots: list[Path] | None = None,
                workspace_host: str = "127.0.0.1") -> FastAPI:
-    from dlbox import routes_accounts, routes_workspaces
+    from dlbox.server.routes import accounts as routes_accounts
+    from dlbox.server.routes import workspaces as routes_workspaces
 
     app = FastAPI(title="dlbox", version=__version__, openapi_url="/openapi.json", docs_url=None, redoc_url=None)
     app.state.ctx = Context(store=store, loop=loop, mode=mode, mount_roots=list(mount_roots or []),
@@ -409,7 +417,7 @@ def create_app(store: Store, loop: Loop, *, mode: str = "local", mount_roots: li
     app.include_router(routes_accounts.router)
     app.include_router(routes_workspaces.router)
     if mode == "server":  # the web dashboard: only where there are accounts to sign in with
-        from dlbox import dashboard
+        from dlbox.server.dashboard import pages as dashboard
 
         app.include_router(dashboard.router)
     return app
@@ -419,9 +427,9 @@ def submit_job(ctx: Context, request: JobRequest, who: accounts.Caller) -> Job:
     """Check a job request (mount roots, capacity, quota), queue it and wake the loop: intent only."""
     if ctx.mode == "server":
         request.project_dir = None  # the caller's directories mean nothing on the server
-        request.mounts = [accounts.check_mount_roots(m, ctx.mount_roots, who=who) for m in request.mounts]
+        request.mounts = [mount_policy.check_mount_roots(m, ctx.mount_roots, who=who) for m in request.mounts]
     if request.workspace is not None:  # its volume is mounted: only its owner's jobs may
-        from dlbox import routes_workspaces
+        from dlbox.server.routes import workspaces as routes_workspaces
 
         containers.check_name(request.workspace, "workspace")
         if ctx.mode == "server":
@@ -538,8 +546,8 @@ async def live_logs(store: Store, job: Job, follow: bool, release=None):
 def build_job(store: Store, loop: Loop, request: JobRequest, user: str, *, guarded: bool = False) -> Job:
     """Check a request and turn it into a queued job (intent only: the loop starts it).
 
-    guarded: a server user's mounts, checked again at start (containers.check_unswappable)."""
-    from dlbox.spec import parse_size
+    guarded: a server user's mounts, checked again at start (mount_policy.check_unswappable)."""
+    from dlbox.spec.model import parse_size
 
     attrs = engine.image_attrs(request.image)
     jobs.remember_image(attrs)  # the start reads it again by ID
@@ -548,12 +556,12 @@ def build_job(store: Store, loop: Loop, request: JobRequest, user: str, *, guard
         raise DlboxError(f"--image: {request.image} was not built by dlbox (it has no lock); jobs run only images "
                          "from `dlbox build`, unless the admin allows others (dlbox server --allow-foreign-images)",
                          code="foreign_image")
-    mounts = [containers.parse_mount(m, base=Path(request.project_dir) if request.project_dir else None,
+    mounts = [mount_policy.parse_mount(m, base=Path(request.project_dir) if request.project_dir else None,
                                      guarded=guarded).to_json() for m in request.mounts]
     volumes = {}
     workdir = request.workdir
     if request.workspace:
-        from dlbox import workspaces
+        from dlbox.workspaces import manage as workspaces
 
         volumes = {workspaces.volume_name(request.workspace): workspaces.WORKDIR}
         workdir = workdir or workspaces.WORKDIR
@@ -622,7 +630,7 @@ def serve(*, host: str | None = None, port: int | None = None, mount_roots: list
     guard = _take_lock(home, replace=port is not None)  # noqa: F841 - held for the life of the process
     firewall = contextlib.ExitStack()
     if port is not None and not allow_containers:
-        from dlbox.firewall import closed_to_containers
+        from dlbox.engine.firewall import closed_to_containers
 
         firewall.enter_context(closed_to_containers(port, ipv6=":" in (host or "")))
     (home / "service").mkdir(parents=True, exist_ok=True)

@@ -233,7 +233,7 @@ print(json.dumps({"python_version": ".".join(map(str, sys.version_info[:3])),
 def helper_host_config(*, read_only: bool = True) -> dict:
     """The host config of a short-lived helper container: no capabilities, no way up, small fixed
     limits, and (unless it must be written) a read-only root with a small tmpfs /tmp."""
-    from dlbox import containers
+    from dlbox.containers import policy as containers
 
     return client().api.create_host_config(
         cap_drop=["ALL"], security_opt=["no-new-privileges"], privileged=False,
@@ -247,7 +247,7 @@ def _probe_user(image: str) -> str:
     """Who a helper runs as: the image's own non-root uid:gid (its files are readable to it)."""
     from docker.errors import APIError, ImageNotFound
 
-    from dlbox import containers
+    from dlbox.containers import policy as containers
 
     try:
         image_labels = client().api.inspect_image(image)["Config"].get("Labels")
@@ -261,7 +261,7 @@ def run_once(image: str, command: list[str], *, entrypoint: list[str] | None = N
     """Run a short command in a throwaway container with no network; returns (exit code, stdout, stderr)."""
     from docker.errors import APIError, ImageNotFound
 
-    from dlbox import containers
+    from dlbox.containers import policy as containers
 
     user = user or _probe_user(image)
     if not containers.non_root(user):
@@ -367,7 +367,8 @@ def create_container(spec, *, entrypoint: list[str] | None = None) -> str:
     from docker.errors import APIError, ImageNotFound
     from docker.types import DeviceRequest
 
-    from dlbox import containers, gpus
+    from dlbox.containers import policy as containers
+    from dlbox.engine import gpus
 
     if not containers.non_root(spec.user):
         raise DlboxError(f"refusing to run {spec.name} as {spec.user or 'the image default'!r}: "

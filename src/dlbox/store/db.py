@@ -2,7 +2,7 @@
 their API tokens, and the workspaces the team server knows about.
 
 SQLAlchemy over SQLite (WAL) by default, or the URL in DLBOX_DATABASE_URL. The schema is
-made by Alembic migrations (src/dlbox/migrations), run when the store opens.
+made by Alembic migrations (src/dlbox/store/migrations), run when the store opens.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from sqlalchemy import JSON, BigInteger, func, Boolean, Float, ForeignKey, Integ
 from sqlalchemy.orm import DeclarativeBase, defer, Mapped, Session, mapped_column, sessionmaker
 
 from dlbox import config, redact
-from dlbox.jobstate import JobState, check_transition
+from dlbox.jobs.state import JobState, check_transition
 
 
 class Base(DeclarativeBase):

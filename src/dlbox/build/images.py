@@ -13,13 +13,13 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
-from dlbox import engine
+from dlbox.engine import api as engine
 from dlbox.errors import DlboxError, NotFound, UsageError
 
 if TYPE_CHECKING:  # listing images must stay fast: the heavy modules load only to build
-    from dlbox import lock as locks
+    from dlbox.build import lock as locks
     from dlbox.progress import Progress
-    from dlbox.spec import Spec
+    from dlbox.spec.model import Spec
 
 LOCK_PATH = "/opt/dlbox/dlbox.lock"  # the image carries its own lock and spec
 SPEC_PATH = "/opt/dlbox/dlbox.yaml"
@@ -45,7 +45,9 @@ def repository(spec: Spec) -> str:
 
 def load_source(spec_file: Path | None, preset: str | None):
     """(spec, project directory, lock file) from a SPEC argument, --preset, or ./dlbox.yaml."""
-    from dlbox import config, presets as p, spec as specs
+    from dlbox import config
+    from dlbox.spec import presets as p
+    from dlbox.spec import model as specs
 
     if spec_file and preset:
         raise UsageError("give either a SPEC file or --preset, not both")
@@ -65,7 +67,7 @@ def load_source(spec_file: Path | None, preset: str | None):
 
 def usable_lock(spec: Spec, lock_file: Path, progress: Progress) -> locks.Lock | None:
     """The lock to build from, if it still describes this spec."""
-    from dlbox import lock as locks
+    from dlbox.build import lock as locks
 
     if not lock_file.exists():
         return None
@@ -80,7 +82,7 @@ def build(spec: Spec, *, project_dir: Path, lock_file: Path, use_lock: bool = Tr
           ca_bundle: Path | None = None, tag: str = "latest", require_lock: bool = False,
           progress: Progress) -> BuildResult:
     """Build `spec`; with `require_lock`, only exactly the lock in `lock_file` (or fail)."""
-    from dlbox import bases
+    from dlbox.build import bases
 
     pinned = usable_lock(spec, lock_file, progress) if use_lock else None
     base = bases.ensure(spec.base, progress)
@@ -107,7 +109,7 @@ def build(spec: Spec, *, project_dir: Path, lock_file: Path, use_lock: bool = Tr
 
 
 def spec_yaml(spec: Spec) -> str:
-    from dlbox.spec import to_yaml
+    from dlbox.spec.model import to_yaml
 
     return to_yaml(spec)
 
@@ -121,8 +123,10 @@ def _last_shape(spec: Spec, lock: locks.Lock) -> str | None:
 
 def _build_once(spec, base, pinned, shape, *, project_dir, lock_file, nocache, ca_bundle, tag, progress):
     """One engine build; None when a spec-shaped build of a locked spec did not reproduce the lock."""
-    from dlbox import context, gitinfo, render
-    from dlbox import lock as locks
+    from dlbox import gitinfo
+    from dlbox.build import context
+    from dlbox.build import render
+    from dlbox.build import lock as locks
 
     plan = render.render(spec, base.ref, lock=pinned if shape == "lock" else None, ca_bundle=ca_bundle is not None)
     code_dir = (project_dir / spec.code.src).resolve() if spec.code else None
@@ -239,7 +243,7 @@ def get(ref: str) -> dict:
 
 
 def lock_of(attrs: dict) -> locks.Lock:
-    from dlbox import lock as locks
+    from dlbox.build import lock as locks
 
     return locks.parse_text(engine.read_file(attrs["Id"], LOCK_PATH).decode(), source=attrs["Id"])
 
@@ -253,7 +257,7 @@ def verify(ref: str) -> dict:
     attrs = get(ref)
     lock = lock_of(attrs)
     found = engine.read_packages(attrs["Id"])
-    from dlbox import lock as locks
+    from dlbox.build import lock as locks
 
     drift = locks.drift(lock, found)
     return {"ok": not drift, "image": ref, "id": attrs["Id"], "lock_hash": lock.hash, "drift": drift}

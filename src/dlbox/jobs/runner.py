@@ -16,11 +16,17 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from dlbox import collect, config, containers, engine, gpus, networks
+from dlbox.containers import mount_policy
+from dlbox import config
+from dlbox.jobs import collect
+from dlbox.containers import policy as containers
+from dlbox.engine import api as engine
+from dlbox.engine import gpus
+from dlbox.engine import networks
 from dlbox.errors import NotFound
-from dlbox.jobstate import JobState, final_state
+from dlbox.jobs.state import JobState, final_state
 from dlbox.redact import mapping as redact  # the recorded env: one set of rules for every listing
-from dlbox.store import Job, Store
+from dlbox.store.db import Job, Store
 
 PREFIX = "dlbox-job-"
 RUN_DIR = "/dlbox/run"
@@ -58,7 +64,7 @@ class Capacity:
     @classmethod
     def detect(cls) -> Capacity:
         """DLBOX_CAPACITY=cpus=2,memory=8g,gpus=0+1 when set; otherwise what the engine's machine has."""
-        from dlbox.spec import parse_size
+        from dlbox.spec.model import parse_size
 
         declared = dict(part.split("=", 1) for part in os.environ.get("DLBOX_CAPACITY", "").split(",") if "=" in part)
         machine = engine.capacity()
@@ -121,7 +127,7 @@ def helper_dir() -> Path:
     A bind costs nothing at start; copying the file in (put_archive) cost ~0.1 s per job.
     """
     directory = config.home() / "lib"
-    source = resources.files("dlbox").joinpath("files/dlbox_metrics.py").read_bytes()
+    source = resources.files("dlbox.build").joinpath("files/dlbox_metrics.py").read_bytes()
     target = directory / "dlbox_metrics.py"
     if not target.is_file() or target.read_bytes() != source:  # new home, or a newer dlbox
         directory.mkdir(parents=True, exist_ok=True)
@@ -188,8 +194,8 @@ def _container_spec(job: Job) -> tuple[containers.ContainerSpec, dict[str, str]]
         name=f"{PREFIX}{job.id}", image=job.image_id, command=list(job.command), user=user,
         labels={"dlbox.kind": "job", "dlbox.job": job.id, "dlbox.owner": job.user, "dlbox.home": owner_label(),
                 **({"dlbox.gpus": ",".join(job.gpu_ids)} if job.gpu_ids else {})},
-        mounts=_rechecked([containers.Mount(**m) for m in job.mounts]) + [containers.Mount(str(directory), RUN_DIR),
-                                                             containers.Mount(str(helper_dir()), LIB_DIR, True)],
+        mounts=_rechecked([mount_policy.Mount(**m) for m in job.mounts]) + [mount_policy.Mount(str(directory), RUN_DIR),
+                                                             mount_policy.Mount(str(helper_dir()), LIB_DIR, True)],
         volumes=dict(job.volumes or {}),
         limits=containers.Limits(memory=job.memory, cpus=job.cpus, shm_size=job.shm_size or containers.DEFAULT_SHM),
         gpu_ids=job.gpu_ids, env=env, workdir=job.workdir,
@@ -217,8 +223,8 @@ def make_job_dir(job: Job, uid: int, gid: int) -> Path:
     return directory
 
 
-def _rechecked(mounts: list[containers.Mount]) -> list[containers.Mount]:
-    containers.recheck(mounts)  # a queued job may start long after its mounts were checked
+def _rechecked(mounts: list[mount_policy.Mount]) -> list[mount_policy.Mount]:
+    mount_policy.recheck(mounts)  # a queued job may start long after its mounts were checked
     return mounts
 
 
@@ -319,7 +325,7 @@ def record_image_files(store: Store, job: Job) -> None:
     """Keep the image's lock and spec with the run, so it can be rebuilt if the image goes."""
     if job.lock_text:
         return
-    from dlbox.images import LOCK_PATH, SPEC_PATH
+    from dlbox.build.images import LOCK_PATH, SPEC_PATH
 
     if job.image_id not in _IMAGE_FILES:  # images are immutable: read each one's files once
         try:

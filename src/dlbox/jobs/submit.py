@@ -23,7 +23,8 @@ import re
 import sys
 from pathlib import Path
 
-from dlbox import client, config, gitinfo
+from dlbox import config, gitinfo
+from dlbox.cli import client
 from dlbox.errors import UsageError
 
 USAGE = "usage: dlbox run [SPEC] [OPTIONS] -- CMD [ARGS]..."
@@ -119,10 +120,10 @@ def resolve_image(spec_file, preset, image, workspace):
     if image:
         return image, Path.cwd(), None
     if workspace:
-        from dlbox import workspaces
+        from dlbox.workspaces import manage as workspaces
 
         return workspaces.show(workspace)["image_id"], Path.cwd(), None
-    from dlbox import images  # not for --image: Rich and the spec models cost a `dlbox run` ~0.05 s
+    from dlbox.build import images  # not for --image: Rich and the spec models cost a `dlbox run` ~0.05 s
     from dlbox.progress import Progress
 
     spec, project_dir, lock_file = images.load_source(spec_file, preset)

@@ -19,17 +19,21 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
 
-from dlbox import accounts, images, presets, routes_workspaces, service
+from dlbox.server import accounts
+from dlbox.build import images
+from dlbox.spec import presets
+from dlbox.server.routes import workspaces as routes_workspaces
+from dlbox.server import app as service
 from dlbox.errors import DlboxError, NotFound, UsageError
-from dlbox.jobstate import JobState
+from dlbox.jobs.state import JobState
 
-STATIC = resources.files("dlbox") / "static"
+STATIC = resources.files("dlbox.server.dashboard") / "static"
 PAGE = 100  # rows in a table; a "Next page" link shows the older ones
 STATIC_TYPES = {".css": "text/css", ".js": "text/javascript"}
 # No inline scripts or styles anywhere: the policy can forbid them.
 CSP = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
 
-templates = jinja2.Environment(loader=jinja2.PackageLoader("dlbox", "templates"), autoescape=True,
+templates = jinja2.Environment(loader=jinja2.PackageLoader("dlbox.server.dashboard", "templates"), autoescape=True,
                                undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 templates.filters["shell"] = shlex.join
 templates.filters["size"] = lambda n: "-" if n is None else f"{n / 1024**3:.2f} GB" if n >= 1024**3 \

@@ -17,11 +17,12 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from dlbox import config, engine
+from dlbox import config
+from dlbox.engine import api as engine
 from dlbox.errors import DlboxError
-from dlbox.lock import BaseInfo
+from dlbox.build.lock import BaseInfo
 from dlbox.progress import Progress
-from dlbox.spec import Base
+from dlbox.spec.model import Base
 
 RECIPE = 1  # bump when the bootstrap steps change, so old bases are not reused
 INCLUDE = ("python3", "python3-venv", "python3-pip", "ca-certificates")

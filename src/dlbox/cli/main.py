@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from dlbox.containers import mount_policy
 from dlbox import __version__
 from dlbox.errors import DlboxError, UsageError
 
@@ -31,7 +32,7 @@ def remote() -> str | None:
 
 
 def on_server(method: str, path: str, **kwargs):
-    from dlbox import client
+    from dlbox.cli import client
 
     return client.call(method, path, **kwargs)
 
@@ -42,7 +43,7 @@ def local_only(what: str) -> None:
 
 
 def _images():
-    from dlbox import images
+    from dlbox.build import images
 
     return images
 
@@ -73,7 +74,7 @@ def cli() -> None:
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 def presets(as_json: bool) -> None:
     """List the built-in specs that `init --preset` and `build --preset` accept."""
-    from dlbox import presets as p
+    from dlbox.spec import presets as p
 
     rows = [{"name": name, "summary": p.summary(name)} for name in p.names()]
     if as_json:
@@ -91,7 +92,7 @@ def presets(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 def init(preset: str, output: Path, force: bool, as_json: bool) -> None:
     """Write a spec file from a preset, to edit and build."""
-    from dlbox import presets as p
+    from dlbox.spec import presets as p
 
     text = p.text(preset)
     if output.exists() and not force:
@@ -125,8 +126,10 @@ def build(spec_file, preset, dry_run, update_lock, no_cache, ca_bundle, tag, as_
     requirements are resolved and a new lock is written. The image is tagged
     dlbox/NAME:<lock hash prefix> and dlbox/NAME:<tag>.
     """
-    from dlbox import bases, config, render
-    from dlbox import lock as locks
+    from dlbox import config
+    from dlbox.build import bases
+    from dlbox.build import render
+    from dlbox.build import lock as locks
 
     if remote() and not dry_run:
         if spec_file or not preset:
@@ -134,7 +137,7 @@ def build(spec_file, preset, dry_run, update_lock, no_cache, ca_bundle, tag, as_
         result = on_server("POST", "/api/images", json={"preset": preset, "tag": tag})
         emit(result) if as_json else click.echo(f"{result['image']}  {result['id']}")
         return
-    from dlbox.images import load_source
+    from dlbox.build.images import load_source
 
     spec, project_dir, lock_file = load_source(spec_file, preset)
     if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", tag):
@@ -155,7 +158,8 @@ def build(spec_file, preset, dry_run, update_lock, no_cache, ca_bundle, tag, as_
         click.echo(render.render(spec, bases.ref(spec.base), lock=pinned, ca_bundle=ca_path is not None).dockerfile,
                    nl=False)
         return
-    from dlbox import engine, images
+    from dlbox.engine import api as engine
+    from dlbox.build import images
     from dlbox.progress import Progress
 
     engine.client()  # fail fast, before any work, when no engine answers
@@ -235,7 +239,8 @@ def rmi(image: str, force: bool, as_json: bool) -> None:
     if remote():
         result = on_server("DELETE", f"/api/images/{image}", params={"force": force})
     else:
-        from dlbox import engine, images
+        from dlbox.engine import api as engine
+        from dlbox.build import images
 
         attrs = images.get(image)
         engine.remove_image(image, force=force)
@@ -300,7 +305,7 @@ def up(name, spec_file, preset, image, jupyter, ssh, ssh_key, mounts, memory, cp
             raise UsageError("against a server (DLBOX_URL), use --preset or --image; the server chooses the host")
         key = None
         if ssh:
-            from dlbox.workspaces import UpRequest, public_key
+            from dlbox.workspaces.manage import UpRequest, public_key
 
             key = public_key(UpRequest(name=name, ssh_key=ssh_key))[0]
         ws = on_server("POST", "/api/workspaces", json={
@@ -308,7 +313,8 @@ def up(name, spec_file, preset, image, jupyter, ssh, ssh_key, mounts, memory, cp
             "mounts": list(mounts), "memory": memory, "cpus": cpus, "gpus": gpus, "shm_size": shm_size, "pids": pids})
         emit(ws) if as_json else print_workspace(ws, secrets_shown=True)
         return
-    from dlbox import engine, workspaces
+    from dlbox.engine import api as engine
+    from dlbox.workspaces import manage as workspaces
     from dlbox.progress import Progress
 
     request = workspaces.UpRequest(
@@ -331,7 +337,7 @@ def ls_cmd(as_json: bool) -> None:
     if remote():
         rows = on_server("GET", "/api/workspaces", params={"limit": 1000})  # the most a page holds
     else:
-        from dlbox import workspaces
+        from dlbox.workspaces import manage as workspaces
 
         rows = workspaces.ls()
     if as_json:
@@ -357,7 +363,7 @@ def _lifecycle_command(action: str, doc: str) -> None:
         if remote():
             ws = on_server("POST", f"/api/workspaces/{name}/{action}")
         else:
-            from dlbox import workspaces
+            from dlbox.workspaces import manage as workspaces
             from dlbox.progress import Progress
 
             with Progress() as progress:
@@ -385,7 +391,7 @@ def rm(name: str, purge_data: bool, as_json: bool) -> None:
     if remote():
         result = on_server("DELETE", f"/api/workspaces/{name}", params={"purge_data": purge_data})
     else:
-        from dlbox import workspaces
+        from dlbox.workspaces import manage as workspaces
 
         result = workspaces.rm(name, purge_data=purge_data)
     if as_json:
@@ -403,18 +409,19 @@ def logs(target: str, follow: bool, tail: str) -> None:
     if tail != "all" and not tail.isdigit():
         raise UsageError("--tail: a number of lines, or all")
     if remote():
-        from dlbox import client
+        from dlbox.cli import client
 
         for chunk in client.stream(f"/api/jobs/{target}/logs", {"follow": follow}):
             sys.stdout.buffer.write(chunk)
             sys.stdout.buffer.flush()
         return
-    from dlbox import engine, workspaces
+    from dlbox.engine import api as engine
+    from dlbox.workspaces import manage as workspaces
 
     attrs = engine.container_attrs(workspaces.container_name(target)) if re.fullmatch(r"[a-z0-9][a-z0-9_-]*", target) \
         else None
     if attrs is None and re.fullmatch(r"[0-9a-f]{4,32}", target):
-        from dlbox import client
+        from dlbox.cli import client
 
         for chunk in client.stream(f"/api/jobs/{target}/logs", {"follow": follow}):
             sys.stdout.buffer.write(chunk)
@@ -435,7 +442,8 @@ def exec_cmd(name: str, command: tuple[str, ...]) -> None:
     Exits with the command's exit code.
     """
     local_only("exec")
-    from dlbox import engine, workspaces
+    from dlbox.engine import api as engine
+    from dlbox.workspaces import manage as workspaces
 
     sys.exit(engine.exec_stream(workspaces.container_of(name), list(command)))
 
@@ -449,7 +457,7 @@ def ssh(name: str, command: tuple[str, ...]) -> None:
     import shutil
 
     local_only("ssh")
-    from dlbox import workspaces
+    from dlbox.workspaces import manage as workspaces
 
     if shutil.which("ssh") is None:
         raise DlboxError("no ssh client here (apt-get install openssh-client)")
@@ -469,7 +477,7 @@ def ssh_config(as_json: bool) -> None:
     without flags.
     """
     local_only("ssh-config")
-    from dlbox import workspaces
+    from dlbox.workspaces import manage as workspaces
 
     info = workspaces.write_ssh_config()
     if as_json:
@@ -487,7 +495,7 @@ def open_cmd(name: str, browser: bool) -> None:
     if remote():
         ws = {"jupyter": on_server("GET", f"/api/workspaces/{name}/token")}
     else:
-        from dlbox import workspaces
+        from dlbox.workspaces import manage as workspaces
 
         ws = workspaces.show(name, with_token=True)
     if not ws["jupyter"]:
@@ -509,7 +517,7 @@ def token(name: str, rotate: bool, as_json: bool) -> None:
         found = on_server("POST" if rotate else "GET", f"/api/workspaces/{name}/token")
         emit(found) if as_json else click.echo(found["token"])
         return
-    from dlbox import workspaces
+    from dlbox.workspaces import manage as workspaces
     from dlbox.progress import Progress
 
     if rotate:
@@ -563,7 +571,7 @@ def run(args, preset, image, workspace, name, mounts, memory, cpus, gpus, params
     # dlbox.launch hands every well-formed `dlbox run` to dlbox.submit before click loads, and
     # comes here only for --help and for what click refuses; click also drops the `--` that
     # separates SPEC from CMD, so it could not read them apart.
-    from dlbox.submit import USAGE
+    from dlbox.jobs.submit import USAGE
 
     raise UsageError(USAGE)
 
@@ -584,7 +592,7 @@ def more_hint(rows: list, limit: int) -> None:
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 def jobs_cmd(show_all: bool, limit: int, as_json: bool) -> None:
     """List queued and running jobs (--all: finished ones too), the newest last."""
-    from dlbox import client
+    from dlbox.cli import client
 
     rows = client.call("GET", "/api/jobs", params={"all": show_all, "limit": limit})
     if as_json:
@@ -608,7 +616,7 @@ def wait(job_id: str, timeout: float | None, as_json: bool) -> None:
     """Wait for a job to end; exit with its exit code."""
     import time
 
-    from dlbox import client
+    from dlbox.cli import client
 
     deadline = time.monotonic() + timeout if timeout is not None else None
     while True:
@@ -631,7 +639,7 @@ def wait(job_id: str, timeout: float | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 def cancel(job_id: str, as_json: bool) -> None:
     """Cancel a job: SIGTERM, then SIGKILL after 10 s; a queued job never starts."""
-    from dlbox import client
+    from dlbox.cli import client
 
     job = client.call("POST", f"/api/jobs/{job_id}/cancel")
     if as_json:
@@ -651,7 +659,7 @@ def runs(ctx, limit: int, as_json: bool) -> None:
     """
     if ctx.invoked_subcommand is not None:
         return
-    from dlbox import client
+    from dlbox.cli import client
 
     rows = client.call("GET", "/api/runs", params={"limit": limit})
     if as_json:
@@ -671,7 +679,7 @@ def runs(ctx, limit: int, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 def runs_show(run_id: str, as_json: bool) -> None:
     """Show one run record in full."""
-    from dlbox import client
+    from dlbox.cli import client
 
     record = client.call("GET", f"/api/runs/{run_id}")
     if as_json:
@@ -696,7 +704,8 @@ def runs_show(run_id: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 def runs_diff(a: str, b: str, as_json: bool) -> None:
     """What differs between runs A and B: image, lock packages, params, code, metrics."""
-    from dlbox import client, rundiff
+    from dlbox.cli import client
+    from dlbox.runs import diff as rundiff
 
     result = rundiff.diff(client.call("GET", f"/api/runs/{a}"), client.call("GET", f"/api/runs/{b}"))
     if as_json:
@@ -720,7 +729,8 @@ def runs_diff(a: str, b: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 def runs_export(run_id: str, uri: str, experiment: str, as_json: bool) -> None:
     """Export a run record to MLflow: params, metric history, and the image ID and git commit tags."""
-    from dlbox import client, mlflow_export
+    from dlbox.cli import client
+    from dlbox.runs import mlflow_export
 
     result = mlflow_export.export(client.call("GET", f"/api/runs/{run_id}"), uri, experiment)
     if as_json:
@@ -738,7 +748,8 @@ def reproduce(run_id: str, as_json: bool) -> None:
     If that image is gone, it is rebuilt from the run's stored lock; the job runs only if the
     rebuilt lock hash is the recorded one.
     """
-    from dlbox import client, reproduction
+    from dlbox.cli import client
+    from dlbox.runs import reproduce as reproduction
     from dlbox.progress import Progress
 
     record = client.call("GET", f"/api/runs/{run_id}")
@@ -785,12 +796,11 @@ def server(host: str, port: int, mount_roots: tuple[str, ...], workspace_host: s
     """
     import os
 
-    from dlbox import accounts
-    from dlbox import service as svc
+    from dlbox.server import app as svc
 
     if allow_foreign_images:
         os.environ["DLBOX_ALLOW_FOREIGN_IMAGES"] = "1"  # read at each submit (containers.foreign_images_allowed)
-    roots = accounts.mount_roots(list(mount_roots) + [r for r in os.environ.get("DLBOX_MOUNT_ROOTS", "").split(":") if r])
+    roots = mount_policy.mount_roots(list(mount_roots) + [r for r in os.environ.get("DLBOX_MOUNT_ROOTS", "").split(":") if r])
     if bool(tls_cert) != bool(tls_key):
         raise UsageError("--tls-cert and --tls-key: give both, or neither")
     if tls_cert:
@@ -924,7 +934,7 @@ def tokens_revoke(token_id: str, as_json: bool) -> None:
 @cli.command(hidden=True)
 def service() -> None:
     """Run the dlbox service in the foreground (the CLI starts it by itself when needed)."""
-    from dlbox import service as svc
+    from dlbox.server import app as svc
 
     svc.serve()
 

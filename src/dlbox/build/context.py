@@ -10,7 +10,7 @@ import os
 import tarfile
 from pathlib import Path
 
-from dlbox.render import BuildPlan
+from dlbox.build.render import BuildPlan
 
 # Never sent to the engine with the user's code: VCS data, environments, caches.
 SKIP = {".git", ".hg", ".svn", ".venv", "venv", "__pycache__", ".pytest_cache", ".mypy_cache", ".ipynb_checkpoints"}

@@ -16,7 +16,7 @@ def _digest(text: str | None) -> str | None:
 
 
 def diff(a: dict, b: dict) -> dict:
-    from dlbox import lock as locks
+    from dlbox.build import lock as locks
 
     packages: list[dict] = []
     if a.get("lock") and b.get("lock"):
