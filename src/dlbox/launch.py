@@ -1,4 +1,4 @@
-"""The `dlbox` command's entry point: `dlbox run` submits before click loads (see dlbox.jobs.submit);
+"""The `dlbox` command's entry point: `dlbox run` submits before click loads (see dlbox.cli.submit);
 every other command, and any `run` that needs help or an error message, goes to dlbox.cli.main."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ def main() -> None:
     words = sys.argv[1:]
     keywords = None
     if words[:1] == ["run"]:
-        from dlbox.jobs import submit
+        from dlbox.cli import submit
 
         keywords = submit.parse(words[1:])
     if keywords is None:

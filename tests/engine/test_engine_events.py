@@ -9,6 +9,7 @@ import time
 import uuid
 from pathlib import Path
 
+from dlbox.jobs import submit as job_submit
 from dlbox.engine import api as engine
 from dlbox.jobs import runner as jobs
 from dlbox.server import app as service
@@ -131,8 +132,8 @@ def test_the_loop_finishes_a_job_when_its_container_dies_not_a_period_later(smal
     loop = service.Loop(store, jobs.Capacity(cpus=2, memory=None, gpus=[]))
     loop.start()
     try:
-        request = service.JobRequest(image=small_image["image"], command=["sleep", "2"])
-        job = service.build_job(store, loop, request, "local")
+        request = job_submit.JobRequest(image=small_image["image"], command=["sleep", "2"])
+        job = job_submit.build_job(request, "local", loop.reconciler.capacity)
         store.add_job(job)
         loop.wake()  # as a submit does
         until(lambda: store.get_job(job.id).state == JobState.RUNNING.value, 20, "the job to run")

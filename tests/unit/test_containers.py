@@ -5,7 +5,7 @@ import pytest
 from dlbox.containers import mount_policy
 from dlbox.containers import policy as containers
 from dlbox.engine import gpus
-from dlbox.workspaces import service_files as services
+from dlbox.containers import workspace_files as services
 from dlbox.workspaces import vault
 from dlbox.errors import DlboxError, UsageError
 from dlbox.spec.model import Resources

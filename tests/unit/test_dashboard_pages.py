@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+from dlbox.server import deps
 from dlbox.server import accounts
 from dlbox.server.dashboard import pages as dashboard
 from dlbox.jobs import runner as jobs
@@ -119,7 +120,7 @@ def test_the_dashboard_session_is_no_token_and_only_reads_the_api(tmp_path):
     signed_in = client.post("/login", data={"token": token}, headers={"Origin": "http://dash"},
                             follow_redirects=False)
     assert signed_in.status_code == 303
-    session = client.cookies.get(service.COOKIE)
+    session = client.cookies.get(deps.COOKIE)
     assert session and session != token and token not in signed_in.headers["set-cookie"]
     assert client.get("/api/tokens").status_code == 200
     refused = client.post("/api/tokens", json={"name": "stolen"})

@@ -17,7 +17,7 @@ from dlbox.containers import mount_policy
 from dlbox.server import accounts
 from dlbox.containers import policy as containers
 from dlbox.spec import model as spec
-from dlbox.jobs import submit
+from dlbox.cli import submit
 from dlbox.errors import DlboxError, UsageError
 
 FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])

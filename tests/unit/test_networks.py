@@ -7,7 +7,7 @@ import re
 import pytest
 
 from dlbox.engine import firewall
-from dlbox.engine import networks
+from dlbox.containers import networks
 
 DOCKER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")  # what the engine accepts as a network name
 HOME = "0123456789ab"

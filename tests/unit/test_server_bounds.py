@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from dlbox.jobs import submit as job_submit
+from dlbox.server import deps
+from dlbox.server import errors as http_errors
 from dlbox.server import accounts
 from dlbox.server import app as service
 from dlbox.store.db import Job, Store
@@ -165,7 +168,7 @@ JOB = {"image": "img", "command": ["true"]}
     (JOB | {"mounts": ["/data:/data"] * 33}, "mounts"),
     (JOB | {"mounts": ["/" * 5000]}, "mounts.0"),
     (JOB | {"name": "n" * 129}, "name"),
-    (JOB | {"git_diff": "d" * (service.GIT_DIFF + 1)}, "git_diff"),
+    (JOB | {"git_diff": "d" * (job_submit.GIT_DIFF + 1)}, "git_diff"),
     (JOB | {"workdir": "/" * 5000}, "workdir"),
     (JOB | {"image": "i" * 300}, "image"),
 ])
@@ -177,7 +180,7 @@ def test_a_job_request_has_bounds_and_the_error_names_the_field(api, body, field
 
 def test_a_git_diff_near_its_bound_passes_the_body_limit(api):
     client, _ = api
-    answer = client.post("/api/jobs", json=JOB | {"git_diff": "d" * (service.GIT_DIFF - 10), "name": "n" * 129})
+    answer = client.post("/api/jobs", json=JOB | {"git_diff": "d" * (job_submit.GIT_DIFF - 10), "name": "n" * 129})
     refused(answer, "name")  # read and checked field by field: not refused as too large
 
 
@@ -270,7 +273,7 @@ def test_the_dashboard_tables_have_a_next_page_link(api):
     client, store = api
     ids = add_jobs(store, 130)
     token = client.headers.pop("Authorization").removeprefix("Bearer ")
-    client.cookies.set(service.COOKIE, service.new_session(client.app.state.ctx, token))
+    client.cookies.set(deps.COOKIE, deps.new_session(client.app.state.ctx, token))
     for page in ("/jobs", "/runs"):
         first = client.get(page)
         assert first.status_code == 200
@@ -281,21 +284,21 @@ def test_the_dashboard_tables_have_a_next_page_link(api):
 
 
 def test_followers_are_capped_per_user_and_in_all_and_given_back_once():
-    followers = service.Followers(per_user=2, total=3)
+    followers = deps.Followers(per_user=2, total=3)
     a1, a2 = followers.take("ann"), followers.take("ann")
-    with pytest.raises(service.TooMany, match="ann already follows 2"):
+    with pytest.raises(deps.TooMany, match="ann already follows 2"):
         followers.take("ann")
     b1 = followers.take("bob")
-    with pytest.raises(service.TooMany, match="already serves 3"):
+    with pytest.raises(deps.TooMany, match="already serves 3"):
         followers.take("cid")
     a1()
     a1()  # a second release of the same follower gives nothing back
     followers.take("cid")
-    with pytest.raises(service.TooMany):
+    with pytest.raises(deps.TooMany):
         followers.take("ann")
     a2(), b1()
     assert followers.held == {"cid": 1}
-    assert service.STATUS["too_many_followers"] == 429
+    assert http_errors.STATUS["too_many_followers"] == 429
 
 
 def test_workspaces_come_in_pages_and_each_page_is_cached_apart(api):
@@ -310,3 +313,18 @@ def test_workspaces_come_in_pages_and_each_page_is_cached_apart(api):
     assert [w["name"] for p in pages for w in p] == [f"w{i:03d}" for i in range(130)]
     store.remove_workspace("w129")  # a change shows at once, on the page it is on
     assert [w["name"] for w in client.get("/api/workspaces", params={"offset": 100}).json()][-1] == "w128"
+
+
+def test_both_doors_of_one_service_share_quota_locks_and_follower_caps(tmp_path):
+    """A user could otherwise pass a quota twice, once through each door, or follow 2x the cap."""
+    from dlbox.jobs import runner as jobs
+
+    store = Store(f"sqlite:///{tmp_path}/t.db")
+    loop = service.Loop(store, capacity=jobs.Capacity(cpus=2, memory=None, gpus=[]))
+    local, team = service.doors(store, loop, server=True)
+    assert local.state.ctx.mode == "local" and team.state.ctx.mode == "server"
+    assert local.state.ctx.user_lock("ann") is team.state.ctx.user_lock("ann")
+    release = team.state.ctx.followers.take("ann")
+    assert local.state.ctx.followers.held == {"ann": 1}
+    release()
+    assert service.doors(store, loop, server=False)[1] is None

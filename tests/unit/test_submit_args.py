@@ -3,7 +3,7 @@
 import click
 import pytest
 
-from dlbox.jobs import submit
+from dlbox.cli import submit
 from dlbox.cli.main import cli
 from dlbox.cli.main import run as click_run
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from dlbox import __version__
 from dlbox.errors import UsageError
 from dlbox.build.lock import Lock
-from dlbox.workspaces.service_files import SSHD_HARDENING
+from dlbox.containers.workspace_files import SSHD_HARDENING
 from dlbox.spec.model import Spec
 
 # The pip that creates every environment; new enough for `--report` (hashes for the lock).

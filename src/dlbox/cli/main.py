@@ -571,7 +571,7 @@ def run(args, preset, image, workspace, name, mounts, memory, cpus, gpus, params
     # dlbox.launch hands every well-formed `dlbox run` to dlbox.submit before click loads, and
     # comes here only for --help and for what click refuses; click also drops the `--` that
     # separates SPEC from CMD, so it could not read them apart.
-    from dlbox.jobs.submit import USAGE
+    from dlbox.cli.submit import USAGE
 
     raise UsageError(USAGE)
 

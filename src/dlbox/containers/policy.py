@@ -15,7 +15,7 @@ from dlbox.sizes import format_size, parse_size
 
 if TYPE_CHECKING:
     from dlbox.containers.mount_policy import Mount
-    from dlbox.engine.networks import Network
+    from dlbox.containers.networks import Network
     from dlbox.spec.model import Resources
 
 DEFAULT_SHM = 1024**3  # Docker's 64 MB /dev/shm kills TF/PyTorch data loaders

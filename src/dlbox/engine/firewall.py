@@ -20,7 +20,7 @@ import subprocess
 from collections.abc import Iterator
 
 from dlbox.errors import DlboxError
-from dlbox.engine.networks import BRIDGE_PREFIX
+from dlbox.containers.networks import BRIDGE_PREFIX
 
 COMMENT = "dlbox server pid {pid}"
 _OWNER = re.compile(r'--comment "?dlbox server pid (\d+)"?')

@@ -22,7 +22,7 @@ from dlbox.jobs import collect
 from dlbox.containers import policy as containers
 from dlbox.engine import api as engine
 from dlbox.engine import gpus
-from dlbox.engine import networks
+from dlbox.containers import networks
 from dlbox.errors import NotFound
 from dlbox.jobs.state import JobState, final_state
 from dlbox.redact import mapping as redact  # the recorded env: one set of rules for every listing

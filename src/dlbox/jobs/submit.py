@@ -1,160 +1,107 @@
-"""`dlbox run`: submit a job before click is even loaded.
-
-A job cannot be queued before its CLI process has started, and importing click alone costs
-this machine ~40 ms, two thirds of what benchmark 6 allows (submit until running at most
-1.2x a raw `docker run`, whose engine work is ~0.3 s). So dlbox.launch reads `run`'s
-arguments here, with the grammar `--help` shows:
-
-    dlbox run [SPEC] [OPTIONS] -- CMD [ARGS]...     (or, without SPEC: [OPTIONS] CMD [ARGS]...)
-
-SPEC is a .yaml/.yml or existing file followed by options only, then `--`; otherwise CMD starts
-at the first word that is not an option, and the options and `--` after it are CMD's own.
-
-Anything else (--help, an unknown option, a missing or malformed value) goes to click's
-`run` command, which says what is wrong. A unit test keeps the table below equal to
-click's options and checks that both read every sample alike.
-"""
+"""A job request, checked and turned into a queued job: intent only, the reconcile loop starts it."""
 
 from __future__ import annotations
 
-import json
-import os
-import re
-import sys
+import time
 from pathlib import Path
+from typing import Annotated
 
-from dlbox import config, gitinfo
-from dlbox.cli import client
-from dlbox.errors import UsageError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-USAGE = "usage: dlbox run [SPEC] [OPTIONS] -- CMD [ARGS]..."
-OPTIONS = {"--preset": "preset", "--image": "image", "--workspace": "workspace", "--name": "name",
-           "--mount": "mounts", "--memory": "memory", "--cpus": "cpus", "--gpus": "gpus", "--param": "params"}
-REPEATABLE = {"mounts", "params"}
-FLAGS = {"--json": "as_json"}
+from dlbox.containers import mount_policy
+from dlbox.containers import policy as containers
+from dlbox.engine import api as engine
+from dlbox.engine import gpus
+from dlbox.errors import DlboxError, UsageError
+from dlbox.jobs import runner as jobs
+from dlbox.jobs.state import JobState
+from dlbox.store.db import Job
 
-
-def parse(argv: list[str]) -> dict | None:
-    """The keywords of `submit` for the words after `run`, or None: leave them to click."""
-    found: dict = {name: [] if name in REPEATABLE else None for name in OPTIONS.values()}
-    found.update(as_json=False, spec=[], command=[])
-    separated = "--" in argv  # SPEC: a spec file followed by options only, then `--`; else CMD starts there
-    at = 0
-    while at < len(argv):
-        word = argv[at]
-        if word == "--":
-            found["command"] = argv[at + 1:]
-            return found
-        if not word.startswith("-") or word == "-":
-            if separated and not found["spec"] and _is_spec(word) and _only_options_until_separator(argv, at + 1):
-                found["spec"].append(word)
-                at += 1
-                continue
-            found["command"] = argv[at:]  # CMD's own words (a `--` of its own included)
-            return found
-        name, equals, value = word.partition("=")
-        if name in FLAGS and not equals:
-            found[FLAGS[name]] = True
-            at += 1
-            continue
-        if name not in OPTIONS:
-            return None  # -h, --help, a typo: click's message
-        if not equals:
-            if at + 1 >= len(argv) or argv[at + 1] == "--":
-                return None  # a missing value
-            value = argv[at + 1]
-            at += 1
-        key = OPTIONS[name]
-        if key == "cpus":
-            try:
-                value = float(value)
-            except ValueError:
-                return None
-        if key in REPEATABLE:
-            found[key].append(value)
-        else:
-            found[key] = value  # the last one counts, as in click
-        at += 1
-    return found
+# Bounds of a job request: a request is data to keep (the store, `runs show`), never a way to fill them.
+ARG = Annotated[str, StringConstraints(max_length=128 * 1024)]  # Linux's MAX_ARG_STRLEN
+COMMAND_BYTES = 256 * 1024
+PARAM_KEY = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+PARAM_VALUE = Annotated[str, StringConstraints(max_length=4096)]
+MOUNT = Annotated[str, StringConstraints(max_length=4096)]
+PATH = Annotated[str, StringConstraints(max_length=4096)]
+GIT_DIFF = 4 * 1024 * 1024
 
 
-def _is_spec(word: str) -> bool:
-    """A spec file by name or by being one (`dlbox run python -- t.py` runs python)."""
-    return word.endswith((".yaml", ".yml")) or os.path.isfile(word)
+class JobRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    image: str = Field(min_length=1, max_length=256)
+    command: list[ARG] = Field(min_length=1, max_length=4096)
+    name: str | None = Field(default=None, max_length=128)
+    params: Annotated[dict[PARAM_KEY, PARAM_VALUE], Field(max_length=256)] = {}
+    mounts: list[MOUNT] = Field(default=[], max_length=32)
+    workspace: str | None = Field(default=None, max_length=64)
+    memory: str | None = Field(default=None, max_length=16)
+    cpus: float | None = Field(default=None, allow_inf_nan=False)
+    gpus: str | None = Field(default=None, max_length=64)
+    share_gpus: bool = False
+    shm_size: str | None = Field(default=None, max_length=16)
+    project_dir: PATH | None = None
+    git_commit: str | None = Field(default=None, max_length=64)
+    git_dirty: bool = False
+    git_diff: str | None = Field(default=None, max_length=GIT_DIFF)
+    workdir: PATH | None = None
+    reproduces: str | None = Field(default=None, max_length=64)
+
+    @field_validator("command")
+    @classmethod
+    def command_size(cls, command: list[str]) -> list[str]:
+        if sum(len(arg.encode()) for arg in command) > COMMAND_BYTES:
+            raise ValueError(f"at most {COMMAND_BYTES // 1024} KiB in all")
+        return command
 
 
-def _only_options_until_separator(argv: list[str], at: int) -> bool:
-    """Whether argv[at:] is dlbox's own options up to a `--`: then the word before them is SPEC."""
-    while at < len(argv) and argv[at] != "--":
-        name, equals, _ = argv[at].partition("=")
-        if name in FLAGS and not equals:
-            at += 1
-        elif name in OPTIONS:
-            at += 1 if equals else 2
-        else:
-            return False
-    return at < len(argv)
+def build_job(request: JobRequest, user: str, capacity: jobs.Capacity, *, guarded: bool = False) -> Job:
+    """Check a request and turn it into a queued job (intent only: the loop starts it).
 
+    guarded: a server user's mounts, checked again at start (mount_policy.check_unswappable)."""
+    from dlbox.spec.model import parse_size
 
-def parse_params(pairs: list[str]) -> dict[str, str]:
-    params = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", key):
-            raise UsageError(f"--param: {pair!r} is not KEY=VALUE")
-        params[key] = value
-    return params
-
-
-def resolve_image(spec_file, preset, image, workspace):
-    """(image ref, project dir, the spec's job defaults or None), building the spec's image if it is missing."""
-    given = [x for x in (spec_file, preset, image, workspace) if x]
-    if len(given) > 1:
-        raise UsageError("give one of SPEC, --preset, --image or --workspace")
-    if config.remote_url():  # the image must be on the server already
-        if workspace:
-            return client.call("GET", f"/api/workspaces/{workspace}")["image_id"], Path.cwd(), None
-        if image or preset:
-            return image or f"dlbox/{preset}:latest", Path.cwd(), None
-        raise UsageError("against a server (DLBOX_URL), give --preset, --image or --workspace")
-    if image:
-        return image, Path.cwd(), None
-    if workspace:
+    attrs = engine.image_attrs(request.image)
+    jobs.remember_image(attrs)  # the start reads it again by ID
+    labels = attrs["Config"].get("Labels") or {}
+    if not labels.get("dlbox.lock-hash") and not containers.foreign_images_allowed():
+        raise DlboxError(f"--image: {request.image} was not built by dlbox (it has no lock); jobs run only images "
+                         "from `dlbox build`, unless the admin allows others (dlbox server --allow-foreign-images)",
+                         code="foreign_image")
+    mounts = [mount_policy.parse_mount(m, base=Path(request.project_dir) if request.project_dir else None,
+                                     guarded=guarded).to_json() for m in request.mounts]
+    volumes = {}
+    workdir = request.workdir
+    if request.workspace:
         from dlbox.workspaces import manage as workspaces
 
-        return workspaces.show(workspace)["image_id"], Path.cwd(), None
-    from dlbox.build import images  # not for --image: Rich and the spec models cost a `dlbox run` ~0.05 s
-    from dlbox.progress import Progress
-
-    spec, project_dir, lock_file = images.load_source(spec_file, preset)
-    with Progress() as progress:
-        found = images.ensure(spec, project_dir=project_dir, lock_file=lock_file, progress=progress)
-    return found["ref"], project_dir, spec.job  # the service pins the exact image ID when it records the job
-
-
-def submit(*, spec: list[str], command: list[str], preset=None, image=None, workspace=None, name=None,
-           mounts=(), memory=None, cpus=None, gpus=None, params=(), as_json=False) -> None:
-    """Queue COMMAND as a job and print it (JSON with as_json)."""
-    if len(spec) > 1 or not command:
-        raise UsageError(USAGE)
-    ref, project_dir, defaults = resolve_image(Path(spec[0]) if spec else None, preset, image, workspace)
-    if defaults is not None:  # the spec's job defaults, where no flag says otherwise
-        from dlbox.sizes import format_size
-
-        res = defaults.resources
-        memory = memory or (format_size(res.memory) if res.memory else None)
-        cpus = cpus if cpus is not None else res.cpus
-        gpus = gpus or (str(res.gpus if not isinstance(res.gpus, list) else ",".join(res.gpus))
-                        if res.gpus is not None else None)
-        targets = {m.split(":")[1] for m in mounts if ":" in m}
-        mounts = list(mounts) + [m for m in defaults.mounts if m.split(":")[1] not in targets]
-    git = gitinfo.describe(project_dir)
-    body = {"image": ref, "command": list(command), "name": name, "params": parse_params(params),
-            "mounts": list(mounts), "workspace": workspace, "memory": memory, "cpus": cpus, "gpus": gpus,
-            "project_dir": str(project_dir), "git_commit": git["commit"], "git_dirty": git["dirty"],
-            "git_diff": git["diff"] or None}
-    job = client.call("POST", "/api/jobs", json=body)
-    if as_json:
-        sys.stdout.write(json.dumps(job, indent=2) + "\n")
-    else:
-        sys.stdout.write(f"job {job['id']} {job['state']}; follow it with `dlbox logs -f {job['id']}`\n")
+        volumes = {workspaces.volume_name(request.workspace): workspaces.WORKDIR}
+        workdir = workdir or workspaces.WORKDIR
+    cpus = request.cpus if request.cpus is not None else 1.0
+    if cpus <= 0:
+        raise UsageError("--cpus: must be more than 0")
+    if cpus > capacity.cpus:
+        raise UsageError(f"--cpus: {cpus:g} can never fit; this host gives jobs {capacity.cpus:g}")
+    try:
+        memory = parse_size(request.memory) if request.memory else None
+        shm = parse_size(request.shm_size) if request.shm_size else None
+    except ValueError as exc:
+        raise UsageError(f"--memory/--shm-size: {exc}") from None
+    if memory and capacity.memory and memory > capacity.memory:
+        raise UsageError(f"--memory: can never fit; this host gives jobs {capacity.memory / 1024**3:.1f}g")
+    wanted = gpus.parse(request.gpus)
+    if wanted is not None:
+        if "nvidia" not in engine.capacity()["runtimes"]:
+            raise DlboxError("--gpus: the engine has no GPU runtime (install the NVIDIA container toolkit)",
+                             code="no_gpu_runtime")
+        gpus.allocate(wanted, available=capacity.gpus, held={}, share=True)  # can it ever fit? IDs come at start
+    return Job(
+        id=jobs.new_id(), user=user, name=request.name, state=JobState.QUEUED.value, command=request.command,
+        params=request.params, env={}, image_ref=request.image, image_id=attrs["Id"],
+        lock_hash=labels.get("dlbox.lock-hash"), spec_hash=labels.get("dlbox.spec-hash"),
+        git_commit=request.git_commit, git_dirty=request.git_dirty, git_diff=request.git_diff,
+        project_dir=request.project_dir, workdir=workdir, mounts=mounts, volumes=volumes, cpus=cpus, memory=memory,
+        shm_size=shm, gpu_ids=None, gpu_request=wanted, cancel_requested=False, submitted_at=time.time(),
+        reproduces=request.reproduces,
+    )

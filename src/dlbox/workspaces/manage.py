@@ -21,8 +21,8 @@ from dlbox import config
 from dlbox.containers import policy as containers
 from dlbox.engine import api as engine
 from dlbox.engine import gpus
-from dlbox.engine import networks
-from dlbox.workspaces import service_files as services
+from dlbox.containers import networks
+from dlbox.containers import workspace_files as services
 from dlbox.workspaces import vault
 from dlbox.errors import DlboxError, NotFound, UsageError
 from dlbox.progress import Progress

@@ -23,7 +23,11 @@ from dlbox.server import accounts
 from dlbox.build import images
 from dlbox.spec import presets
 from dlbox.server.routes import workspaces as routes_workspaces
-from dlbox.server import app as service
+from dlbox.jobs.submit import JobRequest
+from dlbox.runs import records
+from dlbox.server import deps
+from dlbox.server import errors as http_errors
+from dlbox.server.routes import jobs as routes_jobs
 from dlbox.errors import DlboxError, NotFound, UsageError
 from dlbox.jobs.state import JobState
 
@@ -52,7 +56,7 @@ class PageRoute(APIRoute):
             except accounts.Unauthorized:
                 return RedirectResponse("/login", status_code=303)
             except DlboxError as exc:
-                status = service.STATUS.get(exc.code) or (400 if isinstance(exc, UsageError) else 409)
+                status = http_errors.STATUS.get(exc.code) or (400 if isinstance(exc, UsageError) else 409)
                 response = render("error.html", request, None, status=status, message=exc.message)
             response.headers.setdefault("Content-Security-Policy", CSP)
             return response
@@ -69,7 +73,7 @@ def render(name: str, request: Request, who: accounts.Caller | None, *, status: 
 
 
 def viewer(request: Request) -> accounts.Caller:
-    return service.session_caller(request.app.state.ctx, request.cookies.get(service.COOKIE))
+    return deps.session_caller(request.app.state.ctx, request.cookies.get(deps.COOKIE))
 
 
 async def form(request: Request) -> dict[str, str]:
@@ -152,17 +156,17 @@ def login(request: Request, fields: Form) -> Response:
     except accounts.Unauthorized as exc:
         return render("login.html", request, None, status=401, error=exc.message)
     response = RedirectResponse("/workspaces", status_code=303)
-    response.set_cookie(service.COOKIE, service.new_session(request.app.state.ctx, token), httponly=True,
+    response.set_cookie(deps.COOKIE, deps.new_session(request.app.state.ctx, token), httponly=True,
                         samesite="strict", secure=request.url.scheme == "https",
-                        max_age=service.SESSION_SECONDS)
+                        max_age=deps.SESSION_SECONDS)
     return response
 
 
 @router.post("/logout")
 def logout(request: Request, fields: Form) -> Response:
-    service.end_session(request.app.state.ctx, request.cookies.get(service.COOKIE))
+    deps.end_session(request.app.state.ctx, request.cookies.get(deps.COOKIE))
     response = RedirectResponse("/login", status_code=303)
-    response.delete_cookie(service.COOKIE, httponly=True, samesite="strict")
+    response.delete_cookie(deps.COOKIE, httponly=True, samesite="strict")
     return response
 
 
@@ -170,7 +174,7 @@ def logout(request: Request, fields: Form) -> Response:
 
 
 @router.get("/workspaces")
-def workspaces_page(request: Request, who: Who, offset: service.Offset = 0) -> Response:
+def workspaces_page(request: Request, who: Who, offset: deps.Offset = 0) -> Response:
     ctx = request.app.state.ctx
     rows, more = routes_workspaces.rows_for(ctx, who, limit=PAGE, offset=offset)
     return render("workspaces.html", request, who, workspaces=rows, images=images.list_images(),
@@ -233,9 +237,9 @@ def job_of(request: Request, job_id: str, who: accounts.Caller):
 
 
 @router.get("/jobs")
-def jobs_page(request: Request, who: Who, offset: service.Offset = 0) -> Response:
+def jobs_page(request: Request, who: Who, offset: deps.Offset = 0) -> Response:
     found = newest_jobs(request, who, offset)
-    rows = [service.job_json(j) for j in found[:PAGE]]
+    rows = [records.job_json(j) for j in found[:PAGE]]
     return render("jobs.html", request, who, jobs=rows, images=images.list_images(),
                   offset=offset, next_page=len(found) > PAGE and offset + PAGE)
 
@@ -260,18 +264,18 @@ def submit(request: Request, who: Who, fields: Form) -> Response:
     except ValueError as exc:
         raise UsageError(f"command: {exc}") from None
     try:
-        job_request = service.JobRequest(image=fields.get("image", ""), command=command, params=params,
+        job_request = JobRequest(image=fields.get("image", ""), command=command, params=params,
                                          name=fields.get("name") or None, memory=fields.get("memory") or None,
                                          cpus=number(fields.get("cpus", ""), "cpus"))
     except ValidationError as exc:
         raise invalid(exc) from None
-    job = service.submit_job(ctx, job_request, who)
+    job = routes_jobs.submit_job(ctx, job_request, who)
     return RedirectResponse(f"/jobs/{job.id}", status_code=303)
 
 
 @router.get("/jobs/{job_id}")
 def job_page(request: Request, job_id: str, who: Who) -> Response:
-    job = service.job_json(job_of(request, job_id, who))
+    job = records.job_json(job_of(request, job_id, who))
     return render("job.html", request, who, job=job, finished=JobState(job["state"]).is_finished())
 
 
@@ -286,18 +290,18 @@ def cancel(request: Request, job_id: str, who: Who, fields: Form) -> Response:
 
 
 @router.get("/runs")
-def runs_page(request: Request, who: Who, offset: service.Offset = 0) -> Response:
+def runs_page(request: Request, who: Who, offset: deps.Offset = 0) -> Response:
     found = newest_jobs(request, who, offset)
     shown = found[:PAGE]
     last = request.app.state.ctx.store.last_metrics([j.id for j in shown])  # one query, not one per run
-    rows = [service.job_json(j) | {"metrics": last[j.id]} for j in shown]
+    rows = [records.job_json(j) | {"metrics": last[j.id]} for j in shown]
     return render("runs.html", request, who, runs=rows, offset=offset,
                   next_page=len(found) > PAGE and offset + PAGE)
 
 
 @router.get("/runs/{job_id}")
 def run_page(request: Request, job_id: str, who: Who) -> Response:
-    run = service.run_json(request.app.state.ctx.store, job_of(request, job_id, who))
+    run = records.run_json(request.app.state.ctx.store, job_of(request, job_id, who))
     return render("run.html", request, who, run=run, curves=curves(run["metric_history"]))
 
 

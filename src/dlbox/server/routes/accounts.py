@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dlbox.server import accounts
 from dlbox.errors import DlboxError, NotFound, UsageError
-from dlbox.server.app import Caller, Ctx, Limit, Offset, page
+from dlbox.server.deps import Caller, Ctx, Limit, Offset, page
 
 router = APIRouter(prefix="/api")
 
@@ -50,7 +50,7 @@ def quota_of(q: Quota) -> dict:
 @router.get("/me")
 def me(who: Caller, ctx: Ctx) -> dict:
     user = ctx.store.get_user(who.name)
-    from dlbox.server.app import held
+    from dlbox.server.quota import held
 
     return {"name": who.name, "role": who.role, "quota": user.quota if user else {}, "held": held(ctx.store, who.name)}
 
@@ -90,7 +90,7 @@ def remove_user(name: str, who: Caller, ctx: Ctx) -> dict:
         raise NotFound(f"no user {name!r} (see `dlbox users ls`)")
     if name == who.name:
         raise UsageError("NAME: you cannot remove yourself")
-    from dlbox.server.app import held
+    from dlbox.server.quota import held
 
     holds = held(ctx.store, name)
     if holds["workspaces"] or holds["cpus"]:  # a user added later under this name would inherit them

@@ -7,21 +7,20 @@ workspace's row in step with the engine. Acting on one workspace asks the engine
 from __future__ import annotations
 
 import json
-import time
 from typing import Annotated
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from dlbox.containers import mount_policy
-from dlbox import config
 from dlbox.server import accounts
 from dlbox.engine import gpus
 from dlbox.workspaces import manage as workspaces
 from dlbox.errors import DlboxError, NotFound, UsageError
 from dlbox.progress import Progress
-from dlbox.server.app import Caller, Ctx, Limit, Offset, next_link
-from dlbox.store.db import Store, Workspace
+from dlbox.server.deps import Caller, Ctx, Limit, Offset, next_link
+from dlbox.workspaces import records
+from dlbox.store.db import Workspace
 
 router = APIRouter(prefix="/api")
 
@@ -41,42 +40,6 @@ class NewWorkspace(BaseModel):
     gpus: str | None = Field(default=None, max_length=64)
     shm_size: str | None = Field(default=None, max_length=16)
     pids: int | None = Field(default=None, ge=16, le=1_000_000)
-
-
-def record(store: Store, attrs: dict, owner: str | None = None) -> Workspace:
-    """Write what the engine says about a workspace container into its row."""
-    info = workspaces.describe(attrs, fresh=True)
-    labels = attrs["Config"]["Labels"] or {}
-    known = store.get_workspace(info["name"])
-    host = attrs["HostConfig"]
-    now = time.time()
-    return store.put_workspace(Workspace(
-        name=info["name"], owner=owner or labels.get("dlbox.owner") or (known.owner if known else "local"),
-        state=info["state"], cpus=(host.get("NanoCpus") or 0) / 1e9 or None, memory=host.get("Memory") or None,
-        gpus=len(info["resources"]["gpus"] or []), info=info,
-        created_at=known.created_at if known else now, updated_at=now))
-
-
-def sync(store: Store) -> None:
-    """Rows follow their containers; workspaces made by the local CLI are adopted.
-
-    One listing call per pass; a container is inspected only when its state or ID changed.
-    """
-    engine = workspaces.engine
-    found = {c["Labels"].get("dlbox.workspace"): c for c in engine.container_summaries(
-        [engine.MANAGED, f"dlbox.kind={workspaces.KIND}", f"dlbox.home={config.home_id()}"])}
-    for row in store.workspaces():
-        seen = found.pop(row.name, None)
-        if seen is None:
-            store.remove_workspace(row.name)
-        elif seen["State"] != row.state or seen["Id"] != row.info.get("container_id"):
-            attrs = engine.container_attrs(seen["Id"])
-            if attrs is not None:
-                record(store, attrs)
-    for name, seen in found.items():
-        attrs = engine.container_attrs(seen["Id"]) if name else None
-        if attrs is not None:
-            record(store, attrs)
 
 
 def row_json(row: Workspace) -> dict:
@@ -154,7 +117,7 @@ def create_workspace(body: NewWorkspace, who: Caller, ctx: Ctx, request: Request
 
 def _create(ctx, who: accounts.Caller, body: NewWorkspace, name: str, memory: int | None, gpu_count: int,
             host_name: str | None) -> dict:
-    from dlbox.server.app import check_quota
+    from dlbox.server.quota import check_quota
 
     check_quota(ctx.store, who.name, workspaces=1, cpus=body.cpus, memory=memory, gpus=gpu_count)
     preset = body.preset or (None if body.image else "tensorflow-2.9")  # never the server's own ./dlbox.yaml
@@ -168,7 +131,7 @@ def _create(ctx, who: accounts.Caller, body: NewWorkspace, name: str, memory: in
         raise UsageError("ssh_public_key: an SSH workspace needs your public key")
     with Progress(quiet=True) as progress:
         ws = workspaces.up(request, progress)
-    record(ctx.store, workspaces.engine.container_attrs(ws["container_id"]), owner=who.name)
+    records.record(ctx.store, workspaces.engine.container_attrs(ws["container_id"]), owner=who.name)
     return ws | {"owner": who.name}
 
 
@@ -186,13 +149,13 @@ def act(name: str, action: str, who: Caller, ctx: Ctx) -> dict:
     row = mine(ctx, who, name)
     if action not in ("stop", "start", "restart"):
         raise NotFound(f"no action {action!r}: stop, start or restart")
-    from dlbox.server.app import check_quota
+    from dlbox.server.quota import check_quota
 
     with ctx.user_lock(row.owner), Progress(quiet=True) as progress:
         if action in ("start", "restart") and row.state not in ("running", "restarting"):
             check_quota(ctx.store, row.owner, cpus=row.cpus, memory=row.memory, gpus=row.gpus)  # it will run again
         ws = getattr(workspaces, action)(name, progress)
-    record(ctx.store, workspaces.engine.container_attrs(ws["container_id"]), owner=row.owner)
+    records.record(ctx.store, workspaces.engine.container_attrs(ws["container_id"]), owner=row.owner)
     return ws | {"owner": row.owner}
 
 

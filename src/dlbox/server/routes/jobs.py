@@ -1,0 +1,169 @@
+"""Jobs and their runs over HTTP: submit, list, show, cancel, logs (live or saved)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
+
+from dlbox.containers import mount_policy
+from dlbox.containers import policy as containers
+from dlbox.engine import api as engine
+from dlbox.engine import gpus
+from dlbox.errors import DlboxError, NotFound, UsageError
+from dlbox.jobs import runner as jobs
+from dlbox.jobs.state import ACTIVE, JobState
+from dlbox.jobs.submit import GIT_DIFF, JobRequest, build_job
+from dlbox.runs.records import job_json, run_json
+from dlbox.server import accounts, bodylimit, quota
+from dlbox.server.deps import RUNS_MAX, Caller, Context, Ctx, Limit, Offset, next_link, page
+from dlbox.server.routes import workspaces as workspace_routes
+from dlbox.store.db import Job, Store
+
+router = APIRouter(prefix="/api")
+JOB_BODY = GIT_DIFF + 2 * bodylimit.MiB  # a job request carries its git diff
+
+
+def get_job(store: Store, job_id: str, who: accounts.Caller) -> Job:
+    job = store.get_job(job_id)
+    if job is None or not who.sees(job.user):  # someone else's job does not exist, as far as you know
+        raise NotFound(f"no job {job_id!r} (see `dlbox jobs`)")
+    return job
+
+
+@router.post("/jobs", status_code=201)
+def submit(request: JobRequest, who: Caller, ctx: Ctx) -> dict:
+    return job_json(submit_job(ctx, request, who))
+
+@router.get("/jobs", response_model=list[dict])
+def list_jobs(request: Request, who: Caller, ctx: Ctx, limit: Limit = 100, offset: Offset = 0, all: bool = False):
+    """The newest `limit` jobs after the `offset` newest, oldest first (a queue reads top down)."""
+    states = None if all else set(ACTIVE)
+    found = ctx.store.jobs(states=states, user=None if who.admin else who.name, newest=limit + 1, skip=offset)
+    more, found = len(found) > limit, found[-limit:]  # one more than asked: is there a next page?
+    return page(request, [job_json(j) for j in found], more=more, limit=limit, offset=offset)
+
+@router.get("/jobs/{job_id}")
+def show_job(job_id: str, who: Caller, ctx: Ctx) -> dict:
+    return job_json(get_job(ctx.store, job_id, who))
+
+@router.post("/jobs/{job_id}/cancel")
+def cancel(job_id: str, who: Caller, ctx: Ctx) -> dict:
+    job = get_job(ctx.store, job_id, who)
+    if not JobState(job.state).is_finished():
+        ctx.store.update(job.id, cancel_requested=True)
+        ctx.loop.wake()
+    return job_json(ctx.store.get_job(job.id))
+
+@router.get("/jobs/{job_id}/logs")
+async def logs(request: Request, job_id: str, who: Caller, ctx: Ctx, follow: bool = False):
+    # async all the way: a follower waits on the event loop, never holding a worker thread
+    job = get_job(ctx.store, job_id, who)
+    saved = jobs.run_dir(job.id) / "output.log"
+    if not follow or JobState(job.state).is_finished():
+        return job_logs(ctx.store, job, saved)
+    release = ctx.followers.take(who.name)
+    try:
+        while not job.container_id and not JobState(job.state).is_finished():  # from when it starts
+            if await request.is_disconnected():
+                return Response(b"", media_type="text/plain")
+            await changed(ctx.store, 2.0)
+            job = get_job(ctx.store, job_id, who)
+    except BaseException:
+        release()
+        raise
+    if JobState(job.state).is_finished() or not job.container_id:
+        release()
+        return job_logs(ctx.store, job, saved)
+    return StreamingResponse(live_logs(ctx.store, job, follow=True, release=release), media_type="text/plain",
+                             background=BackgroundTask(release))  # also when the stream never began
+
+@router.get("/runs", response_model=list[dict])
+async def list_runs(request: Request, who: Caller, ctx: Ctx, limit: int = Query(default=1000, ge=1, le=RUNS_MAX),
+                    offset: Offset = 0):  # async: see ctx_of
+    """The newest runs first, each with its last metric values (`runs show` has the rest)."""
+    key, version = ("runs", "*" if who.admin else who.name, limit, offset), ctx.store.versions["jobs"]
+    cached = ctx.list_cache.get(key)
+    if cached is None or cached[0] != version:
+        found = ctx.store.jobs(user=None if who.admin else who.name, newest=limit + 1, skip=offset)[::-1]
+        more, found = len(found) > limit, found[:limit]
+        last = ctx.store.last_metrics([j.id for j in found])
+        body = json.dumps([job_json(j) | {"metrics": last[j.id]} for j in found]).encode()
+        if len(ctx.list_cache) > 256:
+            ctx.list_cache.clear()
+        cached = ctx.list_cache[key] = (version, body, next_link(request, more, limit, offset))
+    return Response(cached[1], media_type="application/json", headers=cached[2])
+
+@router.get("/runs/{job_id}")
+def show_run(job_id: str, who: Caller, ctx: Ctx) -> dict:
+    return run_json(ctx.store, get_job(ctx.store, job_id, who))
+
+
+def submit_job(ctx: Context, request: JobRequest, who: accounts.Caller) -> Job:
+    """Check a job request (mount roots, capacity, quota), queue it and wake the loop: intent only."""
+    if ctx.mode == "server":
+        request.project_dir = None  # the caller's directories mean nothing on the server
+        request.mounts = [mount_policy.check_mount_roots(m, ctx.mount_roots, who=who) for m in request.mounts]
+    if request.workspace is not None:  # its volume is mounted: only its owner's jobs may
+        containers.check_name(request.workspace, "workspace")
+        if ctx.mode == "server":
+            workspace_routes.mine(ctx, who, request.workspace)
+    account = ctx.store.get_user(who.name)
+    if account is not None and "memory" in (account.quota or {}) and not request.memory:
+        raise UsageError("memory: your quota limits memory, so give a limit (e.g. --memory 4g)")
+    with ctx.user_lock(who.name):  # check and queue as one step: parallel requests cannot pass a quota
+        job = build_job(request, who.name, ctx.loop.reconciler.capacity, guarded=ctx.mode == "server" and not who.admin)
+        quota.check_quota(ctx.store, who.name, cpus=job.cpus, memory=job.memory,
+                    gpus=gpus.count(job.gpu_request, ctx.loop.reconciler.capacity.gpus))
+        ctx.store.add_job(job)
+    ctx.loop.wake()
+    return job
+
+
+async def changed(store: Store, most: float) -> None:
+    """Wait until a job row changes (the store counts writes) or `most` seconds pass, without asking
+    the database meanwhile: hundreds of waiting followers cost no queries."""
+    version = store.versions["jobs"]
+    deadline = time.monotonic() + most
+    while store.versions["jobs"] == version and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+
+
+def job_logs(store: Store, job: Job, saved: Path) -> Response:
+    """Output without following: a running job's from the engine, else the saved file, streamed."""
+    if not JobState(job.state).is_finished() and job.container_id:
+        return StreamingResponse(live_logs(store, job, follow=False), media_type="text/plain")
+    if saved.exists():
+        return FileResponse(saved, media_type="text/plain")
+    return Response(b"", media_type="text/plain")
+
+
+async def live_logs(store: Store, job: Job, follow: bool, release=None):
+    """Output of a running job from the engine; if the container goes meanwhile, the rest of the saved copy."""
+    sent = 0
+    try:
+        try:
+            async for chunk in engine.stream_logs(job.container_id, follow=follow):
+                sent += len(chunk)
+                yield chunk
+        except DlboxError:  # the container was collected as we read: the saved copy has the rest
+            pass
+        if not follow:
+            return
+        deadline = time.monotonic() + 30
+        while not JobState(store.get_job(job.id).state).is_finished() and time.monotonic() < deadline:
+            await changed(store, 2.0)
+        saved = jobs.run_dir(job.id) / "output.log"
+        if saved.exists():
+            with saved.open("rb") as out:
+                out.seek(sent)
+                while chunk := out.read(65536):
+                    yield chunk
+    finally:
+        if release is not None:
+            release()
