@@ -49,7 +49,7 @@ BENCH_WS_IMAGE (image for 4 and 5, default dlbox/<preset>:latest; it must exist)
 BENCH_JOB_IMAGE (image for 6-8, default BENCH_WS_IMAGE; 8 needs scikit-learn in it),
 BENCH_KEEP=1 (keep the work directory with the specs, build logs and the job service's home).
 BENCH_QUICK also means 3 samples in 6, 40 jobs in 7 and 1 training run of each kind in 8.
-BENCH_CHROMIUM: the browser for 9 (default /usr/bin/chromium).
+BENCH_CHROMIUM: the browser for 10 (default /usr/bin/chromium).
 """
 
 from __future__ import annotations
