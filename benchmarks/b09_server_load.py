@@ -1,6 +1,11 @@
 #!/usr/bin/env python3
 """Benchmark 9: the team server's list routes under load from a separate process (wrk).
 
+The team server's list routes under load: 100 workspace containers and 1,000 recorded runs;
+wrk from a separate process, 16 connections, against GET /api/workspaces and
+GET /api/runs?limit=100 with a user's token; the baseline is a bare FastAPI app on the same
+uvicorn returning the same body. Targets: >= 500 req/s and p99 < 50 ms for the workspace list.
+
 A dlbox server with its own home holds 100 workspaces (real containers, created and never
 started, labelled as dlbox makes them, so the reconcile loop keeps them) and 1,000 finished
 runs with 5 metrics each (written to the store directly: they are history, not containers).
@@ -9,7 +14,7 @@ GET /api/runs?limit=100. The baseline is the floor of the same stack: a bare Fas
 under the same uvicorn returning the identical workspace-list body, no auth and no database.
 Targets (issue 5): workspace list >= 500 req/s and p99 < 50 ms.
 
-    .venv/bin/python benchmarks/server_load.py      (or as benchmark 9 of benchmarks/run.py)
+    .venv/bin/python benchmarks/b09_server_load.py      (or as benchmark 9 of benchmarks/run.py)
 """
 
 from __future__ import annotations
@@ -18,12 +23,23 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import BenchError, Row, Runner, free_port, say
+from dlbox import config
+from dlbox.server import accounts
+from dlbox.engine import api as engine
+from dlbox.workspaces import manage as workspaces
+from dlbox.containers.policy import ContainerSpec, Limits
+from dlbox.store.db import Job, Metric, Store
+
+# For run.py: the number BENCH_ONLY names; the row's name when the benchmark fails.
+NUMBER = 9
+TITLE = "9. team server lists under load"
 
 WORKSPACES = 100
 RUNS = 1000
@@ -32,12 +48,6 @@ CONNECTIONS = 16
 RPS_TARGET = 500.0
 P99_TARGET = 50.0  # ms
 IMAGE = os.environ.get("BENCH_JOB_IMAGE") or os.environ.get("BENCH_WS_IMAGE") or "dlbox/tensorflow-2.9:latest"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_http(url: str, timeout: float = 30) -> None:
@@ -70,13 +80,6 @@ def wrk(url: str, token: str | None) -> dict:
 def populate(home: Path, label: str) -> str:
     """100 workspace containers, 1,000 runs; returns the user's token."""
     os.environ["DLBOX_HOME"] = str(home)
-    from dlbox import config
-    from dlbox.server import accounts
-    from dlbox.engine import api as engine
-    from dlbox.workspaces import manage as workspaces
-    from dlbox.containers.policy import ContainerSpec, Limits
-    from dlbox.store.db import Job, Metric, Store
-
     store = Store()
     accounts.add_user(store, "bench")
     _, token = accounts.create_token(store, "bench")
@@ -125,6 +128,7 @@ def run(say=lambda m: print(m, file=sys.stderr)) -> list[dict]:
     home = work / "home"
     env = {**os.environ, "DLBOX_HOME": str(home), "DLBOX_CAPACITY": "cpus=2"}
     procs = []
+    before = os.environ.get("DLBOX_HOME")  # populate() works in the benchmark's home; later benchmarks must not
     try:
         say(f"9: creating {WORKSPACES} workspace containers and {RUNS} runs")
         token = populate(home, label)
@@ -166,6 +170,10 @@ def run(say=lambda m: print(m, file=sys.stderr)) -> list[dict]:
              "note": f"p99 {runs['p99']:.1f} ms; non-2xx {runs['non2xx']}"},
         ]
     finally:
+        if before is None:
+            os.environ.pop("DLBOX_HOME", None)
+        else:
+            os.environ["DLBOX_HOME"] = before
         for proc in procs:
             proc.terminate()
         for proc in procs:
@@ -177,6 +185,14 @@ def run(say=lambda m: print(m, file=sys.stderr)) -> list[dict]:
             ["docker", "ps", "-aq", "--filter", f"label=dlbox.bench={label}"], capture_output=True, text=True
         ).stdout.split()], capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def bench(runner: Runner, work: Path) -> list[Row]:
+    """9 as one of run.py's benchmarks: run()'s rows, its failures as BenchError."""
+    try:
+        return [Row(**row) for row in run(say)]
+    except (RuntimeError, subprocess.CalledProcessError) as exc:
+        raise BenchError(str(exc)) from None
 
 
 if __name__ == "__main__":
