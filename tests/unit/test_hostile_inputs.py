@@ -1,12 +1,14 @@
 """Hypothesis-driven hostile inputs: huge values, unicode, traversal, shell and Dockerfile metacharacters.
 
 Whatever comes in, the answer is a valid value or one clear line (UsageError / DlboxError; an API
-error body of one shape, never a 5xx), and a refused API request leaves nothing half-made.
+error body of one shape, never a 5xx), and a refused API request leaves nothing half-made. A spec
+may have several mistakes: then a count comes first and each mistake gets its own clear line.
 """
 
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import yaml
@@ -37,6 +39,19 @@ def one_clear_line(error: DlboxError) -> None:
     assert "Traceback" not in error.message
 
 
+def clear_lines_per_error(error: DlboxError) -> None:
+    """One clear line, or `dlbox.yaml: N errors` and then exactly one clear line per error."""
+    lines = error.message.split("\n")
+    if len(lines) > 1:
+        count = re.fullmatch(r"dlbox\.yaml: (\d+) errors", lines[0])
+        assert count, lines[0]
+        errors = int(count[1])
+        assert len(lines) == 1 + min(errors, spec.MAX_ERRORS) + (errors > spec.MAX_ERRORS)
+    for line in lines:
+        one_clear_line(DlboxError(line))
+        assert line.startswith("dlbox.yaml"), line
+
+
 # --- the spec ----------------------------------------------------------------------------------------
 
 SPEC_KEYS = ["name", "base", "python", "apt", "pip", "constraints", "services", "user", "gpu", "env", "code",
@@ -52,7 +67,7 @@ def check_spec_text(text: str) -> None:
     try:
         parsed = spec.parse(text)
     except UsageError as error:
-        one_clear_line(error)
+        clear_lines_per_error(error)
         assert error.exit_code == 2
         return
     assert isinstance(parsed, spec.Spec)
@@ -62,7 +77,7 @@ def check_spec_text(text: str) -> None:
 
 @FAST
 @given(st.dictionaries(st.sampled_from(SPEC_KEYS) | hostile_text, values, max_size=8))
-def test_spec_parse_of_hostile_yaml_is_a_spec_or_one_clear_line(data):
+def test_spec_parse_of_hostile_yaml_is_a_spec_or_clear_error_lines(data):
     base = {"name": "demo", "base": {"debian": "bullseye"}}
     check_spec_text(yaml.safe_dump({**base, **data}, allow_unicode=True))
 
@@ -83,7 +98,7 @@ def test_every_spec_field_takes_hostile_strings_cleanly(field, texts):
 @given(st.text(max_size=300) | st.lists(st.sampled_from(["[", "{", "&a", "*a", "!!python/object", ":", "- ",
                                                            "\n", "  ", "name", "'", "%YAML", "---"]),
                                          max_size=60).map("".join))
-def test_spec_parse_of_any_text_is_a_spec_or_one_clear_line(text):
+def test_spec_parse_of_any_text_is_a_spec_or_clear_error_lines(text):
     check_spec_text(text)
 
 

@@ -1,6 +1,8 @@
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dlbox.build import lock as locks
 from dlbox.errors import UsageError
@@ -81,3 +83,23 @@ def test_broken_lock_file_is_a_clear_error(tmp_path):
 def test_lock_text_parses_back():
     lock = make()
     assert locks.parse_text(lock.to_json(), source="x") == lock
+
+
+# names that collide once normalized (NumPy, numpy, num_py...) and a few versions: listings with
+# duplicates, as two dist-info folders of one distribution give
+pkg_names = st.sampled_from(["numpy", "NumPy", "num_py", "num-py", "six", "Six", "typing_extensions",
+                             "typing-extensions", "pip", "zope.interface"])
+versions = st.sampled_from(["1.0", "1.0.1", "2", "24.3.1", "1:2.30.2-1"])
+pairs = st.lists(st.tuples(pkg_names, versions), max_size=12)
+
+
+@settings(max_examples=75, deadline=None)
+@given(st.data(), pairs, pairs, st.booleans())
+def test_hash_does_not_depend_on_listing_order(data, python, os_packages, with_report):
+    report = {"install": [{"metadata": {"name": n, "version": v},
+                           "download_info": {"archive_info": {"hashes": {"sha256": f"{i:064x}"}}}}
+                          for i, (n, v) in enumerate(python)]} if with_report else None
+    listing = {"python_version": "3.9.2", "python": python, "os": os_packages, "report": report}
+    shuffled = {**listing, "python": data.draw(st.permutations(python)), "os": data.draw(st.permutations(os_packages))}
+    assert make(listing).hash == make(shuffled).hash
+    assert make(listing) == make(shuffled)

@@ -102,3 +102,57 @@ def test_load_missing_file_is_a_usage_error(tmp_path):
 def test_to_yaml_round_trips():
     parsed = spec.parse(presets.text("tensorflow-2.9"))
     assert spec.parse(spec.to_yaml(parsed)) == parsed
+
+
+# --- every mistake at once -------------------------------------------------------------------------
+
+
+def test_three_mistakes_are_all_reported_with_their_lines():
+    text = ("name: Bad Name\n"          # 1
+            "base:\n"                   # 2
+            "  debian: bullseye\n"      # 3
+            "pip_packages: [six]\n"     # 4
+            "workspace:\n"              # 5
+            "  resources:\n"            # 6
+            "    memory: lots\n")       # 7
+    lines = error_of(text).split("\n")
+    assert lines[0] == "dlbox.yaml: 3 errors"
+    assert lines[1].startswith("dlbox.yaml:1: name: use lowercase")
+    assert lines[2].startswith("dlbox.yaml:4: pip_packages: unknown key")
+    assert lines[3].startswith("dlbox.yaml:7: workspace.resources.memory: 'lots' is not a size")
+    assert len(lines) == 4
+    assert "http" not in error_of(text) and "Traceback" not in error_of(text)  # no pydantic links
+
+
+def test_a_misspelt_required_key_is_named_next_to_the_missing_one():
+    lines = error_of("name: demo\nbsae:\n  debian: bullseye\n").split("\n")
+    assert lines == [
+        "dlbox.yaml: 2 errors",
+        "dlbox.yaml:1: base: required key is missing",
+        "dlbox.yaml:2: bsae: unknown key; did you mean `base`? allowed here: name, base, python, apt, pip, "
+        "constraints, services, user, gpu, env, code, workspace, job",
+    ]
+
+
+@pytest.mark.parametrize("text, line, place, near", [
+    (MINIMAL + "workspace:\n  resources:\n    memroy: 8g\n", 6, "workspace.resources.memroy", "memory"),
+    (MINIMAL + "workspace:\n  mouts: [data:/data]\n", 5, "workspace.mouts", "mounts"),
+    (MINIMAL + "code:\n  src: .\n  dset: /opt/code\n", 6, "code.dset", "dest"),
+    ("name: demo\nbase:\n  debain: bullseye\n", 3, "base.debain", "debian"),
+])
+def test_a_nested_unknown_key_gets_its_place_and_the_nearest_key(text, line, place, near):
+    message = error_of(text)
+    assert message.startswith(f"dlbox.yaml:{line}: {place}: unknown key; did you mean `{near}`? allowed here:")
+
+
+def test_no_suggestion_when_nothing_is_close():
+    message = error_of(MINIMAL + "zzzz: 1\n")
+    assert message.startswith("dlbox.yaml:4: zzzz: unknown key; allowed here:")
+    assert "did you mean" not in message
+
+
+def test_a_union_value_gets_one_line_for_the_member_it_matched():
+    # gpus takes 'all', a count or a list of IDs: a bad list item is reported, not "should be a string"
+    message = error_of(MINIMAL + "workspace:\n  resources:\n    gpus: [GPU-1, 'a b']\n")
+    assert message == "dlbox.yaml:6: workspace.resources.gpus[1]: 'a b' is not a GPU ID"
+    assert error_of(MINIMAL + "job:\n  resources:\n    gpus: {a: 1}\n").count("\n") == 0

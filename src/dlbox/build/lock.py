@@ -97,12 +97,15 @@ def from_listing(*, name: str, spec_hash: str, base: BaseInfo, listing: dict) ->
     "report": pip's --report document or None}.
     """
     hashes = _report_hashes(listing.get("report"))
+    # sorted before the dicts: a name listed twice (two dist-info folders, NumPy and numpy) then
+    # resolves to the same package whatever order the listing came in, and so does the hash
     python = sorted(
         {normalize(n): PythonPackage(name=normalize(n), version=v, hashes=hashes.get((normalize(n), v), []))
-         for n, v in listing["python"]}.values(),
+         for n, v in sorted((n, v) for n, v in listing["python"])}.values(),
         key=lambda p: p.name,
     )
-    os_packages = sorted({n: OsPackage(name=n, version=v) for n, v in listing["os"]}.values(), key=lambda p: p.name)
+    os_packages = sorted({n: OsPackage(name=n, version=v) for n, v in sorted((n, v) for n, v in listing["os"])}
+                         .values(), key=lambda p: p.name)
     return Lock(
         name=name,
         spec_hash=spec_hash,

@@ -6,6 +6,7 @@ key, its dotted place in the file and its line, and what is allowed.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import re
@@ -248,28 +249,71 @@ def parse(text: str, *, source: str = "dlbox.yaml") -> Spec:
     except RecursionError:
         raise UsageError(f"{source}: nested too deeply to be a spec") from None
     except ValidationError as exc:
-        raise UsageError(describe(exc.errors()[0], root, source)) from None
+        raise UsageError(report(exc.errors(), data, root, source)) from None
 
 
-def describe(error: dict, root: Any, source: str) -> str:
-    """One line for the first validation error: file:line: dotted.place: what is wrong."""
-    loc = [part for part in error["loc"] if not (isinstance(part, str) and "[" in part)]
+MAX_ERRORS = 100  # a spec with thousands of bad entries still gets an answer one can read
+
+
+def report(errors: list[dict], data: Any, root: Any, source: str) -> str:
+    """Every validation error, one `file:line: dotted.place: what is wrong` line each, in file order.
+
+    Several errors get a count as the first line; one error is just its line.
+    """
+    locs = [_data_loc(error, data) for error in errors]
+    inner = {tuple(loc[:cut]) for loc in locs for cut in range(len(loc))}  # places some error lies under
+    kept, seen = [], set()
+    for error, loc in zip(errors, locs):
+        # a union tries each member: "not a string" gives way to the errors inside the member the value matched
+        if error["type"].endswith("_type") and tuple(loc) in inner:
+            continue
+        line, place, message = _explain({**error, "loc": loc}, root)
+        if place not in seen:
+            seen.add(place)
+            kept.append((line or 0, place, message))
+    kept.sort(key=lambda entry: entry[0])
+    lines = [f"{source}:{line}: {place}: {message}" if line else f"{source}: {place}: {message}"
+             for line, place, message in kept[:MAX_ERRORS]]
+    if len(kept) > MAX_ERRORS:
+        lines.append(f"{source}: and {len(kept) - MAX_ERRORS} more errors")
+    return "\n".join([f"{source}: {len(kept)} errors", *lines] if len(kept) > 1 else lines)
+
+
+def _data_loc(error: dict, data: Any) -> list:
+    """The error's loc as keys and indexes of the data: pydantic adds union-member and function tags
+    ('int', 'function-after[...]', '[key]') that are no place in the file."""
+    loc, node, parts = [], data, error["loc"]
+    for i, part in enumerate(parts):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        elif not (i == len(parts) - 1 and error["type"] in ("missing", "invalid_key")):
+            continue  # a missing key, or a key that is no string, is not in the data by its name
+        loc.append(part)
+    return loc
+
+
+def _explain(error: dict, root: Any) -> tuple[int | None, str, str]:
+    """(line, dotted place, message) for one error."""
+    loc = list(error["loc"])
     place = _dotted(loc) or "(top level)"
     line = _line_of(root, loc)
-    where = f"{source}:{line}" if line else source
     if error["type"] == "extra_forbidden":
-        allowed = ", ".join(_allowed_keys(loc[:-1]))
-        return f"{where}: {place}: unknown key; allowed here: {allowed}"
+        allowed = _allowed_keys(loc[:-1])
+        near = difflib.get_close_matches(loc[-1], allowed, n=1) if isinstance(loc[-1], str) else []
+        hint = f"did you mean `{near[0]}`? " if near else ""
+        return line, place, f"unknown key; {hint}allowed here: {', '.join(allowed)}"
     if error["type"] == "missing":
-        return f"{where}: {place}: required key is missing"
+        return line, place, "required key is missing"
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "literal_error":
         message = "must be " + message.removeprefix("Input should be ")
     named = re.match(r"^([a-z_]+): (.*)$", message)
     if named:  # a cross-field check names the key it is about
         key, message = named.groups()
-        return describe({**error, "loc": (*loc, key), "msg": message, "type": "named"}, root, source)
-    return f"{where}: {place}: {message}"
+        return _explain({**error, "loc": (*loc, key), "msg": message, "type": "named"}, root)
+    return line, place, message
 
 
 def _dotted(loc: list) -> str:
