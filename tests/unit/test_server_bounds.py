@@ -328,3 +328,9 @@ def test_both_doors_of_one_service_share_quota_locks_and_follower_caps(tmp_path)
     assert local.state.ctx.followers.held == {"ann": 1}
     release()
     assert service.doors(store, loop, server=False)[1] is None
+
+
+def test_a_body_key_with_a_line_break_stays_on_one_line_of_the_error():
+    """The key is the client's text: unquoted, a newline in it would split (or forge) the error line."""
+    message = http_errors.invalid_message([{"loc": ("body", "params", "a\nerror: forged"), "msg": "bad\nvalue"}])
+    assert "\n" not in message and message.startswith("params.'a\\nerror: forged': bad value")

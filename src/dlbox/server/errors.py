@@ -19,5 +19,9 @@ def error_response(exc: DlboxError) -> JSONResponse:
 def invalid_message(errors: list[dict]) -> str:
     """`field.path: what is wrong`, for the first error; a huge key in the path is cut short."""
     first = errors[0]
-    place = ".".join(str(p) if len(str(p)) <= 40 else str(p)[:40] + "..." for p in first["loc"] if p != "body")
-    return f"{place}: {first['msg']}"
+    def shown(part) -> str:  # a body's key is the client's text: a line break in it must not split the line
+        text = str(part) if len(str(part)) <= 40 else str(part)[:40] + "..."
+        return text if text.isprintable() else repr(text)
+
+    place = ".".join(shown(p) for p in first["loc"] if p != "body")
+    return f"{place}: {' '.join(str(first['msg']).split())}"
