@@ -57,15 +57,20 @@ def labelled(run_id) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def small_image(dlbox, tmp_path_factory, run_id):
-    """A small image for jobs: bullseye's Python with six. Use its tag: a test rebuilds it."""
+    """A small image for jobs: bullseye's Python with six. No test removes or rebuilds it."""
     project = tmp_path_factory.mktemp("jobs-small")
     (project / "dlbox.yaml").write_text(f"name: t{run_id}-jobs\nbase:\n  debian: bullseye\npip:\n  - six==1.16.0\n")
     return dlbox.json("build", cwd=project)
 
 
+@pytest.hookimpl(tryfirst=True)  # marked before `-m "not engine"` deselects
 def pytest_collection_modifyitems(items):
-    """Engine tests after the others, test_images first among them: it checks what the session's first
-    build does (bootstrapping the base). The sort is stable: the rest keep their order."""
+    """Every test here is marked `engine`. Engine tests run after the others, test_images first among
+    them: it checks what the session's first build does (bootstrapping the base). The sort is stable."""
+    for item in items:
+        if item.path.parent.name == "engine":
+            item.add_marker(pytest.mark.engine)
+
     def rank(item) -> int:
         if item.path.parent.name != "engine":
             return 0

@@ -161,14 +161,17 @@ def test_runs_diff_names_params_and_metrics(dlbox, small_image):
     assert "params:\n  lr: 0.1 -> 0.2" in dlbox("runs", "diff", a, b).stdout
 
 
-def test_reproduce_rebuilds_a_deleted_image_from_the_lock(dlbox, small_image, docker_client):
-    original = dlbox.json("run", "--image", small_image["image"], "--param", "seed=1", "--",
+def test_reproduce_rebuilds_a_deleted_image_from_the_lock(dlbox, docker_client, run_id, tmp_path):
+    """On an image of its own: deleting the shared small image would break whichever test comes next."""
+    (tmp_path / "dlbox.yaml").write_text(f"name: t{run_id}-repro\nbase:\n  debian: bullseye\npip:\n  - six==1.16.0\n")
+    image = dlbox.json("build", cwd=tmp_path)
+    original = dlbox.json("run", "--image", image["image"], "--param", "seed=1", "--",
                           "python", "-c", "import six; print('six', six.__version__)")["id"]
     dlbox("wait", original)
-    for tag in docker_client.images.get(small_image["id"]).tags:
+    for tag in docker_client.images.get(image["id"]).tags:
         docker_client.images.remove(tag, force=True)
     with pytest.raises(Exception):
-        docker_client.images.get(small_image["id"])
+        docker_client.images.get(image["id"])
     again = dlbox("reproduce", original, "--json")
     assert "rebuilding it from the run's lock" in again.stderr and "its lock hash matches" in again.stderr
     job_id = json.loads(again.stdout)["id"]

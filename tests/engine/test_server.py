@@ -144,7 +144,8 @@ def test_quotas_refuse_with_the_quota_named(team, alice_things, small_image, run
     big = alice.post("/api/jobs", json={"image": small_image["image"], "command": ["true"], "cpus": 1.5})
     assert big.status_code == 403 and "quota cpus" in big.json()["error"]["message"]
     no_limit = alice.post("/api/workspaces", json={"name": f"t{run_id}-x", "image": small_image["image"]})
-    assert no_limit.status_code in (400, 403)  # no cpus given while a cpus quota applies (or over quota)
+    assert no_limit.status_code == 400  # no cpus given while a cpus quota applies: asked before the count
+    assert no_limit.json()["error"]["message"].startswith("cpus: your quota limits cpus, so give a limit")
     assert team.as_("admin").put("/api/users/alice/quota", json={"workspaces": 1, "cpus": 4}).status_code == 200
     assert alice.get("/api/me").json()["quota"] == {"workspaces": 1, "cpus": 4.0}
 

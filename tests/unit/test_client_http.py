@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 from dlbox.cli import client
-from dlbox.errors import DlboxError, NotFound, UsageError
+from dlbox.errors import NotFound, UsageError
 
 
 async def echo(request: Request):
@@ -137,4 +137,3 @@ def test_not_http_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="not an HTTP answer"):
         ask(path, "GET", "/")
     listener.close()
-    assert issubclass(NotFound, DlboxError)

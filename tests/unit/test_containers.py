@@ -71,7 +71,10 @@ def test_flags_beyond_the_machine_are_refused_defaults_shrink():
         containers.limits(Resources(), memory=None, cpus=4, shm_size=None, pids=None, capacity=MACHINE)
     shrunk = containers.limits(Resources(memory="16g", cpus=8), memory=None, cpus=None, shm_size=None, pids=None,
                                capacity=MACHINE)
-    assert shrunk.cpus == 2 and shrunk.memory is None
+    assert shrunk.cpus == 2 and shrunk.memory == MACHINE["memory"]
+    fits = containers.limits(Resources(memory="6g", cpus=1), memory=None, cpus=None, shm_size=None, pids=None,
+                             capacity=MACHINE)
+    assert fits.cpus == 1 and fits.memory == 6 * 1024**3  # a default that fits is kept as it is
 
 
 @pytest.mark.parametrize("kw, message", [

@@ -115,7 +115,9 @@ def test_the_dashboard_session_is_no_token_and_only_reads_the_api(tmp_path):
     store = Store(f"sqlite:///{tmp_path / 'db'}")
     accounts.add_user(store, "alice")
     _, token = accounts.create_token(store, "alice")
-    loop = service.Loop.__new__(service.Loop)
+    from dlbox.jobs import runner as jobs
+
+    loop = service.Loop(store, capacity=jobs.Capacity(cpus=2, memory=None, gpus=[]))  # made, never started
     client = TestClient(service.create_app(store, loop, mode="server"), base_url="http://dash")
     signed_in = client.post("/login", data={"token": token}, headers={"Origin": "http://dash"},
                             follow_redirects=False)

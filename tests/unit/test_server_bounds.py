@@ -334,3 +334,21 @@ def test_a_body_key_with_a_line_break_stays_on_one_line_of_the_error():
     """The key is the client's text: unquoted, a newline in it would split (or forge) the error line."""
     message = http_errors.invalid_message([{"loc": ("body", "params", "a\nerror: forged"), "msg": "bad\nvalue"}])
     assert "\n" not in message and message.startswith("params.'a\\nerror: forged': bad value")
+
+
+def test_the_jobs_page_shows_the_queue_while_the_engine_does_not_answer(api, monkeypatch):
+    """The queue is the store's; only the image choices need the engine."""
+    from dlbox.engine import api as engine
+
+    client, store = api
+    ids = add_jobs(store, 3)
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    engine.client.cache_clear()
+    try:
+        token = client.headers.pop("Authorization").removeprefix("Bearer ")
+        client.cookies.set(deps.COOKIE, deps.new_session(client.app.state.ctx, token))
+        page = client.get("/jobs")
+        assert page.status_code == 200 and ids[-1] in page.text
+        assert "images cannot be listed: no Docker Engine answers at unix:///nonexistent/docker.sock" in page.text
+    finally:
+        engine.client.cache_clear()  # the next test asks the real engine again

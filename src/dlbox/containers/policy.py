@@ -174,7 +174,7 @@ def limits(defaults: Resources | None, *, memory: str | None, cpus: float | None
         if memory:
             raise UsageError(f"--memory: {format_size(mem)} is more than this machine has "
                              f"({capacity['memory'] / 1024**3:.1f}g)")
-        mem = None
+        mem = capacity["memory"]
     if capacity.get("cpus") and cpu and cpu > capacity["cpus"]:
         if cpus is not None:
             raise UsageError(f"--cpus: {cpu:g} is more than this machine has ({capacity['cpus']})")

@@ -240,7 +240,11 @@ def job_of(request: Request, job_id: str, who: accounts.Caller):
 def jobs_page(request: Request, who: Who, offset: deps.Offset = 0) -> Response:
     found = newest_jobs(request, who, offset)
     rows = [records.job_json(j) for j in found[:PAGE]]
-    return render("jobs.html", request, who, jobs=rows, images=images.list_images(),
+    try:  # the queue is the store's: it shows even while the engine does not answer
+        choices, engine_down = images.list_images(), None
+    except DlboxError as exc:
+        choices, engine_down = [], exc.message
+    return render("jobs.html", request, who, jobs=rows, images=choices, engine_down=engine_down,
                   offset=offset, next_page=len(found) > PAGE and offset + PAGE)
 
 
