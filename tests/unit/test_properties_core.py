@@ -106,10 +106,9 @@ def option(draw):
 def test_the_reader_agrees_with_click_on_generated_arguments(options, command):
     argv = [word for words in options for word in words] + ["--"] + command
     mine = submit.parse(argv)
-    if mine is None:  # left to click: it must refuse it
-        try:
-            by_click(argv)
-        except click.UsageError:
-            return
-        raise AssertionError(f"dlbox run's reader refused {argv}, click read it")
-    assert mine == by_click(argv)
+    try:
+        clicks = by_click(argv)
+    except click.UsageError:  # what click refuses the fast reader must leave to click, to say why
+        assert mine is None, argv
+        return
+    assert mine is None or mine == clicks  # None: click reads it (dlbox.launch falls back), never differently
