@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from dlbox import __version__, config
 from dlbox.errors import DlboxError
 from dlbox.jobs.loop import Loop
-from dlbox.server import bodylimit
+from dlbox.server import bodylimit, models
 from dlbox.server.deps import Context, Shared
 from dlbox.server.errors import error_response, invalid_message
 from dlbox.store.db import Store
@@ -54,7 +54,7 @@ def create_app(store: Store, loop: Loop, *, mode: str = "local", mount_roots: li
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSONResponse({"error": {"code": code, "message": str(exc.detail)}}, status_code=exc.status_code)
 
-    @app.get("/api/health")
+    @app.get("/api/health", response_model=models.Health, response_model_exclude_unset=True)
     def health() -> dict:
         data = {"ok": True, "version": __version__, "mode": mode}
         if mode == "local":  # the details are for the owner only

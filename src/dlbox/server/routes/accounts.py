@@ -6,10 +6,11 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from dlbox.server import accounts
+from dlbox.server import models as m
 from dlbox.errors import DlboxError, NotFound, UsageError
 from dlbox.server.deps import Caller, Ctx, Limit, Offset, page
 
-router = APIRouter(prefix="/api")
+router = APIRouter(prefix="/api", responses=m.COMMON)
 
 
 class Quota(BaseModel):
@@ -47,7 +48,7 @@ def quota_of(q: Quota) -> dict:
     return accounts.parse_quota(q.model_dump())
 
 
-@router.get("/me")
+@router.get("/me", response_model=m.Me)
 def me(who: Caller, ctx: Ctx) -> dict:
     user = ctx.store.get_user(who.name)
     from dlbox.server.quota import held
@@ -55,7 +56,7 @@ def me(who: Caller, ctx: Ctx) -> dict:
     return {"name": who.name, "role": who.role, "quota": user.quota if user else {}, "held": held(ctx.store, who.name)}
 
 
-@router.post("/users", status_code=201)
+@router.post("/users", status_code=201, response_model=m.NewUserAnswer, responses=m.errors(400, 403, 409))
 def add_user(body: NewUser, who: Caller, ctx: Ctx) -> dict:
     admin_only(who)
     user = accounts.add_user(ctx.store, body.name, admin=body.admin, quota=quota_of(body.quota))
@@ -63,7 +64,7 @@ def add_user(body: NewUser, who: Caller, ctx: Ctx) -> dict:
     return accounts.user_json(user) | {"token": token, "token_id": row.id}
 
 
-@router.get("/users", response_model=list[dict])
+@router.get("/users", response_model=list[m.User], responses=m.errors(403))
 def list_users(request: Request, who: Caller, ctx: Ctx, limit: Limit = 100, offset: Offset = 0):
     """Users by name, a page at a time."""
     admin_only(who)
@@ -72,7 +73,7 @@ def list_users(request: Request, who: Caller, ctx: Ctx, limit: Limit = 100, offs
                 offset=offset)
 
 
-@router.put("/users/{name}/quota")
+@router.put("/users/{name}/quota", response_model=m.User, responses=m.errors(400, 403, 404))
 def set_quota(name: str, body: Quota, who: Caller, ctx: Ctx) -> dict:
     admin_only(who)
     user = ctx.store.get_user(name)
@@ -83,7 +84,7 @@ def set_quota(name: str, body: Quota, who: Caller, ctx: Ctx) -> dict:
     return accounts.user_json(user)
 
 
-@router.delete("/users/{name}")
+@router.delete("/users/{name}", response_model=m.Removed, responses=m.errors(400, 403, 404, 409))
 def remove_user(name: str, who: Caller, ctx: Ctx) -> dict:
     admin_only(who)
     if ctx.store.get_user(name) is None:
@@ -100,7 +101,7 @@ def remove_user(name: str, who: Caller, ctx: Ctx) -> dict:
     return {"name": name, "removed": True}
 
 
-@router.post("/tokens", status_code=201)
+@router.post("/tokens", status_code=201, response_model=m.NewTokenAnswer, responses=m.errors(400, 404))
 def create_token(body: NewToken, who: Caller, ctx: Ctx) -> dict:
     user = body.user or who.name
     if user != who.name and not who.admin:
@@ -110,7 +111,7 @@ def create_token(body: NewToken, who: Caller, ctx: Ctx) -> dict:
     return accounts.token_json(row) | {"token": token}
 
 
-@router.get("/tokens", response_model=list[dict])
+@router.get("/tokens", response_model=list[m.Token])
 def list_tokens(request: Request, who: Caller, ctx: Ctx, limit: Limit = 100, offset: Offset = 0, all: bool = False):
     """Tokens oldest first, a page at a time."""
     rows = ctx.store.tokens(user=None if (all and who.admin) else who.name, limit=limit + 1, skip=offset)
@@ -118,7 +119,7 @@ def list_tokens(request: Request, who: Caller, ctx: Ctx, limit: Limit = 100, off
                 offset=offset)
 
 
-@router.delete("/tokens/{token_id}")
+@router.delete("/tokens/{token_id}", response_model=m.Token, responses=m.errors(404))
 def revoke_token(token_id: str, who: Caller, ctx: Ctx) -> dict:
     row = ctx.store.get_token(token_id)
     if row is None or not who.sees(row.user):

@@ -21,11 +21,12 @@ from dlbox.jobs.state import ACTIVE, JobState
 from dlbox.jobs.submit import GIT_DIFF, JobRequest, build_job
 from dlbox.runs.records import job_json, run_json
 from dlbox.server import accounts, bodylimit, quota
+from dlbox.server import models as m
 from dlbox.server.deps import RUNS_MAX, Caller, Context, Ctx, Limit, Offset, next_link, page
 from dlbox.server.routes import workspaces as workspace_routes
 from dlbox.store.db import Job, Store
 
-router = APIRouter(prefix="/api")
+router = APIRouter(prefix="/api", responses=m.COMMON)
 JOB_BODY = GIT_DIFF + 2 * bodylimit.MiB  # a job request carries its git diff
 
 
@@ -36,11 +37,11 @@ def get_job(store: Store, job_id: str, who: accounts.Caller) -> Job:
     return job
 
 
-@router.post("/jobs", status_code=201)
+@router.post("/jobs", status_code=201, response_model=m.Job, responses=m.errors(400, 403, 404, 409, 413))
 def submit(request: JobRequest, who: Caller, ctx: Ctx) -> dict:
     return job_json(submit_job(ctx, request, who))
 
-@router.get("/jobs", response_model=list[dict])
+@router.get("/jobs", response_model=list[m.Job])
 def list_jobs(request: Request, who: Caller, ctx: Ctx, limit: Limit = 100, offset: Offset = 0, all: bool = False):
     """The newest `limit` jobs after the `offset` newest, oldest first (a queue reads top down)."""
     states = None if all else set(ACTIVE)
@@ -48,11 +49,11 @@ def list_jobs(request: Request, who: Caller, ctx: Ctx, limit: Limit = 100, offse
     more, found = len(found) > limit, found[-limit:]  # one more than asked: is there a next page?
     return page(request, [job_json(j) for j in found], more=more, limit=limit, offset=offset)
 
-@router.get("/jobs/{job_id}")
+@router.get("/jobs/{job_id}", response_model=m.Job, responses=m.errors(404))
 def show_job(job_id: str, who: Caller, ctx: Ctx) -> dict:
     return job_json(get_job(ctx.store, job_id, who))
 
-@router.post("/jobs/{job_id}/cancel")
+@router.post("/jobs/{job_id}/cancel", response_model=m.Job, responses=m.errors(404))
 def cancel(job_id: str, who: Caller, ctx: Ctx) -> dict:
     job = get_job(ctx.store, job_id, who)
     if not JobState(job.state).is_finished():
@@ -60,7 +61,7 @@ def cancel(job_id: str, who: Caller, ctx: Ctx) -> dict:
         ctx.loop.wake()
     return job_json(ctx.store.get_job(job.id))
 
-@router.get("/jobs/{job_id}/logs")
+@router.get("/jobs/{job_id}/logs", responses={**m.errors(404, 429), **m.ENGINE, 200: m.PLAIN_TEXT})
 async def logs(request: Request, job_id: str, who: Caller, ctx: Ctx, follow: bool = False):
     # async all the way: a follower waits on the event loop, never holding a worker thread
     job = get_job(ctx.store, job_id, who)
@@ -83,7 +84,7 @@ async def logs(request: Request, job_id: str, who: Caller, ctx: Ctx, follow: boo
     return StreamingResponse(live_logs(ctx.store, job, follow=True, release=release), media_type="text/plain",
                              background=BackgroundTask(release))  # also when the stream never began
 
-@router.get("/runs", response_model=list[dict])
+@router.get("/runs", response_model=list[m.RunSummary])
 async def list_runs(request: Request, who: Caller, ctx: Ctx, limit: int = Query(default=1000, ge=1, le=RUNS_MAX),
                     offset: Offset = 0):  # async: see ctx_of
     """The newest runs first, each with its last metric values (`runs show` has the rest)."""
@@ -99,7 +100,7 @@ async def list_runs(request: Request, who: Caller, ctx: Ctx, limit: int = Query(
         cached = ctx.list_cache[key] = (version, body, next_link(request, more, limit, offset))
     return Response(cached[1], media_type="application/json", headers=cached[2])
 
-@router.get("/runs/{job_id}")
+@router.get("/runs/{job_id}", response_model=m.Run, responses=m.errors(404))
 def show_run(job_id: str, who: Caller, ctx: Ctx) -> dict:
     return run_json(ctx.store, get_job(ctx.store, job_id, who))
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from dlbox.containers import mount_policy
 from dlbox.server import accounts
+from dlbox.server import models as m
 from dlbox.engine import gpus
 from dlbox.workspaces import manage as workspaces
 from dlbox.errors import DlboxError, NotFound, UsageError
@@ -22,7 +23,7 @@ from dlbox.server.deps import Caller, Ctx, Limit, Offset, next_link
 from dlbox.workspaces import records
 from dlbox.store.db import Workspace
 
-router = APIRouter(prefix="/api")
+router = APIRouter(prefix="/api", responses=m.COMMON)
 
 
 class NewWorkspace(BaseModel):
@@ -53,7 +54,7 @@ def mine(ctx, who: accounts.Caller, name: str) -> Workspace:
     return row
 
 
-@router.get("/workspaces", response_model=list[dict])
+@router.get("/workspaces", response_model=list[m.Workspace], response_model_exclude_unset=True)
 async def list_workspaces(request: Request, who: Caller, ctx: Ctx, limit: Limit = 100, offset: Offset = 0) -> Response:
     """From the store, by name; the encoded page is kept until a workspace row changes (the loop writes only
     changes)."""
@@ -89,7 +90,7 @@ def url_host(ctx, request: Request | None) -> str | None:
         return socket.gethostname()
 
 
-@router.post("/workspaces", status_code=201)
+@router.post("/workspaces", status_code=201, response_model=m.Workspace, response_model_exclude_unset=True, responses=m.ENGINE)
 def create_workspace(body: NewWorkspace, who: Caller, ctx: Ctx, request: Request = None) -> dict:
     from dlbox.spec.model import parse_size
 
@@ -135,7 +136,7 @@ def _create(ctx, who: accounts.Caller, body: NewWorkspace, name: str, memory: in
     return ws | {"owner": who.name}
 
 
-@router.get("/workspaces/{name}")
+@router.get("/workspaces/{name}", response_model=m.Workspace, response_model_exclude_unset=True, responses=m.ENGINE)
 def show_workspace(name: str, who: Caller, ctx: Ctx) -> dict:
     row = mine(ctx, who, name)
     try:
@@ -144,7 +145,7 @@ def show_workspace(name: str, who: Caller, ctx: Ctx) -> dict:
         return row_json(row)
 
 
-@router.post("/workspaces/{name}/{action}")
+@router.post("/workspaces/{name}/{action}", response_model=m.Workspace, response_model_exclude_unset=True, responses=m.ENGINE)
 def act(name: str, action: str, who: Caller, ctx: Ctx) -> dict:
     row = mine(ctx, who, name)
     if action not in ("stop", "start", "restart"):
@@ -159,7 +160,7 @@ def act(name: str, action: str, who: Caller, ctx: Ctx) -> dict:
     return ws | {"owner": row.owner}
 
 
-@router.delete("/workspaces/{name}")
+@router.delete("/workspaces/{name}", response_model=m.WorkspaceRemoved, responses=m.ENGINE)
 def remove_workspace(name: str, who: Caller, ctx: Ctx, purge_data: bool = False) -> dict:
     mine(ctx, who, name)
     try:
@@ -170,7 +171,7 @@ def remove_workspace(name: str, who: Caller, ctx: Ctx, purge_data: bool = False)
     return result
 
 
-@router.get("/workspaces/{name}/token")
+@router.get("/workspaces/{name}/token", response_model=m.WorkspaceToken, responses=m.ENGINE)
 def workspace_token(name: str, who: Caller, ctx: Ctx) -> dict:
     mine(ctx, who, name)
     ws = workspaces.show(name, with_token=True)
@@ -179,7 +180,7 @@ def workspace_token(name: str, who: Caller, ctx: Ctx) -> dict:
     return {"name": name, "token": ws["jupyter"]["token"], "url": ws["jupyter"]["url"], "rotated": False}
 
 
-@router.post("/workspaces/{name}/token")
+@router.post("/workspaces/{name}/token", response_model=m.WorkspaceToken, responses=m.ENGINE)
 def rotate_workspace_token(name: str, who: Caller, ctx: Ctx) -> dict:
     mine(ctx, who, name)
     with Progress(quiet=True) as progress:
@@ -197,14 +198,14 @@ class NewImage(BaseModel):
     tag: str = Field(default="latest", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
-@router.get("/images")
+@router.get("/images", response_model=list[m.Image], response_model_exclude_unset=True, responses=m.ENGINE)
 def list_images(who: Caller, all: bool = False) -> list[dict]:
     from dlbox.build import images
 
     return images.list_images(include_untagged=all)
 
 
-@router.get("/images/{ref:path}/verify")
+@router.get("/images/{ref:path}/verify", response_model=m.ImageVerify, responses=m.ENGINE)
 def verify_image(ref: str, who: Caller) -> dict:
     """The packages really in the image against its lock (`ok` false: drift)."""
     from dlbox.build import images
@@ -212,7 +213,7 @@ def verify_image(ref: str, who: Caller) -> dict:
     return images.verify(ref)
 
 
-@router.delete("/images/{ref:path}")
+@router.delete("/images/{ref:path}", response_model=m.ImageRemoved, responses=m.ENGINE)
 def remove_image(ref: str, who: Caller, force: bool = False) -> dict:
     from dlbox.build import images
 
@@ -223,14 +224,14 @@ def remove_image(ref: str, who: Caller, force: bool = False) -> dict:
     return {"removed": ref, "id": attrs["Id"]}
 
 
-@router.get("/images/{ref:path}")
+@router.get("/images/{ref:path}", response_model=m.ImageDetail, response_model_exclude_unset=True, responses=m.ENGINE)
 def inspect_image(ref: str, who: Caller) -> dict:
     from dlbox.build import images
 
     return images.inspect(ref)
 
 
-@router.post("/images", status_code=201)
+@router.post("/images", status_code=201, response_model=m.BuiltImage, responses=m.ENGINE)
 def build_image(body: NewImage, who: Caller) -> dict:
     """Admins only: a build takes minutes of the whole machine."""
     from dlbox import config
