@@ -23,8 +23,13 @@ def unexpected_response(exc: Exception) -> JSONResponse:
     return error_body("internal", f"internal error ({type(exc).__name__}); the service log has the details", 500)
 
 
+def one_line(text: str) -> str:
+    """`text` with newlines and other unprintable characters escaped: an error message is one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def invalid_message(errors: list[dict]) -> str:
     """`field.path: what is wrong`, for the first error; a huge key in the path is cut short."""
     first = errors[0]
     place = ".".join(str(p) if len(str(p)) <= 40 else str(p)[:40] + "..." for p in first["loc"] if p != "body")
-    return f"{place}: {first['msg']}"
+    return one_line(f"{place}: {first['msg']}")
