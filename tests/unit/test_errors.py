@@ -282,3 +282,9 @@ def test_the_dashboard_page_carries_the_same_status(tmp_path, monkeypatch, app_o
     answer = client.get("/images")
     assert answer.status_code == 502, answer.text
     assert "layer store broke" in answer.text
+
+
+def test_the_architecture_docs_list_the_table_as_it_is():
+    doc = (SRC.parents[1] / "docs" / "architecture.md").read_text()
+    rows = {m[0]: (int(m[1]), int(m[2])) for m in re.findall(r"^\| `([a-z_]+)` \| (\d{3}) \| (\d) \|", doc, re.M)}
+    assert rows == {code: (row.status, row.exit) for code, row in CODES.items()}
