@@ -14,7 +14,7 @@ import json as jsonlib
 import os
 import socket
 
-from dlbox import config
+from dlbox import config, errors
 from dlbox.errors import DlboxError, NotFound, UsageError
 
 START_TIMEOUT = 30.0
@@ -222,8 +222,8 @@ def _result(status: int, data: bytes):
     if status == 401:
         raise DlboxError(f"{error['message']} (check DLBOX_TOKEN)", code="unauthorized")
     if status in (400, 422):
-        raise UsageError(error["message"], code=error.get("code", "invalid"))
-    raise DlboxError(error["message"], code=error.get("code", "failed"))
+        raise UsageError(error["message"], code=errors.known(error.get("code"), "invalid"))
+    raise DlboxError(error["message"], code=errors.known(error.get("code")))  # a newer server's code: "failed"
 
 
 def stream(path: str, params: dict | None = None):

@@ -6,6 +6,7 @@ Engine errors become DlboxError with one readable line.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -13,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import IO
 
 from dlbox import config
-from dlbox.errors import DlboxError, NotFound
+from dlbox.errors import DlboxError, EngineError, NotFound
 
 MANAGED = "dlbox.managed=true"
 
@@ -30,18 +31,72 @@ def client():
     try:
         return docker.from_env(version="auto", timeout=600)
     except DockerException:
-        raise DlboxError(
-            f"no Docker Engine answers at {where()}: start one (`dockerd &` as root, or `make engine` "
-            "in a dlbox checkout) or point DOCKER_HOST at one",
-            code="engine_unavailable",
-        ) from None
+        raise unreachable() from None
 
 
-def _api_error(exc: Exception, what: str) -> DlboxError:
+# --- engine errors become dlbox errors ------------------------------------------------------------
+# Every function below runs its engine calls inside `translated` (as a decorator, or a `with` in the
+# generators): what the Docker SDK raises leaves this module as a DlboxError of one line whose code
+# (dlbox.errors.CODES) says whose fault it was. A function that expects an error (a missing
+# container is fine) catches the SDK's own exception first; only what it lets through is translated.
+
+MESSAGE_CHARS = 300  # an engine explanation can be long (a whole build log line); the message stays short
+
+
+def unreachable() -> EngineError:
+    return EngineError(f"no Docker Engine answers at {where()}: start one (`dockerd &` as root, or `make engine` "
+                       "in a dlbox checkout) or point DOCKER_HOST at one", code="engine_unavailable")
+
+
+def _explanation(exc: Exception) -> str:
+    """The engine's own words, on one line and cut short; never the request (its body may hold secrets)."""
     explanation = getattr(exc, "explanation", None) or str(exc)
     if isinstance(explanation, bytes):
         explanation = explanation.decode(errors="replace")
-    return DlboxError(f"{what}: {explanation}")
+    text = " ".join(str(explanation).split())
+    return text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS] + "..."
+
+
+def _api_error(exc: Exception, what: str) -> DlboxError:
+    """A DlboxError for an engine APIError: its status decides the code (4xx a refusal of what was asked,
+    5xx the engine failing)."""
+    message = f"{what}: {_explanation(exc)}"
+    status = getattr(exc, "status_code", None)
+    if status == 404:
+        return NotFound(message)
+    if status == 400:
+        return DlboxError(message, code="invalid")  # the engine refused a value (an image reference, say)
+    if status == 409:
+        return DlboxError(message, code="engine_conflict")  # in use, not running, already there
+    return EngineError(message)
+
+
+def translate(exc: BaseException, what: str) -> BaseException:
+    """The dlbox error for an exception of the Docker SDK (or of requests under it); others unchanged."""
+    import requests
+    from docker.errors import APIError, DockerException
+
+    if isinstance(exc, APIError):  # NotFound, ImageNotFound and the rest are APIErrors with a status
+        return _api_error(exc, what)
+    if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError)):
+        return unreachable()
+    if isinstance(exc, (DockerException, requests.exceptions.RequestException)):
+        return EngineError(f"{what}: {_explanation(exc)}")
+    return exc
+
+
+@contextlib.contextmanager
+def translated(what: str) -> Iterator[None]:
+    """Docker SDK errors raised inside become dlbox errors (see `translate`); usable as a decorator."""
+    try:
+        yield
+    except DlboxError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - translate() hands back anything that is not the engine's
+        mapped = translate(exc, what)
+        if mapped is exc:
+            raise
+        raise mapped from None
 
 
 def labels(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -52,6 +107,7 @@ def labels(extra: dict[str, str] | None = None) -> dict[str, str]:
 # --- images -------------------------------------------------------------------------------
 
 
+@translated("cannot inspect the image")
 def image_attrs(ref: str) -> dict:
     from docker.errors import ImageNotFound, APIError
 
@@ -73,11 +129,13 @@ def image_exists(ref: str) -> bool:
         return False
 
 
+@translated("cannot list images")
 def list_images(label_filters: Iterable[str] = (MANAGED,)) -> list[dict]:
     """Summaries (Id, RepoTags, Labels, Size, Created) in one engine call."""
     return client().api.images(filters={"label": list(label_filters)})
 
 
+@translated("build failed")
 def build(context: IO[bytes], *, tag: str | None = None, nocache: bool = False,
           on_line: Callable[[str], None] = lambda line: None) -> str:
     """Build from an uncompressed tar context; returns the image ID. Streams output lines."""
@@ -114,6 +172,7 @@ class BuildFailed(DlboxError):
         self.tail = tail
 
 
+@translated("importing the base failed")
 def import_rootfs(path: str, *, repository: str, tag: str, image_labels: dict[str, str]) -> str:
     """`docker import` of a root filesystem tarball; returns the image ID."""
     from docker.errors import APIError
@@ -134,6 +193,7 @@ def import_rootfs(path: str, *, repository: str, tag: str, image_labels: dict[st
     return image_attrs(f"{repository}:{tag}")["Id"]
 
 
+@translated("labelling the image failed")
 def relabel(image_id: str, new_labels: dict[str, str], files: list[tuple[str, bytes, int, int]] = ()) -> str:
     """A new image: the same config plus `new_labels`, and `files` in one small layer; returns its ID.
 
@@ -158,6 +218,7 @@ def relabel(image_id: str, new_labels: dict[str, str], files: list[tuple[str, by
         api.remove_container(container["Id"], force=True)
 
 
+@translated("cannot read files from the image")
 def read_files(image: str, paths: list[str]) -> dict[str, bytes]:
     """Files out of an image, without starting a container; missing ones are left out."""
     import io
@@ -195,10 +256,12 @@ def read_file(image: str, path: str) -> bytes:
     return found[path]
 
 
+@translated("cannot tag the image")
 def tag(image_id: str, repository: str, tag_name: str) -> None:
     client().api.tag(image_id, repository, tag_name, force=True)
 
 
+@translated("cannot remove the image")
 def remove_image(ref: str, *, force: bool = False) -> None:
     from docker.errors import ImageNotFound, APIError
 
@@ -230,6 +293,7 @@ print(json.dumps({"python_version": ".".join(map(str, sys.version_info[:3])),
 """
 
 
+@translated("cannot configure a helper container")
 def helper_host_config(*, read_only: bool = True) -> dict:
     """The host config of a short-lived helper container: no capabilities, no way up, small fixed
     limits, and (unless it must be written) a read-only root with a small tmpfs /tmp."""
@@ -256,6 +320,7 @@ def _probe_user(image: str) -> str:
     return containers.run_as(image_labels)
 
 
+@translated("cannot run a helper container")
 def run_once(image: str, command: list[str], *, entrypoint: list[str] | None = None,
              user: str | None = None) -> tuple[int, str, str]:
     """Run a short command in a throwaway container with no network; returns (exit code, stdout, stderr)."""
@@ -299,6 +364,7 @@ def read_packages(image: str, python: str = "/opt/venv/bin/python") -> dict:
 # --- cleanup by label (tests, and `dlbox` commands that remove what they made) -------------
 
 
+@translated("cannot remove labelled objects")
 def remove_labelled(label: str) -> dict[str, int]:
     """Remove every container, network, volume and image carrying `label` (k=v)."""
     from docker.errors import NotFound as DockerNotFound, APIError
@@ -346,6 +412,7 @@ class PortInUse(DlboxError):
         super().__init__(f"a host port is already in use: {detail}", code="port_in_use")
 
 
+@translated("cannot read the engine's capacity")
 def capacity() -> dict:
     """What the engine's machine has: CPUs, memory (bytes), runtimes (e.g. nvidia)."""
     info = client().api.info()
@@ -353,11 +420,13 @@ def capacity() -> dict:
 
 
 @functools.cache
+@translated("cannot read the engine's memory")
 def machine_memory() -> int | None:
     """The engine machine's memory in bytes, read once per process (for the default memory limit)."""
     return client().api.info().get("MemTotal")
 
 
+@translated("cannot create the container")
 def create_container(spec, *, entrypoint: list[str] | None = None) -> str:
     """Create (not start) a container from a `containers.ContainerSpec`, on its network (made if
     missing) or on none; returns its ID.
@@ -420,6 +489,7 @@ def create_container(spec, *, entrypoint: list[str] | None = None) -> str:
     return created["Id"]
 
 
+@translated("cannot create the network")
 def ensure_network(network) -> None:
     """Create a `networks.Network` (a bridge with its own interface name) unless it exists."""
     from docker.errors import APIError, NotFound as DockerNotFound
@@ -444,6 +514,7 @@ def ensure_network(network) -> None:
         raise _api_error(exc, f"cannot create network {network.name}") from None
 
 
+@translated("cannot move the container to its network")
 def move_to_network(container: str, network) -> None:
     """Take a container off the default bridge and onto `network` (a workspace made before
     dlbox had networks per user); it keeps its name, ports and data."""
@@ -458,11 +529,13 @@ def move_to_network(container: str, network) -> None:
         raise _api_error(exc, f"cannot move the container to network {network.name}") from None
 
 
+@translated("cannot list networks")
 def list_networks(label_filters: list[str]) -> list[dict]:
     """Networks with all these labels: Name, Id, Labels, Options, IPAM (one listing call)."""
     return client().api.networks(filters={"label": label_filters})
 
 
+@translated("cannot inspect the network")
 def network_attrs(name: str) -> dict | None:
     from docker.errors import NotFound as DockerNotFound
 
@@ -472,6 +545,7 @@ def network_attrs(name: str) -> dict | None:
         return None
 
 
+@translated("cannot remove the network")
 def remove_network(name: str) -> None:
     """Remove a network; a missing one is fine. The engine refuses while containers are attached."""
     from docker.errors import APIError, NotFound as DockerNotFound
@@ -484,6 +558,7 @@ def remove_network(name: str) -> None:
         raise _api_error(exc, f"cannot remove network {name}") from None
 
 
+@translated("cannot copy files into the container")
 def put_files(container: str, files: list[tuple[str, bytes, int, int]]) -> None:
     """Copy (absolute path, content, mode, uid) files into a created container."""
     import io
@@ -509,6 +584,7 @@ def _parents(path: str) -> list[str]:
     return [str(p) for p in PurePosixPath(path).parents if str(p) not in ("/", "/etc", "/tmp", "/opt")]
 
 
+@translated("cannot start the container")
 def start(container: str) -> None:
     from docker.errors import APIError
 
@@ -524,19 +600,23 @@ def start(container: str) -> None:
         raise _api_error(exc, "cannot start the container") from None
 
 
+@translated("cannot change the container's restart policy")
 def set_restart_policy(container: str, policy: dict) -> None:
     """Change a container's restart policy ({"Name": "on-failure", "MaximumRetryCount": 5}, or "no")."""
     client().api.update_container(container, restart_policy=policy)
 
 
+@translated("cannot stop the container")
 def stop(container: str, timeout: int = 10) -> None:
     client().api.stop(container, timeout=timeout)
 
 
+@translated("cannot restart the container")
 def restart(container: str, timeout: int = 10) -> None:
     client().api.restart(container, timeout=timeout)
 
 
+@translated("cannot remove the container")
 def remove_container(container: str) -> None:
     from docker.errors import NotFound as DockerNotFound
 
@@ -546,6 +626,7 @@ def remove_container(container: str) -> None:
         pass
 
 
+@translated("cannot inspect the container")
 def container_attrs(name: str) -> dict | None:
     from docker.errors import NotFound as DockerNotFound
 
@@ -555,6 +636,7 @@ def container_attrs(name: str) -> dict | None:
         return None
 
 
+@translated("cannot list containers")
 def list_containers(label_filters: list[str]) -> list[dict]:
     from docker.errors import NotFound as DockerNotFound
 
@@ -568,12 +650,14 @@ def list_containers(label_filters: list[str]) -> list[dict]:
     return found
 
 
+@translated("cannot list containers")
 def container_summaries(label_filters: list[str]) -> list[dict]:
     """One listing call, no inspection: Id, State (running, exited, ...) and Labels of each container."""
     return [{"Id": c["Id"], "State": c["State"], "Labels": c.get("Labels") or {}}
             for c in client().api.containers(all=True, filters={"label": label_filters})]
 
 
+@translated("cannot create the volume")
 def ensure_volume(name: str, volume_labels: dict[str, str]) -> bool:
     """Create the named volume if missing; True if this call created it."""
     from docker.errors import NotFound as DockerNotFound
@@ -587,6 +671,7 @@ def ensure_volume(name: str, volume_labels: dict[str, str]) -> bool:
         return True
 
 
+@translated("cannot inspect the volume")
 def volume_labels(name: str) -> dict[str, str]:
     """A volume's labels ({} when it does not exist)."""
     from docker.errors import NotFound as DockerNotFound
@@ -597,6 +682,7 @@ def volume_labels(name: str) -> dict[str, str]:
         return {}
 
 
+@translated("cannot inspect the volume")
 def volume_exists(name: str) -> bool:
     from docker.errors import NotFound as DockerNotFound
 
@@ -607,6 +693,7 @@ def volume_exists(name: str) -> bool:
         return False
 
 
+@translated("cannot remove the volume")
 def remove_volume(name: str) -> None:
     from docker.errors import NotFound as DockerNotFound
 
@@ -616,6 +703,7 @@ def remove_volume(name: str) -> None:
         pass
 
 
+@translated("cannot run the command in the container")
 def exec_stream(container: str, command: list[str], *, user: str | None = None, out=None, err=None) -> int:
     """Run a command in a running container, streaming its output; returns its exit code."""
     import sys
@@ -632,6 +720,7 @@ def exec_stream(container: str, command: list[str], *, user: str | None = None, 
     return api.exec_inspect(created["Id"])["ExitCode"]
 
 
+@translated("cannot run the command in the container")
 def exec_capture(container: str, command: list[str], *, user: str | None = None) -> tuple[int, str]:
     """Run a short command in a running container; (-1, "") if it stopped meanwhile."""
     from docker.errors import APIError
@@ -648,9 +737,11 @@ def exec_capture(container: str, command: list[str], *, user: str | None = None)
 def logs(container: str, *, follow: bool = False, tail: int | str = "all"):
     """Yields chunks of the container's output (stdout and stderr), streamed: a log of any size is
     never held in memory whole."""
-    yield from client().api.logs(container, stream=True, follow=follow, tail=tail)
+    with translated("cannot read the container's logs"):  # a generator: the errors come while iterating
+        yield from client().api.logs(container, stream=True, follow=follow, tail=tail)
 
 
+@translated("cannot read the container's events")
 def oom_events(container: str, since: int) -> list[int]:
     """Times (epoch seconds) of OOM kills the engine saw in this container since `since`."""
     import time
@@ -704,6 +795,7 @@ def container_events(label_filters: list[str], actions: tuple[str, ...] = ("die"
         delay = min(delay * 2, max_retry)
 
 
+@translated("cannot read the container's memory use")
 def peak_memory(container: str) -> int | None:
     """The most memory the container has used so far (cgroup v1 max_usage; v2: current usage)."""
     from docker.errors import APIError, NotFound as DockerNotFound
@@ -768,8 +860,10 @@ async def stream_logs(container: str, *, follow: bool = False):
                     data = chunk if frames is None else frames.feed(chunk)
                     if data:
                         yield data
+    except (httpx.ConnectError, httpx.ConnectTimeout, ConnectionRefusedError, FileNotFoundError):
+        raise unreachable() from None
     except (httpx.HTTPError, OSError) as exc:
-        raise DlboxError(f"cannot read the logs of container {container!r}: {exc}") from None
+        raise EngineError(f"cannot read the logs of container {container!r}: {_explanation(exc)}") from None
 
 
 class Frames:

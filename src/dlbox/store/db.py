@@ -16,6 +16,7 @@ from sqlalchemy import JSON, BigInteger, func, Boolean, Float, ForeignKey, Integ
 from sqlalchemy.orm import DeclarativeBase, defer, Mapped, Session, mapped_column, sessionmaker
 
 from dlbox import config, redact
+from dlbox.errors import StoreUnavailable
 from dlbox.jobs.state import JobState, check_transition
 
 
@@ -144,8 +145,15 @@ class Store:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        with self.sessions() as session, session.begin():
-            yield session
+        """One transaction. The database failing under it (gone, locked, full, unreadable) leaves as a
+        StoreUnavailable (503 store_unavailable); what the schema refuses (IntegrityError) stays what it is."""
+        from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError, TimeoutError as PoolTimeout
+
+        try:
+            with self.sessions() as session, session.begin():
+                yield session
+        except (OperationalError, InterfaceError, DisconnectionError, PoolTimeout) as exc:
+            raise unavailable(exc) from None
 
     # --- jobs ---------------------------------------------------------------------------
 
@@ -339,6 +347,15 @@ class Store:
     def metrics(self, job_id: str) -> list[Metric]:
         with self.session() as s:
             return list(s.scalars(select(Metric).where(Metric.job_id == job_id).order_by(Metric.id)))
+
+
+def unavailable(exc: Exception) -> StoreUnavailable:
+    """One line for a database failure: the driver's first line, never the SQL or its parameters
+    (SQLAlchemy's own text holds both, and the parameters can be token hashes)."""
+    orig = getattr(exc, "orig", None) or exc
+    first = redact.text((str(orig).strip().splitlines() or [type(orig).__name__])[0][:200])
+    return StoreUnavailable(f"the database failed ({type(orig).__name__}: {first}); try again, or ask the admin "
+                            "to check the dlbox database")
 
 
 def _private_files(db: Path) -> None:

@@ -26,7 +26,6 @@ from dlbox.server.routes import workspaces as routes_workspaces
 from dlbox.jobs.submit import JobRequest
 from dlbox.runs import records
 from dlbox.server import deps
-from dlbox.server import errors as http_errors
 from dlbox.server.routes import jobs as routes_jobs
 from dlbox.errors import DlboxError, NotFound, UsageError
 from dlbox.jobs.state import JobState
@@ -56,7 +55,7 @@ class PageRoute(APIRoute):
             except accounts.Unauthorized:
                 return RedirectResponse("/login", status_code=303)
             except DlboxError as exc:
-                status = http_errors.STATUS.get(exc.code) or (400 if isinstance(exc, UsageError) else 409)
+                status = exc.status  # the same status as the API's, from dlbox.errors.CODES
                 response = render("error.html", request, None, status=status, message=exc.message)
             response.headers.setdefault("Content-Security-Policy", CSP)
             return response
