@@ -9,6 +9,7 @@ import time
 import uuid
 from pathlib import Path
 
+from dlbox.jobs import loop as job_loop
 from dlbox.jobs import submit as job_submit
 from dlbox.engine import api as engine
 from dlbox.jobs import runner as jobs
@@ -127,7 +128,7 @@ def test_the_loop_finishes_a_job_when_its_container_dies_not_a_period_later(smal
                                                                             run_id):
     monkeypatch.setenv("DLBOX_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("DLBOX_LABELS", f"dlbox.test-run={run_id}")
-    monkeypatch.setattr(service, "LOOP_PERIOD", 600.0)  # only a wake can make it look again
+    monkeypatch.setattr(job_loop, "LOOP_PERIOD", 600.0)  # only a wake can make it look again
     store = Store()
     loop = service.Loop(store, jobs.Capacity(cpus=2, memory=None, gpus=[]))
     loop.start()

@@ -70,7 +70,7 @@ def test_every_route_answers_as_documented(world, method, path):
 
     schema = schemathesis.openapi.from_asgi("/openapi.json", world["app"])
     operation = schema[path][method]
-    engine_route = path.startswith(ENGINE_ROUTES)
+    engine_route = path.startswith(ENGINE_ROUTES) or (method.upper(), path) == ("POST", "/api/jobs")  # it reads the image
 
     def check(case):
         response = case.call(headers=world["headers"])

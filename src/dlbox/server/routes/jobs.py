@@ -37,7 +37,7 @@ def get_job(store: Store, job_id: str, who: accounts.Caller) -> Job:
     return job
 
 
-@router.post("/jobs", status_code=201, response_model=m.Job, responses=m.errors(400, 403, 404, 409, 413))
+@router.post("/jobs", status_code=201, response_model=m.Job, responses={**m.ENGINE, **m.errors(413)})
 def submit(request: JobRequest, who: Caller, ctx: Ctx) -> dict:
     return job_json(submit_job(ctx, request, who))
 
