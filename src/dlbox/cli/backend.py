@@ -158,6 +158,15 @@ class ServiceBackend:
     def cancel(self, job_id: str) -> dict:
         return self._call("POST", f"/api/jobs/{job_id}/cancel")
 
+    def job_image(self, spec_file: Path | None, preset: str | None, image: str | None, workspace: str | None):
+        """(image ref, project dir, the spec's job defaults or None) for `dlbox run`: on a server, the
+        image must be there already."""
+        if workspace:
+            return self._call("GET", f"/api/workspaces/{workspace}")["image_id"], Path.cwd(), None
+        if image or preset:
+            return image or f"dlbox/{preset}:latest", Path.cwd(), None
+        raise UsageError("against a server (DLBOX_URL), give --preset, --image or --workspace")
+
     def submit(self, body: dict) -> dict:
         return self._call("POST", "/api/jobs", json=body)
 
@@ -300,6 +309,22 @@ class LocalBackend(ServiceBackend):
             raise DlboxError(f"workspace {name}'s token is not in this dlbox home; "
                              f"`dlbox token {name} --rotate` makes one")
         return {"name": name, "token": ws["jupyter"]["token"], "url": ws["jupyter"]["url"], "rotated": rotate}
+
+    def job_image(self, spec_file, preset, image, workspace):
+        """The same, the spec's image built first if it is missing."""
+        if image:
+            return image, Path.cwd(), None
+        if workspace:
+            from dlbox.workspaces import manage as workspaces
+
+            return workspaces.show(workspace)["image_id"], Path.cwd(), None
+        from dlbox.build import images  # not for --image: Rich and the spec models cost a `dlbox run` ~0.05 s
+        from dlbox.progress import Progress
+
+        spec, project_dir, lock_file = images.load_source(spec_file, preset)
+        with Progress() as progress:
+            found = images.ensure(spec, project_dir=project_dir, lock_file=lock_file, progress=progress)
+        return found["ref"], project_dir, spec.job  # the service pins the exact image ID when it records the job
 
     def exec(self, name, command):
         from dlbox.engine import api as engine
