@@ -23,8 +23,8 @@ import re
 import sys
 from pathlib import Path
 
-from dlbox import config, gitinfo
-from dlbox.cli import client
+from dlbox import gitinfo
+from dlbox.cli.backend import backend
 from dlbox.errors import UsageError
 
 USAGE = "usage: dlbox run [SPEC] [OPTIONS] -- CMD [ARGS]..."
@@ -106,30 +106,12 @@ def parse_params(pairs: list[str]) -> dict[str, str]:
     return params
 
 
-def resolve_image(spec_file, preset, image, workspace):
-    """(image ref, project dir, the spec's job defaults or None), building the spec's image if it is missing."""
+def resolve_image(where, spec_file, preset, image, workspace):
+    """(image ref, project dir, the spec's job defaults or None) from the one of them given."""
     given = [x for x in (spec_file, preset, image, workspace) if x]
     if len(given) > 1:
         raise UsageError("give one of SPEC, --preset, --image or --workspace")
-    if config.remote_url():  # the image must be on the server already
-        if workspace:
-            return client.call("GET", f"/api/workspaces/{workspace}")["image_id"], Path.cwd(), None
-        if image or preset:
-            return image or f"dlbox/{preset}:latest", Path.cwd(), None
-        raise UsageError("against a server (DLBOX_URL), give --preset, --image or --workspace")
-    if image:
-        return image, Path.cwd(), None
-    if workspace:
-        from dlbox.workspaces import manage as workspaces
-
-        return workspaces.show(workspace)["image_id"], Path.cwd(), None
-    from dlbox.build import images  # not for --image: Rich and the spec models cost a `dlbox run` ~0.05 s
-    from dlbox.progress import Progress
-
-    spec, project_dir, lock_file = images.load_source(spec_file, preset)
-    with Progress() as progress:
-        found = images.ensure(spec, project_dir=project_dir, lock_file=lock_file, progress=progress)
-    return found["ref"], project_dir, spec.job  # the service pins the exact image ID when it records the job
+    return where.job_image(spec_file, preset, image, workspace)
 
 
 def submit(*, spec: list[str], command: list[str], preset=None, image=None, workspace=None, name=None,
@@ -137,7 +119,8 @@ def submit(*, spec: list[str], command: list[str], preset=None, image=None, work
     """Queue COMMAND as a job and print it (JSON with as_json)."""
     if len(spec) > 1 or not command:
         raise UsageError(USAGE)
-    ref, project_dir, defaults = resolve_image(Path(spec[0]) if spec else None, preset, image, workspace)
+    where = backend()
+    ref, project_dir, defaults = resolve_image(where, Path(spec[0]) if spec else None, preset, image, workspace)
     if defaults is not None:  # the spec's job defaults, where no flag says otherwise
         from dlbox.sizes import format_size
 
@@ -153,7 +136,7 @@ def submit(*, spec: list[str], command: list[str], preset=None, image=None, work
             "mounts": list(mounts), "workspace": workspace, "memory": memory, "cpus": cpus, "gpus": gpus,
             "project_dir": str(project_dir), "git_commit": git["commit"], "git_dirty": git["dirty"],
             "git_diff": git["diff"] or None}
-    job = client.call("POST", "/api/jobs", json=body)
+    job = where.submit(body)
     if as_json:
         sys.stdout.write(json.dumps(job, indent=2) + "\n")
     else:

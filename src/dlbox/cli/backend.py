@@ -1,0 +1,350 @@
+"""What the CLI's commands act on: one interface, two implementations.
+
+`ServiceBackend` speaks the HTTP API, to the team server at DLBOX_URL or to this machine's
+background service over its Unix socket (cli/client.py chooses). `LocalBackend` is the same
+interface on the engine's own machine: image and workspace operations run here, in the CLI
+process, through the same domain functions the server's routes call (so builds and workspace
+starts show their progress on this terminal); everything else still goes through the service.
+
+A command calls `backend()` once for its operation and prints the answer; it never asks
+where it runs. The answers are the API's JSON documents, alike from both.
+
+Imports stay inside methods: `dlbox --help` loads this module's users but must not pay for
+the Docker SDK, pydantic or Rich.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from dlbox.errors import DlboxError, UsageError
+
+JOB_ENDED = ("succeeded", "failed", "cancelled", "oom-killed", "lost")
+
+
+def backend() -> ServiceBackend:
+    """The team server's API when DLBOX_URL is set, else this machine."""
+    from dlbox import config
+
+    return ServiceBackend() if config.remote_url() else LocalBackend()
+
+
+def build_inputs(spec_file: Path | None, preset: str | None, tag: str, ca_bundle: str | None):
+    """(spec, project directory, lock file, CA bundle path) of a local build, the flags checked."""
+    from dlbox import config
+    from dlbox.build.images import load_source
+
+    spec, project_dir, lock_file = load_source(spec_file, preset)
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", tag):
+        raise UsageError(f"--tag: {tag!r} is not a valid tag (letters, digits, '_', '.', '-')")
+    if ca_bundle == "none":
+        ca_path = None
+    elif ca_bundle:
+        ca_path = Path(ca_bundle)
+        if not ca_path.is_file():
+            raise UsageError(f"--ca-bundle: no file at {ca_bundle} (or 'none')")
+    else:
+        ca_path = config.default_ca_bundle()
+    return spec, project_dir, lock_file, ca_path
+
+
+class ServiceBackend:
+    """The dlbox HTTP API (the team server's, or the local service's)."""
+
+    remote = True  # paths in answers (a lock file, say) are the server's, not this machine's
+
+    def _call(self, method: str, path: str, **kwargs):
+        from dlbox.cli import client
+
+        return client.call(method, path, **kwargs)
+
+    def _stream(self, path: str, params: dict):
+        from dlbox.cli import client
+
+        yield from client.stream(path, params)
+
+    def _local_only(self, what: str):
+        raise UsageError(f"{what} works on the engine's own machine only; unset DLBOX_URL (or use the dashboard)")
+
+    # --- images
+
+    def build(self, spec_file: Path | None, preset: str | None, *, update_lock: bool, no_cache: bool,
+              ca_bundle: str | None, tag: str) -> dict:
+        if spec_file or not preset:
+            raise UsageError("against a server (DLBOX_URL), build a --preset; spec files build locally")
+        return self._call("POST", "/api/images", json={"preset": preset, "tag": tag})
+
+    def images(self, *, show_all: bool) -> list[dict]:
+        return self._call("GET", "/api/images", params={"all": show_all})
+
+    def inspect(self, image: str) -> dict:
+        return self._call("GET", f"/api/images/{image}")
+
+    def verify(self, image: str) -> dict:
+        return self._call("GET", f"/api/images/{image}/verify")
+
+    def rmi(self, image: str, *, force: bool) -> dict:
+        return self._call("DELETE", f"/api/images/{image}", params={"force": force})
+
+    # --- workspaces
+
+    def up(self, name: str, *, spec_file, preset, image, jupyter, ssh, ssh_key, mounts, memory, cpus, gpus,
+           share_gpus, shm_size, pids, host, jupyter_port, ssh_port) -> dict:
+        if spec_file or host != "127.0.0.1":
+            raise UsageError("against a server (DLBOX_URL), use --preset or --image; the server chooses the host")
+        key = None
+        if ssh:
+            from dlbox.workspaces.manage import UpRequest, public_key
+
+            key = public_key(UpRequest(name=name, ssh_key=ssh_key))[0]
+        return self._call("POST", "/api/workspaces", json={
+            "name": name, "preset": preset, "image": image, "jupyter": jupyter, "ssh": ssh, "ssh_public_key": key,
+            "mounts": list(mounts), "memory": memory, "cpus": cpus, "gpus": gpus, "shm_size": shm_size, "pids": pids})
+
+    def workspaces(self) -> list[dict]:
+        return self._call("GET", "/api/workspaces", params={"limit": 1000})  # the most a page holds
+
+    def lifecycle(self, action: str, name: str) -> dict:
+        """stop, start or restart."""
+        return self._call("POST", f"/api/workspaces/{name}/{action}")
+
+    def rm(self, name: str, *, purge_data: bool) -> dict:
+        return self._call("DELETE", f"/api/workspaces/{name}", params={"purge_data": purge_data})
+
+    def logs(self, target: str, *, follow: bool, tail: str):
+        """A workspace's or a job's output, as chunks of bytes (a server has jobs' logs only)."""
+        return self._stream(f"/api/jobs/{target}/logs", {"follow": follow})
+
+    def jupyter(self, name: str) -> dict | None:
+        """Workspace NAME's Jupyter server, with its token and URL; None when it runs none."""
+        return self._call("GET", f"/api/workspaces/{name}/token")
+
+    def token(self, name: str, *, rotate: bool) -> dict:
+        """{name, token, url, rotated}."""
+        return self._call("POST" if rotate else "GET", f"/api/workspaces/{name}/token")
+
+    def exec(self, name: str, command: list[str]) -> int:
+        self._local_only("exec")
+
+    def ssh_target(self, name: str) -> dict:
+        """The ssh_config written for SSH workspaces, checked to have NAME."""
+        self._local_only("ssh")
+
+    def ssh_config(self) -> dict:
+        self._local_only("ssh-config")
+
+    # --- jobs and runs
+
+    def jobs(self, *, show_all: bool, limit: int) -> list[dict]:
+        return self._call("GET", "/api/jobs", params={"all": show_all, "limit": limit})
+
+    def job(self, job_id: str) -> dict:
+        return self._call("GET", f"/api/jobs/{job_id}")
+
+    def wait(self, job_id: str, *, timeout: float | None) -> dict:
+        """The job once it has ended; DlboxError after `timeout` seconds."""
+        import time
+
+        deadline = time.monotonic() + timeout if timeout is not None else None
+        while True:
+            job = self.job(job_id)
+            if job["state"] in JOB_ENDED:
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise DlboxError(f"job {job_id} is still {job['state']} after {timeout:g}s")
+            time.sleep(0.2)
+
+    def cancel(self, job_id: str) -> dict:
+        return self._call("POST", f"/api/jobs/{job_id}/cancel")
+
+    def job_image(self, spec_file: Path | None, preset: str | None, image: str | None, workspace: str | None):
+        """(image ref, project dir, the spec's job defaults or None) for `dlbox run`: on a server, the
+        image must be there already."""
+        if workspace:
+            return self._call("GET", f"/api/workspaces/{workspace}")["image_id"], Path.cwd(), None
+        if image or preset:
+            return image or f"dlbox/{preset}:latest", Path.cwd(), None
+        raise UsageError("against a server (DLBOX_URL), give --preset, --image or --workspace")
+
+    def submit(self, body: dict) -> dict:
+        return self._call("POST", "/api/jobs", json=body)
+
+    def runs(self, *, limit: int) -> list[dict]:
+        return self._call("GET", "/api/runs", params={"limit": limit})
+
+    def run(self, run_id: str) -> dict:
+        return self._call("GET", f"/api/runs/{run_id}")
+
+    # --- users and tokens
+
+    def add_user(self, name: str, *, admin: bool, quota: dict) -> dict:
+        return self._call("POST", "/api/users", json={"name": name, "admin": admin, "quota": quota})
+
+    def users(self, *, limit: int) -> list[dict]:
+        return self._call("GET", "/api/users", params={"limit": limit})
+
+    def set_quota(self, name: str, quota: dict) -> dict:
+        return self._call("PUT", f"/api/users/{name}/quota", json=quota)
+
+    def remove_user(self, name: str) -> dict:
+        return self._call("DELETE", f"/api/users/{name}")
+
+    def create_token(self, *, name: str | None, expires: str, user: str | None) -> dict:
+        return self._call("POST", "/api/tokens", json={"name": name, "expires": expires, "user": user})
+
+    def tokens(self, *, show_all: bool, limit: int) -> list[dict]:
+        return self._call("GET", "/api/tokens", params={"all": show_all, "limit": limit})
+
+    def revoke_token(self, token_id: str) -> dict:
+        return self._call("DELETE", f"/api/tokens/{token_id}")
+
+
+class LocalBackend(ServiceBackend):
+    """This machine: images and workspaces in this process (with progress on the terminal), the
+    rest through the local service."""
+
+    remote = False
+
+    # --- images
+
+    def build(self, spec_file, preset, *, update_lock, no_cache, ca_bundle, tag) -> dict:
+        spec, project_dir, lock_file, ca_path = build_inputs(spec_file, preset, tag, ca_bundle)
+        from dlbox.build import images
+        from dlbox.engine import api as engine
+        from dlbox.progress import Progress
+
+        engine.client()  # fail fast, before any work, when no engine answers
+        lock_file.parent.mkdir(parents=True, exist_ok=True)
+        with Progress() as progress:
+            result = images.build(spec, project_dir=project_dir, lock_file=lock_file, use_lock=not update_lock,
+                                  nocache=no_cache, ca_bundle=ca_path, tag=tag, progress=progress)
+        return result.to_json()
+
+    def images(self, *, show_all):
+        from dlbox.build import images
+
+        return images.list_images(include_untagged=show_all)
+
+    def inspect(self, image):
+        from dlbox.build import images
+
+        return images.inspect(image)
+
+    def verify(self, image):
+        from dlbox.build import images
+
+        return images.verify(image)
+
+    def rmi(self, image, *, force):
+        from dlbox.build import images
+        from dlbox.engine import api as engine
+
+        attrs = images.get(image)
+        engine.remove_image(image, force=force)
+        return {"removed": image, "id": attrs["Id"]}
+
+    # --- workspaces
+
+    def up(self, name, *, spec_file, preset, image, jupyter, ssh, ssh_key, mounts, memory, cpus, gpus, share_gpus,
+           shm_size, pids, host, jupyter_port, ssh_port):
+        from dlbox.engine import api as engine
+        from dlbox.progress import Progress
+        from dlbox.workspaces import manage as workspaces
+
+        request = workspaces.UpRequest(
+            name=name, spec_file=spec_file, preset=preset, image=image, jupyter=jupyter, ssh=ssh, ssh_key=ssh_key,
+            mounts=list(mounts), memory=memory, cpus=cpus, gpus=gpus, share_gpus=share_gpus, shm_size=shm_size,
+            pids=pids, host=host, jupyter_port=jupyter_port, ssh_port=ssh_port)
+        engine.client()
+        with Progress() as progress:
+            return workspaces.up(request, progress)
+
+    def workspaces(self):
+        from dlbox.workspaces import manage as workspaces
+
+        return workspaces.ls()
+
+    def lifecycle(self, action, name):
+        from dlbox.progress import Progress
+        from dlbox.workspaces import manage as workspaces
+
+        with Progress() as progress:
+            return getattr(workspaces, action)(name, progress)
+
+    def rm(self, name, *, purge_data):
+        from dlbox.workspaces import manage as workspaces
+
+        return workspaces.rm(name, purge_data=purge_data)
+
+    def logs(self, target, *, follow, tail):
+        """A workspace's output from the engine; a job's (a hex id no workspace has) from the service."""
+        from dlbox.engine import api as engine
+        from dlbox.workspaces import manage as workspaces
+
+        attrs = engine.container_attrs(workspaces.container_name(target)) \
+            if re.fullmatch(r"[a-z0-9][a-z0-9_-]*", target) else None
+        if attrs is None and re.fullmatch(r"[0-9a-f]{4,32}", target):
+            return super().logs(target, follow=follow, tail=tail)
+        attrs = workspaces._attrs(target)
+        return engine.logs(attrs["Id"], follow=follow, tail=int(tail) if tail.isdigit() else "all")
+
+    def jupyter(self, name):
+        from dlbox.workspaces import manage as workspaces
+
+        return workspaces.show(name, with_token=True)["jupyter"]
+
+    def token(self, name, *, rotate):
+        from dlbox.progress import Progress
+        from dlbox.workspaces import manage as workspaces
+
+        if rotate:
+            with Progress() as progress:
+                ws = workspaces.rotate_token(name, progress)
+        else:
+            ws = workspaces.show(name, with_token=True)
+        if not ws["jupyter"]:
+            raise UsageError(f"workspace {name} runs no Jupyter server")
+        if "token" not in ws["jupyter"]:
+            raise DlboxError(f"workspace {name}'s token is not in this dlbox home; "
+                             f"`dlbox token {name} --rotate` makes one")
+        return {"name": name, "token": ws["jupyter"]["token"], "url": ws["jupyter"]["url"], "rotated": rotate}
+
+    def job_image(self, spec_file, preset, image, workspace):
+        """The same, the spec's image built first if it is missing."""
+        if image:
+            return image, Path.cwd(), None
+        if workspace:
+            from dlbox.workspaces import manage as workspaces
+
+            return workspaces.show(workspace)["image_id"], Path.cwd(), None
+        from dlbox.build import images  # not for --image: Rich and the spec models cost a `dlbox run` ~0.05 s
+        from dlbox.progress import Progress
+
+        spec, project_dir, lock_file = images.load_source(spec_file, preset)
+        with Progress() as progress:
+            found = images.ensure(spec, project_dir=project_dir, lock_file=lock_file, progress=progress)
+        return found["ref"], project_dir, spec.job  # the service pins the exact image ID when it records the job
+
+    def exec(self, name, command):
+        from dlbox.engine import api as engine
+        from dlbox.workspaces import manage as workspaces
+
+        return engine.exec_stream(workspaces.container_of(name), list(command))
+
+    def ssh_target(self, name):
+        import shutil
+
+        from dlbox.workspaces import manage as workspaces
+
+        if shutil.which("ssh") is None:
+            raise DlboxError("no ssh client here (apt-get install openssh-client)")
+        ws = workspaces.show(name)
+        if not ws["ssh"]:
+            raise UsageError(f"workspace {name} has no SSH (start it with `dlbox up {name} --ssh`)")
+        return workspaces.write_ssh_config()
+
+    def ssh_config(self):
+        from dlbox.workspaces import manage as workspaces
+
+        return workspaces.write_ssh_config()

@@ -1,0 +1,92 @@
+"""How the CLI prints: --json documents, the tables' shared bits, workspaces and jobs, and how a
+command ends on an error (report())."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from dlbox.errors import DlboxError
+
+JSON_HELP = "Print a JSON document for scripts instead of text."
+
+
+def emit(data) -> None:
+    click.echo(json.dumps(data, indent=2))
+
+
+def json_option(command):
+    return click.option("--json", "as_json", is_flag=True, help=JSON_HELP)(command)
+
+
+def limit_option(default: int = 100, most: int = 1000):
+    return click.option("--limit", default=default, show_default=True, type=click.IntRange(1, most),
+                        help="At most this many rows (the newest, for jobs and runs).")
+
+
+def more_hint(rows: list, limit: int) -> None:
+    if len(rows) >= limit:
+        click.echo(f"(the first {limit} shown; --limit for more)", err=True)
+
+
+def print_workspace(ws: dict, *, secrets_shown: bool) -> None:
+    click.echo(f"workspace {ws['name']}: {ws['state']} ({ws['image']})")
+    if ws["jupyter"]:
+        click.echo(f"  Jupyter  {ws['jupyter']['url']}")
+    if ws["ssh"]:
+        ssh = ws["ssh"]
+        click.echo(f"  SSH      ssh -p {ssh['port']} {ssh['user']}@{ssh['host']}   (or: dlbox ssh {ws['name']})")
+    click.echo(f"  data     volume {ws['volume']['name']} at {ws['volume']['target']}")
+    for m in ws["mounts"]:
+        click.echo(f"  mount    {m['source']} -> {m['target']}{' (read-only)' if m['read_only'] else ''}")
+    r = ws["resources"]
+    click.echo(f"  limits   memory {r['memory'] or 'none'}, cpus {r['cpus'] or 'all'}, /dev/shm {r['shm_size']}, "
+               f"pids {r['pids']}, gpus {','.join(r['gpus']) if r['gpus'] else 'none'}")
+    if secrets_shown and ws["jupyter"]:
+        click.echo("  (the token is shown only now and by `dlbox token`; keep it to yourself)")
+
+
+def print_job(job: dict) -> None:
+    click.echo(f"job {job['id']}: {job['state']}{' (' + job['reason'] + ')' if job.get('reason') else ''}")
+
+
+def write_chunks(chunks) -> None:
+    """Raw output (logs) as it comes."""
+    for chunk in chunks:
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
+
+
+# --- how a command ends on an error ----------------------------------------------------------------
+
+
+def fail(message: str, exit_code: int) -> None:
+    click.secho(f"error: {message}", fg="red", err=True)
+    sys.exit(exit_code)
+
+
+def report(exc: BaseException) -> None:
+    """End the process for `exc`: one line on stderr and its exit code (2 for usage errors)."""
+    if isinstance(exc, click.exceptions.Exit):
+        sys.exit(exc.exit_code)
+    if isinstance(exc, (click.exceptions.Abort, KeyboardInterrupt)):
+        fail("interrupted", 130)
+    if isinstance(exc, click.UsageError):
+        where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+        fail(exc.format_message() + where, 2)
+    if isinstance(exc, click.ClickException):
+        fail(exc.format_message(), exc.exit_code)
+    if isinstance(exc, DlboxError):
+        fail(exc.message, exc.exit_code)
+    if not isinstance(exc, Exception):  # SystemExit and the like
+        raise exc
+    import os
+
+    if os.environ.get("DLBOX_DEBUG"):  # a bug or an engine surprise: one line, the trace on request
+        raise exc
+    origin = type(exc).__module__.split(".")[0]
+    what = {"docker": "the engine", "requests": "the engine", "http": "the dlbox service"}.get(origin)
+    detail = f"{what} failed: {exc}" if what else f"internal error: {type(exc).__name__}: {exc}"
+    fail(detail.splitlines()[0] + " (DLBOX_DEBUG=1 shows the traceback)", 1)

@@ -1,0 +1,72 @@
+"""The CLI behind one backend: commands make their call through cli/backend.py and never ask
+where they run; the local and the remote backend are one interface."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from dlbox.cli import backend as backends
+from dlbox.cli import client
+from dlbox.cli.main import cli
+
+CLI = Path(backends.__file__).parent
+
+
+def public(cls) -> dict:
+    return {name: fn for name, fn in vars(cls).items() if callable(fn) and not name.startswith("_")}
+
+
+def test_local_backend_keeps_the_service_backends_interface():
+    service = public(backends.ServiceBackend)
+    for name, fn in public(backends.LocalBackend).items():
+        assert name in service, f"LocalBackend.{name} is not part of the interface"
+        assert list(inspect.signature(fn).parameters) == list(inspect.signature(service[name]).parameters), name
+
+
+def test_commands_do_not_choose_where_they_run():
+    for path in CLI.glob("*.py"):
+        if path.name in ("backend.py", "client.py"):
+            continue
+        text = path.read_text()
+        for word in ("remote_url", "client.call", "client.stream", "on_server", "local_only"):
+            assert word not in text, f"{path.name} uses {word}: go through cli/backend.py"
+
+
+@pytest.fixture
+def server(monkeypatch):
+    """DLBOX_URL set and the HTTP calls answered here: (method, path, kwargs) recorded."""
+    calls, answers = [], {}
+    monkeypatch.setenv("DLBOX_URL", "http://dlbox.invalid:8700")
+    monkeypatch.setenv("DLBOX_TOKEN", "dlb_test")
+
+    def call(method, path, **kwargs):
+        calls.append((method, path, kwargs))
+        return answers[(method, path)]
+
+    monkeypatch.setattr(client, "call", call)
+    return calls, answers
+
+
+def test_a_command_is_one_backend_call_and_a_printer(server):
+    calls, answers = server
+    answers[("DELETE", "/api/images/dlbox/x:1")] = {"removed": "dlbox/x:1", "id": "sha256:ab"}
+    answers[("GET", "/api/users")] = [{"name": "alice", "role": "user", "created_at": "2026-01-01T00:00:00Z",
+                                       "quota": {"cpus": 4}}]
+    runner = CliRunner()
+    result = runner.invoke(cli, ["rmi", "dlbox/x:1", "--force"])
+    assert result.exit_code == 0 and result.output == "removed dlbox/x:1\n"
+    result = runner.invoke(cli, ["users", "ls"])
+    assert result.exit_code == 0 and "alice" in result.output and "cpus=4" in result.output
+    assert calls == [("DELETE", "/api/images/dlbox/x:1", {"params": {"force": True}}),
+                     ("GET", "/api/users", {"params": {"limit": 100}})]
+
+
+def test_engine_only_commands_say_so_against_a_server(server):
+    calls, _ = server
+    result = CliRunner().invoke(cli, ["exec", "w", "--", "ls"], standalone_mode=False)
+    assert "exec works on the engine's own machine only" in str(result.exception)
+    assert calls == []
