@@ -121,12 +121,17 @@ def pick(queued: list[Job], running: list[Job], capacity: Capacity, busy_gpus: s
 # --- starting and finishing -------------------------------------------------------------------
 
 
+def helper_path() -> Path:
+    """Where helper_dir keeps the helper (no file made)."""
+    return config.home() / "lib"
+
+
 def helper_dir() -> Path:
     """A host folder holding the metrics helper, bind-mounted read-only at LIB_DIR in every job.
 
     A bind costs nothing at start; copying the file in (put_archive) cost ~0.1 s per job.
     """
-    directory = config.home() / "lib"
+    directory = helper_path()
     source = resources.files("dlbox.build").joinpath("files/dlbox_metrics.py").read_bytes()
     target = directory / "dlbox_metrics.py"
     if not target.is_file() or target.read_bytes() != source:  # new home, or a newer dlbox
@@ -155,21 +160,27 @@ def remember_image(attrs: dict) -> None:
 _IMAGE_ATTRS: dict[str, dict] = {}
 
 
+@dataclass(frozen=True)
+class JobPlan:
+    """A job's container, decided: what `launch` makes, and what the store records of it."""
+
+    spec: containers.ContainerSpec
+    env: dict[str, str]  # the environment to record, secrets redacted
+    uid: int  # who owns the job's own folder (the container's user)
+    gid: int
+
+
 def start(store: Store, job: Job) -> None:
     """queued -> starting -> running: make the container and start it; any failure fails the job."""
     try:
-        spec, env = _container_spec(job)
+        planned = prepare(job)
     except Exception as exc:  # noqa: BLE001 - the image went, or the run directory cannot be made
         store.transition(job.id, JobState.FAILED, reason=f"could not start: {_message(exc)}")
         return
-    store.transition(job.id, JobState.STARTING, env=env, gpu_ids=job.gpu_ids)
+    store.transition(job.id, JobState.STARTING, env=planned.env, gpu_ids=job.gpu_ids)
     try:
-        container_id = engine.create_container(spec)
-        engine.start(container_id)
+        container_id = launch(planned)
     except Exception as exc:  # noqa: BLE001 - any failure to start is the job's failure, said once
-        existing = engine.container_attrs(f"{PREFIX}{job.id}")
-        if existing:
-            engine.remove_container(existing["Id"])
         store.transition(job.id, JobState.FAILED, reason=f"could not start: {_message(exc)}")
         return
     store.transition(job.id, JobState.RUNNING, container_id=container_id)
@@ -179,14 +190,25 @@ def _message(exc: Exception) -> str:
     return getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
 
 
-def _container_spec(job: Job) -> tuple[containers.ContainerSpec, dict[str, str]]:
-    """The job's container, and the environment to record (secrets redacted)."""
-    attrs = image_attrs(job.image_id)
-    labels = attrs["Config"].get("Labels") or {}
+def prepare(job: Job) -> JobPlan:
+    """The facts (the image's record), the plan, and what must be on the host before the container:
+    the job's own folder, its mounts' sources rechecked, the metrics helper."""
+    planned = plan(job, image_attrs(job.image_id))
+    make_job_dir(job, planned.uid, planned.gid)
+    mount_policy.recheck([mount_policy.Mount(**m) for m in job.mounts])  # a queued job may start long after
+    helper_dir()  # its mounts were checked
+    return planned
+
+
+def plan(job: Job, image: dict) -> JobPlan:
+    """The job's container from its row and its image's engine record (`image`: Config.Labels, Config.Env).
+
+    Pure: no engine, no files made. A read-only root with tmpfs scratch, the job's own folder at
+    RUN_DIR, the helper read-only at LIB_DIR, the row's limits and GPUs, the owner's network."""
+    labels = image["Config"].get("Labels") or {}
     user = containers.run_as(labels)  # numeric uid:gid: never the image's root, never group 0
     uid, gid = containers.uid_gid(user)
-    directory = make_job_dir(job, uid, gid)
-    image_env = dict(item.split("=", 1) for item in attrs["Config"].get("Env") or [])
+    image_env = dict(item.split("=", 1) for item in image["Config"].get("Env") or [])
     env = {"DLBOX_RUN_DIR": RUN_DIR, "DLBOX_JOB_ID": job.id,
            "PYTHONPATH": ":".join(filter(None, [LIB_DIR, image_env.get("PYTHONPATH")])),
            **{f"DLBOX_PARAM_{re.sub(r'[^A-Za-z0-9_]', '_', k).upper()}": v for k, v in job.params.items()}}
@@ -194,8 +216,8 @@ def _container_spec(job: Job) -> tuple[containers.ContainerSpec, dict[str, str]]
         name=f"{PREFIX}{job.id}", image=job.image_id, command=list(job.command), user=user,
         labels={"dlbox.kind": "job", "dlbox.job": job.id, "dlbox.owner": job.user, "dlbox.home": owner_label(),
                 **({"dlbox.gpus": ",".join(job.gpu_ids)} if job.gpu_ids else {})},
-        mounts=_rechecked([mount_policy.Mount(**m) for m in job.mounts]) + [mount_policy.Mount(str(directory), RUN_DIR),
-                                                             mount_policy.Mount(str(helper_dir()), LIB_DIR, True)],
+        mounts=[mount_policy.Mount(**m) for m in job.mounts] + [mount_policy.Mount(str(job_dir(job.id)), RUN_DIR),
+                                                              mount_policy.Mount(str(helper_path()), LIB_DIR, True)],
         volumes=dict(job.volumes or {}),
         limits=containers.Limits(memory=job.memory, cpus=job.cpus, shm_size=job.shm_size or containers.DEFAULT_SHM),
         gpu_ids=job.gpu_ids, env=env, workdir=job.workdir,
@@ -203,7 +225,21 @@ def _container_spec(job: Job) -> tuple[containers.ContainerSpec, dict[str, str]]
         healthcheck={"test": ["NONE"]},  # a job's health is its exit code (the reconciler's); none of the image's
         read_only=True, tmpfs=containers.scratch(user, containers.image_home(labels)),  # writes: run dir, /tmp, HOME
     )
-    return spec, redact({**image_env, **env})
+    return JobPlan(spec=spec, env=redact({**image_env, **env}), uid=uid, gid=gid)
+
+
+def launch(planned: JobPlan) -> str:
+    """Create and start the planned container; on failure none of that name is left (the job is
+    started again from scratch, or fails)."""
+    try:
+        container_id = engine.create_container(planned.spec)
+        engine.start(container_id)
+    except Exception:
+        existing = engine.container_attrs(planned.spec.name)
+        if existing:
+            engine.remove_container(existing["Id"])
+        raise
+    return container_id
 
 
 def make_job_dir(job: Job, uid: int, gid: int) -> Path:
@@ -221,11 +257,6 @@ def make_job_dir(job: Job, uid: int, gid: int) -> Path:
     for path in (directory, directory / "artifacts", directory / "params.json"):
         os.chown(path, uid, gid)
     return directory
-
-
-def _rechecked(mounts: list[mount_policy.Mount]) -> list[mount_policy.Mount]:
-    mount_policy.recheck(mounts)  # a queued job may start long after its mounts were checked
-    return mounts
 
 
 def finish(store: Store, job: Job, attrs: dict | None) -> None:

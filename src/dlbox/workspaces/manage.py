@@ -8,6 +8,7 @@ it and its last-seen state, for fast lists (routes_workspaces.sync).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import time
@@ -15,6 +16,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from dlbox.containers import mount_policy
 from dlbox import config
@@ -96,9 +98,14 @@ def _image_for(req: UpRequest, progress: Progress):
             default_mounts)
 
 
-def _check_port(host: str, port: int, flag: str) -> int:
+def _port_range(port: int, flag: str) -> int:
     if not 1 <= port <= 65535:
         raise UsageError(f"{flag}: {port} is not a port (1-65535)")
+    return port
+
+
+def _check_port(host: str, port: int, flag: str) -> int:
+    _port_range(port, flag)
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
         try:
             probe.bind((host, port))
@@ -146,97 +153,262 @@ def _held_gpus(viewer: str | None = None) -> dict[str, list[str]]:
     return held
 
 
-def up(req: UpRequest, progress: Progress) -> dict:
+@dataclass(frozen=True)
+class UpFacts:
+    """What planning a workspace needs from the engine and the host, read before anything is made.
+
+    `gather` reads them; `plan` turns them and the request into a `Plan` without touching either,
+    so a unit test can give any facts it likes."""
+
+    image: dict  # the image's summary: id, ref, services, user, uid, gid, and env (its Config.Env)
+    mounts: list[mount_policy.Mount] = field(default_factory=list)  # the request's, parsed on the host
+    default_mounts: list[mount_policy.Mount] = field(default_factory=list)  # the spec's, parsed
+    defaults: Any = None  # the spec's workspace resources (spec.model.Resources), or None
+    capacity: dict = field(default_factory=dict)  # engine.capacity(), read only when a limit needs checking
+    free_ports: dict[int, int] = field(default_factory=dict)  # container port -> a free host port, where not given
+    authorized_key: str | None = None  # the SSH public key's text
+    key_file: Path | None = None  # the file it came from, if any
+    gpu_inventory: list[str] = field(default_factory=list)
+    held_gpus: dict[str, list[str]] = field(default_factory=dict)  # holder -> GPU IDs
+    token: str | None = None  # a fresh Jupyter token
+    container_exists: bool = False  # a container of the workspace's name is there already
+    volume_exists: bool = False  # a kept volume of its name is there ...
+    volume_owner: str | None = None  # ... and the owner it records
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything `apply` does, decided: the container, its volume, the files to put in it, and
+    what a failure takes back (the container, the volume if `apply` made it, the vault's record)."""
+
+    name: str
+    spec: containers.ContainerSpec
+    volume_labels: dict[str, str]
+    owner: str  # who the volume must belong to, when it is kept
+    files: dict  # services.files' arguments but the host key (the vault makes that, in apply)
+    ssh: bool  # a host key to make and put
+    token: str | None
+    fixed_ports: bool  # a port given by flag is not picked again when the engine finds it taken
+    image_ref: str
+    entrypoint: tuple[str, ...] = ("/bin/bash", f"{services.DIR}/start.sh")
+
+    @property
+    def volume(self) -> str:
+        return volume_name(self.name)
+
+    @property
+    def host(self) -> str:
+        return self.spec.labels["dlbox.host"]
+
+
+# --- the pure checks: `plan` makes them all, in this order; `gather` each one before the first fact it saves reading
+
+
+def _check_request(req: UpRequest) -> tuple[str, str]:
+    """(name, host to publish on)."""
     name = containers.check_name(req.name)
     if req.host not in ("127.0.0.1", "0.0.0.0", "::1", "::", "localhost"):
         try:
             socket.inet_aton(req.host)
         except OSError:
             raise UsageError(f"--host: {req.host!r} is not an IP address to publish ports on") from None
-    host = "127.0.0.1" if req.host == "localhost" else req.host
-    mounts = [mount_policy.parse_mount(m, guarded=req.guard_mounts) for m in req.mounts]
+    return name, "127.0.0.1" if req.host == "localhost" else req.host
+
+
+def _check_targets(mounts: list[mount_policy.Mount]) -> None:
     targets = [m.target for m in mounts]
     if WORKDIR in targets or len(set(targets)) != len(targets):
         raise UsageError(f"--mount: each target must be unique and not {WORKDIR} (the workspace's own volume)")
-    gpu_request = gpus.parse(req.gpus)
-    if engine.container_attrs(container_name(name)) is not None:
+
+
+def _refuse_existing(name: str, exists: bool) -> None:
+    if exists:
         raise DlboxError(f"workspace {name} already exists; `dlbox start {name}` or `dlbox rm {name}` first",
                          code="exists")
-    check_volume_owner(name, req.owner or LOCAL_OWNER)  # before anything is built or made
+
+
+def _refuse_volume(name: str, owner: str, exists: bool, found: str | None) -> None:
+    """A kept volume is adopted only by its recorded owner: it holds their data. One without an owner
+    (made before volumes recorded theirs) only by the machine's local owner, never by a server user."""
+    if not exists or found == owner or (found is None and owner == LOCAL_OWNER):
+        return
+    whose = "records no owner" if found is None else "belongs to another user"
+    raise DlboxError(f"workspace name {name} is taken: its kept volume {volume_name(name)} {whose}; choose another "
+                     "name (an admin can remove the volume with `dlbox rm NAME --purge-data`)", code="exists")
+
+
+def _check_ports(req: UpRequest) -> None:
     if req.jupyter_port:
-        _check_port(host, req.jupyter_port, "--jupyter-port")
+        _port_range(req.jupyter_port, "--jupyter-port")
     if req.ssh_port:
-        _check_port(host, req.ssh_port, "--ssh-port")
-    image, defaults, default_mounts = _image_for(req, progress)
-    given = {m.target for m in mounts}
-    mounts += [m for m in default_mounts if m.target not in given]  # the spec's mounts, unless a flag replaces one
-    asks = req.memory or req.cpus is not None or req.gpus or (
-        defaults is not None and (defaults.memory or defaults.cpus or defaults.gpus))
-    capacity = engine.capacity() if asks else {}  # the engine's info call only when a limit needs checking
-    limits = containers.limits(defaults, memory=req.memory, cpus=req.cpus, shm_size=req.shm_size,
-                               pids=req.pids, capacity=capacity)
+        _port_range(req.ssh_port, "--ssh-port")
+
+
+def _asks_limits(req: UpRequest, defaults) -> bool:
+    return bool(req.memory or req.cpus is not None or req.gpus or (
+        defaults is not None and (defaults.memory or defaults.cpus or defaults.gpus)))
+
+
+def _limits(req: UpRequest, defaults, capacity: dict) -> containers.Limits:
+    return containers.limits(defaults, memory=req.memory, cpus=req.cpus, shm_size=req.shm_size,
+                             pids=req.pids, capacity=capacity)
+
+
+def _jupyter(req: UpRequest, image: dict) -> bool:
+    """Whether the workspace runs Jupyter; refuses a service the image does not have."""
     offered = image["services"]
     jupyter = ("jupyter" in offered) if req.jupyter is None else req.jupyter
     if jupyter and "jupyter" not in offered:
         raise UsageError(f"--jupyter: image {image['ref']} has no Jupyter (its spec's services: {offered})")
     if req.ssh and "ssh" not in offered:
         raise UsageError(f"--ssh: image {image['ref']} has no SSH server (add 'ssh' to its spec's services)")
+    return jupyter
+
+
+def _gpu_request(req: UpRequest, defaults):
+    request = gpus.parse(req.gpus)
+    return gpus.parse(defaults.gpus) if request is None and defaults is not None else request
+
+
+def _check_gpu_runtime(capacity: dict) -> None:
+    if "nvidia" not in capacity["runtimes"]:
+        raise DlboxError("--gpus: the engine has no GPU runtime (install the NVIDIA container toolkit and "
+                         f"restart dockerd; runtimes here: {', '.join(capacity['runtimes'])})",
+                         code="no_gpu_runtime")
+
+
+# --- up: gather (engine and host), plan (pure), apply (effects, undone on failure) --------------------
+
+
+def up(req: UpRequest, progress: Progress) -> dict:
+    return apply(plan(req, gather(req, progress)), progress)
+
+
+def gather(req: UpRequest, progress: Progress) -> UpFacts:
+    """Read what planning needs, refusing a bad request before the first engine call or build it would waste."""
+    name, host = _check_request(req)
+    mounts = [mount_policy.parse_mount(m, guarded=req.guard_mounts) for m in req.mounts]
+    _check_targets(mounts)
+    gpus.parse(req.gpus)
+    _refuse_existing(name, engine.container_attrs(container_name(name)) is not None)
+    volume_exists = engine.volume_exists(volume_name(name))
+    volume_owner = engine.volume_labels(volume_name(name)).get("dlbox.owner") if volume_exists else None
+    _refuse_volume(name, req.owner or LOCAL_OWNER, volume_exists, volume_owner)  # before anything is built or made
+    if req.jupyter_port:
+        _check_port(host, req.jupyter_port, "--jupyter-port")
+    if req.ssh_port:
+        _check_port(host, req.ssh_port, "--ssh-port")
+    image, defaults, default_mounts = _image_for(req, progress)
+    capacity = engine.capacity() if _asks_limits(req, defaults) else {}  # the engine's info call only when needed
+    _limits(req, defaults, capacity)
+    jupyter = _jupyter(req, image)
     authorized, key_file = public_key(req) if req.ssh else (None, None)
+    inventory, held = [], {}
+    if _gpu_request(req, defaults) is not None and "nvidia" in capacity["runtimes"]:
+        inventory, held = gpus.inventory(), _held_gpus(req.owner)
+    free = {}
+    if jupyter and not req.jupyter_port:
+        free[services.JUPYTER_PORT] = _free_port(host)
+    if req.ssh and not req.ssh_port:
+        free[services.SSH_PORT] = _free_port(host)
+    return UpFacts(image=image, mounts=mounts, default_mounts=default_mounts, defaults=defaults, capacity=capacity,
+                   free_ports=free, authorized_key=authorized, key_file=key_file, gpu_inventory=inventory,
+                   held_gpus=held, token=vault.new_token() if jupyter else None,
+                   volume_exists=volume_exists, volume_owner=volume_owner)
+
+
+def plan(req: UpRequest, facts: UpFacts) -> Plan:
+    """The workspace `req` asks for, given `facts`: pure (no engine, no host), and every refusal `up` makes."""
+    name, host = _check_request(req)
+    _check_targets(facts.mounts)
+    gpu_request = gpus.parse(req.gpus)
+    owner = req.owner or LOCAL_OWNER
+    _refuse_existing(name, facts.container_exists)
+    _refuse_volume(name, owner, facts.volume_exists, facts.volume_owner)
+    _check_ports(req)
+    image, defaults = facts.image, facts.defaults
+    given = {m.target for m in facts.mounts}
+    # the spec's mounts, unless a flag replaces one
+    mounts = list(facts.mounts) + [m for m in facts.default_mounts if m.target not in given]
+    limits = _limits(req, defaults, facts.capacity)
+    jupyter = _jupyter(req, image)
+    if req.ssh and facts.authorized_key is None:
+        raise UsageError("--ssh needs a public key: --ssh-key FILE.pub (no ~/.ssh/id_ed25519.pub or id_rsa.pub found)")
     if gpu_request is None and defaults is not None:
         gpu_request = gpus.parse(defaults.gpus)
     gpu_ids = None
     if gpu_request is not None:
-        if "nvidia" not in capacity["runtimes"]:
-            raise DlboxError("--gpus: the engine has no GPU runtime (install the NVIDIA container toolkit and "
-                             f"restart dockerd; runtimes here: {', '.join(capacity['runtimes'])})",
-                             code="no_gpu_runtime")
-        gpu_ids = gpus.allocate(gpu_request, available=gpus.inventory(), held=_held_gpus(req.owner),
-                               share=req.share_gpus)
+        _check_gpu_runtime(facts.capacity)
+        gpu_ids = gpus.allocate(gpu_request, available=facts.gpu_inventory, held=facts.held_gpus,
+                                share=req.share_gpus)
 
     user = (image.get("user") or "dl")
     run_as = containers.run_as({"dlbox.uid": image.get("uid"), "dlbox.gid": image.get("gid")})
     uid = containers.uid_gid(run_as)[0]
-    token = vault.new_token() if jupyter else None
+    token = facts.token if jupyter else None
+    if jupyter and token is None:
+        raise DlboxError("planning a Jupyter workspace needs a token (UpFacts.token)")
+    home_id = config.home_id()
     labels = {
         "dlbox.kind": KIND, "dlbox.workspace": name, "dlbox.image": image["ref"], "dlbox.host": host,
         "dlbox.user": user, "dlbox.mounts": json.dumps([m.to_json() for m in mounts]),
-        "dlbox.home": config.home_id(),
+        "dlbox.home": home_id,
     }
     if gpu_ids:
         labels["dlbox.gpus"] = ",".join(gpu_ids)
-    if key_file:
-        labels["dlbox.ssh-key"] = str(key_file)
+    if facts.key_file:
+        labels["dlbox.ssh-key"] = str(facts.key_file)
     if req.owner:
         labels["dlbox.owner"] = req.owner
     if req.url_host and host in ("0.0.0.0", "::"):
         labels["dlbox.url-host"] = check_url_host(req.url_host)
+    ports = {}
+    if jupyter:
+        ports[services.JUPYTER_PORT] = (host, req.jupyter_port or facts.free_ports[services.JUPYTER_PORT])
+    if req.ssh:
+        ports[services.SSH_PORT] = (host, req.ssh_port or facts.free_ports[services.SSH_PORT])
+    spec = _with_ports(containers.ContainerSpec(
+        name=container_name(name), image=image["id"], command=[], user=run_as, labels=labels,
+        mounts=mounts, volumes={volume_name(name): WORKDIR}, limits=limits, gpu_ids=gpu_ids,
+        workdir=WORKDIR, network=networks.for_owner(req.owner),
+        healthcheck=services.HEALTHCHECK, restart=services.RESTART,
+    ), ports)
+    return Plan(
+        name=name, spec=spec, owner=owner, token=token, ssh=req.ssh, image_ref=image["ref"],
+        volume_labels={"dlbox.kind": KIND, "dlbox.workspace": name, "dlbox.owner": owner, "dlbox.home": home_id},
+        files={"user": user, "uid": uid, "token": token, "authorized_keys": facts.authorized_key,
+               "env": dict(item.split("=", 1) for item in image.get("env") or [])},
+        fixed_ports=bool(req.jupyter_port or req.ssh_port),
+    )
 
-    progress.step(f"creating workspace {name} from {image['ref']}")
-    made_volume, container_id, host_pub = False, None, None
+
+def _with_ports(spec: containers.ContainerSpec, ports: dict[int, tuple[str, int]]) -> containers.ContainerSpec:
+    """The spec publishing `ports`, each also recorded as a dlbox.port.N label (what `describe` reads)."""
+    labels = {k: v for k, v in spec.labels.items() if not k.startswith("dlbox.port.")}
+    return dataclasses.replace(spec, ports=dict(ports),
+                               labels=labels | {f"dlbox.port.{p}": str(hp) for p, (_, hp) in ports.items()})
+
+
+def apply(plan: Plan, progress: Progress) -> dict:
+    """Make the planned workspace: volume, container (on its owner's network), files, start, ready.
+
+    On any failure (Ctrl-C included) nothing half-made stays: the container, the volume if this
+    call made it, and the vault's record go. The owner's network stays: it is shared with the
+    owner's other workspaces and jobs."""
+    progress.step(f"creating workspace {plan.name} from {plan.image_ref}")
+    made_volume, container_id = False, None
+    spec = plan.spec
     try:
-        host_key, host_pub = vault.host_key(name) if req.ssh else (None, None)
-        files = services.files(user=user, uid=uid, token=token, host_key=host_key, authorized_keys=authorized,
-                               env=dict(item.split("=", 1) for item in image["env"]))
-        made_volume = engine.ensure_volume(volume_name(name), {"dlbox.kind": KIND, "dlbox.workspace": name,
-                                                               "dlbox.owner": req.owner or LOCAL_OWNER,
-                                                               "dlbox.home": config.home_id()})
+        host_key, host_pub = vault.host_key(plan.name) if plan.ssh else (None, None)
+        files = services.files(host_key=host_key, **plan.files)
+        made_volume = engine.ensure_volume(plan.volume, plan.volume_labels)
         if not made_volume:  # kept, or made meanwhile by a parallel `up`: only its owner goes on
-            check_volume_owner(name, req.owner or LOCAL_OWNER)
+            check_volume_owner(plan.name, plan.owner)
         for attempt in range(5):
-            ports = {}
-            if jupyter:
-                ports[services.JUPYTER_PORT] = (host, req.jupyter_port or _free_port(host))
-            if req.ssh:
-                ports[services.SSH_PORT] = (host, req.ssh_port or _free_port(host))
-            spec = containers.ContainerSpec(
-                name=container_name(name), image=image["id"], command=[], user=run_as,
-                labels=labels | {f"dlbox.port.{p}": str(hp) for p, (_, hp) in ports.items()},
-                mounts=mounts, volumes={volume_name(name): WORKDIR}, limits=limits, gpu_ids=gpu_ids,
-                ports=ports, workdir=WORKDIR, network=networks.for_owner(req.owner),
-                healthcheck=services.HEALTHCHECK, restart=services.RESTART,
-            )
-            mount_policy.recheck(mounts)  # the image may have taken minutes: the sources must still be what was checked
-            container_id = engine.create_container(spec, entrypoint=["/bin/bash", f"{services.DIR}/start.sh"])
+            if attempt:  # the engine found a picked port taken meanwhile: pick again
+                spec = _with_ports(spec, {p: (ip, _free_port(plan.host)) for p, (ip, _) in spec.ports.items()})
+            mount_policy.recheck(spec.mounts)  # the image may have taken minutes: the sources must still be what was checked
+            container_id = engine.create_container(spec, entrypoint=list(plan.entrypoint))
             engine.put_files(container_id, files)
             try:
                 engine.start(container_id)
@@ -244,36 +416,29 @@ def up(req: UpRequest, progress: Progress) -> dict:
             except engine.PortInUse:
                 engine.remove_container(container_id)
                 container_id = None
-                if req.jupyter_port or req.ssh_port or attempt == 4:
+                if plan.fixed_ports or attempt == 4:
                     raise
-        vault.save(name, {"token": token, "host_public_key": host_pub})
+        vault.save(plan.name, {"token": plan.token, "host_public_key": host_pub})
         progress.step("waiting for the services to answer")
-        _wait_ready(container_id, host, ports, token)
+        _wait_ready(container_id, plan.host, spec.ports, plan.token)
     except BaseException:
         # nothing half-made: the container, a volume this call made, and the secrets go
         for undo in (lambda: container_id and engine.remove_container(container_id),
-                     lambda: made_volume and engine.remove_volume(volume_name(name)),
-                     lambda: vault.forget(name)):
+                     lambda: made_volume and engine.remove_volume(plan.volume),
+                     lambda: vault.forget(plan.name)):
             try:
                 undo()
             except Exception:  # noqa: BLE001 - the first error is the one to report
                 pass
         raise
-    progress.step(f"workspace {name} is up")
-    return describe(engine.container_attrs(container_id), token=token, fresh=True)
+    progress.step(f"workspace {plan.name} is up")
+    return describe(engine.container_attrs(container_id), token=plan.token, fresh=True)
 
 
 def check_volume_owner(name: str, owner: str) -> None:
-    """A kept volume is adopted only by its recorded owner: it holds their data. One without an owner
-    (made before volumes recorded theirs) only by the machine's local owner, never by a server user."""
-    if not engine.volume_exists(volume_name(name)):
-        return
-    found = engine.volume_labels(volume_name(name)).get("dlbox.owner")
-    if found == owner or (found is None and owner == LOCAL_OWNER):
-        return
-    whose = "records no owner" if found is None else "belongs to another user"
-    raise DlboxError(f"workspace name {name} is taken: its kept volume {volume_name(name)} {whose}; choose another "
-                     "name (an admin can remove the volume with `dlbox rm NAME --purge-data`)", code="exists")
+    """Refuse a kept volume `owner` may not adopt (see _refuse_volume), as the engine has it now."""
+    exists = engine.volume_exists(volume_name(name))
+    _refuse_volume(name, owner, exists, engine.volume_labels(volume_name(name)).get("dlbox.owner") if exists else None)
 
 
 def check_url_host(text: str) -> str:
