@@ -94,7 +94,7 @@ def test_a_local_workspace_plan_without_limits_or_gpus():
 def test_spec_defaults_shrink_to_the_machine_and_ask_for_gpus():
     defaults = Resources(memory="128g", cpus=64, gpus=2)
     plan = manage.plan(UpRequest(name="big"), facts(defaults=defaults))
-    assert plan.spec.limits.memory is None and plan.spec.limits.cpus == 16.0
+    assert plan.spec.limits.memory == 64 * GIB and plan.spec.limits.cpus == 16.0
     assert plan.spec.gpu_ids == ["0", "2"]  # two free ones: "1" is held
 
 
