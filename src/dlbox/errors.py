@@ -42,6 +42,8 @@ CODES: dict[str, Code] = {
     "not_built": Code(409, 1, "the image asked for is not built here yet"),
     "mount_missing": Code(409, 1, "a mount source that existed is gone"),
     "lock_mismatch": Code(409, 1, "a rebuilt image does not match its lock"),
+    "not_running": Code(409, 1, "the workspace must be running for this (start it first)"),
+    "not_reproducible": Code(409, 1, "a run cannot be repeated exactly (what it needs was not kept)"),
     "engine_conflict": Code(409, 1, "the engine refused: the thing is in use, not running, or already there"),
     "build_failed": Code(422, 1, "the image could not be built from the spec"),
     "too_many_followers": Code(429, 1, "too many log streams open for this caller"),

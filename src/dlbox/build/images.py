@@ -89,7 +89,7 @@ def build(spec: Spec, *, project_dir: Path, lock_file: Path, use_lock: bool = Tr
     if require_lock and (pinned is None or pinned.base != base):
         raise DlboxError(f"cannot rebuild exactly {lock_file.name}: it was made on base "
                          f"{pinned.base.rootfs_sha256 if pinned else '?'} and this engine's base is "
-                         f"{base.rootfs_sha256}")
+                         f"{base.rootfs_sha256}", code="lock_mismatch")
     if pinned is not None and pinned.base != base:
         progress.step(f"{lock_file.name} was made on another base ({pinned.base.ref}); resolving packages again")
         pinned = None
@@ -131,7 +131,7 @@ def _build_once(spec, base, pinned, shape, *, project_dir, lock_file, nocache, c
     plan = render.render(spec, base.ref, lock=pinned if shape == "lock" else None, ca_bundle=ca_bundle is not None)
     code_dir = (project_dir / spec.code.src).resolve() if spec.code else None
     if code_dir is not None and not code_dir.is_dir():
-        raise DlboxError(f"code.src: {code_dir} is not a directory")
+        raise DlboxError(f"code.src: {code_dir} is not a directory", code="build_failed")
     ctx = context.make(plan, ca_bundle=ca_bundle.read_bytes() if ca_bundle else None, code_dir=code_dir)
     how = {"lock": f"from {lock_file.name}", "spec": "resolving the spec's requirements"}[shape]
     if pinned is not None and shape == "spec":
@@ -147,7 +147,7 @@ def _build_once(spec, base, pinned, shape, *, project_dir, lock_file, nocache, c
     lock = locks.from_listing(name=spec.name, spec_hash=spec.environment_hash(), base=base, listing=listing)
     if not lock.python.version.startswith(f"{spec.python}."):
         _discard(built)
-        raise DlboxError(f"python: the image has Python {lock.python.version}, the spec says {spec.python}")
+        raise DlboxError(f"python: the image has Python {lock.python.version}, the spec says {spec.python}", code="build_failed")
     if pinned is not None and lock.hash != pinned.hash:
         _discard(built)  # never keep an image that contradicts its lock
     if pinned is not None and lock.hash != pinned.hash and shape == "spec":

@@ -20,11 +20,11 @@ def image_for(record: dict, progress: Progress) -> str:
         return record["image_id"]
     if not (record.get("lock") and record.get("spec")):
         raise DlboxError(f"run {record['id']}: its image {record['image_id'][:19]} is gone and the run kept no "
-                         "lock and spec to rebuild it from")
+                         "lock and spec to rebuild it from", code="not_found")
     lock = locks.parse_text(record["lock"], source=f"run {record['id']}'s lock")
     if lock.hash != record["lock_hash"]:  # the kept lock is not the one the run's image was labelled with
         raise DlboxError(f"run {record['id']}: its kept lock hashes to {lock.hash[:12]}, not the recorded "
-                         f"{(record['lock_hash'] or '-')[:12]}; refusing to rebuild from it")
+                         f"{(record['lock_hash'] or '-')[:12]}; refusing to rebuild from it", code="lock_mismatch")
     spec = specs.parse(record["spec"], source=f"run {record['id']}'s spec")
     progress.step(f"image {record['image_id'][:19]} is gone; rebuilding it from the run's lock {lock.hash[:12]}")
     project = Path(record.get("project_dir") or ".")
@@ -43,10 +43,10 @@ def image_for(record: dict, progress: Progress) -> str:
                 raise
             detail = exc.message.partition("(")[2].partition(")")[0]
             raise DlboxError(f"run {record['id']}: the rebuilt image does not match the run's lock "
-                             f"{lock.hash[:12]} ({detail}); refusing to run it") from None
+                             f"{lock.hash[:12]} ({detail}); refusing to run it", code="lock_mismatch") from None
     if result.lock.hash != lock.hash:  # build() enforces this; the job must never run on another set
         raise DlboxError(f"run {record['id']}: the rebuilt lock {result.lock.hash[:12]} is not the run's "
-                         f"{lock.hash[:12]}; refusing to run it")
+                         f"{lock.hash[:12]}; refusing to run it", code="lock_mismatch")
     progress.step(f"rebuilt {result.id[:19]}; its lock hash matches the run's ({lock.hash[:12]})")
     return result.id
 
@@ -57,7 +57,7 @@ def request_for(record: dict, progress: Progress) -> dict:
         [w for w in record["command"] if f"{redact.MARK}@" in str(w)]
     if held_back:  # records never show secrets, and a finished job's are not kept: the user gives them again
         raise DlboxError(f"run {record['id']}: its secrets are not kept ({', '.join(held_back)}); "
-                         "submit it again with `dlbox run`, giving them")
+                         "submit it again with `dlbox run`, giving them", code="not_reproducible")
     mounts = [f"{m['source']}:{m['target']}{':ro' if m['read_only'] else ''}" for m in record["mounts"]]
     memory = record["resources"]["memory"]
     gpus = record["resources"]["gpus"]
