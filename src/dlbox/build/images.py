@@ -147,7 +147,8 @@ def _build_once(spec, base, pinned, shape, *, project_dir, lock_file, nocache, c
     lock = locks.from_listing(name=spec.name, spec_hash=spec.environment_hash(), base=base, listing=listing)
     if not lock.python.version.startswith(f"{spec.python}."):
         _discard(built)
-        raise DlboxError(f"python: the image has Python {lock.python.version}, the spec says {spec.python}", code="build_failed")
+        raise DlboxError(f"python: the image has Python {lock.python.version}, the spec says {spec.python}",
+                         code="build_failed")
     if pinned is not None and lock.hash != pinned.hash:
         _discard(built)  # never keep an image that contradicts its lock
     if pinned is not None and lock.hash != pinned.hash and shape == "spec":

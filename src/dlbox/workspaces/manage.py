@@ -680,7 +680,8 @@ def rotate_token(name: str, progress: Progress) -> dict:
 def container_of(name: str) -> str:
     attrs = _attrs(name)
     if not attrs["State"]["Running"]:
-        raise DlboxError(f"workspace {name} is {attrs['State']['Status']}; `dlbox start {name}` first", code="not_running")
+        raise DlboxError(f"workspace {name} is {attrs['State']['Status']}; `dlbox start {name}` first",
+                         code="not_running")
     return attrs["Id"]
 
 
