@@ -40,7 +40,7 @@ test: venv engine
 
 ## unit: the tests that need no engine
 unit: venv
-	$(BIN)/python -m pytest -q tests/unit
+	$(BIN)/python -m pytest -q -m "not engine"
 
 ## bench: benchmarks, printed as a table of ratios against plain Docker
 bench: venv engine

@@ -174,10 +174,9 @@ def test_vault_writes_owner_only_files(tmp_path, monkeypatch):
     assert not directory.exists() and vault.load("ws") == {}
 
 
-def test_tokens_are_long_random_and_compared_in_constant_time():
+def test_tokens_are_long_and_random():
     a, b = vault.new_token(), vault.new_token()
     assert a != b and len(a) >= 43  # 32 bytes, url-safe base64
-    assert vault.same(a, a) and not vault.same(a, b)
 
 
 @pytest.mark.parametrize("source", ["/run", "/var/run", "/var", "/var/lib/docker"])

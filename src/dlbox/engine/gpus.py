@@ -1,7 +1,7 @@
 """GPU requests and bookkeeping: which GPU IDs belong to which container.
 
-Pure. The engine is the truth about who holds what: callers pass the IDs that running
-containers hold (read from their labels), and the inventory (from `nvidia-smi -L` or DLBOX_GPUS).
+Pure but for the inventory, which runs `nvidia-smi -L` (or reads DLBOX_GPUS). The engine is the
+truth about who holds what: callers pass the IDs that running containers hold (from their labels).
 """
 
 from __future__ import annotations

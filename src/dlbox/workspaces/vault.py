@@ -6,7 +6,6 @@ logged or listed; only `dlbox up` and `dlbox token` print a token, once.
 
 from __future__ import annotations
 
-import hmac
 import json
 import os
 import secrets
@@ -39,11 +38,6 @@ def _write(path: Path, data: bytes) -> None:
 
 def new_token() -> str:
     return secrets.token_urlsafe(TOKEN_BYTES)
-
-
-def same(a: str, b: str) -> bool:
-    """Constant-time comparison of two secrets."""
-    return hmac.compare_digest(a.encode(), b.encode())
 
 
 def save(name: str, record: dict) -> None:
