@@ -309,13 +309,13 @@ def test_a_guarded_mount_is_checked_again_before_start(tmp_path):
 def test_a_0000_workspace_url_uses_the_host_the_client_reached(host_header, expected):
     from starlette.requests import Request
 
-    from dlbox.server.routes import workspaces as routes_workspaces
+    from dlbox.server import workspace_actions
     from dlbox.server import app as service
 
     request = Request({"type": "http", "method": "POST", "path": "/", "headers": [(b"host", host_header.encode())]})
-    assert routes_workspaces.url_host(service.Context(store=None, loop=None, workspace_host="0.0.0.0"),
+    assert workspace_actions.url_host(service.Context(store=None, loop=None, workspace_host="0.0.0.0"),
                                       request) == expected
-    assert routes_workspaces.url_host(service.Context(store=None, loop=None, workspace_host="127.0.0.1"),
+    assert workspace_actions.url_host(service.Context(store=None, loop=None, workspace_host="127.0.0.1"),
                                       request) is None  # a fixed address is the URL's host already
 
 
@@ -325,7 +325,7 @@ def test_a_hostile_host_never_reaches_a_label(bad):
 
     from starlette.requests import Request
 
-    from dlbox.server.routes import workspaces as routes_workspaces
+    from dlbox.server import workspace_actions
     from dlbox.server import app as service
     from dlbox.workspaces import manage as workspaces
 
@@ -333,4 +333,4 @@ def test_a_hostile_host_never_reaches_a_label(bad):
         workspaces.check_url_host(bad)
     request = Request({"type": "http", "method": "POST", "path": "/", "headers": [(b"host", bad.encode())]})
     ctx = service.Context(store=None, loop=None, workspace_host="0.0.0.0")
-    assert routes_workspaces.url_host(ctx, request) == socket.gethostname()
+    assert workspace_actions.url_host(ctx, request) == socket.gethostname()

@@ -112,6 +112,15 @@ def test_the_engine_database_web_and_cli_libraries_stay_in_their_layer():
     assert sorted(wrong) == []
 
 
+def test_routes_and_dashboard_pages_share_plain_functions_never_each_other():
+    """Both are doors over the same actions: a page calling a route handler (or back) ties two doors together."""
+    wrong = sorted(f"{a} -> {b}" for a, targets in graph().items() for b in targets
+                   for door, other in (("dlbox.server.routes", "dlbox.server.dashboard"),
+                                       ("dlbox.server.dashboard", "dlbox.server.routes"))
+                   if a.startswith(door) and b.startswith(other))
+    assert wrong == []
+
+
 def test_the_checker_sees_a_circle_and_an_upward_import(tmp_path, monkeypatch):
     """The rules above would pass on a checker that reads nothing: show it catches both faults."""
     pkg = tmp_path / "dlbox"

@@ -352,3 +352,27 @@ def test_the_jobs_page_shows_the_queue_while_the_engine_does_not_answer(api, mon
         assert "images cannot be listed: no Docker Engine answers at unix:///nonexistent/docker.sock" in page.text
     finally:
         engine.client.cache_clear()  # the next test asks the real engine again
+
+
+def test_rotating_a_workspace_token_reaches_its_route_not_the_stop_start_action(tmp_path, monkeypatch):
+    """POST /api/workspaces/NAME/token once matched /workspaces/{name}/{action} first: 'no action token'."""
+    from fastapi.testclient import TestClient
+
+    from dlbox.engine import api as engine
+    from dlbox.jobs import runner as jobs
+    from dlbox.store.db import Workspace
+
+    store = Store(f"sqlite:///{tmp_path}/t.db")
+    now = time.time()
+    store.put_workspace(Workspace(name="x", owner="local", state="running", cpus=None, memory=None, gpus=0,
+                                  info={"name": "x"}, created_at=now, updated_at=now))
+    client = TestClient(service.create_app(store, service.Loop(store, capacity=jobs.Capacity(cpus=2, memory=None,
+                                                                                              gpus=[]))))
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    engine.client.cache_clear()
+    try:
+        answer = client.post("/api/workspaces/x/token")
+    finally:
+        engine.client.cache_clear()
+    assert answer.json()["error"]["code"] == "engine_unavailable", answer.text  # it got as far as the engine
+    assert client.post("/api/workspaces/x/pause").json()["error"]["message"].startswith("no action 'pause'")

@@ -22,11 +22,11 @@ from pydantic import ValidationError
 from dlbox.server import accounts
 from dlbox.build import images
 from dlbox.spec import presets
-from dlbox.server.routes import workspaces as routes_workspaces
+from dlbox.server import workspace_actions
 from dlbox.jobs.submit import JobRequest
 from dlbox.runs import records
 from dlbox.server import deps
-from dlbox.server.routes import jobs as routes_jobs
+from dlbox.server import job_actions
 from dlbox.errors import DlboxError, NotFound, UsageError
 from dlbox.jobs.state import JobState
 
@@ -175,7 +175,7 @@ def logout(request: Request, fields: Form) -> Response:
 @router.get("/workspaces")
 def workspaces_page(request: Request, who: Who, offset: deps.Offset = 0) -> Response:
     ctx = request.app.state.ctx
-    rows, more = routes_workspaces.rows_for(ctx, who, limit=PAGE, offset=offset)
+    rows, more = workspace_actions.rows_for(ctx, who, limit=PAGE, offset=offset)
     return render("workspaces.html", request, who, workspaces=rows, images=images.list_images(),
                   presets=presets.names(), offset=offset, next_page=more and offset + PAGE)
 
@@ -186,20 +186,20 @@ def launch(request: Request, who: Who, fields: Form) -> Response:
     kind, _, ref = source.partition(":")
     key = fields.get("ssh_public_key") or None
     try:
-        body = routes_workspaces.NewWorkspace(
+        body = workspace_actions.NewWorkspace(
             name=fields.get("name", ""), preset=ref if kind == "preset" else None,
             image=ref if kind == "image" else None, jupyter="jupyter" in fields, ssh=key is not None,
             ssh_public_key=key, mounts=lines(fields.get("mounts", "")), memory=fields.get("memory") or None,
             cpus=number(fields.get("cpus", ""), "cpus"), gpus=fields.get("gpus") or None)
     except ValidationError as exc:
         raise invalid(exc) from None
-    routes_workspaces.create_workspace(body, who, request.app.state.ctx, request)
+    workspace_actions.create(body, who, request.app.state.ctx, request)
     return RedirectResponse(f"/workspaces/{body.name}", status_code=303)
 
 
 @router.get("/workspaces/{name}")
 def workspace_page(request: Request, name: str, who: Who) -> Response:
-    ws = routes_workspaces.show_workspace(name, who, request.app.state.ctx)
+    ws = workspace_actions.show(name, who, request.app.state.ctx)
     return render("workspace.html", request, who, ws=ws)
 
 
@@ -207,9 +207,9 @@ def workspace_page(request: Request, name: str, who: Who) -> Response:
 def open_jupyter(request: Request, name: str, who: Who) -> Response:
     """To the owner's Jupyter with its token; an admin does not get into someone else's."""
     ctx = request.app.state.ctx
-    if routes_workspaces.mine(ctx, who, name).owner != who.name:
+    if workspace_actions.mine(ctx, who, name).owner != who.name:
         raise NotFound(f"no Jupyter of yours in workspace {name!r}")
-    found = routes_workspaces.workspace_token(name, who, ctx)
+    found = workspace_actions.token(name, who, ctx)
     response = RedirectResponse(found["url"], status_code=303)
     response.headers["Referrer-Policy"] = "no-referrer"
     return response
@@ -219,9 +219,9 @@ def open_jupyter(request: Request, name: str, who: Who) -> Response:
 def act(request: Request, name: str, action: str, who: Who, fields: Form) -> Response:
     ctx = request.app.state.ctx
     if action == "remove":
-        routes_workspaces.remove_workspace(name, who, ctx, purge_data="purge_data" in fields)
+        workspace_actions.remove(name, who, ctx, purge_data="purge_data" in fields)
         return RedirectResponse("/workspaces", status_code=303)
-    routes_workspaces.act(name, action, who, ctx)
+    workspace_actions.act(name, action, who, ctx)
     return RedirectResponse(f"/workspaces/{name}", status_code=303)
 
 
@@ -272,7 +272,7 @@ def submit(request: Request, who: Who, fields: Form) -> Response:
                                          cpus=number(fields.get("cpus", ""), "cpus"))
     except ValidationError as exc:
         raise invalid(exc) from None
-    job = routes_jobs.submit_job(ctx, job_request, who)
+    job = job_actions.submit_job(ctx, job_request, who)
     return RedirectResponse(f"/jobs/{job.id}", status_code=303)
 
 

@@ -11,35 +11,25 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 
-from dlbox.containers import mount_policy
-from dlbox.containers import policy as containers
 from dlbox.engine import api as engine
-from dlbox.engine import gpus
-from dlbox.errors import DlboxError, NotFound, UsageError
+from dlbox.errors import DlboxError
 from dlbox.jobs import runner as jobs
 from dlbox.jobs.state import ACTIVE, JobState
-from dlbox.jobs.submit import GIT_DIFF, JobRequest, build_job
+from dlbox.jobs.submit import GIT_DIFF, JobRequest
 from dlbox.runs.records import job_json, run_json
-from dlbox.server import accounts, bodylimit, quota
+from dlbox.server import bodylimit
 from dlbox.server import models as m
-from dlbox.server.deps import RUNS_MAX, Caller, Context, Ctx, Limit, Offset, next_link, page
-from dlbox.server.routes import workspaces as workspace_routes
+from dlbox.server.deps import RUNS_MAX, Caller, Ctx, Limit, Offset, next_link, page
+from dlbox.server import job_actions
 from dlbox.store.db import Job, Store
 
 router = APIRouter(prefix="/api", responses=m.COMMON)
 JOB_BODY = GIT_DIFF + 2 * bodylimit.MiB  # a job request carries its git diff
 
 
-def get_job(store: Store, job_id: str, who: accounts.Caller) -> Job:
-    job = store.get_job(job_id)
-    if job is None or not who.sees(job.user):  # someone else's job does not exist, as far as you know
-        raise NotFound(f"no job {job_id!r} (see `dlbox jobs`)")
-    return job
-
-
 @router.post("/jobs", status_code=201, response_model=m.Job, responses={**m.ENGINE, **m.errors(413)})
 def submit(request: JobRequest, who: Caller, ctx: Ctx) -> dict:
-    return job_json(submit_job(ctx, request, who))
+    return job_json(job_actions.submit_job(ctx, request, who))
 
 @router.get("/jobs", response_model=list[m.Job])
 def list_jobs(request: Request, who: Caller, ctx: Ctx, limit: Limit = 100, offset: Offset = 0, all: bool = False):
@@ -51,11 +41,11 @@ def list_jobs(request: Request, who: Caller, ctx: Ctx, limit: Limit = 100, offse
 
 @router.get("/jobs/{job_id}", response_model=m.Job, responses=m.errors(404))
 def show_job(job_id: str, who: Caller, ctx: Ctx) -> dict:
-    return job_json(get_job(ctx.store, job_id, who))
+    return job_json(job_actions.get_job(ctx.store, job_id, who))
 
 @router.post("/jobs/{job_id}/cancel", response_model=m.Job, responses=m.errors(404))
 def cancel(job_id: str, who: Caller, ctx: Ctx) -> dict:
-    job = get_job(ctx.store, job_id, who)
+    job = job_actions.get_job(ctx.store, job_id, who)
     if not JobState(job.state).is_finished():
         ctx.store.update(job.id, cancel_requested=True)
         ctx.loop.wake()
@@ -64,7 +54,7 @@ def cancel(job_id: str, who: Caller, ctx: Ctx) -> dict:
 @router.get("/jobs/{job_id}/logs", responses={**m.errors(404, 429), **m.ENGINE, 200: m.PLAIN_TEXT})
 async def logs(request: Request, job_id: str, who: Caller, ctx: Ctx, follow: bool = False):
     # async all the way: a follower waits on the event loop, never holding a worker thread
-    job = get_job(ctx.store, job_id, who)
+    job = job_actions.get_job(ctx.store, job_id, who)
     saved = jobs.run_dir(job.id) / "output.log"
     if not follow or JobState(job.state).is_finished():
         return job_logs(ctx.store, job, saved)
@@ -74,7 +64,7 @@ async def logs(request: Request, job_id: str, who: Caller, ctx: Ctx, follow: boo
             if await request.is_disconnected():
                 return Response(b"", media_type="text/plain")
             await changed(ctx.store, 2.0)
-            job = get_job(ctx.store, job_id, who)
+            job = job_actions.get_job(ctx.store, job_id, who)
     except BaseException:
         release()
         raise
@@ -102,28 +92,7 @@ async def list_runs(request: Request, who: Caller, ctx: Ctx, limit: int = Query(
 
 @router.get("/runs/{job_id}", response_model=m.Run, responses=m.errors(404))
 def show_run(job_id: str, who: Caller, ctx: Ctx) -> dict:
-    return run_json(ctx.store, get_job(ctx.store, job_id, who))
-
-
-def submit_job(ctx: Context, request: JobRequest, who: accounts.Caller) -> Job:
-    """Check a job request (mount roots, capacity, quota), queue it and wake the loop: intent only."""
-    if ctx.mode == "server":
-        request.project_dir = None  # the caller's directories mean nothing on the server
-        request.mounts = [mount_policy.check_mount_roots(m, ctx.mount_roots, who=who) for m in request.mounts]
-    if request.workspace is not None:  # its volume is mounted: only its owner's jobs may
-        containers.check_name(request.workspace, "workspace")
-        if ctx.mode == "server":
-            workspace_routes.mine(ctx, who, request.workspace)
-    account = ctx.store.get_user(who.name)
-    if account is not None and "memory" in (account.quota or {}) and not request.memory:
-        raise UsageError("memory: your quota limits memory, so give a limit (e.g. --memory 4g)")
-    with ctx.user_lock(who.name):  # check and queue as one step: parallel requests cannot pass a quota
-        job = build_job(request, who.name, ctx.loop.reconciler.capacity, guarded=ctx.mode == "server" and not who.admin)
-        quota.check_quota(ctx.store, who.name, cpus=job.cpus, memory=job.memory,
-                    gpus=gpus.count(job.gpu_request, ctx.loop.reconciler.capacity.gpus))
-        ctx.store.add_job(job)
-    ctx.loop.wake()
-    return job
+    return run_json(ctx.store, job_actions.get_job(ctx.store, job_id, who))
 
 
 async def changed(store: Store, most: float) -> None:

@@ -1,0 +1,43 @@
+"""What the server does with jobs for a caller: who sees which job, and checking a request before it queues.
+
+The API's routes and the dashboard's pages both call these plain functions.
+"""
+
+from __future__ import annotations
+
+from dlbox.containers import mount_policy
+from dlbox.containers import policy as containers
+from dlbox.engine import gpus
+from dlbox.errors import NotFound, UsageError
+from dlbox.jobs.submit import JobRequest, build_job
+from dlbox.server import accounts, quota, workspace_actions
+from dlbox.server.deps import Context
+from dlbox.store.db import Job, Store
+
+
+def get_job(store: Store, job_id: str, who: accounts.Caller) -> Job:
+    job = store.get_job(job_id)
+    if job is None or not who.sees(job.user):  # someone else's job does not exist, as far as you know
+        raise NotFound(f"no job {job_id!r} (see `dlbox jobs`)")
+    return job
+
+
+def submit_job(ctx: Context, request: JobRequest, who: accounts.Caller) -> Job:
+    """Check a job request (mount roots, capacity, quota), queue it and wake the loop: intent only."""
+    if ctx.mode == "server":
+        request.project_dir = None  # the caller's directories mean nothing on the server
+        request.mounts = [mount_policy.check_mount_roots(m, ctx.mount_roots, who=who) for m in request.mounts]
+    if request.workspace is not None:  # its volume is mounted: only its owner's jobs may
+        containers.check_name(request.workspace, "workspace")
+        if ctx.mode == "server":
+            workspace_actions.mine(ctx, who, request.workspace)
+    account = ctx.store.get_user(who.name)
+    if account is not None and "memory" in (account.quota or {}) and not request.memory:
+        raise UsageError("memory: your quota limits memory, so give a limit (e.g. --memory 4g)")
+    with ctx.user_lock(who.name):  # check and queue as one step: parallel requests cannot pass a quota
+        job = build_job(request, who.name, ctx.loop.reconciler.capacity, guarded=ctx.mode == "server" and not who.admin)
+        quota.check_quota(ctx.store, who.name, cpus=job.cpus, memory=job.memory,
+                    gpus=gpus.count(job.gpu_request, ctx.loop.reconciler.capacity.gpus))
+        ctx.store.add_job(job)
+    ctx.loop.wake()
+    return job
