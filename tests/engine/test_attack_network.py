@@ -59,7 +59,7 @@ def team(test_env, tmp_path_factory, start_server):
             out = subprocess.run([sys.executable, "-m", "dlbox", "users", "add", name, "--json"], env=env,
                                  capture_output=True, text=True, check=True)
             tokens[name] = json.loads(out.stdout)["token"]
-        yield {"url": url, "port": urlparse(url).port,
+        yield {"url": url, "port": urlparse(url).port, "home": env["DLBOX_HOME"],
                "as": lambda user: httpx.Client(base_url=url, timeout=120,
                                                headers={"Authorization": f"Bearer {tokens[user]}"})}
 
@@ -176,3 +176,28 @@ def test_a_workspace_from_before_leaves_the_default_bridge_on_start(team, alice_
     assert alice.post(f"/api/workspaces/{name}/start").json()["state"] == "running"
     alice_workspace.reload()
     assert list(alice_workspace.attrs["NetworkSettings"]["Networks"]) == [own]
+
+
+def test_removing_a_user_removes_their_network(team, test_env, small_image, docker_client, monkeypatch):
+    """Docker's address pools hold about 30 networks: a removed user's must not keep one."""
+    from dlbox import config
+    from dlbox.containers import networks
+
+    env = {**test_env, "DLBOX_HOME": team["home"]}
+    out = subprocess.run([sys.executable, "-m", "dlbox", "users", "add", "carol", "--json"], env=env,
+                         capture_output=True, text=True, check=True)
+    carol = httpx.Client(base_url=team["url"], timeout=120,
+                         headers={"Authorization": f"Bearer {json.loads(out.stdout)['token']}"})
+    job = carol.post("/api/jobs", json={"image": small_image["image"], "command": ["true"]})
+    assert job.status_code == 201, job.text
+    deadline = time.monotonic() + 120
+    while carol.get(f"/api/jobs/{job.json()['id']}").json()["state"] != "succeeded":
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    monkeypatch.setenv("DLBOX_HOME", team["home"])
+    name = networks.for_owner("carol", config.home_id()).name
+    assert docker_client.networks.list(names=[name]), "carol's job ran on a network of her own"
+    removed = subprocess.run([sys.executable, "-m", "dlbox", "users", "rm", "carol"], env=env,
+                             capture_output=True, text=True)
+    assert removed.returncode == 0, removed.stderr
+    assert docker_client.networks.list(names=[name]) == []

@@ -84,7 +84,7 @@ def set_quota(name: str, body: Quota, who: Caller, ctx: Ctx) -> dict:
     return accounts.user_json(user)
 
 
-@router.delete("/users/{name}", response_model=m.Removed, responses=m.errors(400, 403, 404, 409))
+@router.delete("/users/{name}", response_model=m.Removed, responses={**m.errors(400, 403, 404, 409), **m.ENGINE})
 def remove_user(name: str, who: Caller, ctx: Ctx) -> dict:
     admin_only(who)
     if ctx.store.get_user(name) is None:
@@ -97,6 +97,10 @@ def remove_user(name: str, who: Caller, ctx: Ctx) -> dict:
     if holds["workspaces"] or holds["cpus"]:  # a user added later under this name would inherit them
         raise DlboxError(f"user {name} still holds {holds['workspaces']} workspace(s) and active jobs using "
                          f"{holds['cpus']:g} CPUs; remove or cancel them first", code="exists")
+    from dlbox.containers import networks
+    from dlbox.engine import api as engine
+
+    engine.remove_network(networks.for_owner(name).name)  # first: if the engine refuses, nothing has changed
     ctx.store.remove_user(name)
     return {"name": name, "removed": True}
 
