@@ -44,3 +44,16 @@ def app_of():
                                   **kwargs)
 
     return make
+
+
+@pytest.fixture
+def no_engine(monkeypatch, tmp_path):
+    """DOCKER_HOST at a socket nobody listens on, the engine client made anew before and after: the
+    real Docker SDK with no engine to answer. Gives the DOCKER_HOST it set."""
+    from dlbox.engine import api as engine
+
+    host = f"unix://{tmp_path}/no-engine.sock"
+    monkeypatch.setenv("DOCKER_HOST", host)
+    engine.client.cache_clear()
+    yield host
+    engine.client.cache_clear()  # before monkeypatch restores DOCKER_HOST: the next test asks the real one

@@ -30,8 +30,7 @@ ENGINE_OPERATIONS = {("POST", "/api/jobs"), ("DELETE", "/api/users/{name}")}  # 
 
 
 @pytest.fixture(params=["user", "admin"])
-def world(request, tmp_path, monkeypatch, app_of):
-    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+def world(request, tmp_path, app_of, no_engine):
     store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
     accounts.add_user(store, "ann", admin=request.param == "admin")
     accounts.add_user(store, "bob")  # someone else, to be seen (admin) or not (user)

@@ -194,7 +194,7 @@ def test_run_argument_reader_reads_or_leaves_it_to_click(argv):
 
 
 @pytest.fixture
-def api(tmp_path, monkeypatch):
+def api(tmp_path, no_engine):
     """The server's app on a real SQLite store, with an admin and a user; the engine is out of reach, so
     a request that passes every check ends in the engine's clear error, never a 5xx."""
     from fastapi.testclient import TestClient
@@ -203,10 +203,6 @@ def api(tmp_path, monkeypatch):
     from dlbox.server import app as service
     from dlbox.store.db import Store
 
-    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
-    from dlbox.engine import api as engine
-
-    engine.client.cache_clear() if hasattr(engine.client, "cache_clear") else None
     store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
     accounts.add_user(store, "boss", admin=True)
     accounts.add_user(store, "alice")
@@ -215,7 +211,6 @@ def api(tmp_path, monkeypatch):
     client = TestClient(service.create_app(store, loop, mode="server", mount_roots=[tmp_path]),
                         raise_server_exceptions=False)
     yield client, store, tokens
-    engine.client.cache_clear() if hasattr(engine.client, "cache_clear") else None
 
 
 def snapshot(store) -> tuple:

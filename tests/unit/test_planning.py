@@ -29,15 +29,11 @@ KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample alice@laptop"
 
 
 @pytest.fixture(autouse=True)
-def no_engine(monkeypatch):
-    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/dlbox-no-engine.sock")
-    engine.client.cache_clear()
+def engine_absent(no_engine):
     yield
-    engine.client.cache_clear()
     with pytest.raises(DlboxError) as err:  # the proof: there was no engine to ask
         engine.client()
     assert err.value.code == "engine_unavailable"
-    engine.client.cache_clear()
 
 
 def facts(**changes) -> UpFacts:

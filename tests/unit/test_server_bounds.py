@@ -336,29 +336,21 @@ def test_a_body_key_with_a_line_break_stays_on_one_line_of_the_error():
     assert "\n" not in message and message.startswith("params.'a\\nerror: forged': bad value")
 
 
-def test_the_jobs_page_shows_the_queue_while_the_engine_does_not_answer(api, monkeypatch):
+def test_the_jobs_page_shows_the_queue_while_the_engine_does_not_answer(api, no_engine):
     """The queue is the store's; only the image choices need the engine."""
-    from dlbox.engine import api as engine
-
     client, store = api
     ids = add_jobs(store, 3)
-    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-    engine.client.cache_clear()
-    try:
-        token = client.headers.pop("Authorization").removeprefix("Bearer ")
-        client.cookies.set(deps.COOKIE, deps.new_session(client.app.state.ctx, token))
-        page = client.get("/jobs")
-        assert page.status_code == 200 and ids[-1] in page.text
-        assert "images cannot be listed: no Docker Engine answers at unix:///nonexistent/docker.sock" in page.text
-    finally:
-        engine.client.cache_clear()  # the next test asks the real engine again
+    token = client.headers.pop("Authorization").removeprefix("Bearer ")
+    client.cookies.set(deps.COOKIE, deps.new_session(client.app.state.ctx, token))
+    page = client.get("/jobs")
+    assert page.status_code == 200 and ids[-1] in page.text
+    assert f"images cannot be listed: no Docker Engine answers at {no_engine}" in page.text
 
 
-def test_rotating_a_workspace_token_reaches_its_route_not_the_stop_start_action(tmp_path, monkeypatch):
+def test_rotating_a_workspace_token_reaches_its_route_not_the_stop_start_action(tmp_path, no_engine):
     """POST /api/workspaces/NAME/token once matched /workspaces/{name}/{action} first: 'no action token'."""
     from fastapi.testclient import TestClient
 
-    from dlbox.engine import api as engine
     from dlbox.jobs import runner as jobs
     from dlbox.store.db import Workspace
 
@@ -368,11 +360,6 @@ def test_rotating_a_workspace_token_reaches_its_route_not_the_stop_start_action(
                                   info={"name": "x"}, created_at=now, updated_at=now))
     client = TestClient(service.create_app(store, service.Loop(store, capacity=jobs.Capacity(cpus=2, memory=None,
                                                                                               gpus=[]))))
-    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
-    engine.client.cache_clear()
-    try:
-        answer = client.post("/api/workspaces/x/token")
-    finally:
-        engine.client.cache_clear()
+    answer = client.post("/api/workspaces/x/token")
     assert answer.json()["error"]["code"] == "engine_unavailable", answer.text  # it got as far as the engine
     assert client.post("/api/workspaces/x/pause").json()["error"]["message"].startswith("no action 'pause'")
