@@ -1,5 +1,6 @@
 import pytest
 
+from dlbox import sizes
 from dlbox.spec import presets
 from dlbox.spec import model as spec
 from dlbox.errors import UsageError
@@ -78,12 +79,12 @@ def test_bad_specs_get_one_clear_line(text, expected):
 
 
 def test_sizes():
-    assert spec.parse_size("8g") == 8 * 1024**3
-    assert spec.parse_size("512m") == 512 * 1024**2
-    assert spec.parse_size(1024) == 1024
-    assert spec.format_size(8 * 1024**3) == "8g"
+    assert sizes.parse_size("8g") == 8 * 1024**3
+    assert sizes.parse_size("512m") == 512 * 1024**2
+    assert sizes.parse_size(1024) == 1024
+    assert sizes.format_size(8 * 1024**3) == "8g"
     with pytest.raises(ValueError):
-        spec.parse_size("0")
+        sizes.parse_size("0")
 
 
 def test_environment_hash_ignores_workspace_defaults_but_not_packages():

@@ -64,7 +64,7 @@ class Capacity:
     @classmethod
     def detect(cls) -> Capacity:
         """DLBOX_CAPACITY=cpus=2,memory=8g,gpus=0+1 when set; otherwise what the engine's machine has."""
-        from dlbox.spec.model import parse_size
+        from dlbox.sizes import parse_size
 
         declared = dict(part.split("=", 1) for part in os.environ.get("DLBOX_CAPACITY", "").split(",") if "=" in part)
         machine = engine.capacity()

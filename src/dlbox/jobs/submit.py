@@ -60,7 +60,7 @@ def build_job(request: JobRequest, user: str, capacity: jobs.Capacity, *, guarde
     """Check a request and turn it into a queued job (intent only: the loop starts it).
 
     guarded: a server user's mounts, checked again at start (mount_policy.check_unswappable)."""
-    from dlbox.spec.model import parse_size
+    from dlbox.sizes import parse_size
 
     attrs = engine.image_attrs(request.image)
     jobs.remember_image(attrs)  # the start reads it again by ID

@@ -70,7 +70,7 @@ def check_user_name(name: str) -> str:
 
 def parse_quota(pairs: dict[str, str | int | float | None]) -> dict:
     """{'workspaces': '2', 'memory': '8g', ...} -> numbers (memory in bytes); None drops a limit."""
-    from dlbox.spec.model import parse_size
+    from dlbox.sizes import parse_size
 
     quota = {}
     for key, value in pairs.items():

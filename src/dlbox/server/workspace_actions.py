@@ -71,7 +71,7 @@ def url_host(ctx: Context, request: Request | None) -> str | None:
 
 
 def create(body: NewWorkspace, who: accounts.Caller, ctx: Context, request: Request = None) -> dict:
-    from dlbox.spec.model import parse_size
+    from dlbox.sizes import parse_size
 
     name = workspaces.containers.check_name(body.name, "name")
     if ctx.store.get_workspace(name) is not None:

@@ -17,7 +17,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
                       model_validator)
 
 from dlbox.errors import UsageError
-from dlbox.sizes import format_size, parse_size  # noqa: F401 - re-exported for callers
+from dlbox.sizes import parse_size
 
 # Debian suites dlbox can bootstrap, with the Python 3 each one ships.
 DEBIAN_PYTHON = {"buster": "3.7", "bullseye": "3.9", "bookworm": "3.11", "trixie": "3.13"}
