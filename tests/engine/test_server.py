@@ -223,7 +223,11 @@ def test_schemathesis_finds_no_server_error(team, tmp_path):
     result = subprocess.run(
         [str(schemathesis), "run", f"{team.url}/openapi.json", "--checks", "not_a_server_error",
          "--header", f"Authorization: Bearer {token}", "--max-examples", "25", "--phases", "examples,coverage,fuzzing",
-         "--workers", "2", "--exclude-path-regex", "/logs$"],
+         # one worker: Hypothesis calls ast.parse from each worker thread, and CPython 3.11's parser is not
+         # thread-safe ("AST constructor recursion depth mismatch" ended a run with a SystemError). With one
+         # worker the image routes' {ref:path} trips the generator's filter health check: a generation warning,
+         # not an answer; not_a_server_error still judges every request sent
+         "--workers", "1", "--suppress-health-check", "filter_too_much", "--exclude-path-regex", "/logs$"],
         capture_output=True, text=True, timeout=600, cwd=tmp_path, env={**os.environ, "NO_COLOR": "1"})
     assert result.returncode == 0, result.stdout[-6000:]
 
