@@ -4,7 +4,7 @@ import pytest
 
 from dlbox.jobs import runner as jobs
 from dlbox.runs import diff as rundiff
-from dlbox.jobs.state import ALLOWED, BadTransition, JobState, check_transition, final_state
+from dlbox.jobs.state import ALLOWED, BadTransition, JobState, check_transition, final_state, Outages
 from dlbox.store.db import Job, Store
 
 
@@ -48,6 +48,51 @@ def test_final_state_says_why():
     assert state == JobState.OOM_KILLED and "out of memory" in reason
     assert final_state(exit_code=143, oom_killed=False, cancel_requested=True)[0] == JobState.CANCELLED
 
+
+def test_a_job_the_engine_stopped_while_restarting_is_lost_not_failed():
+    state, reason = final_state(exit_code=143, oom_killed=False, cancel_requested=False, engine_restart=True)
+    assert state == JobState.LOST and "restart of the container engine" in reason and "143" in reason
+    # a cancel or an OOM kill is what it is, whatever the engine did meanwhile
+    assert final_state(exit_code=137, oom_killed=False, cancel_requested=True, engine_restart=True)[0] == \
+        JobState.CANCELLED
+    assert final_state(exit_code=137, oom_killed=True, cancel_requested=False, engine_restart=True)[0] == \
+        JobState.OOM_KILLED
+
+
+def test_an_engine_stop_is_a_stop_signal_inside_an_outage():
+    outages = Outages()
+    outages.spans = [(100.0, 110.0), (200.0, None)]
+    assert outages.stopped_by_engine(143, 105.0, now=300.0)
+    assert outages.stopped_by_engine(137, 250.0, now=300.0)  # the engine is not back yet: until now
+    assert not outages.stopped_by_engine(143, 150.0, now=300.0)  # between outages: the job's own doing
+    assert not outages.stopped_by_engine(1, 105.0, now=300.0)  # its own failure, during the outage
+    assert not outages.stopped_by_engine(0, 105.0, now=300.0)
+    assert not outages.stopped_by_engine(143, None, now=300.0)
+    assert not Outages().stopped_by_engine(143, 105.0, now=300.0)
+
+
+def test_outages_keep_one_open_at_a_time():
+    outages = Outages()
+    outages.back(5.0)  # the first connection closes nothing
+    outages.gone(10.0)
+    outages.gone(12.0)  # the same outage: reconnect attempts failing
+    outages.back(20.0)
+    outages.gone(30.0)
+    assert outages.spans == [(10.0, 20.0), (30.0, None)]
+    for i in range(20):
+        outages.back(40.0 + 2 * i)
+        outages.gone(41.0 + 2 * i)
+    assert len(outages.spans) == Outages.KEEP and outages.spans[-1] == (79.0, None)  # bounded, newest kept
+
+
+def test_finished_at_reads_the_engines_nanosecond_times():
+    from dlbox.engine.api import finished_at
+
+    assert finished_at({"State": {"FinishedAt": "2026-12-02T06:10:11.250000000Z"}}) == 1796191811.25
+    assert finished_at({"State": {"FinishedAt": "2026-12-02T06:10:11Z"}}) == 1796191811.0
+    assert finished_at({"State": {"FinishedAt": "0001-01-01T00:00:00Z"}}) is None  # never ended
+    assert finished_at({"State": {"FinishedAt": "garbage"}}) is None
+    assert finished_at({"State": {}}) is None
 
 def test_queue_is_oldest_first_within_capacity():
     queued = [make_job("c", submitted=3), make_job("a", submitted=1), make_job("b", submitted=2)]

@@ -636,6 +636,22 @@ def container_attrs(name: str) -> dict | None:
         return None
 
 
+def finished_at(attrs: dict) -> float | None:
+    """When the container's process ended (Unix seconds), from its State.FinishedAt; None if it has not."""
+    from datetime import datetime, timezone
+
+    text = (attrs.get("State") or {}).get("FinishedAt") or ""
+    if not text or text.startswith("0001-"):
+        return None
+    whole, _, rest = text.rstrip("Z").partition(".")  # nanoseconds: more than fromisoformat reads
+    try:
+        stamp = datetime.fromisoformat(whole).replace(tzinfo=timezone.utc).timestamp()
+    except ValueError:
+        return None
+    digits = "".join(c for c in rest if c.isdigit())[:6]
+    return stamp + (int(digits) / 10 ** len(digits) if digits else 0.0)
+
+
 @translated("cannot list containers")
 def list_containers(label_filters: list[str]) -> list[dict]:
     from docker.errors import NotFound as DockerNotFound

@@ -47,11 +47,16 @@ class Loop:
         while not self.stopping.is_set():
             try:
                 for event in engine.container_events(labels):
-                    if event["action"] in ("connected", "reconnected", "disconnected"):
-                        self.events = "following" if event["action"] != "disconnected" else "reconnecting"
+                    if event["action"] == "disconnected":
+                        self.events = "reconnecting"
+                        self.reconciler.outages.gone(time.time())
+                    elif event["action"] in ("connected", "reconnected"):
+                        self.events = "following"
+                        self.reconciler.outages.back(time.time())
                     self.wake()
             except Exception:  # noqa: BLE001 - never take the service down; the 1 s period still runs
                 self.events = "reconnecting"
+                self.reconciler.outages.gone(time.time())
                 time.sleep(EVENTS_RETRY)
 
     def wake(self) -> None:

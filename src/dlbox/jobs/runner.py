@@ -24,7 +24,7 @@ from dlbox.engine import api as engine
 from dlbox.engine import gpus
 from dlbox.containers import networks
 from dlbox.errors import NotFound
-from dlbox.jobs.state import JobState, final_state
+from dlbox.jobs.state import JobState, Outages, final_state
 from dlbox.redact import mapping as redact  # the recorded env: one set of rules for every listing
 from dlbox.store.db import Job, Store
 
@@ -259,11 +259,12 @@ def make_job_dir(job: Job, uid: int, gid: int) -> Path:
     return directory
 
 
-def finish(store: Store, job: Job, attrs: dict | None) -> None:
+def finish(store: Store, job: Job, attrs: dict | None, outages: Outages | None = None) -> None:
     """running -> finishing -> final: exit code, OOM, logs, metrics, artifacts, then the container goes.
 
     Raises if collecting fails (disk full, database down); the reconciler retries with a back-off
     and in the end marks the job lost. The job stops holding capacity as soon as it is finishing.
+    `outages`: when the engine could not be reached; a job stopped then was stopped by the engine.
     """
     if attrs is not None:
         state = attrs["State"]
@@ -274,7 +275,10 @@ def finish(store: Store, job: Job, attrs: dict | None) -> None:
         exit_code, oom = (job.exit_code if job.exit_code is not None else -1), False
     if job.state != JobState.FINISHING.value:
         job = store.transition(job.id, JobState.FINISHING, exit_code=exit_code)
-    final, reason = final_state(exit_code=exit_code, oom_killed=oom, cancel_requested=job.cancel_requested)
+    by_engine = (attrs is not None and outages is not None
+                 and outages.stopped_by_engine(exit_code, engine.finished_at(attrs), time.time()))
+    final, reason = final_state(exit_code=exit_code, oom_killed=oom, cancel_requested=job.cancel_requested,
+                                engine_restart=by_engine)
     notes = collect.Notes()
     if attrs is not None:
         save_logs(job.id, attrs["Id"], notes)
@@ -383,6 +387,7 @@ class Reconciler:
         self.errors: dict[str, str] = {}  # the last error met while watching each job
         self._sampled: dict[str, float] = {}
         self._retry: dict[str, tuple[int, float]] = {}  # job -> (failed finish attempts, when to try next)
+        self.outages = Outages()  # when the engine was gone: the loop's event watcher tells
 
     def run_once(self) -> None:
         self.start_queued()  # a submit woke us: start it before the slower pass over the engine
@@ -464,7 +469,7 @@ class Reconciler:
         if time.monotonic() < not_before:
             return  # never collect again every second
         try:
-            finish(self.store, job, attrs)
+            finish(self.store, job, attrs, self.outages)
             self._retry.pop(job.id, None)
             self.errors.pop(job.id, None)
             return
