@@ -8,7 +8,11 @@ running, polled the same way (by name, from launch). Median of 7, interleaved, a
 untimed warm-up of each (the warm-up also starts the benchmark's dlbox service). Each
 sample is cancelled or removed afterwards, untimed. Targets: dlbox < 1 s and ratio <= 1.2.
 A second row times the same submit as a POST /api/jobs on the service's socket (the work of
-the service and the engine without the CLI process), interleaved with the other two.
+the service and the engine without the CLI process), interleaved with the other two. A third
+compares dlbox with a `docker run -d` given by hand the isolation dlbox gives a job (read from the
+warm-up job's container: the owner's network, read-only root and tmpfs, no capabilities,
+no-new-privileges, pids and memory limits, init, uid:gid): what the engine itself charges for
+that isolation (a user-defined bridge costs ~0.05-0.1 s a start) is then on both sides.
 """
 
 from __future__ import annotations
@@ -62,12 +66,34 @@ def until_running(name: str, start: float, *, proc: subprocess.Popen | None = No
         time.sleep(JOB_POLL)
 
 
+# `docker run` flags giving a raw container what dlbox gave the warm-up job (same_isolation)
+ISOLATION: list[str] = []
+
+
+def same_isolation(container: str) -> list[str]:
+    """`docker run` flags for the isolation the engine reports for `container` (its bind mounts aside)."""
+    attrs = docker_api().inspect_container(container)
+    host = attrs["HostConfig"]
+    flags = ["--network", host["NetworkMode"], "--user", attrs["Config"]["User"], "--cap-drop", "ALL",
+             "--pids-limit", str(host["PidsLimit"]), "--memory", str(host["Memory"]),
+             "--memory-swap", str(host["MemorySwap"])]
+    flags += [f for opt in host.get("SecurityOpt") or [] for f in ("--security-opt", opt)]
+    flags += ["--read-only"] if host.get("ReadonlyRootfs") else []
+    flags += [f for path, opts in (host.get("Tmpfs") or {}).items() for f in ("--tmpfs", f"{path}:{opts}")]
+    flags += ["--init"] if host.get("Init") else []
+    flags += ["--cpus", f"{host['NanoCpus'] / 1e9:g}"] if host.get("NanoCpus") else []
+    return flags
+
+
 def submit_until_running(runner: Runner, tag: str) -> float:
     """`dlbox run ... -- sleep 30`, timed from launch until its container runs; cancelled afterwards."""
     start = time.perf_counter()
     job_id = submit(runner, f"submit-dlbox-{tag}", "--", "sleep", "30")
     try:
         seconds = until_running(f"dlbox-job-{job_id}", start, job_id=job_id)
+        if not ISOLATION:
+            ISOLATION.extend(same_isolation(f"dlbox-job-{job_id}"))
+            runner.note("submit-isolation", "docker run flags of the isolated baseline: " + " ".join(ISOLATION))
     except BenchError:
         subprocess.run([DLBOX, "cancel", job_id], env=service.env(), cwd=service.work, capture_output=True)
         raise
@@ -92,12 +118,13 @@ def api_until_running(runner: Runner, tag: str) -> float:
     return seconds
 
 
-def raw_until_running(runner: Runner, tag: str) -> float:
-    """`docker run -d IMG sleep 30`, timed from launch until the engine reports it running; removed afterwards."""
+def raw_until_running(runner: Runner, tag: str, flags: list[str] = ()) -> float:
+    """`docker run -d [flags] IMG sleep 30`, timed from launch until the engine reports it running; removed
+    afterwards."""
     name = raw_name(tag)
     with live_guard:
         live_raw.add(name)
-    cmd = [DOCKER, "run", "-d", "--name", name, "--label", LABEL, JOB_IMAGE, "sleep", "30"]
+    cmd = [DOCKER, "run", "-d", "--name", name, "--label", LABEL, *flags, JOB_IMAGE, "sleep", "30"]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, errors="replace")
@@ -119,23 +146,28 @@ def raw_until_running(runner: Runner, tag: str) -> float:
 def bench(runner: Runner, work: Path) -> list[Row]:
     check_job_image()
     service.preflight()
-    times: dict[str, list[float]] = {"A": [], "B": [], "C": []}
+    times: dict[str, list[float]] = {"A": [], "B": [], "C": [], "D": []}
 
     def sample(which: str, tag: str) -> float:
+        if which == "D":
+            return raw_until_running(runner, f"{tag}-iso", ISOLATION)
         kind = {"A": submit_until_running, "B": raw_until_running, "C": api_until_running}[which]
         return kind(runner, tag)
 
-    say("6. warm-up (untimed): dlbox run (starts the benchmark's dlbox service), then docker run -d")
-    warm_a, warm_b = sample("A", "subw"), sample("B", "subw")
-    say(f"   {secs(warm_a)}, {secs(warm_b)}")
+    say("6. warm-up (untimed): dlbox run (starts the benchmark's dlbox service), then docker run -d, plain and "
+        "with dlbox's isolation")
+    warm = [sample(which, "subw") for which in "ABD"]
+    say("   " + ", ".join(secs(t) for t in warm))
     for i in range(1, SUBMIT_RUNS + 1):
-        for which in ("ABC" if i % 2 else "CBA"):  # interleaved, ABCCBA...
+        for which in ("ABCD" if i % 2 else "DCBA"):  # interleaved, ABCDDCBA...
             say(f"6. {i}/{SUBMIT_RUNS}: " + {"A": "dlbox run -- sleep 30", "B": "docker run -d ... sleep 30",
-                                             "C": "POST /api/jobs (sleep 30)"}[which] + " until running")
+                                             "C": "POST /api/jobs (sleep 30)",
+                                             "D": "docker run -d (dlbox's isolation) ... sleep 30"}[which]
+                + " until running")
             seconds = sample(which, f"sub{i}")
             times[which].append(seconds)
             say(f"   {secs(seconds)}")
-    a, b, c = (statistics.median(times[k]) for k in "ABC")
+    a, b, c, d = (statistics.median(times[k]) for k in "ABCD")
     ok = a < SUBMIT_TARGET and a / b <= SUBMIT_RATIO
     return [Row("6. job submit until its container runs", secs(a), secs(b), ratio(a, b),
                 f"dlbox < {SUBMIT_TARGET:g} s, ratio <= {SUBMIT_RATIO}", verdict(ok),
@@ -143,4 +175,8 @@ def bench(runner: Runner, work: Path) -> list[Row]:
                 f"{JOB_POLL * 1000:.0f} ms; dlbox {' '.join(f'{t:.2f}' for t in times['A'])}, "
                 f"raw {' '.join(f'{t:.2f}' for t in times['B'])}"),
             Row("6. the same through the API (no CLI start)", secs(c), secs(b), ratio(c, b), "info", "info",
-                f"POST /api/jobs on the service's socket; {' '.join(f'{t:.2f}' for t in times['C'])}")]
+                f"POST /api/jobs on the service's socket; {' '.join(f'{t:.2f}' for t in times['C'])}"),
+            Row("6. against docker run with dlbox's isolation", secs(a), secs(d), ratio(a, d),
+                f"ratio <= {SUBMIT_RATIO}", verdict(a / d <= SUBMIT_RATIO),
+                f"the baseline given by hand the warm-up job's network, read-only root, tmpfs, caps, limits, init; "
+                f"raw {' '.join(f'{t:.2f}' for t in times['D'])}")]
