@@ -160,7 +160,7 @@ def test_service_files_hold_the_token_only_in_its_own_file():
              services.files(user="dl", uid=1000, token="s3cret", host_key=None, authorized_keys=None)}
     assert files[services.TOKEN_FILE] == (b"s3cret", 0o400, 1000)
     assert all(b"s3cret" not in data for path, (data, _, _) in files.items() if path != services.TOKEN_FILE)
-    assert "/etc/dlbox/ssh/sshd_config" not in files
+    assert f"{services.DIR}/ssh/sshd_config" not in files
 
 
 def test_vault_writes_owner_only_files(tmp_path, monkeypatch):
@@ -198,7 +198,7 @@ def test_dlbox_home_and_its_parents_are_refused(tmp_path, monkeypatch):
     assert mount_policy.parse_mount(f"{tmp_path / 'data'}:/data").source == str(tmp_path / "data")
 
 
-@pytest.mark.parametrize("target", ["/etc/dlbox", "/etc/dlbox/ssh", "/opt/dlbox/lib", "/dlbox/run", "/tmp/dlbox"])
+@pytest.mark.parametrize("target", ["/etc/dlbox", "/etc/dlbox-ws", "/etc/dlbox/ssh", "/opt/dlbox/lib", "/dlbox/run", "/tmp/dlbox"])
 def test_dlbox_own_targets_are_reserved(tmp_path, target):
     with pytest.raises(UsageError, match="is dlbox's own"):
         mount_policy.parse_mount(f"{tmp_path}:{target}")
