@@ -334,3 +334,20 @@ def test_a_hostile_host_never_reaches_a_label(bad):
     request = Request({"type": "http", "method": "POST", "path": "/", "headers": [(b"host", bad.encode())]})
     ctx = service.Context(store=None, loop=None, workspace_host="0.0.0.0")
     assert workspace_actions.url_host(ctx, request) == socket.gethostname()
+
+
+def test_service_files_all_lie_in_their_own_volume_not_the_images_etc_dlbox():
+    """put_files writes them through the volume at DIR (a read-only root refuses any other place),
+    and /etc/dlbox, where the image keeps its CA bundle, is left as the image has it."""
+    from pathlib import PurePosixPath
+
+    from dlbox.engine import api as engine
+
+    files = services.files(user="dl", uid=1000, token="t", host_key=b"k", authorized_keys="ssh-ed25519 AAAA")
+    root = PurePosixPath(services.DIR)
+    assert all(PurePosixPath(path).is_relative_to(root) for path, *_ in files) and services.DIR != "/etc/dlbox"
+    assert services.TOKEN_FILE.startswith(services.DIR + "/")
+    assert engine._parents(f"{services.DIR}/ssh/sshd_config", root) == ["ssh"]
+    assert engine._parents("/etc/dlbox/lock", PurePosixPath("/")) == ["etc/dlbox"]  # the image relabel's, as before
+    env = services.state_env("/home/dl", {"PATH": "/opt/venv/bin:/usr/bin", "PYTHONPATH": "/opt/lib"})
+    assert env["PYTHONPATH"] == f"{services.PYTHON_DIR}:/opt/lib" and env["PATH"].endswith(":/home/dl/.local/bin")

@@ -698,6 +698,9 @@ def rotate_token(name: str, progress: Progress) -> dict:
     described = describe(attrs)
     if not described["jupyter"]:
         raise UsageError(f"workspace {name} runs no Jupyter server")
+    if not any(m.get("Destination") == services.DIR for m in attrs.get("Mounts") or []):
+        raise DlboxError(f"workspace {name} was made before read-only roots and keeps its token elsewhere; "
+                         f"`dlbox rm {name}` and `dlbox up {name}` again (its volumes stay)")
     uid = int((attrs["Config"]["Labels"] or {}).get("dlbox.uid") or 1000)
     token = vault.new_token()
     engine.put_files(attrs["Id"], [(services.TOKEN_FILE, token.encode(), 0o400, uid)], into=services.DIR)
