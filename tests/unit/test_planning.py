@@ -64,7 +64,8 @@ def test_a_workspace_plan_is_the_whole_container(tmp_path):
     assert spec.workdir == manage.WORKDIR
     # the user's pip installs go to HOME, found after the venv's packages by the service files' sitecustomize
     assert spec.env["HOME"] == "/home/dl" and spec.env["PIP_PREFIX"] == spec.env["PYTHONUSERBASE"] == "/home/dl/.local"
-    assert spec.env["PYTHONPATH"] == services.PYTHON_DIR and spec.env["PATH"] == "/opt/venv/bin:/usr/bin:/home/dl/.local/bin"
+    assert spec.env["PYTHONPATH"] == services.PYTHON_DIR
+    assert spec.env["PATH"] == "/opt/venv/bin:/usr/bin:/home/dl/.local/bin"
     assert spec.ports == {services.JUPYTER_PORT: ("127.0.0.1", 8899), services.SSH_PORT: ("127.0.0.1", 40002)}
     assert spec.network == networks.for_owner("alice") and spec.network.labels["dlbox.owner"] == "alice"
     assert spec.healthcheck == services.HEALTHCHECK and spec.restart == services.RESTART

@@ -136,7 +136,8 @@ def _verify_workspace(result: dict, as_json: bool) -> None:
     elif result["ok"]:
         click.echo(f"{name}: no packages installed beyond its image {result['image']}")
     else:
-        click.echo(f"{name}: {len(packages)} packages installed beyond its image {result['image']} (in {result['dir']})")
+        click.echo(f"{name}: {len(packages)} packages installed beyond its image {result['image']} "
+                   f"(in {result['dir']})")
         for p in packages:
             click.echo(f"  {p['name']}=={p['version']}" + (f" (image has {p['locked']})" if p["locked"] else ""))
     if not result["ok"]:

@@ -30,7 +30,8 @@ def verify(name: str) -> dict:
     """{ok, workspace, image, lock_hash, dir, packages: [{name, version, locked}]}; ok when the user added none."""
     container = manage.container_of(containers.check_name(name, "--workspace"))
     labels = engine.container_attrs(container)["Config"]["Labels"] or {}
-    code, out = engine.exec_capture(container, ["python", "-c", LISTING])
+    # -I: no cwd (/workspace) or PYTHON* variables on the path; the user site is then the default ~/.local
+    code, out = engine.exec_capture(container, ["python", "-I", "-c", LISTING])
     lines = [line for line in out.splitlines() if line.strip()]
     try:
         listing = json.loads(lines[-1]) if code == 0 and lines else None

@@ -3,8 +3,8 @@
 The engine is the truth about a workspace: its container (named dlbox-ws-NAME) carries its
 settings as labels; its data lives in the volume dlbox-ws-NAME-data, the user's own state (HOME:
 pip installs, Jupyter's and the shell's files) in dlbox-ws-NAME-home, the root filesystem being
-read-only; its secrets live in the vault on the host and, as files, in the container. The service's store keeps only who owns
-it and its last-seen state, for fast lists (routes_workspaces.sync).
+read-only; its secrets live in the vault on the host and, as files, in the container. The
+service's store keeps only who owns it and its last-seen state, for fast lists (records.sync).
 """
 
 from __future__ import annotations
