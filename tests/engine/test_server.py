@@ -102,7 +102,8 @@ def test_every_route_but_health_wants_a_token_and_errors_have_one_shape(team):
 
 def test_users_see_and_act_on_only_their_own_things(team, alice_things):
     ws, job = alice_things["workspace"], alice_things["job"]
-    reads = [f"/api/workspaces/{ws}", f"/api/jobs/{job}", f"/api/jobs/{job}/logs", f"/api/runs/{job}"]
+    reads = [f"/api/workspaces/{ws}", f"/api/jobs/{job}", f"/api/jobs/{job}/logs", f"/api/runs/{job}",
+             f"/api/workspaces/{ws}/verify"]
     acts = [("POST", f"/api/workspaces/{ws}/stop"), ("POST", f"/api/workspaces/{ws}/start"),
             ("POST", f"/api/jobs/{job}/cancel"), ("GET", f"/api/workspaces/{ws}/token"),
             ("POST", f"/api/workspaces/{ws}/token"), ("DELETE", f"/api/workspaces/{ws}")]
@@ -116,6 +117,7 @@ def test_users_see_and_act_on_only_their_own_things(team, alice_things):
         assert response.status_code == 404, (method, path, response.text)
         assert "owner" not in response.text
     assert alice.get(f"/api/jobs/{job}/logs").text == "hello from alice\n"
+    assert alice.get(f"/api/workspaces/{ws}/verify").json()["ok"] is True  # nothing pip-installed by alice
     assert [w["name"] for w in bob.get("/api/workspaces").json()] == []
     assert [w["name"] for w in alice.get("/api/workspaces").json()] == [ws]
     assert ws in [w["name"] for w in admin.get("/api/workspaces").json()]

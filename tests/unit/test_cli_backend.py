@@ -70,3 +70,21 @@ def test_engine_only_commands_say_so_against_a_server(server):
     result = CliRunner().invoke(cli, ["exec", "w", "--", "ls"], standalone_mode=False)
     assert "exec works on the engine's own machine only" in str(result.exception)
     assert calls == []
+
+
+def test_verify_workspace_lists_the_users_packages_and_exits_1(server):
+    calls, answers = server
+    answers[("GET", "/api/workspaces/w/verify")] = {
+        "ok": False, "workspace": "w", "image": "dlbox/x:1", "lock_hash": "ab" * 32, "dir": "/home/dl/.local/lib",
+        "packages": [{"name": "tinypkg", "version": "0.1", "locked": None}]}
+    result = CliRunner().invoke(cli, ["verify", "--workspace", "w"])
+    assert result.exit_code == 1 and "1 packages installed beyond" in result.output
+    assert "tinypkg==0.1" in result.output
+    assert calls == [("GET", "/api/workspaces/w/verify", {})]
+
+
+@pytest.mark.parametrize("args", [["verify"], ["verify", "dlbox/x:1", "--workspace", "w"]])
+def test_verify_takes_an_image_or_a_workspace(server, args):
+    calls, _ = server
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and "give IMAGE or --workspace NAME" in result.output and calls == []

@@ -84,6 +84,10 @@ class ServiceBackend:
     def verify(self, image: str) -> dict:
         return self._call("GET", f"/api/images/{image}/verify")
 
+    def verify_workspace(self, name: str) -> dict:
+        """Packages the workspace's user installed beyond its image's lock."""
+        return self._call("GET", f"/api/workspaces/{name}/verify")
+
     def rmi(self, image: str, *, force: bool) -> dict:
         return self._call("DELETE", f"/api/images/{image}", params={"force": force})
 
@@ -235,6 +239,11 @@ class LocalBackend(ServiceBackend):
         from dlbox.build import images
 
         return images.verify(image)
+
+    def verify_workspace(self, name):
+        from dlbox.workspaces import drift
+
+        return drift.verify(name)
 
     def rmi(self, image, *, force):
         from dlbox.build import images

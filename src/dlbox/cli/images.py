@@ -104,12 +104,18 @@ def inspect(image: str, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("image")
+@click.argument("image", required=False)
+@click.option("--workspace", "workspace", metavar="NAME", help="Check a running workspace instead: the packages "
+              "its user installed (into HOME) beyond its image's lock.")
 @json_option
-def verify(image: str, as_json: bool) -> None:
+def verify(image: str | None, workspace: str | None, as_json: bool) -> None:
     """Compare the packages actually in IMAGE with its lock; exit 1 on drift."""
     from dlbox.cli.backend import backend
 
+    if (image is None) == (workspace is None):
+        raise click.UsageError("give IMAGE or --workspace NAME (one of them)")
+    if workspace is not None:
+        return _verify_workspace(backend().verify_workspace(workspace), as_json)
     result = backend().verify(image)
     if as_json:
         emit(result)
@@ -119,6 +125,21 @@ def verify(image: str, as_json: bool) -> None:
         click.echo(f"{image}: {len(result['drift'])} packages differ from its lock {result['lock_hash'][:12]}")
         for d in result["drift"]:
             click.echo(f"  {d['kind']:<6} {d['name']}: locked {d['locked'] or '-'}, found {d['found'] or '-'}")
+    if not result["ok"]:
+        sys.exit(1)
+
+
+def _verify_workspace(result: dict, as_json: bool) -> None:
+    name, packages = result["workspace"], result["packages"]
+    if as_json:
+        emit(result)
+    elif result["ok"]:
+        click.echo(f"{name}: no packages installed beyond its image {result['image']}")
+    else:
+        click.echo(f"{name}: {len(packages)} packages installed beyond its image {result['image']} "
+                   f"(in {result['dir']})")
+        for p in packages:
+            click.echo(f"  {p['name']}=={p['version']}" + (f" (image has {p['locked']})" if p["locked"] else ""))
     if not result["ok"]:
         sys.exit(1)
 

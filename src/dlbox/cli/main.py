@@ -30,6 +30,7 @@ def cli() -> None:
       dlbox build                            build it (bootstraps a base the first time)
       dlbox images                           what has been built
       dlbox verify dlbox/tensorflow-2.9      does the image still match its lock?
+      dlbox verify --workspace NAME          what its user pip-installed beyond the image
 
     The engine is the Docker Engine at DOCKER_HOST (default unix:///var/run/docker.sock).
     """

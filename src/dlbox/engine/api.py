@@ -434,7 +434,7 @@ def create_container(spec, *, entrypoint: list[str] | None = None) -> str:
     Every container gets the same floor: no capabilities, no-new-privileges, a pids limit and a
     memory limit (a default when the spec has none), whatever the spec says."""
     from docker.errors import APIError, ImageNotFound
-    from docker.types import DeviceRequest
+    from docker.types import DeviceRequest, Mount
 
     from dlbox.containers import policy as containers
     from dlbox.engine import gpus
@@ -448,6 +448,9 @@ def create_container(spec, *, entrypoint: list[str] | None = None) -> str:
     # a list, not a dict keyed by source: one host folder may be mounted twice (say ro and rw)
     binds = [f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}" for m in spec.mounts]
     binds += [f"{vol}:{target}:rw" for vol, target in spec.volumes.items()]
+    # volumes that live and go with the container, made empty and root's (a workspace's service files)
+    own = [Mount(target, None, type="volume", labels=labels({"dlbox.kind": spec.labels.get("dlbox.kind", "")}))
+           for target in spec.own_volumes]
     devices = None
     if spec.gpu_ids:
         wanted = gpus.device_request(spec.gpu_ids)
@@ -455,6 +458,7 @@ def create_container(spec, *, entrypoint: list[str] | None = None) -> str:
                                  capabilities=wanted["Capabilities"], options=wanted["Options"])]
     host_config = api.create_host_config(
         binds=binds,
+        mounts=own or None,
         port_bindings={f"{port}/tcp": [(ip, host_port)] for port, (ip, host_port) in spec.ports.items()},
         mem_limit=memory,
         memswap_limit=memory,  # no swap beyond the limit: past it, the kernel OOM-kills
@@ -559,29 +563,35 @@ def remove_network(name: str) -> None:
 
 
 @translated("cannot copy files into the container")
-def put_files(container: str, files: list[tuple[str, bytes, int, int]]) -> None:
-    """Copy (absolute path, content, mode, uid) files into a created container."""
+def put_files(container: str, files: list[tuple[str, bytes, int, int]], *, into: str = "/") -> None:
+    """Copy (absolute path, content, mode, uid) files, all below `into`, into a created container.
+
+    With a read-only root the engine writes only into a volume: `into` is then that volume's target."""
     import io
     import tarfile
+    from pathlib import PurePosixPath
 
+    root = PurePosixPath(into)
     buf = io.BytesIO()
-    dirs = sorted({str(p) for path, *_ in files for p in _parents(path)})
+    dirs = sorted({str(p) for path, *_ in files for p in _parents(path, root)})
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for d in dirs:
-            info = tarfile.TarInfo(d.lstrip("/"))
+            info = tarfile.TarInfo(d)
             info.type, info.mode = tarfile.DIRTYPE, 0o755
             tar.addfile(info)
         for path, data, mode, uid in files:
-            info = tarfile.TarInfo(path.lstrip("/"))
+            info = tarfile.TarInfo(str(PurePosixPath(path).relative_to(root)))  # ValueError: not below `into`
             info.size, info.mode, info.uid, info.gid = len(data), mode, uid, uid
             tar.addfile(info, io.BytesIO(data))
-    client().api.put_archive(container, "/", buf.getvalue())
+    client().api.put_archive(container, into, buf.getvalue())
 
 
-def _parents(path: str) -> list[str]:
+def _parents(path: str, root) -> list[str]:
+    """The folders between `root` and the file, relative to `root` (system folders of / left as they are)."""
     from pathlib import PurePosixPath
 
-    return [str(p) for p in PurePosixPath(path).parents if str(p) not in ("/", "/etc", "/tmp", "/opt")]
+    return [str(p.relative_to(root)) for p in PurePosixPath(path).parents
+            if p != root and p.is_relative_to(root) and str(p) not in ("/etc", "/tmp", "/opt")]
 
 
 @translated("cannot start the container")
@@ -621,7 +631,8 @@ def remove_container(container: str) -> None:
     from docker.errors import NotFound as DockerNotFound
 
     try:
-        client().api.remove_container(container, force=True, v=False)
+        # v: the container's anonymous volumes (a workspace's service files) go with it; named ones never do
+        client().api.remove_container(container, force=True, v=True)
     except DockerNotFound:
         pass
 

@@ -245,6 +245,22 @@ class ImageVerify(Answer):
     drift: list[Drift]
 
 
+class UserPackage(Answer):
+    name: str
+    version: str
+    locked: str | None  # the image's locked version of the same name, if it has one
+
+
+class WorkspaceVerify(Answer):
+    """A workspace's user-installed packages (in its HOME volume); `ok` false: there are some."""
+    ok: bool
+    workspace: str
+    image: str | None
+    lock_hash: str | None
+    dir: str
+    packages: list[UserPackage]
+
+
 class ImageRemoved(Answer):
     removed: str
     id: str
