@@ -550,14 +550,19 @@ def list_networks(label_filters: list[str]) -> list[dict]:
     return client().api.networks(filters={"label": label_filters})
 
 
-@translated("cannot inspect the network")
-def network_attrs(name: str) -> dict | None:
+def _inspected(inspect: Callable[[str], dict], name: str) -> dict | None:
+    """What an SDK inspect call answers for `name`, or None when the engine has no such thing."""
     from docker.errors import NotFound as DockerNotFound
 
     try:
-        return client().api.inspect_network(name)
+        return inspect(name)
     except DockerNotFound:
         return None
+
+
+@translated("cannot inspect the network")
+def network_attrs(name: str) -> dict | None:
+    return _inspected(client().api.inspect_network, name)
 
 
 @translated("cannot remove the network")
@@ -643,12 +648,7 @@ def remove_container(container: str) -> None:
 
 @translated("cannot inspect the container")
 def container_attrs(name: str) -> dict | None:
-    from docker.errors import NotFound as DockerNotFound
-
-    try:
-        return client().api.inspect_container(name)
-    except DockerNotFound:
-        return None
+    return _inspected(client().api.inspect_container, name)
 
 
 @translated("cannot list containers")
@@ -675,37 +675,22 @@ def container_summaries(label_filters: list[str]) -> list[dict]:
 @translated("cannot create the volume")
 def ensure_volume(name: str, volume_labels: dict[str, str]) -> bool:
     """Create the named volume if missing; True if this call created it."""
-    from docker.errors import NotFound as DockerNotFound
-
     api = client().api
-    try:
-        api.inspect_volume(name)
+    if _inspected(api.inspect_volume, name) is not None:
         return False
-    except DockerNotFound:
-        api.create_volume(name, labels=labels(volume_labels))
-        return True
+    api.create_volume(name, labels=labels(volume_labels))
+    return True
 
 
 @translated("cannot inspect the volume")
 def volume_labels(name: str) -> dict[str, str]:
     """A volume's labels ({} when it does not exist)."""
-    from docker.errors import NotFound as DockerNotFound
-
-    try:
-        return client().api.inspect_volume(name).get("Labels") or {}
-    except DockerNotFound:
-        return {}
+    return (_inspected(client().api.inspect_volume, name) or {}).get("Labels") or {}
 
 
 @translated("cannot inspect the volume")
 def volume_exists(name: str) -> bool:
-    from docker.errors import NotFound as DockerNotFound
-
-    try:
-        client().api.inspect_volume(name)
-        return True
-    except DockerNotFound:
-        return False
+    return _inspected(client().api.inspect_volume, name) is not None
 
 
 @translated("cannot remove the volume")
