@@ -1,5 +1,6 @@
-"""How the CLI prints: --json documents, the tables' shared bits, workspaces and jobs, and how a
-command ends on an error (report())."""
+"""How the CLI prints: --json documents, the body of a command that prints one backend answer
+(answers(), table()), the tables' shared bits, workspaces and jobs, and how a command ends on an
+error (report())."""
 
 from __future__ import annotations
 
