@@ -169,3 +169,20 @@ def test_the_event_stream_raises_a_refusal_that_asking_again_cannot_change(stub_
         next(events)
     assert caught.value.code == "invalid" and caught.value.message.endswith(": invalid filter 'label'")
     assert stub.asked.count("/events") == 1
+
+
+# --- inspect answers that are not one thing ----------------------------------------------------------
+
+
+def test_a_name_the_engine_reads_as_its_list_route_is_no_such_thing(stub_engine):
+    """The SDK puts "/" into the path as it is: /images///json, which dockerd answers as /images/json."""
+    listing = [{"Id": "sha256:aa"}, {"Id": "sha256:bb"}]
+    stub_engine({"/images///json": (200, listing), "/containers///json": (200, listing),
+                 "/networks//": (200, listing), "/volumes/v1": (200, {"Name": "v1", "Labels": {"k": "v"}}),
+                 "/containers/c1/json": (200, {"Id": "c1", "Config": {}})})
+    with pytest.raises(DlboxError) as caught:
+        engine.image_attrs("/")
+    assert caught.value.code == "not_found"
+    assert engine.container_attrs("/") is None and engine.network_attrs("/") is None
+    assert engine.container_attrs("c1") == {"Id": "c1", "Config": {}}  # one thing stays itself
+    assert engine.volume_labels("v1") == {"k": "v"} and engine.volume_exists("v1")

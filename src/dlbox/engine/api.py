@@ -119,6 +119,13 @@ def labels(extra: dict[str, str] | None = None) -> dict[str, str]:
     return {"dlbox.managed": "true", **(extra or {}), **config.extra_labels()}
 
 
+def _one(answer, key: str = "Id") -> dict | None:
+    """An inspect call's answer, or None when it is not one thing: the SDK puts a name into the path
+    as it is, so "/" asks /images///json, which the engine reads as /images/json and answers with
+    the list of all images (likewise containers and networks)."""
+    return answer if isinstance(answer, dict) and answer.get(key) else None
+
+
 # --- images -------------------------------------------------------------------------------
 
 
@@ -129,11 +136,14 @@ def image_attrs(ref: str) -> dict:
     if not ref.strip() or ref != ref.strip():  # the SDK would turn "" into a different request
         raise NotFound(f"no image {ref!r} in the engine (see `dlbox images`)")
     try:
-        return client().api.inspect_image(ref)
+        attrs = _one(client().api.inspect_image(ref))
     except ImageNotFound:
-        raise NotFound(f"no image {ref!r} in the engine (see `dlbox images`)") from None
+        attrs = None
     except APIError as exc:
         raise _api_error(exc, f"cannot inspect image {ref!r}") from None
+    if attrs is None:
+        raise NotFound(f"no image {ref!r} in the engine (see `dlbox images`)")
+    return attrs
 
 
 def image_exists(ref: str) -> bool:
@@ -550,12 +560,13 @@ def list_networks(label_filters: list[str]) -> list[dict]:
     return client().api.networks(filters={"label": label_filters})
 
 
-def _inspected(inspect: Callable[[str], dict], name: str) -> dict | None:
-    """What an SDK inspect call answers for `name`, or None when the engine has no such thing."""
+def _inspected(inspect: Callable[[str], dict], name: str, key: str = "Id") -> dict | None:
+    """What an SDK inspect call answers for `name`, or None when the engine has no such thing (`key`:
+    the field every answer of this kind has)."""
     from docker.errors import NotFound as DockerNotFound
 
     try:
-        return inspect(name)
+        return _one(inspect(name), key)
     except DockerNotFound:
         return None
 
@@ -676,7 +687,7 @@ def container_summaries(label_filters: list[str]) -> list[dict]:
 def ensure_volume(name: str, volume_labels: dict[str, str]) -> bool:
     """Create the named volume if missing; True if this call created it."""
     api = client().api
-    if _inspected(api.inspect_volume, name) is not None:
+    if _inspected(api.inspect_volume, name, "Name") is not None:
         return False
     api.create_volume(name, labels=labels(volume_labels))
     return True
@@ -685,12 +696,12 @@ def ensure_volume(name: str, volume_labels: dict[str, str]) -> bool:
 @translated("cannot inspect the volume")
 def volume_labels(name: str) -> dict[str, str]:
     """A volume's labels ({} when it does not exist)."""
-    return (_inspected(client().api.inspect_volume, name) or {}).get("Labels") or {}
+    return (_inspected(client().api.inspect_volume, name, "Name") or {}).get("Labels") or {}
 
 
 @translated("cannot inspect the volume")
 def volume_exists(name: str) -> bool:
-    return _inspected(client().api.inspect_volume, name) is not None
+    return _inspected(client().api.inspect_volume, name, "Name") is not None
 
 
 @translated("cannot remove the volume")
