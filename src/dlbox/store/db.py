@@ -157,9 +157,17 @@ class Store:
 
     # --- jobs ---------------------------------------------------------------------------
 
-    def add_job(self, job: Job) -> Job:
+    def _added(self, row):
         with self.session() as s:
-            s.add(job)
+            s.add(row)
+        return row
+
+    def _got(self, model, key: str):
+        with self.session() as s:
+            return s.get(model, key)
+
+    def add_job(self, job: Job) -> Job:
+        self._added(job)
         self.versions["jobs"] += 1
         return job
 
@@ -231,13 +239,10 @@ class Store:
     # --- users and tokens -------------------------------------------------------------------
 
     def add_user(self, user: User) -> User:
-        with self.session() as s:
-            s.add(user)
-        return user
+        return self._added(user)
 
     def get_user(self, name: str) -> User | None:
-        with self.session() as s:
-            return s.get(User, name)
+        return self._got(User, name)
 
     def update_user(self, user: User) -> None:
         with self.session() as s:
@@ -258,17 +263,13 @@ class Store:
         self.versions["auth"] += 1
 
     def retired(self, name: str) -> RetiredName | None:
-        with self.session() as s:
-            return s.get(RetiredName, name)
+        return self._got(RetiredName, name)
 
     def add_token(self, token: Token) -> Token:
-        with self.session() as s:
-            s.add(token)
-        return token
+        return self._added(token)
 
     def get_token(self, token_id: str) -> Token | None:
-        with self.session() as s:
-            return s.get(Token, token_id)
+        return self._got(Token, token_id)
 
     def tokens(self, user: str | None = None, *, limit: int | None = None, skip: int = 0) -> list[Token]:
         with self.session() as s:
@@ -302,8 +303,7 @@ class Store:
         return workspace
 
     def get_workspace(self, name: str) -> Workspace | None:
-        with self.session() as s:
-            return s.get(Workspace, name)
+        return self._got(Workspace, name)
 
     def workspaces(self, owner: str | None = None, *, limit: int | None = None, skip: int = 0) -> list[Workspace]:
         with self.session() as s:
