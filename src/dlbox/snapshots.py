@@ -233,6 +233,12 @@ def take(project: Path) -> Snapshot:
         raise UsageError(f"--code: {project} is not a directory")
     listed = _git_files(root)
     paths = listed if listed is not None else _walk_files(root)
+    home = config.home().resolve()
+    if home == root or root in home.parents:  # dlbox's own state (database, vault) is never code
+        inner = home.relative_to(root).as_posix() + "/" if home != root else ""
+        if not inner:
+            raise UsageError(f"code: {root} is the dlbox home; run from a project directory, or use --no-code")
+        paths = [p for p in paths if not (p + "/").startswith(inner)]
     max_bytes, max_files = limits()
     stats: list[tuple[str, os.stat_result]] = []
     skipped, outside = [], []

@@ -353,3 +353,9 @@ def test_gc_is_for_admins(team):
     client, heads, _ = team
     assert client.post("/api/gc", headers=heads["bob"]).status_code == 403
     assert client.post("/api/gc", headers=heads["boss"]).json() == {"removed": [], "freed_bytes": 0}
+
+
+def test_the_dlbox_home_inside_a_project_is_never_code(tmp_path, monkeypatch):
+    write(tmp_path, {"train.py": "1", "state/dlbox.db": "secret", "state/vault/x": "secret"})
+    monkeypatch.setenv("DLBOX_HOME", str(tmp_path / "state"))
+    assert paths(snapshots.take(tmp_path)) == ["train.py"]
