@@ -87,6 +87,8 @@ def runs_diff(a: str, b: str, show_code: bool, as_json: bool) -> None:
             click.echo("files: same" if not changes else "files:")
             for change in changes:
                 click.echo(f"  {change['change']}: {change['path']}")
+            for text in result.get("unified") or []:
+                click.echo(text, nl=not text.endswith("\n"))
             continue
         if not changes:
             click.echo(f"{section}: same")
