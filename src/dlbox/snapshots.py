@@ -283,7 +283,10 @@ def take(project: Path) -> Snapshot:
             continue
         key = [info.st_size, info.st_mtime_ns, info.st_ino]
         known = cache.get(path)
-        digest = known[3] if known and known[:3] == key else _file_hash(root / path)
+        try:
+            digest = known[3] if known and known[:3] == key else _file_hash(root / path)
+        except OSError as exc:  # unreadable, or swapped for a link since it was listed
+            raise UsageError(f"code: cannot read {path}: {exc.strerror} (ignore it, or fix its permissions)") from None
         fresh[path] = key + [digest]
         entries.append(Entry(path, "755" if info.st_mode & 0o100 else "644", info.st_size, digest))
     if fresh != cache:
@@ -299,7 +302,7 @@ def take(project: Path) -> Snapshot:
 
 def _file_hash(path: Path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb", buffering=0) as f:
+    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK), "rb", buffering=0) as f:
         while chunk := f.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
@@ -392,7 +395,10 @@ def store(snap: Snapshot) -> bool:
             if entry.mode == "link":
                 os.symlink(entry.target, dest)
                 continue
-            fd = os.open(snap.root / entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            try:
+                fd = os.open(snap.root / entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            except OSError as exc:
+                raise UsageError(f"code: cannot read {entry.path}: {exc.strerror}; run again") from None
             with os.fdopen(fd, "rb") as src, open(dest, "xb") as out:
                 digest = hashlib.sha256()
                 while chunk := src.read(CHUNK):

@@ -359,3 +359,15 @@ def test_the_dlbox_home_inside_a_project_is_never_code(tmp_path, monkeypatch):
     write(tmp_path, {"train.py": "1", "state/dlbox.db": "secret", "state/vault/x": "secret"})
     monkeypatch.setenv("DLBOX_HOME", str(tmp_path / "state"))
     assert paths(snapshots.take(tmp_path)) == ["train.py"]
+
+
+def test_an_unreadable_file_is_a_one_line_refusal(tmp_path):
+    write(tmp_path, {"a.py": "1"})
+    (tmp_path / "b.py").symlink_to("a.py")
+    (tmp_path / "fifo-like").mkdir()
+    snap = snapshots.take(tmp_path)
+    (tmp_path / "a.py").unlink()
+    (tmp_path / "a.py").symlink_to("/etc/passwd")  # swapped for a link after the listing
+    with pytest.raises(UsageError, match="cannot read a.py"):
+        snapshots.store(snap)
+    assert [h for h, _, _ in snapshots.stored()] == []

@@ -88,8 +88,19 @@ def runs_diff(where, a_id: str, b_id: str, *, code: bool = False) -> dict:
 
     a, b = where.run(a_id), where.run(b_id)
     result = diff(a, b)
+    from dlbox.errors import NotFound
+
     hashes = [(r.get("code") or {}).get("hash") for r in (a, b)]
-    manifests = [where.code_manifest(h) if h else None for h in hashes]
+    manifests = []
+    for h in hashes:
+        try:
+            manifests.append(where.code_manifest(h) if h else None)
+        except NotFound:  # deleted: its files cannot be compared
+            manifests.append(None)
+    gone = [r["id"] for r, h, m in zip((a, b), hashes, manifests) if h and m is None]
+    if gone:
+        result["files"] = [{"path": "-", "change": f"run {run}'s code snapshot was deleted"} for run in gone]
+        return result
     result["files"] = file_changes(*manifests) if any(hashes) else []
     if code and result["files"]:
         contents = [snapshots.tar_files(where.code_tar(h)) if h else {} for h in hashes]
