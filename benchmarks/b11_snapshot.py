@@ -77,8 +77,8 @@ def bench(runner: Runner, work: Path) -> list[Row]:
     added_first, added_same = first - none, same - none
     note = (f"median of {RUNS}; --no-code {' '.join(f'{t:.2f}' for t in times['none'])}, first "
             f"{' '.join(f'{t:.2f}' for t in times['first'])}, unchanged {' '.join(f'{t:.2f}' for t in times['same'])}")
-    return [Row("11. snapshot, first time", secs(first), secs(none), f"+{added_first:.3f} s",
+    return [Row("11. snapshot, first time", secs(first), secs(none), f"{added_first:+.3f} s",
                 f"adds <= {FIRST_TARGET:g} s", verdict(added_first <= FIRST_TARGET), note),
-            Row("11. snapshot, unchanged tree", secs(same), secs(none), f"+{added_same:.3f} s",
+            Row("11. snapshot, unchanged tree", secs(same), secs(none), f"{added_same:+.3f} s",
                 f"adds <= {UNCHANGED_TARGET:g} s", verdict(added_same <= UNCHANGED_TARGET),
                 "baseline: the same dlbox run with --no-code; ratio column: seconds added")]

@@ -27,11 +27,9 @@ import re
 import shutil
 import stat
 import subprocess
-import tarfile
-import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from dlbox import config
 from dlbox.errors import NotFound, UsageError
@@ -73,8 +71,7 @@ def check_path(path: str) -> str:
     return path
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     path: str  # relative, '/'-separated
     mode: str  # "644", "755" or "link"
     size: int = 0
@@ -98,12 +95,12 @@ def tree_hash(entries) -> str:
     return digest.hexdigest()
 
 
-@dataclass
 class Snapshot:
-    root: Path
-    entries: list[Entry]
-    hash: str
-    skipped: list[str] = field(default_factory=list)  # special files: FIFOs, sockets, devices
+    """A taken (or unpacked) snapshot: its files below `root`, its hash, what was skipped."""
+
+    def __init__(self, root: Path, entries: list[Entry], hash: str, skipped: list[str] | None = None):
+        self.root, self.entries, self.hash = root, entries, hash
+        self.skipped = skipped or []  # special files: FIFOs, sockets, devices, submodules
 
     @property
     def files(self) -> int:
@@ -187,11 +184,7 @@ def _glob(pattern: str) -> str:
 
 def _git_files(root: Path) -> list[str] | None:
     """What git would track below `root` (relative to it), or None outside a work tree."""
-    try:
-        inside = subprocess.run(["git", "-C", str(root), "rev-parse", "--is-inside-work-tree"],
-                                capture_output=True, text=True, timeout=30)
-        if inside.returncode != 0 or inside.stdout.strip() != "true":
-            return None
+    try:  # outside a work tree (or in a bare repository's folder) ls-files fails: the walk decides then
         listed = subprocess.run(["git", "-C", str(root), "-c", "core.quotePath=false", "ls-files", "-co",
                                  "--exclude-standard", "-z", "--", "."], capture_output=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
@@ -356,20 +349,19 @@ def manifest(snapshot_hash: str) -> dict:
 
 
 def _new_dir() -> Path:
+    import tempfile
+
     root = store_root()
     root.mkdir(mode=0o755, parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=".new-", dir=root))
 
 
 def _seal(work: Path, snap: Snapshot) -> bool:
-    """Make work/tree read-only and rename work into place; False if the hash was there already."""
+    """Make work/tree's folders read-only (its files are already) and rename work into place;
+    False if the hash was there already."""
     (work / "manifest.json").write_text(json.dumps(snap.manifest()))
     (work / "manifest.json").chmod(0o444)
-    for folder, dirs, names in os.walk(work / "tree", topdown=False):
-        for name in names:
-            path = os.path.join(folder, name)
-            if not os.path.islink(path):
-                os.chmod(path, 0o555 if os.stat(path).st_mode & 0o100 else 0o444)
+    for folder, _, _ in os.walk(work / "tree", topdown=False):  # files were made 0444/0555
         os.chmod(folder, 0o555)
     os.chmod(work, 0o755)
     final = store_root() / snap.hash
@@ -389,29 +381,36 @@ def store(snap: Snapshot) -> bool:
     try:
         base = work / "tree"
         base.mkdir()
-        for entry in snap.entries:
-            dest = base / entry.path
-            dest.parent.mkdir(parents=True, exist_ok=True)
+        folders = sorted({os.path.dirname(e.path) for e in snap.entries} - {""})
+        for folder in folders:
+            (base / folder).mkdir(parents=True, exist_ok=True)
+        for entry in snap.entries:  # (threads do not help: making files waits on the file system)
+            if entry.mode != "link":
+                _copy_in(snap.root, base, entry)
+        for entry in snap.entries:  # links last
             if entry.mode == "link":
-                os.symlink(entry.target, dest)
-                continue
-            try:
-                fd = os.open(snap.root / entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-            except OSError as exc:
-                raise UsageError(f"code: cannot read {entry.path}: {exc.strerror}; run again") from None
-            with os.fdopen(fd, "rb") as src, open(dest, "xb") as out:
-                digest = hashlib.sha256()
-                while chunk := src.read(CHUNK):
-                    digest.update(chunk)
-                    out.write(chunk)
-            if digest.hexdigest() != entry.sha256:
-                raise UsageError(f"code: {entry.path} changed while the snapshot was taken; run again")
-            if entry.mode == "755":
-                dest.chmod(0o755)
+                os.symlink(entry.target, base / entry.path)
         return _seal(work, snap)
     except BaseException:
         remove(work)
         raise
+
+
+def _copy_in(root: Path, base: Path, entry: Entry) -> None:
+    """One file into the store, read without following links, made read-only, its hash checked."""
+    try:
+        fd = os.open(root / entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        raise UsageError(f"code: cannot read {entry.path}: {exc.strerror}; run again") from None
+    made = os.open(base / entry.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                   0o555 if entry.mode == "755" else 0o444)  # read-only from the start
+    with os.fdopen(fd, "rb") as src, os.fdopen(made, "wb") as out:
+        digest = hashlib.sha256()
+        while chunk := src.read(CHUNK):
+            digest.update(chunk)
+            out.write(chunk)
+    if digest.hexdigest() != entry.sha256:
+        raise UsageError(f"code: {entry.path} changed while the snapshot was taken; run again")
 
 
 def remove(path: Path) -> None:
@@ -430,6 +429,8 @@ def remove(path: Path) -> None:
 
 def to_tar(snapshot_hash: str | None = None, snap: Snapshot | None = None) -> bytes:
     """A snapshot as an uncompressed tar (fixed owner and times), from the store or a taken one."""
+    import tarfile
+
     if snap is None:
         base = tree(snapshot_hash)
         entries = [Entry(**e) for e in manifest(snapshot_hash)["entries"]]
@@ -453,6 +454,8 @@ def to_tar(snapshot_hash: str | None = None, snap: Snapshot | None = None) -> by
 
 def _open_tar(data):
     """A tar read from bytes or a seekable binary file, from its start."""
+    import tarfile
+
     source = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
     source.seek(0)
     try:
@@ -464,6 +467,8 @@ def _open_tar(data):
 def _members(data, max_bytes: int, max_files: int) -> list[Entry]:
     """The tar's entries, every member checked: plain files and links only, paths inside the tree,
     no repeats, nothing below a file or a link; contents hashed as they are read (never held)."""
+    import tarfile
+
     found: list[Entry] = []
     seen: set[str] = set()
     total = 0
@@ -514,7 +519,7 @@ def _inside(name: str, target: str) -> bool:
     return True
 
 
-def _write(data, entries: list[Entry], base: Path) -> None:
+def _write(data, entries: list[Entry], base: Path, modes: tuple[int, int] = (0o644, 0o755)) -> None:
     """Write checked entries of the tar below `base`, a folder made by the caller: folders made
     here, files with O_EXCL|O_NOFOLLOW, links last (so no file is written through one)."""
     wanted = {e.path: e for e in entries}
@@ -529,7 +534,7 @@ def _write(data, entries: list[Entry], base: Path) -> None:
                 if folder.is_symlink() or not folder.is_dir():
                     folder.mkdir()  # a file or link there already: mkdir fails, and so does the whole
             fd = os.open(base / entry.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
-                         0o755 if entry.mode == "755" else 0o644)
+                         modes[1] if entry.mode == "755" else modes[0])
             digest, src = hashlib.sha256(), tar.extractfile(info)
             with os.fdopen(fd, "wb") as out:
                 while chunk := src.read(CHUNK):
@@ -563,7 +568,7 @@ def unpack(data, expected: str) -> tuple[Snapshot, bool]:
     try:
         base = work / "tree"
         base.mkdir()
-        _write(data, entries, base)
+        _write(data, entries, base, modes=(0o444, 0o555))
         snap = Snapshot(root=base, entries=entries, hash=expected)
         return snap, _seal(work, snap)
     except BaseException:
