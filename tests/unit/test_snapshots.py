@@ -371,3 +371,64 @@ def test_an_unreadable_file_is_a_one_line_refusal(tmp_path):
     with pytest.raises(UsageError, match="cannot read a.py"):
         snapshots.store(snap)
     assert [h for h, _, _ in snapshots.stored()] == []
+
+
+# --- runs: diff and reproduce through a backend ----------------------------------------------------------
+
+
+class FakeBackend:
+    """The three calls runs_diff and reproduce make, over snapshots stored in this home."""
+
+    def __init__(self, records: dict):
+        self.records = records
+        self.submitted = []
+
+    def run(self, run_id):
+        return self.records[run_id]
+
+    def code_manifest(self, snapshot_hash):
+        return snapshots.manifest(snapshot_hash)
+
+    def code_tar(self, snapshot_hash):
+        return snapshots.to_tar(snapshot_hash)
+
+    def submit(self, body):
+        self.submitted.append(body)
+        return {"id": "new", **body}
+
+
+def record(run_id: str, snap) -> dict:
+    return {"id": run_id, "image": "i", "image_id": "sha256:" + "0" * 64, "lock_hash": None, "params": {},
+            "command": ["python", "train.py"], "metrics": {}, "mounts": [], "workdir": "/workspace/code",
+            "resources": {"cpus": 1.0, "memory": None, "gpus": None},
+            "code": {"hash": snap.hash, "files": snap.files, "bytes": snap.bytes, "dest": "/workspace/code"}}
+
+
+def test_runs_diff_names_the_files_and_shows_text_changes(tmp_path):
+    a = snapshots.take(write(tmp_path / "a", {"train.py": "lr = 0.1\n", "same.py": "x\n"}))
+    b = snapshots.take(write(tmp_path / "b", {"train.py": "lr = 0.2\n", "same.py": "x\n", "new.py": ""}))
+    snapshots.store(a)
+    snapshots.store(b)
+    where = FakeBackend({"A": record("A", a), "B": record("B", b)})
+    result = rundiff.runs_diff(where, "A", "B", code=True)
+    assert result["files"] == [{"path": "new.py", "change": "added"}, {"path": "train.py", "change": "modified"}]
+    assert any("-lr = 0.1\n+lr = 0.2" in text for text in result["unified"])
+    snapshots.remove(snapshots.path_of(a.hash))
+    assert rundiff.runs_diff(where, "A", "B")["files"] == [{"path": "-", "change": "run A's code snapshot was deleted"}]
+
+
+def test_reproduce_submits_the_recorded_snapshot_and_refuses_a_deleted_one(tmp_path, monkeypatch):
+    from dlbox.errors import DlboxError
+    from dlbox.runs import reproduce
+
+    snap = snapshots.take(write(tmp_path / "p", {"train.py": "1"}))
+    snapshots.store(snap)
+    monkeypatch.setattr(reproduce, "image_for", lambda record, progress: record["image_id"])
+    where = FakeBackend({"A": record("A", snap)})
+    _, job = reproduce.reproduce(where, "A", progress=None)
+    assert job["code_hash"] == snap.hash and job["code_dest"] == "/workspace/code" and job["reproduces"] == "A"
+    snapshots.remove(snapshots.path_of(snap.hash))
+    with pytest.raises(DlboxError) as refused:
+        reproduce.reproduce(where, "A", progress=None)
+    assert refused.value.code == "not_reproducible" and "was deleted" in refused.value.message
+    assert len(where.submitted) == 1
