@@ -56,9 +56,11 @@ def test_every_api_route_is_documented():
     """Every JSON route is in the document, and only they are (the dashboard's HTML pages are not)."""
     from dlbox.server.routes import accounts as routes_accounts
     from dlbox.server.routes import jobs as routes_jobs
+    from dlbox.server.routes import snapshots as routes_snapshots
     from dlbox.server.routes import workspaces as routes_workspaces
 
-    routes = {(m, r.path.replace(":path", "")) for module in (routes_jobs, routes_accounts, routes_workspaces)
+    routes = {(m, r.path.replace(":path", "")) for module in (routes_jobs, routes_accounts, routes_workspaces,
+                                                              routes_snapshots)
               for r in module.router.routes for m in r.methods}
     assert set(OPERATIONS) == routes | {("GET", "/api/health")}
 

@@ -12,7 +12,8 @@ SRC = Path(dlbox.__file__).parent
 
 # Lowest first. A module belongs to the longest prefix listed; a layer may import its own and lower ones.
 LAYERS = [
-    ["dlbox", "dlbox.errors", "dlbox.config", "dlbox.sizes", "dlbox.redact", "dlbox.progress", "dlbox.gitinfo"],
+    ["dlbox", "dlbox.errors", "dlbox.config", "dlbox.sizes", "dlbox.redact", "dlbox.progress", "dlbox.gitinfo",
+     "dlbox.snapshots"],
     ["dlbox.spec"],
     ["dlbox.containers", "dlbox.jobs.state"],  # pure: what a container or a job's state is
     ["dlbox.engine"],  # the only code that talks to the Docker Engine

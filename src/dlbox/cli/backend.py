@@ -166,13 +166,50 @@ class ServiceBackend:
         """(image ref, project dir, the spec's job defaults or None) for `dlbox run`: on a server, the
         image must be there already."""
         if workspace:
-            return self._call("GET", f"/api/workspaces/{workspace}")["image_id"], Path.cwd(), None
+            return self._call("GET", f"/api/workspaces/{workspace}")["image_id"], Path.cwd(), None, None
         if image or preset:
-            return image or f"dlbox/{preset}:latest", Path.cwd(), None
+            return image or f"dlbox/{preset}:latest", Path.cwd(), None, None
         raise UsageError("against a server (DLBOX_URL), give --preset, --image or --workspace")
 
     def submit(self, body: dict) -> dict:
         return self._call("POST", "/api/jobs", json=body)
+
+    # --- code snapshots
+
+    def put_code(self, snap) -> dict:
+        """Make sure the service has snapshot `snap` (a dlbox.snapshots.Snapshot): sent as a tar only
+        when it answers that it lacks that hash. {"hash", "files", "bytes", "sent": bytes sent}."""
+        from dlbox import snapshots
+        from dlbox.errors import NotFound
+
+        try:
+            self._call("GET", f"/api/snapshots/{snap.hash}")
+            return {"hash": snap.hash, "files": snap.files, "bytes": snap.bytes, "sent": 0}
+        except NotFound:
+            pass
+        data = snapshots.to_tar(snap=snap)
+        self._call("PUT", f"/api/snapshots/{snap.hash}", data=data, content_type="application/x-tar")
+        return {"hash": snap.hash, "files": snap.files, "bytes": snap.bytes, "sent": len(data)}
+
+    def code_manifest(self, snapshot_hash: str) -> dict:
+        return self._call("GET", f"/api/snapshots/{snapshot_hash}")
+
+    def code_tar(self, snapshot_hash: str) -> bytes:
+        return self._call("GET", f"/api/snapshots/{snapshot_hash}/tar", raw=True)
+
+    def gc(self) -> dict:
+        return self._call("POST", "/api/gc")
+
+    def export_code(self, run_id: str, dest: Path) -> dict:
+        """Write the code snapshot run `run_id` ran into `dest`, checked as an upload is."""
+        from dlbox import snapshots
+
+        code = self.run(run_id).get("code")
+        if not code:
+            raise DlboxError(f"run {run_id} has no code snapshot (it ran with --no-code, or before snapshots)",
+                             code="not_found")
+        files = snapshots.export(code["hash"], self.code_tar(code["hash"]), dest)
+        return {"run": run_id, "hash": code["hash"], "files": files, "directory": str(dest)}
 
     def runs(self, *, limit: int) -> list[dict]:
         return self._call("GET", "/api/runs", params={"limit": limit})
@@ -319,21 +356,28 @@ class LocalBackend(ServiceBackend):
                              f"`dlbox token {name} --rotate` makes one")
         return {"name": name, "token": ws["jupyter"]["token"], "url": ws["jupyter"]["url"], "rotated": rotate}
 
+    def put_code(self, snap) -> dict:
+        """Store the snapshot in this dlbox home directly (the service reads the same home)."""
+        from dlbox import snapshots
+
+        return {"hash": snap.hash, "files": snap.files, "bytes": snap.bytes,
+                "sent": snap.bytes if snapshots.store(snap) else 0}
+
     def job_image(self, spec_file, preset, image, workspace):
         """The same, the spec's image built first if it is missing."""
         if image:
-            return image, Path.cwd(), None
+            return image, Path.cwd(), None, None
         if workspace:
             from dlbox.workspaces import manage as workspaces
 
-            return workspaces.show(workspace)["image_id"], Path.cwd(), None
+            return workspaces.show(workspace)["image_id"], Path.cwd(), None, None
         from dlbox.build import images  # not for --image: Rich and the spec models cost a `dlbox run` ~0.05 s
         from dlbox.progress import Progress
 
         spec, project_dir, lock_file = images.load_source(spec_file, preset)
         with Progress() as progress:
             found = images.ensure(spec, project_dir=project_dir, lock_file=lock_file, progress=progress)
-        return found["ref"], project_dir, spec.job  # the service pins the exact image ID when it records the job
+        return found["ref"], project_dir, spec.job, spec.code.dest if spec.code else None  # the service pins the exact image ID when it records the job
 
     def exec(self, name, command):
         from dlbox.engine import api as engine

@@ -43,7 +43,7 @@ for command in (
     workspaces.logs, workspaces.exec_cmd, workspaces.ssh, workspaces.ssh_config, workspaces.open_cmd,
     workspaces.token,
     jobs.run, jobs.jobs_cmd, jobs.wait, jobs.cancel,
-    runs.runs, runs.reproduce,
+    runs.runs, runs.reproduce, runs.gc,
     server.server, users.users, users.tokens, server.service,
 ):
     cli.add_command(command)

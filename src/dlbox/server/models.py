@@ -121,6 +121,42 @@ class JobResources(Answer):
     gpu_request: Any = None
 
 
+class CodeSnapshot(Answer):
+    """A code snapshot: its content hash, size, and (on a job) where the job saw it, read-only."""
+
+    hash: str
+    files: int | None
+    bytes: int | None
+    dest: str | None = None
+
+
+class SnapshotEntry(Answer):
+    path: str
+    mode: str = Field(description="644, 755 or link")
+    size: int | None = None
+    sha256: str | None = None
+    target: str | None = None
+
+
+class SnapshotManifest(Answer):
+    hash: str
+    files: int
+    bytes: int
+    entries: list[SnapshotEntry]
+
+
+class SnapshotStored(Answer):
+    hash: str
+    files: int
+    bytes: int
+    new: bool = Field(description="whether this upload wrote it (false: the server had that content)")
+
+
+class Garbage(Answer):
+    removed: list[str]
+    freed_bytes: int
+
+
 class Job(Answer):
     id: str
     name: str | None
@@ -145,6 +181,7 @@ class Job(Answer):
     started_at: str | None
     ended_at: str | None
     reproduces: str | None
+    code: CodeSnapshot | None = None
 
 
 class RunSummary(Job):

@@ -64,6 +64,22 @@ class Job(Base):
     notes: Mapped[list | None] = mapped_column(JSON)  # what collection cut or skipped (0005)
     finish_attempts: Mapped[int] = mapped_column(Integer, default=0)
     artifact_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    code_hash: Mapped[str | None] = mapped_column(String(64), index=True)  # the code snapshot it ran (0007)
+    code_files: Mapped[int | None] = mapped_column(Integer)
+    code_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    code_dest: Mapped[str | None] = mapped_column(Text)  # where the job saw it (read-only)
+
+
+class CodeSnapshot(Base):
+    """A code snapshot a server user sent: only they (and admins) may run, read or hold it."""
+
+    __tablename__ = "snapshots"
+
+    user: Mapped[str] = mapped_column(String(64), primary_key=True)
+    hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    files: Mapped[int] = mapped_column(Integer)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[float] = mapped_column(Float)
 
 
 class User(Base):
@@ -326,6 +342,32 @@ class Store:
             if besides:
                 query = query.where(Job.id != besides)
             return int(s.scalar(query))
+
+    def add_snapshot(self, user: str, snapshot_hash: str, *, files: int, size: int) -> None:
+        with self.session() as s:
+            if s.get(CodeSnapshot, (user, snapshot_hash)) is None:
+                s.add(CodeSnapshot(user=user, hash=snapshot_hash, files=files, bytes=size, created_at=time.time()))
+
+    def has_snapshot(self, user: str, snapshot_hash: str) -> bool:
+        with self.session() as s:
+            return s.get(CodeSnapshot, (user, snapshot_hash)) is not None
+
+    def snapshot_bytes(self, user: str) -> int:
+        """Bytes of the code snapshots `user` holds (their storage quota counts these)."""
+        with self.session() as s:
+            return int(s.scalar(select(func.coalesce(func.sum(CodeSnapshot.bytes), 0))
+                                .where(CodeSnapshot.user == user)))
+
+    def referenced_snapshots(self) -> set[str]:
+        """The snapshot hashes some run refers to: those are kept."""
+        with self.session() as s:
+            return {h for h in s.scalars(select(Job.code_hash).where(Job.code_hash.is_not(None)).distinct())}
+
+    def forget_snapshots(self, hashes: set[str]) -> None:
+        """Drop every user's rows of removed snapshots."""
+        if hashes:
+            with self.session() as s:
+                s.query(CodeSnapshot).filter(CodeSnapshot.hash.in_(sorted(hashes))).delete()
 
     def replace_metrics(self, job_id: str, rows: list[dict]) -> None:
         with self.session() as s:
