@@ -148,3 +148,13 @@ def test_the_checker_sees_a_circle_and_an_upward_import(tmp_path, monkeypatch):
         assert "dlbox.spec.b -> dlbox.server.app" in str(exc)
     else:
         raise AssertionError("the upward import spec -> server was not seen")
+
+
+def test_no_two_test_modules_share_a_name():
+    """Test folders are not packages, so pytest imports each module by its file name: two of one
+    name stop the collection of the whole suite (a fresh `make test` would run nothing)."""
+    tests = Path(__file__).resolve().parents[1]
+    seen: dict[str, list[str]] = {}
+    for module in tests.rglob("test_*.py"):
+        seen.setdefault(module.name, []).append(str(module.relative_to(tests)))
+    assert not {name: paths for name, paths in seen.items() if len(paths) > 1}
