@@ -47,6 +47,8 @@ except Exception:
     from tensorflow.core.protobuf import saved_model_pb2
     from tensorflow.core.framework import types_pb2
 model = saved_model_pb2.SavedModel()
+if not os.path.isfile(os.path.join(root, "saved_model.pb")):
+    done(error="it has no saved_model.pb")
 try:
     with open(os.path.join(root, "saved_model.pb"), "rb") as f:
         model.ParseFromString(f.read())
