@@ -300,3 +300,45 @@ def test_an_unfinished_run_is_refused(store, run, reader):
 def test_signature_check_bounds_size():
     with pytest.raises(files.NotAModel, match="too large"):
         signature.check(b" " * (signature.MAX_OUTPUT + 1), what="m")
+
+
+def test_the_signature_helper_is_hardened_and_its_output_capped(monkeypatch):
+    """engine.run_reader against a fake SDK: what the container is made with, and the stdout cap."""
+    from dlbox.engine import api as engine
+
+    made, removed = {}, []
+
+    class FakeAPI:
+        def create_host_config(self, **kwargs):
+            return dict(kwargs)
+
+        def inspect_image(self, image):
+            return {"Config": {"Labels": {"dlbox.uid": "1000", "dlbox.gid": "1000"}}}
+
+        def create_container(self, image, **kwargs):
+            made.update(kwargs, image=image)
+            return {"Id": "c1"}
+
+        def start(self, container):
+            pass
+
+        def wait(self, container, timeout=None):
+            return {"StatusCode": 0}
+
+        def logs(self, container, stdout=True, stderr=True, stream=False, tail="all"):
+            return iter([b"x" * 600, b"y" * 600]) if stream else b""
+
+        def remove_container(self, container, force=False):
+            removed.append(container)
+
+    class FakeClient:
+        api = FakeAPI()
+
+    monkeypatch.setattr(engine, "client", lambda: FakeClient())
+    code, out, why = engine.run_reader("sha256:img", ["-c", "x"], entrypoint=["python"], source="/src",
+                                       target="/m", max_output=1000)
+    assert code is None and len(out) == 1000 and "too long" in why and removed == [{"Id": "c1"}]
+    host = made["host_config"]
+    assert host["Binds"] == ["/src:/m:ro"] and host["read_only"] is True and host["network_mode"] == "none"
+    assert host["cap_drop"] == ["ALL"] and "no-new-privileges" in host["security_opt"]
+    assert made["network_disabled"] is True and made["user"] == "1000:1000" and made["image"] == "sha256:img"
