@@ -1,8 +1,8 @@
 """the model registry: models per owner, versions numbered per model (never reused), aliases and
 every alias move
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 
 Self-contained: it only creates tables of its own, so it can be re-chained after another 0007.
 """
@@ -10,8 +10,8 @@ Self-contained: it only creates tables of its own, so it can be re-chained after
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007"
-down_revision = "0006"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
