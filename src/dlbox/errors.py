@@ -44,8 +44,10 @@ CODES: dict[str, Code] = {
     "lock_mismatch": Code(409, 1, "a rebuilt image does not match its lock"),
     "not_running": Code(409, 1, "the workspace must be running for this (start it first)"),
     "not_reproducible": Code(409, 1, "a run cannot be repeated exactly (what it needs was not kept)"),
+    "not_finished": Code(409, 1, "the run has not finished, or did not succeed"),
     "engine_conflict": Code(409, 1, "the engine refused: the thing is in use, not running, or already there"),
     "build_failed": Code(422, 1, "the image could not be built from the spec"),
+    "not_a_model": Code(422, 1, "the path is no SavedModel with a serving signature"),
     "too_many_followers": Code(429, 1, "too many log streams open for this caller"),
     # something failed on the server's side
     "failed": Code(500, 1, "a failure with no better code"),

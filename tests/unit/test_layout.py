@@ -20,6 +20,7 @@ LAYERS = [
     ["dlbox.build"],
     ["dlbox.store"],  # the only code that talks to the database
     ["dlbox.workspaces", "dlbox.jobs", "dlbox.runs"],
+    ["dlbox.models"],  # the model registry: a run's SavedModel as a versioned model
     ["dlbox.server"],
     ["dlbox.cli"],
     ["dlbox.launch", "dlbox.__main__"],

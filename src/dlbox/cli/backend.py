@@ -217,6 +217,40 @@ class ServiceBackend:
     def run(self, run_id: str) -> dict:
         return self._call("GET", f"/api/runs/{run_id}")
 
+    # --- the model registry (the service does it all: it holds the runs' artifacts and the files)
+
+    def models(self, *, limit: int) -> list[dict]:
+        return self._call("GET", "/api/models", params={"limit": limit})
+
+    def register_model(self, name: str, *, run: str, path: str) -> dict:
+        return self._call("POST", f"/api/models/{name}/versions", json={"run": run, "path": path})
+
+    def model(self, ref) -> dict:
+        """A version (NAME:V, NAME@ALIAS), or the model with all its versions (NAME); `ref` a models.refs.Ref."""
+        params = {"owner": ref.owner} if ref.owner else None
+        if ref.version is not None:
+            return self._call("GET", f"/api/models/{ref.name}/versions/{ref.version}", params=params)
+        if ref.alias is not None:
+            return self._call("GET", f"/api/models/{ref.name}/aliases/{ref.alias}", params=params)
+        return self._call("GET", f"/api/models/{ref.name}", params=params)
+
+    def set_alias(self, name: str, alias: str, version: int | None, *, owner: str | None) -> dict:
+        params = {"owner": owner} if owner else None
+        if version is None:
+            return self._call("DELETE", f"/api/models/{name}/aliases/{alias}", params=params)
+        return self._call("PUT", f"/api/models/{name}/aliases/{alias}", json={"version": version}, params=params)
+
+    def model_history(self, name: str, *, owner: str | None) -> list[dict]:
+        return self._call("GET", f"/api/models/{name}/history", params={"owner": owner} if owner else None)
+
+    def remove_model_version(self, name: str, version: int, *, owner: str | None) -> dict:
+        return self._call("DELETE", f"/api/models/{name}/versions/{version}",
+                          params={"owner": owner} if owner else None)
+
+    def share_model(self, name: str, *, owner: str | None, shared: bool) -> dict:
+        return self._call("PUT", f"/api/models/{name}/share", json={"shared": shared},
+                          params={"owner": owner} if owner else None)
+
     # --- users and tokens
 
     def add_user(self, name: str, *, admin: bool, quota: dict) -> dict:

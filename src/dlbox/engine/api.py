@@ -377,6 +377,51 @@ def run_once(image: str, command: list[str], *, entrypoint: list[str] | None = N
         api.remove_container(container, force=True)
 
 
+@translated("cannot run a helper container")
+def run_reader(image: str, command: list[str], *, entrypoint: list[str], source: str, target: str,
+               max_output: int = 1024 * 1024, timeout: float = 120) -> tuple[int, bytes, str]:
+    """Run a short command that reads the host folder `source`, mounted read-only at `target`, in a
+    throwaway hardened helper of `image` (no network, read-only root, no capabilities, the image's
+    non-root user). Returns (exit code, stdout, last stderr line): stdout capped at `max_output`
+    bytes (past it the helper is killed and the exit code is None), the run killed after `timeout` s."""
+    import requests
+    from docker.errors import APIError, ImageNotFound
+
+    from dlbox.containers import policy as containers
+
+    user = _probe_user(image)
+    if not containers.non_root(user):
+        raise DlboxError(f"refusing to run a helper of {image} as {user!r}: helpers run as a non-root uid:gid")
+    api = client().api
+    host_config = helper_host_config()
+    host_config["Binds"] = [f"{source}:{target}:ro"]
+    try:
+        container = api.create_container(
+            image, command=command, entrypoint=entrypoint, user=user, network_disabled=True,
+            labels=labels({"dlbox.kind": "probe"}), host_config=host_config)
+    except ImageNotFound:
+        raise NotFound(f"no image {image!r} in the engine") from None
+    except APIError as exc:
+        raise _api_error(exc, f"cannot run a container of {image!r}") from None
+    try:
+        api.start(container)
+        try:
+            code = api.wait(container, timeout=timeout)["StatusCode"]
+        except (requests.exceptions.Timeout, requests.exceptions.ConnectionError):  # the read timed out: too long
+            api.kill(container)
+            raise DlboxError(f"the helper reading {source} ran longer than {timeout:g}s") from None
+        out = bytearray()
+        for chunk in api.logs(container, stdout=True, stderr=False, stream=True):
+            out += chunk
+            if len(out) > max_output:
+                return None, bytes(out[:max_output]), "its output was too long"
+        err = api.logs(container, stdout=False, stderr=True, tail=5).decode(errors="replace")
+        last = (err.strip().splitlines() or [""])[-1]
+        return code, bytes(out), " ".join(last.split())[:MESSAGE_CHARS]
+    finally:
+        api.remove_container(container, force=True)
+
+
 def read_packages(image: str, python: str = "/opt/venv/bin/python") -> dict:
     """What is actually installed in an image: Python distributions and dpkg packages."""
     code, out, err = run_once(image, ["-c", _READ_PACKAGES], entrypoint=[python])

@@ -31,6 +31,7 @@ def create_app(store: Store, loop: Loop, *, mode: str = "local", mount_roots: li
     `shared`, so a user's quota lock and log followers are counted once across them."""
     from dlbox.server.routes import accounts as routes_accounts
     from dlbox.server.routes import jobs as routes_jobs
+    from dlbox.server.routes import models as routes_models
     from dlbox.server.routes import snapshots as routes_snapshots
     from dlbox.server.routes import workspaces as routes_workspaces
 
@@ -73,6 +74,7 @@ def create_app(store: Store, loop: Loop, *, mode: str = "local", mount_roots: li
     app.include_router(routes_snapshots.router)
     app.include_router(routes_accounts.router)
     app.include_router(routes_workspaces.router)
+    app.include_router(routes_models.router)
     if mode == "server":  # the web dashboard: only where there are accounts to sign in with
         from dlbox.server.dashboard import pages as dashboard
 
