@@ -529,3 +529,12 @@ def test_model_versions_are_numbered_per_model_and_never_reused(store):
     moves = [(m.alias, m.from_version, m.to_version) for m in store.alias_history(model.id)]
     assert moves == [("champion", None, 2), ("champion", 2, None)]
     assert store.model_aliases(model.id) == []
+
+
+def test_snapshots_of_runs_and_model_versions_are_kept_by_gc(store):
+    kept_by_run, kept_by_model = "a" * 64, "b" * 64
+    store.add_job(new_job("s1", code_hash=kept_by_run))
+    store.add_job(new_job("s2"))  # --no-code: refers to none
+    store.add_model_version("ann", "digits", files_hash="0" * 64, files_bytes=1, path="model", run_id="r",
+                            image_id="sha256:1", registered_by="ann", registered_at=1.0, code_hash=kept_by_model)
+    assert store.referenced_snapshots() == {kept_by_run, kept_by_model}

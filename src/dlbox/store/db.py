@@ -422,9 +422,10 @@ class Store:
                                 .where(CodeSnapshot.user == user)))
 
     def referenced_snapshots(self) -> set[str]:
-        """The snapshot hashes some run refers to: those are kept."""
+        """The snapshot hashes some run or model version refers to: those are kept."""
         with self.session() as s:
-            return {h for h in s.scalars(select(Job.code_hash).where(Job.code_hash.is_not(None)).distinct())}
+            return {h for column in (Job.code_hash, ModelVersion.code_hash)
+                    for h in s.scalars(select(column).where(column.is_not(None)).distinct())}
 
     def forget_snapshots(self, hashes: set[str]) -> None:
         """Drop every user's rows of removed snapshots."""
