@@ -19,6 +19,7 @@ LAYERS = [
     ["dlbox.build"],
     ["dlbox.store"],  # the only code that talks to the database
     ["dlbox.workspaces", "dlbox.jobs", "dlbox.runs"],
+    ["dlbox.serving"],  # deployments: plain inputs (versions, labels), no registry import
     ["dlbox.server"],
     ["dlbox.cli"],
     ["dlbox.launch", "dlbox.__main__"],
