@@ -18,7 +18,7 @@ from dlbox import config
 from dlbox.engine import api as engine
 from dlbox.errors import DlboxError, NotFound
 from dlbox.serving import lib
-from dlbox.serving import plan as planning
+from dlbox.serving.plan import check, container_name, label_config, plan
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ def write_config(name: str, labels: dict[str, int], serve: list[int] = ()) -> Pa
     folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o755)  # the container's non-root user reads it through the bind
     partial = folder / f".config.json.{os.getpid()}"
-    partial.write_text(json.dumps(planning.label_config(labels, serve)))
+    partial.write_text(json.dumps(label_config(labels, serve)))
     partial.chmod(0o644)
     partial.replace(folder / "config.json")
     return folder
@@ -63,7 +63,7 @@ def up(name: str, owner: str, image_id: str, versions: dict[int, Path], labels: 
     image = engine.image_attrs(image_id)
     port = port or free_port(host)
     grpc_port = (grpc_port or free_port(host)) if grpc else None
-    spec = planning.plan(name, owner, image["Id"], versions, labels, model_name, port, grpc_port, host, memory,
+    spec = plan(name, owner, image["Id"], versions, labels, model_name, port, grpc_port, host, memory,
                          lib_dir=lib.prepare(), config_dir=config_dir(name),
                          image_labels=image["Config"].get("Labels") or {}, **options)
     if engine.container_attrs(spec.name) is not None:  # before its config is touched
@@ -89,16 +89,16 @@ def _url_host(host: str) -> str:
 
 def move_labels(name: str, labels: dict[str, int], serve: list[int] = ()) -> None:
     """Point labels at other versions of the running deployment (each must be one of its versions)."""
-    attrs = engine.container_attrs(planning.container_name(name))
+    attrs = engine.container_attrs(container_name(name))
     if attrs is None:
         raise NotFound(f"no deployment {name}")
     versions = {int(v): Path("/") for v in attrs["Config"]["Labels"].get("dlbox.versions", "").split(",") if v}
-    planning.check(versions, labels, attrs["Config"]["Labels"].get("dlbox.model", ""), list(serve))
+    check(versions, labels, attrs["Config"]["Labels"].get("dlbox.model", ""), list(serve))
     write_config(name, labels, serve)
 
 
 def remove(name: str) -> None:
-    attrs = engine.container_attrs(planning.container_name(name))
+    attrs = engine.container_attrs(container_name(name))
     if attrs is not None:
         engine.remove_container(attrs["Id"])
     shutil.rmtree(deployment_dir(name), ignore_errors=True)
