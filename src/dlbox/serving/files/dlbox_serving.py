@@ -234,8 +234,6 @@ class Batcher:
         return item[2]
 
     def run(self) -> None:
-        import numpy as np
-
         while True:
             first = self.queue.get()
             if first is None:
@@ -324,7 +322,7 @@ def to_array(value, spec, where: str):
         if dtype.name == "string":
             shape = _shape(value)
             arr = np.empty(shape, dtype=object)
-            arr[...] = _strings(value) if shape else _strings(value)
+            arr[...] = _strings(value)
             return arr
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
