@@ -401,3 +401,63 @@ def test_a_killed_server_comes_back_by_the_restart_policy(deployment, docker_cli
     wait_for(lambda: docker_client.api.inspect_container(name)["RestartCount"] == 1, timeout=60)
     wait_for(lambda: _ready(Rest(deployment.rest_url), 2), timeout=180)
     assert Rest(deployment.rest_url)("POST", "/v1/models/tiny:predict", {"instances": X})[0] == 200
+
+
+def test_batching_answers_each_request_its_own_rows_and_503_while_loading(image, model_dir, test_env, run_id):
+    """A second deployment with --batch-max: before a version is loaded predict is 503 (and the status
+    says LOADING); then 8 clients at once each get their own rows back from fewer, batched calls."""
+    from dlbox import serving
+    from dlbox.engine import api as engine
+
+    out, expected = model_dir
+    with pytest.MonkeyPatch.context() as patch:
+        for key in ("DLBOX_HOME", "DLBOX_LABELS", "DLBOX_CACHE_DIR"):
+            patch.setenv(key, test_env[key])
+        engine.client.cache_clear()
+        name = f"t{run_id}-batch"
+        dep = serving.up(name, "tester", image["Id"], {1: out / "1"}, {"stable": 1}, "tiny", memory=2 * 1024**3,
+                         grpc=False, batch_max=8, batch_timeout_ms=20)
+        try:
+            seen = set()
+
+            def answered():
+                try:
+                    rest = Rest(dep.rest_url)
+                    status, body = rest("POST", "/v1/models/tiny:predict", {"instances": X})
+                    state = rest("GET", "/v1/models/tiny")[1].get("model_version_status", [{}])[0].get("state")
+                except (OSError, http.client.HTTPException):
+                    return False
+                seen.add((status, state if status == 503 else None, "error" in body))
+                return status == 200
+
+            wait_for(answered, timeout=180, every=0.05)
+            assert (503, "LOADING", True) in seen, seen  # never a request to a version still loading
+            rows = [[float(i), 1.0, -float(i)] for i in range(8)]
+            results, want = {}, {}
+
+            def client(i):
+                results[i] = [Rest(dep.rest_url)("POST", "/v1/models/tiny/labels/stable:predict",
+                                                 {"instances": [rows[i]]}) for _ in range(10)]
+
+            w = [[1.0, 2.0], [3.0, 4.0], [0.5, -1.0]]
+            for i, r in enumerate(rows):
+                want[i] = [[sum(r[k] * w[k][j] for k in range(3)) + b for j, b in enumerate([0.25, -0.5])]]
+            threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            for i in range(8):
+                for status, body in results[i]:
+                    assert status == 200 and len(body["predictions"]) == 1
+                    assert body["predictions"][0] == pytest.approx(want[i][0])
+            text = Rest(dep.rest_url)("GET", "/monitoring/prometheus/metrics")[1]["text"]
+            calls = int(next(x for x in text.splitlines() if x.startswith("dlbox_serving_batches_total")).split()[-1])
+            held = int(next(x for x in text.splitlines() if x.startswith("dlbox_serving_batched_requests_total")).split()[-1])
+            print(f"batching: {held} requests in {calls} calls")
+            assert held >= 81 and calls < held
+            for got, x in zip(expected[1]["serving_default"]["y"], X):  # the weights above are version 1's
+                assert got == pytest.approx([sum(x[k] * w[k][j] for k in range(3)) + b
+                                             for j, b in enumerate([0.25, -0.5])])
+        finally:
+            serving.remove(name)

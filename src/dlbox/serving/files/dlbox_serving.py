@@ -103,8 +103,8 @@ def load(version: Version) -> None:
 
 
 class Model:
-    def __init__(self, name: str, root: str, batcher_args: tuple):
-        self.name, self.root = name, root
+    def __init__(self, name: str, root: str, batcher_args: tuple, metrics: Metrics):
+        self.name, self.root, self.metrics = name, root, metrics
         self.versions: dict[int, Version] = {}
         self.labels: dict[str, int] = {}
         self.cond = threading.Condition()
@@ -201,7 +201,7 @@ class Model:
                 with self.cond:
                     key = (version.number, sig.name)
                     batcher = self.batchers.get(key) or self.batchers.setdefault(
-                        key, Batcher(sig, self.batch_max, self.batch_timeout))
+                        key, Batcher(sig, self.batch_max, self.batch_timeout, self.metrics))
                 return batcher.submit(arrays)
         return {k: t.numpy() for k, t in sig.fn(**arrays).items()}
 
@@ -216,8 +216,8 @@ class Batcher:
     """Server-side batching: requests of one signature that arrive within the timeout, up to
     batch_max rows, run as one call (same trailing shapes and dtypes only); each gets its rows back."""
 
-    def __init__(self, sig: Signature, batch_max: int, timeout: float):
-        self.sig, self.max, self.timeout = sig, batch_max, timeout
+    def __init__(self, sig: Signature, batch_max: int, timeout: float, metrics: Metrics):
+        self.sig, self.max, self.timeout, self.metrics = sig, batch_max, timeout, metrics
         self.queue: queue.Queue = queue.Queue()
         threading.Thread(target=self.run, daemon=True).start()
 
@@ -259,6 +259,7 @@ class Batcher:
     def _run(self, group: list) -> None:
         import numpy as np
 
+        self.metrics.batched(self.sig.name, len(group))
         try:
             if len(group) == 1:
                 out = {k: t.numpy() for k, t in self.sig.fn(**group[0][0]).items()}
@@ -450,6 +451,13 @@ class Metrics:
         self.requests: dict = {}
         self.errors: dict = {}
         self.latency: dict = {}  # key -> [bucket counts..., sum, count]
+        self.batches: dict = {}  # signature -> [calls, requests in them]
+
+    def batched(self, sig: str, requests: int) -> None:
+        with self.lock:
+            counts = self.batches.setdefault(sig, [0, 0])
+            counts[0] += 1
+            counts[1] += requests
 
     def observe(self, model, version, sig, api, code, seconds: float, failed: bool) -> None:
         key = (model, str(version), sig)
@@ -490,6 +498,12 @@ class Metrics:
                 out.append(f"dlbox_serving_request_latency_seconds_bucket{lbl(k, [('le', '+Inf')])} {h[-1]}")
                 out.append(f"dlbox_serving_request_latency_seconds_sum{lbl(k)} {h[-2]:.6f}")
                 out.append(f"dlbox_serving_request_latency_seconds_count{lbl(k)} {h[-1]}")
+            if self.batches:
+                out += ["# HELP dlbox_serving_batches_total Batched signature calls, and the requests they held.",
+                        "# TYPE dlbox_serving_batches_total counter"]
+                for sig, (calls, requests) in sorted(self.batches.items()):
+                    out.append(f'dlbox_serving_batches_total{{signature="{_esc(sig)}"}} {calls}')
+                    out.append(f'dlbox_serving_batched_requests_total{{signature="{_esc(sig)}"}} {requests}')
         return "\n".join(out) + "\n"
 
 
@@ -565,7 +579,7 @@ def make_handler(model: Model, metrics: Metrics, access_log: bool):
             name, number, label, meta, verb = match.groups()
             number = int(number) if number is not None else None
             info["api"] = True
-            info["version"] = str(number or "")
+            info["version"] = "" if number is None else str(number)
             if verb is None and method == "GET":
                 if meta:
                     return self.metadata(name, number, label, info), "application/json"
@@ -768,8 +782,8 @@ def main(argv=None) -> int:
         return probe(args.rest_port)
     if not re.fullmatch(r"[A-Za-z0-9._-]{1,100}", args.model_name):
         p.error("--model-name: letters, digits, . _ - only")
-    model = Model(args.model_name, args.models, (args.batch_max, args.batch_timeout_ms / 1000))
     metrics = Metrics()
+    model = Model(args.model_name, args.models, (args.batch_max, args.batch_timeout_ms / 1000), metrics)
     wake = threading.Event()
     signal.signal(signal.SIGHUP, lambda *_: wake.set())
     stopping = threading.Event()
@@ -777,10 +791,10 @@ def main(argv=None) -> int:
     http = ThreadingHTTPServer(("0.0.0.0", args.rest_port), make_handler(model, metrics, not args.no_access_log))
     http.daemon_threads = True
     threading.Thread(target=http.serve_forever, daemon=True).start()
+    threading.Thread(target=watch, args=(model, args.config, wake), daemon=True).start()  # LOADING at once
     grpc_server = start_grpc(model, metrics, args.grpc_port, args.grpc_workers) if args.grpc_port else None
     log(f"serving {args.model_name}: REST :{args.rest_port}, gRPC :{args.grpc_port or 'off'}, "
         f"batching {'max ' + str(args.batch_max) if args.batch_max > 1 else 'off'}")
-    threading.Thread(target=watch, args=(model, args.config, wake), daemon=True).start()
     stopping.wait()
     log("SIGTERM: stopping")
     http.shutdown()
