@@ -5,18 +5,19 @@ dlbox.serving.up; one client script runs inside the serving container itself (th
 the same image), so every figure pays the same costs: in-process
 `model.signatures["serving_default"]` calls (the physical limit), dlbox REST at batch 1 and 32 over
 one keep-alive connection, and dlbox gRPC (tensorflow-serving-api's client) at batch 1. Sequential
-requests: req/s = 1 / mean latency. Target: a REST request at batch 1 costs at most 1.5 ms p50 more
-than the in-process call. Not measured here yet: batching under 16 clients, MLflow's server.
+requests: req/s = 1 / mean latency. Then 16 client processes at once (batch 1 each, keep-alive),
+against the same server with and without --batch-max 16.
+Targets: a REST request at batch 1 costs at most 1.5 ms p50 more than the in-process call;
+batching gives at least 1.5x the unbatched req/s under 16 clients. Not measured yet: MLflow's server.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
-from common import LABEL, QUICK, WS_IMAGE, BenchError, Row, Runner, say
+from common import DOCKER, LABEL, QUICK, WS_IMAGE, BenchError, Row, Runner, say
 
 NUMBER = 12
 TITLE = "12. model serving"
@@ -78,6 +79,46 @@ print("BENCH " + json.dumps(out))
 '''
 
 
+# 16 processes (no TensorFlow: the clients must not eat the cores the server needs more than they must).
+CONCURRENT = r'''
+import json, sys, time, http.client, multiprocessing as mp
+seconds, clients = float(sys.argv[1]), int(sys.argv[2])
+body = json.dumps({"instances": [[0.5] * 64]})
+
+def client(_):
+    conn = http.client.HTTPConnection("127.0.0.1", 8501)
+    times, end = [], time.monotonic() + seconds
+    while time.monotonic() < end:
+        t = time.perf_counter()
+        conn.request("POST", "/v1/models/digits:predict", body=body, headers={"Content-Type": "application/json"})
+        r = conn.getresponse(); r.read()
+        if r.status != 200:
+            raise SystemExit(f"status {r.status}")
+        times.append(time.perf_counter() - t)
+    return times
+
+with mp.Pool(clients) as pool:
+    started = time.monotonic()
+    parts = pool.map(client, range(clients))
+    wall = time.monotonic() - started
+times = sorted(t for p in parts for t in p)
+print("BENCH " + json.dumps({"rps": len(times) / wall, "p50": times[len(times) // 2], "p99": times[int(len(times) * 0.99)]}))
+'''
+CLIENTS = 16
+BATCH_TARGET = 1.5
+
+
+WAIT = ("import time,urllib.request\nfor _ in range(600):\n try:\n"
+        "  urllib.request.urlopen('http://127.0.0.1:8501/healthz');break\n except Exception: time.sleep(0.2)")
+
+
+def _results(text: str) -> dict:
+    line = next((x for x in text.splitlines() if x.startswith("BENCH ")), None)
+    if line is None:
+        raise BenchError("the client printed no results")
+    return json.loads(line.removeprefix("BENCH "))
+
+
 def _ms(value: float) -> str:
     return f"{value * 1000:.2f} ms"
 
@@ -95,31 +136,35 @@ def bench(runner: Runner, work: Path) -> list[Row]:
     os.chown(models, 1000, 1000)
     try:
         image = engine.image_attrs(WS_IMAGE)
-        runner.run("serving-model", ["docker", "run", "--rm", "--network", "none", "--user", "1000:1000",
+        runner.run("serving-model", [DOCKER, "run", "--rm", "--network", "none", "--user", "1000:1000",
                                      "--cap-drop", "ALL", "--label", LABEL, "-e", "TF_CPP_MIN_LOG_LEVEL=2",
                                      "-v", f"{models}:/out", image["Id"], "python", "-c", MAKE_MODEL])
         say("12. serving: starting the deployment")
         dep = serving.up(name, "bench", image["Id"], {1: models / "1"}, {}, "digits", memory=3 * 1024**3,
                          access_log=False)  # a log line per request would be measured too
         container = f"dlbox-deploy-{dep.name}"
-        _, text = runner.run("serving-wait", ["docker", "exec", container, "python", "-c",
-                                              "import time,urllib.request\nfor _ in range(600):\n try:\n"
-                                              "  urllib.request.urlopen('http://127.0.0.1:8501/healthz');break\n"
-                                              " except Exception: time.sleep(0.2)"])
+        runner.run("serving-wait", [DOCKER, "exec", container, "python", "-c", WAIT])
         say(f"12. serving: {REQUESTS} sequential requests of each kind, inside the serving container")
-        _, text = runner.run("serving-client", ["docker", "exec", container, "python", "-c", CLIENT, str(REQUESTS)])
-    except subprocess.CalledProcessError as exc:
-        raise BenchError(str(exc)) from None
+        _, text = runner.run("serving-client", [DOCKER, "exec", container, "python", "-c", CLIENT, str(REQUESTS)])
+        got = _results(text)
+        seconds = "5" if QUICK else "15"
+        say(f"12. serving: {CLIENTS} concurrent clients for {seconds} s, unbatched")
+        got["concurrent"] = _results(runner.run("serving-concurrent", [DOCKER, "exec", container, "python", "-c",
+                                                                      CONCURRENT, seconds, str(CLIENTS)])[1])
+        serving.remove(name)
+        say(f"12. serving: {CLIENTS} concurrent clients for {seconds} s, --batch-max {CLIENTS}")
+        batched = serving.up(name, "bench", image["Id"], {1: models / "1"}, {}, "digits", memory=3 * 1024**3,
+                             access_log=False, grpc=False, batch_max=CLIENTS, batch_timeout_ms=1.0)
+        container = f"dlbox-deploy-{batched.name}"
+        runner.run("serving-wait-batched", [DOCKER, "exec", container, "python", "-c", WAIT])
+        got["batched"] = _results(runner.run("serving-batched", [DOCKER, "exec", container, "python", "-c",
+                                                                CONCURRENT, seconds, str(CLIENTS)])[1])
     finally:
         try:
             serving.remove(name)
         finally:
             os.environ.clear()
             os.environ.update(saved)
-    line = next((x for x in text.splitlines() if x.startswith("BENCH ")), None)
-    if line is None:
-        raise BenchError("the client printed no results")
-    got = json.loads(line.removeprefix("BENCH "))
     base = got["inprocess1"]
     rows = [Row("12. in-process signature call, batch 1", _ms(base["p50"]), note=f"p99 {_ms(base['p99'])}, "
                 f"{base['rps']:.0f} req/s (the limit)"),
@@ -133,4 +178,10 @@ def bench(runner: Runner, work: Path) -> list[Row]:
                         f"+{over * 1000:.2f} ms", "p50 <= +1.5 ms" if target else "-",
                         ("pass" if over <= OVERHEAD_TARGET else "MISS") if target else "-",
                         f"p99 {_ms(ours['p99'])}, {ours['rps']:.0f} req/s, {REQUESTS} sequential"))
+    plain, batched = got["concurrent"], got["batched"]
+    gain = batched["rps"] / plain["rps"]
+    rows.append(Row(f"12. dlbox REST, {CLIENTS} clients, --batch-max {CLIENTS} (vs off)", f"{batched['rps']:.0f} req/s",
+                    f"{plain['rps']:.0f} req/s", f"{gain:.2f}x", f">= {BATCH_TARGET}x", "pass" if gain >= BATCH_TARGET
+                    else "MISS", f"p50/p99 {_ms(batched['p50'])}/{_ms(batched['p99'])} vs "
+                                 f"{_ms(plain['p50'])}/{_ms(plain['p99'])}"))
     return rows
