@@ -257,6 +257,7 @@ def test_every_error_case_answers_tf_servings_status(deployment):
         ("POST", "/v1/models/tiny:predict", {"instances": X, "inputs": X}, None, 400),
         ("POST", "/v1/models/tiny:predict", {"signature_name": "multi", "instances": [{"x": X[0]}]}, None, 400),
         ("GET", "/v1/nothing", None, None, 404),
+        ("DELETE", "/v1/models/tiny", None, None, 404),
     ]
     for method, path, body, raw, want in cases:
         status, answer = rest(method, path, body, raw)

@@ -527,18 +527,22 @@ def make_handler(model: Model, metrics: Metrics, access_log: bool):
         def log_message(self, *args):  # our own line per request, without payloads
             pass
 
-        def do_GET(self):
-            self.handle_one("GET")
+        def do_any(self):
+            self.handle_one(self.command)
 
-        def do_POST(self):
-            self.handle_one("POST")
+        # other methods have no routes: TF Serving's "Malformed request", not the stdlib's HTML 501
+        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_any
 
         def handle_one(self, method: str) -> None:
             started = time.perf_counter()
             info = {"version": "", "signature": ""}
             close = False
             try:
-                length = int(self.headers.get("Content-Length") or 0)
+                try:
+                    length = int(self.headers.get("Content-Length") or 0)
+                except ValueError:
+                    close = True
+                    raise Fail(400, "Content-Length is not a number") from None
                 if length < 0 or length > MAX_BODY:
                     close = True
                     raise Fail(413, f"request body over {MAX_BODY} bytes")
