@@ -462,3 +462,30 @@ def test_batching_answers_each_request_its_own_rows_and_503_while_loading(image,
                                              for j, b in enumerate([0.25, -0.5])])
         finally:
             serving.remove(name)
+
+
+def test_a_failed_start_leaves_nothing_and_a_taken_name_touches_nothing(deployment, image, model_dir, test_env,
+                                                                          run_id):
+    import socket
+
+    from dlbox import config, serving
+    from dlbox.engine import api as engine
+    from dlbox.errors import DlboxError
+
+    out, _ = model_dir
+    with pytest.MonkeyPatch.context() as patch, socket.socket() as taken:
+        for key in ("DLBOX_HOME", "DLBOX_LABELS", "DLBOX_CACHE_DIR"):
+            patch.setenv(key, test_env[key])
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        name = f"t{run_id}-fails"
+        with pytest.raises(DlboxError) as failed:
+            serving.up(name, "tester", image["Id"], {1: out / "1"}, {}, "tiny", port=taken.getsockname()[1])
+        assert failed.value.code == "port_in_use"
+        assert engine.container_attrs(f"dlbox-deploy-{name}") is None
+        assert not (config.home() / "deployments" / name).exists()
+        before = (config.home() / "deployments" / deployment.name / "config" / "config.json").read_text()
+        with pytest.raises(DlboxError) as exists:
+            serving.up(deployment.name, "tester", image["Id"], {1: out / "1"}, {"other": 1}, "tiny")
+        assert exists.value.code == "exists"
+        assert (config.home() / "deployments" / deployment.name / "config" / "config.json").read_text() == before
