@@ -755,7 +755,10 @@ def watch(model: Model, path: str, wake: threading.Event) -> None:
             if config is None:
                 log(f"config {path}: not a JSON object; kept the last one")
             else:
-                model.apply(config)
+                try:
+                    model.apply(config)
+                except (TypeError, ValueError, AttributeError) as exc:  # a malformed config: keep serving
+                    log(f"config {path}: {type(exc).__name__}: {exc}; kept the last one")
         wake.wait(0.2)
 
 
