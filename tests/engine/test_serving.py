@@ -489,3 +489,20 @@ def test_a_failed_start_leaves_nothing_and_a_taken_name_touches_nothing(deployme
             serving.up(deployment.name, "tester", image["Id"], {1: out / "1"}, {"other": 1}, "tiny")
         assert exists.value.code == "exists"
         assert (config.home() / "deployments" / deployment.name / "config" / "config.json").read_text() == before
+
+
+def test_a_malformed_label_config_keeps_the_last_good_one(deployment, test_env):
+    from dlbox import serving
+
+    rest = Rest(deployment.rest_url)
+    config = Path(test_env["DLBOX_HOME"]) / "deployments" / deployment.name / "config" / "config.json"
+    for bad in ('{"labels": {"stable": "one"}}', "[1, 2]", "{not json"):
+        config.write_text(bad)
+        time.sleep(0.6)  # the server polls every 0.2 s
+        assert rest("GET", "/v1/models/tiny/labels/stable")[0] == 200
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DLBOX_HOME", test_env["DLBOX_HOME"])
+        serving.move_labels(deployment.name, {"stable": 2, "canary": 2}, serve=[1])
+        wait_for(lambda: rest("GET", "/v1/models/tiny/labels/stable")[1]["model_version_status"][0]["version"] == "2")
+        serving.move_labels(deployment.name, {"stable": 1, "canary": 2})
+        wait_for(lambda: rest("GET", "/v1/models/tiny/labels/stable")[1]["model_version_status"][0]["version"] == "1")
