@@ -139,11 +139,9 @@ class Rest:
 
 
 @pytest.fixture(scope="module")
-def image(request, docker_client) -> dict:
-    """The session's TF image; DLBOX_TEST_TF_IMAGE names an already built one instead (a developer's
-    dlbox/tensorflow-2.9:latest), which saves the fresh base bootstrap of a new test session."""
-    ref = os.environ.get("DLBOX_TEST_TF_IMAGE") or request.getfixturevalue("tf_image")["image"]
-    return docker_client.api.inspect_image(ref)
+def image(tf_image, docker_client) -> dict:
+    """The session's TF image (never one of the caller's: tests do not depend on their environment)."""
+    return docker_client.api.inspect_image(tf_image["image"])
 
 
 @pytest.fixture(scope="module")
