@@ -678,10 +678,12 @@ def list_containers(label_filters: list[str]) -> list[dict]:
 
 
 @translated("cannot list containers")
-def container_summaries(label_filters: list[str]) -> list[dict]:
-    """One listing call, no inspection: Id, State (running, exited, ...) and Labels of each container."""
+def container_summaries(label_filters: list[str], *, running: bool = False) -> list[dict]:
+    """One listing call, no inspection: Id, State (running, exited, ...) and Labels of each container
+    (`running`: only the running ones)."""
+    filters = {"label": label_filters} | ({"status": "running"} if running else {})
     return [{"Id": c["Id"], "State": c["State"], "Labels": c.get("Labels") or {}}
-            for c in client().api.containers(all=True, filters={"label": label_filters})]
+            for c in client().api.containers(all=not running, filters=filters)]
 
 
 @translated("cannot create the volume")

@@ -34,6 +34,7 @@ PREFIX = "dlbox-ws-"
 KIND = "workspace"
 WORKDIR = "/workspace"
 READY_TIMEOUT = 180.0
+IDLE_LABEL = "dlbox.idle-stop"  # seconds; 0: never
 LOCAL_OWNER = "local"  # who owns what the local CLI makes (a reserved user name on the server)
 
 
@@ -78,20 +79,22 @@ class UpRequest:
     url_host: str | None = None  # the host name remote users reach this machine by, for a 0.0.0.0 workspace
     guard_mounts: bool = False  # a server user's: mount sources must stay root's to change (mount_policy.recheck)
     build_missing: bool = True  # the server lets only admins start a build
+    idle_stop: int | None = None  # seconds quiet before it is stopped (0: never; None: the spec's, else the server's)
 
 
 # --- up ---------------------------------------------------------------------------------------
 
 
 def _image_for(req: UpRequest, progress: Progress):
-    """(image summary, the spec's workspace resources or None, its default mounts). Builds the image if missing."""
+    """(image summary, the spec's workspace resources or None, its default mounts, its idle stop or None).
+    Builds the image if missing."""
     from dlbox.build import images
 
     if req.image and (req.spec_file or req.preset):
         raise UsageError("give one of SPEC, --preset or --image")
     if req.image:
         attrs = images.get(req.image)
-        return images.summary(attrs) | {"ref": req.image, "env": attrs["Config"].get("Env") or []}, None, []
+        return images.summary(attrs) | {"ref": req.image, "env": attrs["Config"].get("Env") or []}, None, [], None
     spec_file, preset = req.spec_file, req.preset
     if spec_file is None and preset is None and not Path("dlbox.yaml").exists():
         preset = "tensorflow-2.9"
@@ -105,7 +108,7 @@ def _image_for(req: UpRequest, progress: Progress):
     default_mounts = [mount_policy.parse_mount(m, base=project_dir, guarded=req.guard_mounts)
                       for m in spec.workspace.mounts]
     return (found | {"env": engine.image_attrs(found["id"])["Config"].get("Env") or []}, spec.workspace.resources,
-            default_mounts)
+            default_mounts, spec.workspace.idle_stop)
 
 
 def _port_range(port: int, flag: str) -> int:
@@ -186,6 +189,7 @@ class UpFacts:
     volume_owner: str | None = None  # ... and the owner it records
     home_exists: bool = False  # the same of its HOME volume
     home_owner: str | None = None
+    idle_default: int | None = None  # the spec's workspace.idle_stop (seconds), if it has one
 
 
 @dataclass(frozen=True)
@@ -323,7 +327,7 @@ def gather(req: UpRequest, progress: Progress) -> UpFacts:
         _check_port(host, req.jupyter_port, "--jupyter-port")
     if req.ssh_port:
         _check_port(host, req.ssh_port, "--ssh-port")
-    image, defaults, default_mounts = _image_for(req, progress)
+    image, defaults, default_mounts, idle_default = _image_for(req, progress)
     capacity = engine.capacity() if _asks_limits(req, defaults) else {}  # the engine's info call only when needed
     _limits(req, defaults, capacity)
     jupyter = _jupyter(req, image)
@@ -340,7 +344,7 @@ def gather(req: UpRequest, progress: Progress) -> UpFacts:
                    free_ports=free, authorized_key=authorized, key_file=key_file, gpu_inventory=inventory,
                    held_gpus=held, token=vault.new_token() if jupyter else None,
                    volume_exists=volume_exists, volume_owner=volume_owner, home_exists=home_exists,
-                   home_owner=home_owner)
+                   home_owner=home_owner, idle_default=idle_default)
 
 
 def plan(req: UpRequest, facts: UpFacts) -> Plan:
@@ -391,6 +395,11 @@ def plan(req: UpRequest, facts: UpFacts) -> Plan:
         labels["dlbox.owner"] = req.owner
     if req.url_host and host in ("0.0.0.0", "::"):
         labels["dlbox.url-host"] = check_url_host(req.url_host)
+    idle_stop = req.idle_stop if req.idle_stop is not None else facts.idle_default
+    if idle_stop is not None:
+        if not isinstance(idle_stop, int) or isinstance(idle_stop, bool) or idle_stop < 0:
+            raise UsageError(f"--idle-stop: {idle_stop!r} is not a number of seconds")
+        labels[IDLE_LABEL] = str(idle_stop)  # read by workspaces/idle.py; none: the server's default
     ports = {}
     if jupyter:
         ports[services.JUPYTER_PORT] = (host, req.jupyter_port or facts.free_ports[services.JUPYTER_PORT])
@@ -574,9 +583,21 @@ def describe(attrs: dict, *, token: str | None = None, fresh: bool = False) -> d
         "volume": {"name": volume_name(name), "target": WORKDIR},
         "resources": {**limits.to_json(), "gpus": labels["dlbox.gpus"].split(",") if labels.get("dlbox.gpus") else None},
         "health": (state.get("Health") or {}).get("Status"),  # starting, healthy, unhealthy; None: no check
+        "idle_stop": int(labels[IDLE_LABEL]) if labels.get(IDLE_LABEL, "").isdigit() else None,
+        "stopped": _stopped(name, state),
         "created": attrs["Created"][:19] + "Z",
         "oom": {"kills": 0, "last": None, "killed_main_process": False} if fresh else _oom(attrs),
     }
+
+
+def _stopped(name: str, state: dict) -> dict | None:
+    """Why dlbox stopped it ({"reason": "idle", "idle_for_s", "text": "stopped: idle for 2h"}), if it did."""
+    from dlbox.workspaces import idleness
+
+    if state.get("Running"):
+        return None
+    note = vault.stop_note(name)
+    return {**note, "text": idleness.stopped_text(note)} if note else None
 
 
 def _oom(attrs: dict) -> dict:
@@ -634,6 +655,7 @@ def start(name: str, progress: Progress) -> dict:
         _ensure_network(attrs)
         engine.set_restart_policy(attrs["Id"], services.RESTART)
         engine.start(attrs["Id"])
+        vault.clear_stop(name)
     return _ready(name, attrs["Id"], progress)
 
 
