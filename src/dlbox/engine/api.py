@@ -701,6 +701,17 @@ def ensure_volume(name: str, volume_labels: dict[str, str]) -> bool:
 
 
 @translated("cannot inspect the volume")
+def volume_facts(name: str) -> tuple[bool, dict[str, str]]:
+    """(exists, labels) of a volume, in one engine call."""
+    from docker.errors import NotFound as DockerNotFound
+
+    try:
+        return True, client().api.inspect_volume(name).get("Labels") or {}
+    except DockerNotFound:
+        return False, {}
+
+
+@translated("cannot inspect the volume")
 def volume_labels(name: str) -> dict[str, str]:
     """A volume's labels ({} when it does not exist)."""
     from docker.errors import NotFound as DockerNotFound

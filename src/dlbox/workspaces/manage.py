@@ -9,6 +9,7 @@ service's store keeps only who owns it and its last-seen state, for fast lists (
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 import socket
@@ -34,6 +35,7 @@ PREFIX = "dlbox-ws-"
 KIND = "workspace"
 WORKDIR = "/workspace"
 READY_TIMEOUT = 180.0
+POLL = 0.05  # seconds between two readiness checks (a refused connection costs well under a millisecond)
 IDLE_LABEL = "dlbox.idle-stop"  # seconds; 0: never
 LOCAL_OWNER = "local"  # who owns what the local CLI makes (a reserved user name on the server)
 
@@ -107,8 +109,9 @@ def _image_for(req: UpRequest, progress: Progress):
                          code="not_built")
     default_mounts = [mount_policy.parse_mount(m, base=project_dir, guarded=req.guard_mounts)
                       for m in spec.workspace.mounts]
-    return (found | {"env": engine.image_attrs(found["id"])["Config"].get("Env") or []}, spec.workspace.resources,
-            default_mounts, spec.workspace.idle_stop)
+    if "env" not in found:  # a listing's summary: the one inspect of the image up makes
+        found = found | {"env": engine.image_attrs(found["id"])["Config"].get("Env") or []}
+    return found, spec.workspace.resources, default_mounts, spec.workspace.idle_stop
 
 
 def _port_range(port: int, flag: str) -> int:
@@ -260,8 +263,8 @@ def _refuse_volume(name: str, owner: str, exists: bool, found: str | None, volum
 
 def _volume_facts(volume: str) -> tuple[bool, str | None]:
     """(exists, recorded owner) of a volume, as the engine has it now."""
-    exists = engine.volume_exists(volume)
-    return exists, engine.volume_labels(volume).get("dlbox.owner") if exists else None
+    exists, labels = engine.volume_facts(volume)
+    return exists, labels.get("dlbox.owner")
 
 
 def _check_ports(req: UpRequest) -> None:
@@ -441,21 +444,36 @@ def apply(plan: Plan, progress: Progress) -> dict:
     progress.step(f"creating workspace {plan.name} from {plan.image_ref}")
     made_volume, made_home, container_id = False, False, None
     spec = plan.spec
+    timings: dict[str, float] = {}
+    started = time.monotonic()
     try:
-        host_key, host_pub = vault.host_key(plan.name) if plan.ssh else (None, None)
+        # overlapped: the SSH host key (ssh-keygen, only with SSH) and the HOME volume, with the data volume
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+            key_job = pool.submit(vault.host_key, plan.name) if plan.ssh else None
+            home_job = pool.submit(engine.ensure_volume, plan.home_volume, plan.volume_labels)
+            try:
+                made_volume = engine.ensure_volume(plan.volume, plan.volume_labels)
+            finally:
+                made_home = home_job.exception() is None and home_job.result()
+            if home_job.exception() is not None:
+                raise home_job.exception()
+            host_key, host_pub = key_job.result() if key_job else (None, None)
         files = services.files(host_key=host_key, **plan.files)
-        made_volume = engine.ensure_volume(plan.volume, plan.volume_labels)
-        made_home = engine.ensure_volume(plan.home_volume, plan.volume_labels)
+        timings["volumes_s"] = time.monotonic() - started
         if not (made_volume and made_home):  # kept, or made meanwhile by a parallel `up`: only its owner goes on
             check_volume_owner(plan.name, plan.owner)
         for attempt in range(5):
             if attempt:  # the engine found a picked port taken meanwhile: pick again
                 spec = _with_ports(spec, {p: (ip, _free_port(plan.host)) for p, (ip, _) in spec.ports.items()})
             mount_policy.recheck(spec.mounts)  # the image may have taken minutes: the sources must still be what was checked
+            mark = time.monotonic()
             container_id = engine.create_container(spec, entrypoint=list(plan.entrypoint))
             engine.put_files(container_id, files, into=services.DIR)
+            timings["create_s"] = time.monotonic() - mark
             try:
+                mark = time.monotonic()
                 engine.start(container_id)
+                timings["start_s"] = time.monotonic() - mark
                 break
             except engine.PortInUse:
                 engine.remove_container(container_id)
@@ -464,7 +482,9 @@ def apply(plan: Plan, progress: Progress) -> dict:
                     raise
         vault.save(plan.name, {"token": plan.token, "host_public_key": host_pub})
         progress.step("waiting for the services to answer")
-        _wait_ready(container_id, plan.host, spec.ports, plan.token)
+        mark = time.monotonic()
+        attrs = _wait_ready(container_id, plan.host, spec.ports, plan.token)
+        timings["ready_s"] = time.monotonic() - mark
     except BaseException:
         # nothing half-made: the container (its service-file volume with it), volumes this call made, the secrets
         for undo in (lambda: container_id and engine.remove_container(container_id),
@@ -477,7 +497,8 @@ def apply(plan: Plan, progress: Progress) -> dict:
                 pass
         raise
     progress.step(f"workspace {plan.name} is up")
-    return describe(engine.container_attrs(container_id), token=plan.token, fresh=True)
+    timings["apply_s"] = time.monotonic() - started
+    return describe(attrs, token=plan.token, fresh=True) | {"timings": {k: round(v, 3) for k, v in timings.items()}}
 
 
 def check_volume_owner(name: str, owner: str) -> None:
@@ -496,14 +517,22 @@ def check_url_host(text: str) -> str:
     raise UsageError(f"host: {text[:80]!r} is not a host name or IP address")
 
 
-def _wait_ready(container_id: str, host: str, ports: dict, token: str | None, timeout: float = READY_TIMEOUT) -> None:
+def _wait_ready(container_id: str, host: str, ports: dict, token: str | None, timeout: float = READY_TIMEOUT) -> dict:
+    """Poll the services every POLL s until each answers (the container is inspected every 10th
+    poll, to stop early if it died); the container's last inspect document."""
     connect = _connect_host(host)
     deadline = time.monotonic() + timeout
     pending = dict(ports)
-    while pending:
-        attrs = engine.container_attrs(container_id)
+    polls = 0
+    attrs = engine.container_attrs(container_id)
+    while True:
+        if polls % 10 == 0 and polls:
+            attrs = engine.container_attrs(container_id)
+        polls += 1
         if attrs is None or not attrs["State"]["Running"]:
             raise DlboxError(f"the workspace's container stopped while starting: {_last_log_line(container_id)}")
+        if not pending:
+            return attrs
         for port, (_, host_port) in list(pending.items()):
             if (port == services.JUPYTER_PORT and _jupyter_answers(connect, host_port, token)) or \
                     (port == services.SSH_PORT and _ssh_answers(connect, host_port)):
@@ -512,7 +541,7 @@ def _wait_ready(container_id: str, host: str, ports: dict, token: str | None, ti
             raise DlboxError(f"the workspace's services did not answer within {timeout:.0f}s: "
                              f"{_last_log_line(container_id)}")
         if pending:
-            time.sleep(0.1)
+            time.sleep(POLL)
 
 
 def _jupyter_answers(host: str, port: int, token: str | None) -> bool:
@@ -694,8 +723,8 @@ def _ready(name: str, container_id: str, progress: Progress) -> dict:
     labels = attrs["Config"]["Labels"] or {}
     token = vault.load(name).get("token")
     progress.step("waiting for the services to answer")
-    _wait_ready(container_id, labels.get("dlbox.host", "127.0.0.1"), _ports(labels), token)
-    return describe(engine.container_attrs(container_id))  # only `up` and `token` print the token
+    ready = _wait_ready(container_id, labels.get("dlbox.host", "127.0.0.1"), _ports(labels), token)
+    return describe(ready)  # only `up` and `token` print the token
 
 
 def rm(name: str, *, purge_data: bool = False) -> dict:
