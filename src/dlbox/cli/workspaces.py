@@ -81,11 +81,12 @@ def ls_cmd(as_json: bool) -> None:
     if not rows:
         click.echo("no workspaces; start one with `dlbox up NAME`")
         return
-    click.echo(f"{'NAME':<16} {'STATE':<9} {'JUPYTER':<28} {'SSH':<7} {'MEMORY':<7} {'CPUS':<5} {'OOM':<4} IMAGE")
+    states = {r["name"]: (r.get("stopped") or {}).get("text") or r["state"] for r in rows}  # "stopped: idle for 2h"
+    wide = max(9, *map(len, states.values()))
+    click.echo(f"{'NAME':<16} {'STATE':<{wide}} {'JUPYTER':<28} {'SSH':<7} {'MEMORY':<7} {'CPUS':<5} {'OOM':<4} IMAGE")
     for r in rows:
         res = r["resources"]
-        state = (r.get("stopped") or {}).get("text") or r["state"]  # "stopped: idle for 2h"
-        click.echo(f"{r['name']:<16} {state:<9} {(r['jupyter'] or {}).get('url', '-'):<28} "
+        click.echo(f"{r['name']:<16} {states[r['name']]:<{wide}} {(r['jupyter'] or {}).get('url', '-'):<28} "
                    f"{(r['ssh'] or {}).get('port', '-'):<7} {res['memory'] or '-':<7} {res['cpus'] or '-':<5} "
                    f"{r['oom']['kills']:<4} {r['image']}")
 
