@@ -144,3 +144,17 @@ def test_duration_of_labels_and_the_server_default():
     assert idle.duration_of({"dlbox.idle-stop": "90"}, 3600) == 90
     assert idle.duration_of({"dlbox.idle-stop": "0"}, 3600) == 0  # off, whatever the server says
     assert idle.duration_of({}, 3600) == 3600 and idle.duration_of({}, None) == 0
+
+
+def test_spec_idle_stop_errors_name_file_and_line_with_the_others():
+    from dlbox.spec import model
+
+    with pytest.raises(UsageError) as caught:
+        model.parse("name: d\nbase:\n  debian: bullseye\nworkspace:\n  idle_stop: soon\n  resources:\n"
+                    "    memory: lots\n")
+    lines = str(caught.value).splitlines()
+    assert lines[1].startswith("dlbox.yaml:5: workspace.idle_stop: 'soon' is not a duration")
+    assert lines[2].startswith("dlbox.yaml:7: workspace.resources.memory")
+    parsed = model.parse("name: d\nbase:\n  debian: bullseye\nworkspace:\n  idle_stop: 30m\n")
+    assert parsed.workspace.idle_stop == 1800
+    assert model.parse("name: d\nbase:\n  debian: bullseye\njob:\n  resources: {}\n").workspace.idle_stop is None
