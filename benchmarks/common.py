@@ -54,7 +54,7 @@ DLBOX = str(Path(PYTHON).parent / "dlbox") if (Path(PYTHON).parent / "dlbox").ex
 DOCKER = shutil.which("docker") or "docker"
 
 # 4 and 5: raw Jupyter containers, polled as dlbox up polls
-POLL = 0.25           # seconds between GET /api/status, as dlbox up polls
+POLL = 0.05           # seconds between GET /api/status, as dlbox up polls (manage.POLL)
 READY_TIMEOUT = 180.0
 JUPYTER_PORT = 8888
 # 6-8: the jobs and the benchmark's own dlbox service
