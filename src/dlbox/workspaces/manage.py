@@ -311,7 +311,11 @@ def _check_gpu_runtime(capacity: dict) -> None:
 
 
 def up(req: UpRequest, progress: Progress) -> dict:
-    return apply(plan(req, gather(req, progress)), progress)
+    started = time.monotonic()
+    planned = plan(req, gather(req, progress))
+    gathered = time.monotonic() - started
+    made = apply(planned, progress)
+    return made | {"timings": {"gather_s": round(gathered, 3), **made.get("timings", {})}}
 
 
 def gather(req: UpRequest, progress: Progress) -> UpFacts:
