@@ -24,6 +24,7 @@ from dlbox.workspaces import idleness, manage, vault
 
 LABEL = manage.IDLE_LABEL
 MIN_PERIOD, MAX_PERIOD = 3.0, 60.0  # seconds between two samples of one workspace
+BUSY = ("busy", "starting", "restarting", "autorestarting")  # a kernel's execution_state that is work (not idle or dead)
 CLK_TCK = 100  # USER_HZ: /proc/PID/stat's unit on Linux
 
 # One exec: the cgroup's CPU (v2 cpu.stat usage_usec, or v1 cpuacct.usage in ns), sshd's
@@ -105,7 +106,7 @@ def _jupyter(host: str, port: int, token: str) -> tuple[float | None, int] | Non
         status, kernels = get("/api/status"), get("/api/kernels")
     except (urllib.error.URLError, OSError, ValueError):
         return None
-    busy = sum(1 for k in kernels if isinstance(k, dict) and k.get("execution_state") not in ("idle", None))
+    busy = sum(1 for k in kernels if isinstance(k, dict) and k.get("execution_state") in BUSY)
     return _parse_time(status.get("last_activity")), busy
 
 
