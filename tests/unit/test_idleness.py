@@ -158,3 +158,18 @@ def test_spec_idle_stop_errors_name_file_and_line_with_the_others():
     parsed = model.parse("name: d\nbase:\n  debian: bullseye\nworkspace:\n  idle_stop: 30m\n")
     assert parsed.workspace.idle_stop == 1800
     assert model.parse("name: d\nbase:\n  debian: bullseye\njob:\n  resources: {}\n").workspace.idle_stop is None
+
+
+def test_the_server_wide_default_reaches_the_loops_watcher(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from dlbox.cli.main import cli
+    from dlbox.server import app as service
+    from dlbox.store.db import Store
+
+    seen = {}
+    monkeypatch.setattr(service, "serve", lambda **kw: seen.update(kw))  # the flag's value, not a server run
+    assert CliRunner().invoke(cli, ["server", "--idle-stop", "30m"]).exit_code == 0
+    assert seen["idle_stop"] == 1800
+    loop = service.Loop(Store(f"sqlite:///{tmp_path}/t.db"), idle_stop=seen["idle_stop"])
+    assert loop.idle.default == 1800 and idle.duration_of({}, loop.idle.default) == 1800
