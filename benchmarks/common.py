@@ -54,7 +54,7 @@ DLBOX = str(Path(PYTHON).parent / "dlbox") if (Path(PYTHON).parent / "dlbox").ex
 DOCKER = shutil.which("docker") or "docker"
 
 # 4 and 5: raw Jupyter containers, polled as dlbox up polls
-POLL = 0.25           # seconds between GET /api/status, as dlbox up polls
+POLL = 0.05           # seconds between GET /api/status, as dlbox up polls (manage.POLL)
 READY_TIMEOUT = 180.0
 JUPYTER_PORT = 8888
 # 6-8: the jobs and the benchmark's own dlbox service
@@ -320,11 +320,15 @@ def check_ws_image() -> None:
         raise BenchError(f"{WS_IMAGE} has no Jupyter (its services: {proc.stdout.strip() or 'none'})")
 
 
-def dlbox_up(runner: Runner, log: str, name: str) -> float:
-    """`dlbox up NAME --image ...`, timed: it returns once Jupyter answers."""
+def dlbox_up(runner: Runner, log: str, name: str, phases: list | None = None) -> float:
+    """`dlbox up NAME --image ...`, timed: it returns once Jupyter answers. With `phases`, its own
+    timings (volumes, create, start, ready, apply: seconds) are appended to that list."""
     with live_guard:
         live_workspaces.add(name)
-    seconds, _ = runner.run(log, [DLBOX, "up", name, "--image", WS_IMAGE], env=dlbox_env())
+    seconds, out = runner.run(log, [DLBOX, "up", name, "--image", WS_IMAGE, "--json"], env=dlbox_env())
+    found = re.search(r'"timings": (\{[^}]*\})', out)
+    if phases is not None and found:
+        phases.append(json.loads(found.group(1)) | {"total_s": seconds})
     return seconds
 
 

@@ -88,3 +88,20 @@ def test_verify_takes_an_image_or_a_workspace(server, args):
     calls, _ = server
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2 and "give IMAGE or --workspace NAME" in result.output and calls == []
+
+
+@pytest.mark.parametrize("args", [["up", "w", "--idle-stop", "soon"], ["server", "--idle-stop", "2x"]])
+def test_a_bad_idle_stop_is_one_usage_line_before_anything_is_asked(server, args):
+    from dlbox.errors import UsageError
+
+    calls, _ = server
+    result = CliRunner().invoke(cli, args)  # dlbox's main prints it as one `error:` line, exit 2 (code invalid)
+    assert isinstance(result.exception, UsageError) and str(result.exception).startswith("--idle-stop: '")
+    assert "\n" not in str(result.exception) and result.exception.code == "invalid" and calls == []
+
+
+def test_up_sends_the_idle_stop_in_seconds(server):
+    calls, answers = server
+    answers[("POST", "/api/workspaces")] = {"name": "w", "state": "running", "jupyter": None, "ssh": None}
+    CliRunner().invoke(cli, ["up", "w", "--preset", "tensorflow-2.9", "--idle-stop", "30m"])
+    assert calls and calls[0][0:2] == ("POST", "/api/workspaces") and calls[0][2]["json"]["idle_stop"] == 1800

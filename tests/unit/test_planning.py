@@ -186,3 +186,13 @@ def test_a_foreign_image_job_runs_as_the_default_uid_without_a_home():
     assert planned.spec.user == f"{containers.DEFAULT_UID}:{containers.DEFAULT_UID}"
     assert set(planned.spec.tmpfs) == {"/tmp"} and "dlbox.gpus" not in planned.spec.labels
     assert planned.spec.env["PYTHONPATH"] == runner.LIB_DIR
+
+
+def test_idle_stop_label_comes_from_the_flag_else_the_spec_else_none():
+    label = manage.IDLE_LABEL
+    assert manage.plan(UpRequest(name="ws", idle_stop=90), facts(idle_default=7200)).spec.labels[label] == "90"
+    assert manage.plan(UpRequest(name="ws", idle_stop=0), facts(idle_default=7200)).spec.labels[label] == "0"
+    assert manage.plan(UpRequest(name="ws"), facts(idle_default=7200)).spec.labels[label] == "7200"
+    assert label not in manage.plan(UpRequest(name="ws"), facts()).spec.labels  # the server's default applies
+    with pytest.raises(UsageError, match="--idle-stop"):
+        manage.plan(UpRequest(name="ws", idle_stop=-5), facts())

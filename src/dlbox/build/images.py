@@ -281,5 +281,6 @@ def ensure(spec: Spec, *, project_dir: Path, lock_file: Path, progress: Progress
         lock_file.parent.mkdir(parents=True, exist_ok=True)
         result = build(spec, project_dir=project_dir, lock_file=lock_file, ca_bundle=config.default_ca_bundle(),
                        progress=progress)
-        found = summary(engine.image_attrs(result.id))
+        attrs = engine.image_attrs(result.id)
+        found = summary(attrs) | {"env": attrs["Config"].get("Env") or []}  # up needs it: no second inspect
     return found

@@ -94,7 +94,7 @@ class ServiceBackend:
     # --- workspaces
 
     def up(self, name: str, *, spec_file, preset, image, jupyter, ssh, ssh_key, mounts, memory, cpus, gpus,
-           share_gpus, shm_size, pids, host, jupyter_port, ssh_port) -> dict:
+           share_gpus, shm_size, pids, host, jupyter_port, ssh_port, idle_stop=None) -> dict:
         if spec_file or host != "127.0.0.1":
             raise UsageError("against a server (DLBOX_URL), use --preset or --image; the server chooses the host")
         key = None
@@ -104,7 +104,8 @@ class ServiceBackend:
             key = public_key(UpRequest(name=name, ssh_key=ssh_key))[0]
         return self._call("POST", "/api/workspaces", json={
             "name": name, "preset": preset, "image": image, "jupyter": jupyter, "ssh": ssh, "ssh_public_key": key,
-            "mounts": list(mounts), "memory": memory, "cpus": cpus, "gpus": gpus, "shm_size": shm_size, "pids": pids})
+            "mounts": list(mounts), "memory": memory, "cpus": cpus, "gpus": gpus, "shm_size": shm_size, "pids": pids,
+            "idle_stop": idle_stop})
 
     def workspaces(self) -> list[dict]:
         return self._call("GET", "/api/workspaces", params={"limit": 1000})  # the most a page holds
@@ -327,7 +328,7 @@ class LocalBackend(ServiceBackend):
     # --- workspaces
 
     def up(self, name, *, spec_file, preset, image, jupyter, ssh, ssh_key, mounts, memory, cpus, gpus, share_gpus,
-           shm_size, pids, host, jupyter_port, ssh_port):
+           shm_size, pids, host, jupyter_port, ssh_port, idle_stop=None):
         from dlbox.engine import api as engine
         from dlbox.progress import Progress
         from dlbox.workspaces import manage as workspaces
@@ -335,10 +336,13 @@ class LocalBackend(ServiceBackend):
         request = workspaces.UpRequest(
             name=name, spec_file=spec_file, preset=preset, image=image, jupyter=jupyter, ssh=ssh, ssh_key=ssh_key,
             mounts=list(mounts), memory=memory, cpus=cpus, gpus=gpus, share_gpus=share_gpus, shm_size=shm_size,
-            pids=pids, host=host, jupyter_port=jupyter_port, ssh_port=ssh_port)
+            pids=pids, host=host, jupyter_port=jupyter_port, ssh_port=ssh_port, idle_stop=idle_stop)
         engine.client()
         with Progress() as progress:
-            return workspaces.up(request, progress)
+            made = workspaces.up(request, progress)
+        if made.get("idle_stop"):
+            self._call("GET", "/api/health")  # the local service's loop does the idle stop: make sure one runs
+        return made
 
     def workspaces(self):
         from dlbox.workspaces import manage as workspaces

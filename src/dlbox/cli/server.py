@@ -25,8 +25,11 @@ from dlbox.errors import UsageError
               help="Let dlbox containers (workspaces, jobs) reach this port; by default an iptables rule rejects them.")
 @click.option("--allow-foreign-images", is_flag=True,
               help="Let jobs run images dlbox did not build (default: only images with a dlbox lock).")
+@click.option("--idle-stop", metavar="DURATION",
+              help="Stop workspaces idle this long (90s, 30m, 2h) unless their own `up --idle-stop` or spec says "
+                   "otherwise (default: never).")
 def server(host: str, port: int, mount_roots: tuple[str, ...], workspace_host: str, tls_cert: Path | None,
-           tls_key: Path | None, allow_containers: bool, allow_foreign_images: bool) -> None:
+           tls_key: Path | None, allow_containers: bool, allow_foreign_images: bool, idle_stop: str | None) -> None:
     """Serve dlbox to a team: the HTTP API under /api/ and the dashboard, on HOST:PORT.
 
     Every API route but /api/health needs a token (Authorization: Bearer dlb_...). On this
@@ -40,11 +43,13 @@ def server(host: str, port: int, mount_roots: tuple[str, ...], workspace_host: s
     """
     import os
 
+    from dlbox.cli.workspaces import duration_flag
     from dlbox.containers import mount_policy
     from dlbox.server import app as svc
 
     if allow_foreign_images:
         os.environ["DLBOX_ALLOW_FOREIGN_IMAGES"] = "1"  # read at each submit (containers.foreign_images_allowed)
+    idle_default = duration_flag(idle_stop, "--idle-stop")
     roots = mount_policy.mount_roots(list(mount_roots) + [r for r in os.environ.get("DLBOX_MOUNT_ROOTS", "").split(":") if r])
     if bool(tls_cert) != bool(tls_key):
         raise UsageError("--tls-cert and --tls-key: give both, or neither")
@@ -56,7 +61,7 @@ def server(host: str, port: int, mount_roots: tuple[str, ...], workspace_host: s
     click.echo(f"dlbox server on {'https' if tls_cert else 'http'}://{host}:{port}/ (API under /api/, OpenAPI at "
                f"/openapi.json); mount roots: {', '.join(map(str, roots)) or 'none'}", err=True)
     svc.serve(host=host, port=port, mount_roots=roots, workspace_host=workspace_host, tls_cert=tls_cert,
-              tls_key=tls_key, allow_containers=allow_containers)
+              tls_key=tls_key, allow_containers=allow_containers, idle_stop=idle_default)
 
 
 def check_tls(cert: Path, key: Path) -> None:

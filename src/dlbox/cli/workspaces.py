@@ -30,9 +30,12 @@ from dlbox.errors import UsageError
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to publish ports on.")
 @click.option("--jupyter-port", type=int, help="Host port for Jupyter (default: a free one).")
 @click.option("--ssh-port", type=int, help="Host port for SSH (default: a free one).")
+@click.option("--idle-stop", metavar="DURATION",
+              help="Stop it after this long idle (90s, 30m, 2h; off: never): no Jupyter activity or busy kernel, "
+                   "no SSH session, no process of yours using CPU. Default: the spec's, else the server's.")
 @json_option
 def up(name, spec_file, preset, image, jupyter, ssh, ssh_key, mounts, memory, cpus, gpus, share_gpus, shm_size,
-       pids, host, jupyter_port, ssh_port, as_json) -> None:
+       pids, host, jupyter_port, ssh_port, idle_stop, as_json) -> None:
     """Start workspace NAME and return when its services answer.
 
     The image comes from SPEC, --preset or --image (default ./dlbox.yaml, else the
@@ -42,13 +45,27 @@ def up(name, spec_file, preset, image, jupyter, ssh, ssh_key, mounts, memory, cp
     """
     from dlbox.cli.backend import backend
 
+    idle = duration_flag(idle_stop, "--idle-stop")
     ws = backend().up(name, spec_file=spec_file, preset=preset, image=image, jupyter=jupyter, ssh=ssh,
                       ssh_key=ssh_key, mounts=mounts, memory=memory, cpus=cpus, gpus=gpus, share_gpus=share_gpus,
-                      shm_size=shm_size, pids=pids, host=host, jupyter_port=jupyter_port, ssh_port=ssh_port)
+                      shm_size=shm_size, pids=pids, host=host, jupyter_port=jupyter_port, ssh_port=ssh_port,
+                      idle_stop=idle)
     if as_json:
         emit(ws)
     else:
         print_workspace(ws, secrets_shown=True)
+
+
+def duration_flag(text: str | None, flag: str) -> int | None:
+    """A duration flag's seconds (0: off), or a one-line usage error."""
+    from dlbox.sizes import parse_duration
+
+    if text is None:
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise UsageError(f"{flag}: {exc}") from None
 
 
 @click.command(name="ls")
@@ -64,10 +81,12 @@ def ls_cmd(as_json: bool) -> None:
     if not rows:
         click.echo("no workspaces; start one with `dlbox up NAME`")
         return
-    click.echo(f"{'NAME':<16} {'STATE':<9} {'JUPYTER':<28} {'SSH':<7} {'MEMORY':<7} {'CPUS':<5} {'OOM':<4} IMAGE")
+    states = {r["name"]: (r.get("stopped") or {}).get("text") or r["state"] for r in rows}  # "stopped: idle for 2h"
+    wide = max(9, *map(len, states.values()))
+    click.echo(f"{'NAME':<16} {'STATE':<{wide}} {'JUPYTER':<28} {'SSH':<7} {'MEMORY':<7} {'CPUS':<5} {'OOM':<4} IMAGE")
     for r in rows:
         res = r["resources"]
-        click.echo(f"{r['name']:<16} {r['state']:<9} {(r['jupyter'] or {}).get('url', '-'):<28} "
+        click.echo(f"{r['name']:<16} {states[r['name']]:<{wide}} {(r['jupyter'] or {}).get('url', '-'):<28} "
                    f"{(r['ssh'] or {}).get('port', '-'):<7} {res['memory'] or '-':<7} {res['cpus'] or '-':<5} "
                    f"{r['oom']['kills']:<4} {r['image']}")
 

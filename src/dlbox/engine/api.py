@@ -749,10 +749,12 @@ def list_containers(label_filters: list[str]) -> list[dict]:
 
 
 @translated("cannot list containers")
-def container_summaries(label_filters: list[str]) -> list[dict]:
-    """One listing call, no inspection: Id, State (running, exited, ...) and Labels of each container."""
+def container_summaries(label_filters: list[str], *, running: bool = False) -> list[dict]:
+    """One listing call, no inspection: Id, State (running, exited, ...) and Labels of each container
+    (`running`: only the running ones)."""
+    filters = {"label": label_filters} | ({"status": "running"} if running else {})
     return [{"Id": c["Id"], "State": c["State"], "Labels": c.get("Labels") or {}}
-            for c in client().api.containers(all=True, filters={"label": label_filters})]
+            for c in client().api.containers(all=not running, filters=filters)]
 
 
 @translated("cannot create the volume")
@@ -763,6 +765,17 @@ def ensure_volume(name: str, volume_labels: dict[str, str]) -> bool:
         return False
     api.create_volume(name, labels=labels(volume_labels))
     return True
+
+
+@translated("cannot inspect the volume")
+def volume_facts(name: str) -> tuple[bool, dict[str, str]]:
+    """(exists, labels) of a volume, in one engine call."""
+    from docker.errors import NotFound as DockerNotFound
+
+    try:
+        return True, client().api.inspect_volume(name).get("Labels") or {}
+    except DockerNotFound:
+        return False, {}
 
 
 @translated("cannot inspect the volume")

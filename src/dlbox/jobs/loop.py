@@ -8,7 +8,7 @@ import time
 from dlbox.engine import api as engine
 from dlbox.jobs import runner as jobs
 from dlbox.store.db import Store
-from dlbox.workspaces import records
+from dlbox.workspaces import idle, records
 
 LOOP_PERIOD = 1.0
 EVENTS_RETRY = 5.0
@@ -18,8 +18,10 @@ class Loop:
     """The reconcile loop: wakes every second, or at once when a request asks it to or one of
     this service's job containers ends (the engine's die events)."""
 
-    def __init__(self, store: Store, capacity: jobs.Capacity | None = None):
+    def __init__(self, store: Store, capacity: jobs.Capacity | None = None, idle_stop: int | None = None):
         self.store = store
+        self.idle = idle.Watcher(idle_stop)  # samples each workspace at most every few seconds (idle.MIN_PERIOD)
+        self.idle_error: str | None = None
         self.reconciler = jobs.Reconciler(store, capacity or jobs.Capacity.detect())
         self.wake_event = threading.Event()
         self.lock = threading.Lock()
@@ -65,6 +67,11 @@ class Loop:
     def run_once(self) -> None:
         with self.lock:
             self.reconciler.run_once()
+            try:
+                self.idle.run_once()  # a workspace it stops: its row follows in the sync below
+                self.idle_error = None
+            except Exception as exc:  # noqa: BLE001 - idle stop failing must not stop jobs or rows
+                self.idle_error = f"{type(exc).__name__}: {exc}"
             records.sync(self.store)
 
     def _run(self) -> None:

@@ -115,7 +115,7 @@ def _take_lock(home: Path, *, replace: bool):
 
 def serve(*, host: str | None = None, port: int | None = None, mount_roots: list[Path] | None = None,
           workspace_host: str = "127.0.0.1", tls_cert: Path | None = None, tls_key: Path | None = None,
-          allow_containers: bool = False) -> None:
+          allow_containers: bool = False, idle_stop: int | None = None) -> None:
     """Run the service in the foreground: on the local socket, and on host:port when given (the server).
     dlbox containers cannot reach host:port unless `allow_containers` (an INPUT rule while it runs)."""
     import contextlib
@@ -133,7 +133,7 @@ def serve(*, host: str | None = None, port: int | None = None, mount_roots: list
     (home / "service").mkdir(parents=True, exist_ok=True)
     (home / "service" / "pid").write_text(str(os.getpid()))
     store = Store()
-    loop = Loop(store)
+    loop = Loop(store, idle_stop=idle_stop)
     try:
         loop.run_once()  # catch up with what happened while no service ran, before answering anyone
     except Exception as exc:  # noqa: BLE001 - answer anyway; the loop retries and health shows it

@@ -229,6 +229,10 @@ class Workspace(Answer):
     health: str | None = None
     created: str | None = None
     oom: dict[str, Any] | None = None
+    idle_stop: int | None = Field(default=None, description="seconds idle before dlbox stops it (0: never; "
+                                  "none: the server's default)")
+    stopped: dict[str, Any] | None = Field(default=None, description="why dlbox stopped it: reason, idle_for_s, "
+                                           "text ('stopped: idle for 2h')")
 
 
 class WorkspaceRemoved(Removed):

@@ -36,6 +36,7 @@ class NewWorkspace(BaseModel):
     gpus: str | None = Field(default=None, max_length=64)
     shm_size: str | None = Field(default=None, max_length=16)
     pids: int | None = Field(default=None, ge=16, le=1_000_000)
+    idle_stop: int | None = Field(default=None, ge=0, le=366 * 86400)  # seconds; 0: never; None: spec's or server's
 
 
 def row_json(row: Workspace) -> dict:
@@ -105,6 +106,7 @@ def _create(ctx: Context, who: accounts.Caller, body: NewWorkspace, name: str, m
         name=name, preset=preset, image=body.image, jupyter=body.jupyter, ssh=body.ssh,
         ssh_public_key=body.ssh_public_key, mounts=body.mounts, memory=body.memory, cpus=body.cpus, gpus=body.gpus,
         shm_size=body.shm_size, pids=body.pids, host=ctx.workspace_host, owner=who.name, url_host=host_name,
+        idle_stop=body.idle_stop,
         guard_mounts=ctx.mode == "server" and not who.admin,
         build_missing=who.admin or ctx.mode == "local")  # builds take the machine for minutes: admins only
     if body.ssh and not body.ssh_public_key and ctx.mode == "server":

@@ -17,7 +17,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
                       model_validator)
 
 from dlbox.errors import UsageError
-from dlbox.sizes import parse_size
+from dlbox.sizes import parse_duration, parse_size
 
 # Debian suites dlbox can bootstrap, with the Python 3 each one ships.
 DEBIAN_PYTHON = {"buster": "3.7", "bullseye": "3.9", "bookworm": "3.11", "trixie": "3.13"}
@@ -25,6 +25,7 @@ DEFAULT_MIRROR = "http://deb.debian.org/debian"
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 Size = Annotated[int, BeforeValidator(parse_size)]
+Duration = Annotated[int, BeforeValidator(parse_duration)]  # seconds; 0: off
 MAX_TEXT = 4096
 
 # Spec strings end up in the Dockerfile, in pip's requirement files and in labels. A newline (or any
@@ -157,6 +158,12 @@ class Defaults(Strict):
     resources: Resources = Resources()
 
 
+class WorkspaceDefaults(Defaults):
+    """`workspace:` also says when an idle workspace stops (`dlbox up --idle-stop` overrides it)."""
+
+    idle_stop: Duration | None = None  # seconds (90s, 30m, 2h in YAML); 0/off: never; None: the server's default
+
+
 class Spec(Strict):
     name: Text
     base: Base
@@ -169,7 +176,7 @@ class Spec(Strict):
     gpu: Gpu | None = None
     env: dict[EnvName, Text] = {}
     code: Code | None = None
-    workspace: Defaults = Defaults()
+    workspace: WorkspaceDefaults = WorkspaceDefaults()
     job: Defaults = Defaults()
 
     @field_validator("name")

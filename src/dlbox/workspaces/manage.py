@@ -9,6 +9,7 @@ service's store keeps only who owns it and its last-seen state, for fast lists (
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 import socket
@@ -34,6 +35,8 @@ PREFIX = "dlbox-ws-"
 KIND = "workspace"
 WORKDIR = "/workspace"
 READY_TIMEOUT = 180.0
+POLL = 0.05  # seconds between two readiness checks (a refused connection costs well under a millisecond)
+IDLE_LABEL = "dlbox.idle-stop"  # seconds; 0: never
 LOCAL_OWNER = "local"  # who owns what the local CLI makes (a reserved user name on the server)
 
 
@@ -78,20 +81,22 @@ class UpRequest:
     url_host: str | None = None  # the host name remote users reach this machine by, for a 0.0.0.0 workspace
     guard_mounts: bool = False  # a server user's: mount sources must stay root's to change (mount_policy.recheck)
     build_missing: bool = True  # the server lets only admins start a build
+    idle_stop: int | None = None  # seconds quiet before it is stopped (0: never; None: the spec's, else the server's)
 
 
 # --- up ---------------------------------------------------------------------------------------
 
 
 def _image_for(req: UpRequest, progress: Progress):
-    """(image summary, the spec's workspace resources or None, its default mounts). Builds the image if missing."""
+    """(image summary, the spec's workspace resources or None, its default mounts, its idle stop or None).
+    Builds the image if missing."""
     from dlbox.build import images
 
     if req.image and (req.spec_file or req.preset):
         raise UsageError("give one of SPEC, --preset or --image")
     if req.image:
         attrs = images.get(req.image)
-        return images.summary(attrs) | {"ref": req.image, "env": attrs["Config"].get("Env") or []}, None, []
+        return images.summary(attrs) | {"ref": req.image, "env": attrs["Config"].get("Env") or []}, None, [], None
     spec_file, preset = req.spec_file, req.preset
     if spec_file is None and preset is None and not Path("dlbox.yaml").exists():
         preset = "tensorflow-2.9"
@@ -104,8 +109,9 @@ def _image_for(req: UpRequest, progress: Progress):
                          code="not_built")
     default_mounts = [mount_policy.parse_mount(m, base=project_dir, guarded=req.guard_mounts)
                       for m in spec.workspace.mounts]
-    return (found | {"env": engine.image_attrs(found["id"])["Config"].get("Env") or []}, spec.workspace.resources,
-            default_mounts)
+    if "env" not in found:  # a listing's summary: the one inspect of the image up makes
+        found = found | {"env": engine.image_attrs(found["id"])["Config"].get("Env") or []}
+    return found, spec.workspace.resources, default_mounts, spec.workspace.idle_stop
 
 
 def _port_range(port: int, flag: str) -> int:
@@ -186,6 +192,7 @@ class UpFacts:
     volume_owner: str | None = None  # ... and the owner it records
     home_exists: bool = False  # the same of its HOME volume
     home_owner: str | None = None
+    idle_default: int | None = None  # the spec's workspace.idle_stop (seconds), if it has one
 
 
 @dataclass(frozen=True)
@@ -256,8 +263,8 @@ def _refuse_volume(name: str, owner: str, exists: bool, found: str | None, volum
 
 def _volume_facts(volume: str) -> tuple[bool, str | None]:
     """(exists, recorded owner) of a volume, as the engine has it now."""
-    exists = engine.volume_exists(volume)
-    return exists, engine.volume_labels(volume).get("dlbox.owner") if exists else None
+    exists, labels = engine.volume_facts(volume)
+    return exists, labels.get("dlbox.owner")
 
 
 def _check_ports(req: UpRequest) -> None:
@@ -304,7 +311,11 @@ def _check_gpu_runtime(capacity: dict) -> None:
 
 
 def up(req: UpRequest, progress: Progress) -> dict:
-    return apply(plan(req, gather(req, progress)), progress)
+    started = time.monotonic()
+    planned = plan(req, gather(req, progress))
+    gathered = time.monotonic() - started
+    made = apply(planned, progress)
+    return made | {"timings": {"gather_s": round(gathered, 3), **made.get("timings", {})}}
 
 
 def gather(req: UpRequest, progress: Progress) -> UpFacts:
@@ -323,7 +334,7 @@ def gather(req: UpRequest, progress: Progress) -> UpFacts:
         _check_port(host, req.jupyter_port, "--jupyter-port")
     if req.ssh_port:
         _check_port(host, req.ssh_port, "--ssh-port")
-    image, defaults, default_mounts = _image_for(req, progress)
+    image, defaults, default_mounts, idle_default = _image_for(req, progress)
     capacity = engine.capacity() if _asks_limits(req, defaults) else {}  # the engine's info call only when needed
     _limits(req, defaults, capacity)
     jupyter = _jupyter(req, image)
@@ -340,7 +351,7 @@ def gather(req: UpRequest, progress: Progress) -> UpFacts:
                    free_ports=free, authorized_key=authorized, key_file=key_file, gpu_inventory=inventory,
                    held_gpus=held, token=vault.new_token() if jupyter else None,
                    volume_exists=volume_exists, volume_owner=volume_owner, home_exists=home_exists,
-                   home_owner=home_owner)
+                   home_owner=home_owner, idle_default=idle_default)
 
 
 def plan(req: UpRequest, facts: UpFacts) -> Plan:
@@ -391,6 +402,11 @@ def plan(req: UpRequest, facts: UpFacts) -> Plan:
         labels["dlbox.owner"] = req.owner
     if req.url_host and host in ("0.0.0.0", "::"):
         labels["dlbox.url-host"] = check_url_host(req.url_host)
+    idle_stop = req.idle_stop if req.idle_stop is not None else facts.idle_default
+    if idle_stop is not None:
+        if not isinstance(idle_stop, int) or isinstance(idle_stop, bool) or idle_stop < 0:
+            raise UsageError(f"--idle-stop: {idle_stop!r} is not a number of seconds")
+        labels[IDLE_LABEL] = str(idle_stop)  # read by workspaces/idle.py; none: the server's default
     ports = {}
     if jupyter:
         ports[services.JUPYTER_PORT] = (host, req.jupyter_port or facts.free_ports[services.JUPYTER_PORT])
@@ -432,21 +448,36 @@ def apply(plan: Plan, progress: Progress) -> dict:
     progress.step(f"creating workspace {plan.name} from {plan.image_ref}")
     made_volume, made_home, container_id = False, False, None
     spec = plan.spec
+    timings: dict[str, float] = {}
+    started = time.monotonic()
     try:
-        host_key, host_pub = vault.host_key(plan.name) if plan.ssh else (None, None)
+        # overlapped: the SSH host key (ssh-keygen, only with SSH) and the HOME volume, with the data volume
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+            key_job = pool.submit(vault.host_key, plan.name) if plan.ssh else None
+            home_job = pool.submit(engine.ensure_volume, plan.home_volume, plan.volume_labels)
+            try:
+                made_volume = engine.ensure_volume(plan.volume, plan.volume_labels)
+            finally:
+                made_home = home_job.exception() is None and home_job.result()
+            if home_job.exception() is not None:
+                raise home_job.exception()
+            host_key, host_pub = key_job.result() if key_job else (None, None)
         files = services.files(host_key=host_key, **plan.files)
-        made_volume = engine.ensure_volume(plan.volume, plan.volume_labels)
-        made_home = engine.ensure_volume(plan.home_volume, plan.volume_labels)
+        timings["volumes_s"] = time.monotonic() - started
         if not (made_volume and made_home):  # kept, or made meanwhile by a parallel `up`: only its owner goes on
             check_volume_owner(plan.name, plan.owner)
         for attempt in range(5):
             if attempt:  # the engine found a picked port taken meanwhile: pick again
                 spec = _with_ports(spec, {p: (ip, _free_port(plan.host)) for p, (ip, _) in spec.ports.items()})
             mount_policy.recheck(spec.mounts)  # the image may have taken minutes: the sources must still be what was checked
+            mark = time.monotonic()
             container_id = engine.create_container(spec, entrypoint=list(plan.entrypoint))
             engine.put_files(container_id, files, into=services.DIR)
+            timings["create_s"] = time.monotonic() - mark
             try:
+                mark = time.monotonic()
                 engine.start(container_id)
+                timings["start_s"] = time.monotonic() - mark
                 break
             except engine.PortInUse:
                 engine.remove_container(container_id)
@@ -455,7 +486,9 @@ def apply(plan: Plan, progress: Progress) -> dict:
                     raise
         vault.save(plan.name, {"token": plan.token, "host_public_key": host_pub})
         progress.step("waiting for the services to answer")
-        _wait_ready(container_id, plan.host, spec.ports, plan.token)
+        mark = time.monotonic()
+        attrs = _wait_ready(container_id, plan.host, spec.ports, plan.token)
+        timings["ready_s"] = time.monotonic() - mark
     except BaseException:
         # nothing half-made: the container (its service-file volume with it), volumes this call made, the secrets
         for undo in (lambda: container_id and engine.remove_container(container_id),
@@ -468,7 +501,8 @@ def apply(plan: Plan, progress: Progress) -> dict:
                 pass
         raise
     progress.step(f"workspace {plan.name} is up")
-    return describe(engine.container_attrs(container_id), token=plan.token, fresh=True)
+    timings["apply_s"] = time.monotonic() - started
+    return describe(attrs, token=plan.token, fresh=True) | {"timings": {k: round(v, 3) for k, v in timings.items()}}
 
 
 def check_volume_owner(name: str, owner: str) -> None:
@@ -487,14 +521,22 @@ def check_url_host(text: str) -> str:
     raise UsageError(f"host: {text[:80]!r} is not a host name or IP address")
 
 
-def _wait_ready(container_id: str, host: str, ports: dict, token: str | None, timeout: float = READY_TIMEOUT) -> None:
+def _wait_ready(container_id: str, host: str, ports: dict, token: str | None, timeout: float = READY_TIMEOUT) -> dict:
+    """Poll the services every POLL s until each answers (the container is inspected every 10th
+    poll, to stop early if it died); the container's last inspect document."""
     connect = _connect_host(host)
     deadline = time.monotonic() + timeout
     pending = dict(ports)
-    while pending:
-        attrs = engine.container_attrs(container_id)
+    polls = 0
+    attrs = engine.container_attrs(container_id)
+    while True:
+        if polls % 10 == 0 and polls:
+            attrs = engine.container_attrs(container_id)
+        polls += 1
         if attrs is None or not attrs["State"]["Running"]:
             raise DlboxError(f"the workspace's container stopped while starting: {_last_log_line(container_id)}")
+        if not pending:
+            return attrs
         for port, (_, host_port) in list(pending.items()):
             if (port == services.JUPYTER_PORT and _jupyter_answers(connect, host_port, token)) or \
                     (port == services.SSH_PORT and _ssh_answers(connect, host_port)):
@@ -503,7 +545,7 @@ def _wait_ready(container_id: str, host: str, ports: dict, token: str | None, ti
             raise DlboxError(f"the workspace's services did not answer within {timeout:.0f}s: "
                              f"{_last_log_line(container_id)}")
         if pending:
-            time.sleep(0.1)
+            time.sleep(POLL)
 
 
 def _jupyter_answers(host: str, port: int, token: str | None) -> bool:
@@ -574,9 +616,21 @@ def describe(attrs: dict, *, token: str | None = None, fresh: bool = False) -> d
         "volume": {"name": volume_name(name), "target": WORKDIR},
         "resources": {**limits.to_json(), "gpus": labels["dlbox.gpus"].split(",") if labels.get("dlbox.gpus") else None},
         "health": (state.get("Health") or {}).get("Status"),  # starting, healthy, unhealthy; None: no check
+        "idle_stop": int(labels[IDLE_LABEL]) if labels.get(IDLE_LABEL, "").isdigit() else None,
+        "stopped": _stopped(name, state),
         "created": attrs["Created"][:19] + "Z",
         "oom": {"kills": 0, "last": None, "killed_main_process": False} if fresh else _oom(attrs),
     }
+
+
+def _stopped(name: str, state: dict) -> dict | None:
+    """Why dlbox stopped it ({"reason": "idle", "idle_for_s", "text": "stopped: idle for 2h"}), if it did."""
+    from dlbox.workspaces import idleness
+
+    if state.get("Running"):
+        return None
+    note = vault.stop_note(name)
+    return {**note, "text": idleness.stopped_text(note)} if note else None
 
 
 def _oom(attrs: dict) -> dict:
@@ -634,6 +688,7 @@ def start(name: str, progress: Progress) -> dict:
         _ensure_network(attrs)
         engine.set_restart_policy(attrs["Id"], services.RESTART)
         engine.start(attrs["Id"])
+        vault.clear_stop(name)
     return _ready(name, attrs["Id"], progress)
 
 
@@ -672,8 +727,8 @@ def _ready(name: str, container_id: str, progress: Progress) -> dict:
     labels = attrs["Config"]["Labels"] or {}
     token = vault.load(name).get("token")
     progress.step("waiting for the services to answer")
-    _wait_ready(container_id, labels.get("dlbox.host", "127.0.0.1"), _ports(labels), token)
-    return describe(engine.container_attrs(container_id))  # only `up` and `token` print the token
+    ready = _wait_ready(container_id, labels.get("dlbox.host", "127.0.0.1"), _ports(labels), token)
+    return describe(ready)  # only `up` and `token` print the token
 
 
 def rm(name: str, *, purge_data: bool = False) -> dict:

@@ -44,6 +44,25 @@ def save(name: str, record: dict) -> None:
     _write(directory(name) / "secrets.json", json.dumps(record).encode())
 
 
+STOP_NOTE = "stopped.json"
+
+
+def note_stop(name: str, note: dict) -> None:
+    """Why dlbox stopped the workspace (idle stop), beside its secrets (0600 too, gone with `rm`)."""
+    _write(directory(name) / STOP_NOTE, json.dumps(note).encode())
+
+
+def stop_note(name: str) -> dict | None:
+    try:
+        return json.loads((directory(name) / STOP_NOTE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def clear_stop(name: str) -> None:
+    (directory(name) / STOP_NOTE).unlink(missing_ok=True)
+
+
 def load(name: str) -> dict:
     path = directory(name) / "secrets.json"
     try:

@@ -49,7 +49,7 @@ async function pollWorkspaces(table) {
       if (!response.ok) continue;
       for (const ws of await response.json()) {
         const cell = table.querySelector(`[data-state-of="${CSS.escape(ws.name)}"]`);
-        if (cell) cell.textContent = ws.state;
+        if (cell) cell.textContent = (ws.stopped && ws.stopped.text) || ws.state;  // "stopped: idle for 2h"
       }
     } catch (err) { /* the server restarts: try again */ }
   }
