@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import zipfile
 from dataclasses import dataclass, field
@@ -261,8 +262,9 @@ def load_api(url: str, packages: list[tuple[str, str]], cache: Path | None = Non
 
 
 def load(source: str | None, packages: list[tuple[str, str]], cache: Path | None = None) -> Advisories:
-    """Advisories from --advisories SOURCE: an http(s) URL of the OSV API (the default), or a local path."""
-    source = source or DEFAULT_API
+    """Advisories from --advisories SOURCE: an http(s) URL of the OSV API, or a local path; by default
+    $DLBOX_ADVISORIES (an air-gapped machine's snapshot), else the OSV API."""
+    source = source or os.environ.get("DLBOX_ADVISORIES") or DEFAULT_API
     if re.match(r"https?://", source):
         return load_api(source, packages, cache / "api" if cache else None)
     return load_local(Path(source), cache)

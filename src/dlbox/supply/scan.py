@@ -156,6 +156,14 @@ def scan(image: str | None = None, *, sbom: Path | None = None, advisories: str 
     return result
 
 
+def inspect(ref: str) -> dict:
+    """`dlbox inspect`: the image with its lock, and its last scan."""
+    from dlbox.build import images
+
+    found = images.inspect(ref)
+    return {**found, "scan": summary(stored(found["id"]))}
+
+
 def sbom(image: str, *, fmt: str = "cyclonedx-json") -> str:
     """`dlbox sbom`: the image's CycloneDX document."""
     if fmt not in sboms.FORMATS:
