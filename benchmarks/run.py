@@ -17,6 +17,7 @@ what, and its target); this script runs them in the order of BENCHES below and p
     b08_train.py         8. the digits training in a job, against a plain `docker run`
     b09_server_load.py   9. the team server's list routes under load (wrk); also runs on its own
     b10_dashboard.py    10. the web dashboard's page weight and time to interactive
+    b13_scan.py         13. `dlbox scan` of the preset, cold and warm advisory cache
     common.py            what they share: settings, Runner, rows and the table, the benchmark's
                          own dlbox service, cleanup
 
@@ -72,11 +73,12 @@ import b07_queue
 import b08_train
 import b09_server_load
 import b10_dashboard
+import b13_scan
 from common import (DLBOX, DOCKER, KEEP, QUICK, RUN_ID, SHORT, STARTED, BenchError, Row, Runner, cleanup,
                     print_table, say, service, user_cache_dir)
 
 # The order they run in: the quick one first, it fails fast if dlbox is broken.
-BENCHES = [b03_cli, b10_dashboard, b04_up, b05_memory, b06_submit, b07_queue, b08_train, b09_server_load,
+BENCHES = [b03_cli, b10_dashboard, b13_scan, b04_up, b05_memory, b06_submit, b07_queue, b08_train, b09_server_load,
            b01_cold_build, b02_rebuild]
 
 
@@ -89,8 +91,8 @@ def selected() -> set[int] | None:
         numbers = {int(part) for part in raw.split(",") if part.strip()}
     except ValueError:
         numbers = set()
-    if not numbers or not numbers <= set(range(1, 11)):
-        raise ValueError(f"BENCH_ONLY={raw!r}: a comma list of benchmark numbers 1-10")
+    if not numbers or not numbers <= {bench.NUMBER for bench in BENCHES}:
+        raise ValueError(f"BENCH_ONLY={raw!r}: a comma list of benchmark numbers 1-10 or 13")
     return numbers
 
 

@@ -10,6 +10,7 @@ versions, the source package and `cves: []` unless a fuller source is given late
 from __future__ import annotations
 
 import io
+import json
 import lzma
 import os
 import re
@@ -90,19 +91,19 @@ def parse_index(text: str) -> dict[str, dict]:
 
 def fetch_index(suite: str, arch: str, *, cache: Path, mirror: str | None = None, timeout: float = 30) -> tuple[dict, str]:
     """The security suite's main Packages index for `arch` ({package: {version, source}}, its URL),
-    downloaded once and cached under `cache` (refetched after MAX_AGE_S; the stale copy is used
+    downloaded once and kept under `cache` parsed (refetched after MAX_AGE_S; the old copy is used
     when the mirror does not answer)."""
     import httpx
 
     mirror = mirror or security_mirror()
     url = f"{mirror}/dists/{suite}/main/binary-{arch}/Packages.xz"
-    cached = cache / f"{suite}_main_{arch}_Packages"
+    cached = cache / f"{suite}_main_{arch}.json"
     fresh = cached.is_file() and time.time() - cached.stat().st_mtime < MAX_AGE_S
     if not fresh:
         try:
             answer = httpx.get(url, timeout=timeout, follow_redirects=True)
             answer.raise_for_status()
-            text = lzma.decompress(answer.content).decode("utf-8", "replace")
+            index = parse_index(lzma.decompress(answer.content).decode("utf-8", "replace"))
         except (httpx.HTTPError, lzma.LZMAError) as exc:
             if not cached.is_file():
                 first = (str(exc).splitlines() or [type(exc).__name__])[0]
@@ -110,9 +111,15 @@ def fetch_index(suite: str, arch: str, *, cache: Path, mirror: str | None = None
         else:
             cache.mkdir(parents=True, exist_ok=True)
             tmp = cached.with_suffix(".tmp")
-            tmp.write_text(text)
+            tmp.write_text(json.dumps({"url": url, "packages": index}))
             tmp.replace(cached)
-    return parse_index(cached.read_text()), url
+            return index, url
+    try:
+        data = json.loads(cached.read_text())
+        return data["packages"], data["url"]
+    except (ValueError, KeyError):
+        cached.unlink(missing_ok=True)  # damaged: fetched again next time
+        raise DlboxError(f"the cached index of {suite} was damaged; scan again to fetch it") from None
 
 
 def updates(installed: list[tuple[str, str]], index: dict[str, dict]) -> list[dict]:

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from dlbox import config
-from dlbox.errors import DlboxError, UsageError
+from dlbox.errors import DlboxError, NotFound, UsageError
 from dlbox.supply import debian, osv
 from dlbox.supply import sbom as sboms
 
@@ -26,11 +26,15 @@ OS_NOTE = ("the security suite's Packages index on the mirror names no CVE ids (
 def image_facts(ref: str) -> dict:
     """What a scan or an SBOM needs of a dlbox image: its lock's packages, release and architecture."""
     from dlbox.build import images
+    from dlbox.build import lock as locks
     from dlbox.engine import api as engine
 
     attrs = images.get(ref)
-    lock = images.lock_of(attrs)
-    found = engine.read_files(attrs["Id"], ["/usr/lib/os-release", "/etc/os-release"])
+    # one probe container for both files (each one costs the engine a create and a remove)
+    found = engine.read_files(attrs["Id"], [images.LOCK_PATH, "/usr/lib/os-release", "/etc/os-release"])
+    if images.LOCK_PATH not in found:
+        raise NotFound(f"{ref} has no {images.LOCK_PATH}")
+    lock = locks.parse_text(found[images.LOCK_PATH].decode(), source=attrs["Id"])
     text = (found.get("/usr/lib/os-release") or found.get("/etc/os-release") or b"").decode("utf-8", "replace")
     codename, version_id = debian.release_of(text)
     if codename is None:  # a bootstrapped base names its suite: .../debian-bullseye:<hash>
