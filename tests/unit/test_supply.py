@@ -258,3 +258,34 @@ def test_results_are_kept_by_image_id(tmp_path, monkeypatch):
     assert scan.stored("sha256:" + "ef" * 32) == result
     assert scan.summary(result)["ids"] == ["GHSA-7gcm-g887-7qv7", "GHSA-8qvm-5x2c-j2w7"]
     assert scan.stored("sha256:" + "00" * 32) is None and scan.stored("../etc") is None
+
+
+CHANGELOG = """curl (7.74.0-1.3+deb11u3) bullseye-security; urgency=medium
+
+  * CVE-2022-32221: POST following PUT confusion
+  * Fix CVE-2022-42915 and CVE-2022-43552
+
+ -- Security <s@example.org>  Mon, 01 Jan 2024 00:00:00 +0000
+
+curl (7.74.0-1.3+deb11u2) bullseye-security; urgency=medium
+
+  * CVE-2022-27774
+
+ -- Security <s@example.org>  Mon, 01 Jan 2023 00:00:00 +0000
+
+curl (7.74.0-1.3+deb11u1) bullseye-security; urgency=medium
+
+  * CVE-2021-22945
+
+ -- Security <s@example.org>  Mon, 01 Jan 2022 00:00:00 +0000
+"""
+
+
+def test_cves_of_the_uploads_after_the_installed_version():
+    from debian.changelog import Changelog
+
+    entries = debian.changelog_cves(Changelog(CHANGELOG))
+    assert entries[0] == ("7.74.0-1.3+deb11u3", ["CVE-2022-32221", "CVE-2022-42915", "CVE-2022-43552"])
+    assert debian.cves_between(entries, "7.74.0-1.3+deb11u1", "7.74.0-1.3+deb11u3") == \
+        ["CVE-2022-27774", "CVE-2022-32221", "CVE-2022-42915", "CVE-2022-43552"]
+    assert debian.cves_between(entries, "7.74.0-1.3+deb11u2", "7.74.0-1.3+deb11u2") == []

@@ -74,7 +74,8 @@ def security_mirror(sources: list[Path] | None = None) -> str:
 
 
 def parse_index(text: str) -> dict[str, dict]:
-    """A Packages index as {package: {version, source}}; the highest version where one is listed twice."""
+    """A Packages index as {package: {version, source, filename, size}}; the highest version where one
+    is listed twice."""
     from debian import deb822
 
     out: dict[str, dict] = {}
@@ -85,7 +86,8 @@ def parse_index(text: str) -> dict[str, dict]:
         if name in out and compare(out[name]["version"], version) >= 0:
             continue
         source = (para.get("Source") or name).split()[0]
-        out[name] = {"version": version, "source": source}
+        out[name] = {"version": version, "source": source, "filename": para.get("Filename"),
+                     "size": int(para.get("Size") or 0)}
     return out
 
 
@@ -97,7 +99,7 @@ def fetch_index(suite: str, arch: str, *, cache: Path, mirror: str | None = None
 
     mirror = mirror or security_mirror()
     url = f"{mirror}/dists/{suite}/main/binary-{arch}/Packages.xz"
-    cached = cache / f"{suite}_main_{arch}.json"
+    cached = cache / f"{suite}_main_{arch}.v2.json"
     fresh = cached.is_file() and time.time() - cached.stat().st_mtime < MAX_AGE_S
     if not fresh:
         try:
@@ -132,3 +134,59 @@ def updates(installed: list[tuple[str, str]], index: dict[str, dict]) -> list[di
             out.append({"package": name, "installed": version, "fixed": entry["version"], "source": entry["source"],
                         "cves": []})
     return out
+
+
+CVE = re.compile(r"\bCVE-\d{4}-\d{4,}\b")
+TRIES = 3  # binaries of one source tried for a changelog (a doc folder may be a link to another's)
+
+
+def changelog_cves(changelog) -> list[tuple[str, list[str]]]:
+    """(version, CVE ids) of each entry of a debian.changelog.Changelog, newest first."""
+    return [(str(block.version), sorted(set(CVE.findall("\n".join(block.changes()))))) for block in changelog]
+
+
+def cves_between(entries: list[tuple[str, list[str]]], installed: str, fixed: str) -> list[str]:
+    """The CVE ids of the uploads after `installed` up to and including `fixed`."""
+    return sorted({cve for version, cves in entries
+                   if compare(version, installed) > 0 and compare(version, fixed) <= 0 for cve in cves})
+
+
+def add_cves(found: list[dict], index: dict[str, dict], *, mirror: str, cache: Path, timeout: float = 30) -> list[str]:
+    """Fill each update's `cves` from the changelog of the fixing upload: a binary .deb of its source,
+    at the fixed version, from the mirror's pool (the smallest first; kept per source and version
+    under `cache`). Returns notes on the sources whose changelog could not be read."""
+    import httpx
+    from debian.debfile import DebFile, DebError
+
+    notes = []
+    wanted = sorted({(u["source"], u["fixed"]) for u in found})
+    entries: dict[tuple[str, str], list] = {}
+    with httpx.Client(timeout=timeout, follow_redirects=True) as http:
+        for source, fixed in wanted:
+            kept = cache / f"{source}_{fixed}.json"
+            if kept.is_file():
+                try:
+                    entries[(source, fixed)] = json.loads(kept.read_text())
+                    continue
+                except ValueError:
+                    pass
+            binaries = sorted((e.get("size", 0), name, e["filename"]) for name, e in index.items()
+                              if e["source"] == source and e["version"] == fixed and e.get("filename"))
+            for _, name, filename in binaries[:TRIES]:
+                try:
+                    answer = http.get(f"{mirror}/{filename}")
+                    answer.raise_for_status()
+                    changelog = DebFile(fileobj=io.BytesIO(answer.content)).changelog()
+                except (httpx.HTTPError, DebError, OSError, ValueError, KeyError):
+                    continue
+                if changelog is not None:
+                    entries[(source, fixed)] = changelog_cves(changelog)[:200]
+                    cache.mkdir(parents=True, exist_ok=True)
+                    kept.write_text(json.dumps(entries[(source, fixed)]))
+                    break
+            else:
+                notes.append(f"{source} {fixed}: no changelog read from the mirror")
+    for u in found:
+        if (u["source"], u["fixed"]) in entries:
+            u["cves"] = cves_between(entries[(u["source"], u["fixed"])], u["installed"], u["fixed"])
+    return notes

@@ -19,8 +19,10 @@ from dlbox.supply import sbom as sboms
 
 _ARCH = {"amd64": "amd64", "x86_64": "amd64", "arm64": "arm64", "aarch64": "arm64", "386": "i386", "ppc64le": "ppc64el",
          "s390x": "s390x", "arm": "armhf"}
-OS_NOTE = ("the security suite's Packages index on the mirror names no CVE ids (Debian's tracker and "
-           "changelogs are not on a mirror): the fixed version is the security upload's")
+OS_NOTE = ("the security suite's Packages index on the mirror names no CVE ids (Debian's tracker is not on a "
+           "mirror): the fixed version is the security upload's")
+OS_NOTE_CVES = ("CVE ids are those the Debian changelog of the fixing uploads names (read from a .deb of each "
+                "source in the mirror's pool), from the installed version up to the fixed one")
 
 
 def image_facts(ref: str) -> dict:
@@ -62,7 +64,7 @@ def _cache(*parts: str) -> Path:
 
 
 def scan_facts(facts: dict, *, advisories: str | None = None, fail_on: str | None = None,
-               os_packages: bool = True) -> dict:
+               os_packages: bool = True, os_cves: bool = True) -> dict:
     """The scan of one set of facts: Python findings, OS security updates, counts and the gate."""
     if fail_on is not None and fail_on not in osv.SEVERITIES:
         raise UsageError(f"--fail-on: {fail_on!r}; allowed: {', '.join(osv.SEVERITIES)}")
@@ -74,7 +76,7 @@ def scan_facts(facts: dict, *, advisories: str | None = None, fail_on: str | Non
         "scanned_at": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "advisories": {"source": found.source, "records": found.count},
         "python": {"packages": len(facts["python"]), "findings": findings},
-        "os": _os_part(facts) if os_packages else {"packages": len(facts["os"]), "updates": [], "error": "not asked"},
+        "os": _os_part(facts, os_cves) if os_packages else {"packages": len(facts["os"]), "updates": [], "error": "not asked"},
     }
     counts = {level: 0 for level in [*reversed(osv.SEVERITIES), "unknown"]}
     for f in findings:
@@ -86,7 +88,7 @@ def scan_facts(facts: dict, *, advisories: str | None = None, fail_on: str | Non
     return result
 
 
-def _os_part(facts: dict) -> dict:
+def _os_part(facts: dict, cves: bool = True) -> dict:
     part = {"packages": len(facts["os"]), "suite": None, "index": None, "updates": [], "error": None, "note": OS_NOTE}
     if not facts["os"]:
         return part
@@ -102,6 +104,10 @@ def _os_part(facts: dict) -> dict:
         return part
     part["index"] = url
     part["updates"] = debian.updates(facts["os"], index)
+    if cves and part["updates"]:
+        mirror = url.split("/dists/")[0]
+        missing = debian.add_cves(part["updates"], index, mirror=mirror, cache=_cache("debian", "changelogs"))
+        part["note"] = OS_NOTE_CVES + (f"; not read: {', '.join(missing)}" if missing else "")
     return part
 
 
