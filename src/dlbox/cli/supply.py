@@ -14,7 +14,7 @@ LEVELS = ["low", "medium", "high", "critical"]
 
 @click.command()
 @click.argument("image", required=False)
-@click.option("--fail-on", type=click.Choice(LEVELS), help="Exit 1 when a finding is at or above this severity.")
+@click.option("--fail-on", type=click.Choice(LEVELS), help="Exit 1 when a Python advisory is at or above this severity (Debian's index rates no OS update).")
 @click.option("--advisories", metavar="SOURCE",
               help="OSV records: a folder or zip (OSV's PyPI/all.zip) for air-gapped use, or an OSV API URL "
                    "(default: $DLBOX_ADVISORIES, else https://api.osv.dev/v1).")
