@@ -289,3 +289,51 @@ def test_cves_of_the_uploads_after_the_installed_version():
     assert debian.cves_between(entries, "7.74.0-1.3+deb11u1", "7.74.0-1.3+deb11u3") == \
         ["CVE-2022-27774", "CVE-2022-32221", "CVE-2022-42915", "CVE-2022-43552"]
     assert debian.cves_between(entries, "7.74.0-1.3+deb11u2", "7.74.0-1.3+deb11u2") == []
+
+
+def test_osv_api_querybatch_then_records_by_id_cached(tmp_path):
+    import httpx
+
+    records = {p.stem: json.loads(p.read_text()) for p in (DATA / "osv" / "PyPI").glob("GHSA-*.json")}
+    asked = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.path)
+        if request.url.path == "/v1/querybatch":
+            queries = json.loads(request.content)["queries"]
+            # the API answers ids only; say protobuf has both records, and one that does not affect 3.19.6
+            return httpx.Response(200, json={"results": [
+                {"vulns": [{"id": "GHSA-8qvm-5x2c-j2w7"}, {"id": "GHSA-7gcm-g887-7qv7"}]}
+                if q["package"]["name"] == "protobuf" else {} for q in queries]})
+        return httpx.Response(200, json=records[request.url.path.rsplit("/", 1)[1]])
+
+    pins = [("protobuf", "3.19.6"), ("numpy", "1.23.5")]
+    found = osv.load_api("https://osv.test/v1", pins, tmp_path, transport=httpx.MockTransport(answer))
+    assert [f["id"] for f in osv.match(found, pins)] == ["GHSA-7gcm-g887-7qv7", "GHSA-8qvm-5x2c-j2w7"]
+    assert asked == ["/v1/querybatch", "/v1/vulns/GHSA-7gcm-g887-7qv7", "/v1/vulns/GHSA-8qvm-5x2c-j2w7"]
+    asked.clear()
+    osv.load_api("https://osv.test/v1", pins, tmp_path, transport=httpx.MockTransport(answer))
+    assert asked == ["/v1/querybatch"]  # the records themselves came from the cache
+    kept = tmp_path / "GHSA-8qvm-5x2c-j2w7.json"
+    kept.write_text(json.dumps({**json.loads(kept.read_text()), "modified": "2000-01-01T00:00:00Z"}))
+    asked.clear()
+    osv.load_api("https://osv.test/v1", pins, tmp_path, transport=httpx.MockTransport(modified_answer(answer)))
+    assert asked == ["/v1/querybatch", "/v1/vulns/GHSA-8qvm-5x2c-j2w7"]  # changed since: fetched again
+
+
+def modified_answer(inner):
+    """The batch answer with each record's `modified`, as the real API gives it."""
+    import httpx
+
+    records = {p.stem: json.loads(p.read_text()) for p in (DATA / "osv" / "PyPI").glob("GHSA-*.json")}
+
+    def answer(request):
+        response = inner(request)
+        if request.url.path.endswith("/querybatch"):
+            body = json.loads(response.content)
+            for result in body["results"]:
+                for v in result.get("vulns", []):
+                    v["modified"] = records[v["id"]]["modified"]
+            return httpx.Response(200, json=body)
+        return response
+    return answer

@@ -228,26 +228,32 @@ def load_local(path: Path, cache: Path | None = None) -> Advisories:
     return found
 
 
-def load_api(url: str, packages: list[tuple[str, str]], cache: Path | None = None, timeout: float = 20) -> Advisories:
+def load_api(url: str, packages: list[tuple[str, str]], cache: Path | None = None, timeout: float = 20,
+             transport=None) -> Advisories:
     """The records the OSV API gives for these packages (querybatch, then each record by id;
     records already fetched are read from `cache`). Matching is still done here, by the same rules."""
     import httpx
 
     found = Advisories(source=url)
     try:
-        with httpx.Client(timeout=timeout) as http:
+        with httpx.Client(timeout=timeout, transport=transport) as http:
             queries = [{"package": {"ecosystem": ECOSYSTEM, "name": n}, "version": v} for n, v in packages]
-            ids: set[str] = set()
+            ids: dict[str, str | None] = {}  # id -> modified, as the batch answer gives it
             for start in range(0, len(queries), 1000):
                 answer = http.post(f"{url.rstrip('/')}/querybatch", json={"queries": queries[start:start + 1000]})
                 answer.raise_for_status()
                 for result in answer.json().get("results", []):
-                    ids.update(v["id"] for v in result.get("vulns", []))
-            for vuln_id in sorted(ids):
-                path = cache / f"{vuln_id}.json" if cache else None
+                    ids.update((v["id"], v.get("modified")) for v in result.get("vulns", []))
+            for vuln_id, modified in sorted(ids.items()):
+                path = cache / f"{re.sub(r'[^A-Za-z0-9._-]', '_', vuln_id)}.json" if cache else None
                 if path is not None and path.is_file():
-                    found.add(json.loads(path.read_text()))
-                    continue
+                    try:
+                        kept = json.loads(path.read_text())
+                    except ValueError:
+                        kept = None
+                    if kept and (modified is None or kept.get("modified") == modified):
+                        found.add(kept)
+                        continue  # a record changed since it was kept is fetched again
                 answer = http.get(f"{url.rstrip('/')}/vulns/{vuln_id}")
                 answer.raise_for_status()
                 if path is not None:
