@@ -337,3 +337,31 @@ def modified_answer(inner):
             return httpx.Response(200, json=body)
         return response
     return answer
+
+
+def test_cli_scans_an_sbom_with_exit_codes(tmp_path):
+    import subprocess
+    import sys
+
+    bom = sboms.make(name="dlbox/t", image_id="sha256:" + "ab" * 32, python=preset_pins("tensorflow-2.9"),
+                     os_packages=[], arch="amd64", distro="debian-11")
+    path = tmp_path / "bom.json"
+    path.write_text(sboms.render(bom))
+    env = {"PYTHONPATH": str(Path(scan.__file__).parents[2]), "DLBOX_HOME": str(tmp_path / "home"),
+           "DLBOX_CACHE_DIR": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin", "NO_COLOR": "1"}
+
+    def dlbox(*args):
+        return subprocess.run([sys.executable, "-m", "dlbox", *args], env=env, capture_output=True, text=True,
+                              timeout=120)
+
+    high = dlbox("scan", "--sbom", str(path), "--advisories", str(DATA / "osv"), "--fail-on", "high")
+    assert high.returncode == 1 and "fail-on     high: 18 at or above" in high.stdout
+    critical = dlbox("scan", "--sbom", str(path), "--advisories", str(DATA / "osv"), "--fail-on", "critical", "--json")
+    assert critical.returncode == 1 and json.loads(critical.stdout)["gate"]["at_or_above"] == 1
+    plain = dlbox("scan", "--sbom", str(path), "--advisories", str(DATA / "osv"))
+    assert plain.returncode == 0 and "30 findings" in plain.stdout
+    for bad in (["scan"], ["scan", "--sbom", str(path), "--fail-on", "severe"], ["scan", "x", "--sbom", str(path)]):
+        refused = dlbox(*bad)
+        assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    missing = dlbox("scan", "--sbom", str(path), "--advisories", str(tmp_path / "none"))
+    assert missing.returncode == 2 and "--advisories" in missing.stderr
