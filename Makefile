@@ -28,8 +28,9 @@ quickstart: venv engine
 	@$(BIN)/dlbox rm quickstart >/dev/null 2>&1 || true
 	$(BIN)/dlbox up quickstart --preset $(PRESET) --mount "$(CURDIR)/examples:/workspace/examples:ro"
 	$(BIN)/dlbox exec quickstart -- python /workspace/examples/check_tf.py
-	@id=$$($(BIN)/dlbox run --preset $(PRESET) --mount "$(CURDIR)/examples/digits:/code:ro" --param epochs=10 \
-	    --json -- python /code/train.py | $(BIN)/python -c 'import json, sys; print(json.load(sys.stdin)["id"])') && \
+	@# the job gets examples/digits as a code snapshot, read-only at its working directory
+	@id=$$($(BIN)/dlbox run --preset $(PRESET) --code examples/digits --param epochs=10 \
+	    --json -- python train.py | $(BIN)/python -c 'import json, sys; print(json.load(sys.stdin)["id"])') && \
 	  echo "> training examples/digits as job $$id" && $(BIN)/dlbox logs -f $$id && $(BIN)/dlbox wait $$id && \
 	  $(BIN)/dlbox runs show $$id
 	@echo "Quick start done. Jupyter: $$($(BIN)/dlbox open quickstart)"

@@ -598,10 +598,13 @@ def lost_hint() -> str:
             "container its store does not know" + (f" (running here: {'; '.join(others)})" if others else ""))
 
 
-def submit(runner: Runner, log: str, *args: str) -> str:
-    """`dlbox run --image JOB_IMAGE --json ARGS...` into the benchmark's service: the job id."""
-    _, out = runner.run(log, [DLBOX, "run", "--image", JOB_IMAGE, "--json", *args], env=service.env(),
-                        cwd=service.work)
+def submit(runner: Runner, log: str, *args: str, cwd: Path | None = None, code: bool = False) -> str:
+    """`dlbox run --image JOB_IMAGE --json ARGS...` into the benchmark's service: the job id.
+
+    Without `code`, with --no-code: the work directory is no project (6-8 time the job, 11 the snapshot)."""
+    flags = [] if code else ["--no-code"]
+    _, out = runner.run(log, [DLBOX, "run", "--image", JOB_IMAGE, "--json", *flags, *args], env=service.env(),
+                        cwd=cwd or service.work)
     match = JOB_ID.search(out)
     if not match:
         raise BenchError(f"{log}: `dlbox run --json` printed no job id:\n    {out.strip()[-300:]}")

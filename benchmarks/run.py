@@ -17,13 +17,15 @@ what, and its target); this script runs them in the order of BENCHES below and p
     b08_train.py         8. the digits training in a job, against a plain `docker run`
     b09_server_load.py   9. the team server's list routes under load (wrk); also runs on its own
     b10_dashboard.py    10. the web dashboard's page weight and time to interactive
+    b11_snapshot.py     11. what a code snapshot adds to a job's submit (first time, unchanged tree)
     b13_scan.py         13. `dlbox scan` of the preset, cold and warm advisory cache
     common.py            what they share: settings, Runner, rows and the table, the benchmark's
                          own dlbox service, cleanup
 
-6-8 use a dlbox service of their own: DLBOX_HOME is a directory in the work directory (so the
+6-8 and 11 use a dlbox service of their own: DLBOX_HOME is a directory in the work directory (so the
 user's jobs never mix in; DLBOX_CACHE_DIR stays the user's), DLBOX_CAPACITY=cpus=2, and it is
-stopped at the end. dlbox commands for 6-8 run in the work directory (no git repository).
+stopped at the end. dlbox commands for 6-8 run in the work directory (no git repository) with --no-code; 11 in projects
+of its own there.
 Caution: a dlbox service whose reconciler is not scoped to its own home (dlbox before
 jobs.owner_label) removes every job container on its engine that its store does not know, so
 two such services on one engine remove each other's jobs. With such a dlbox installed, 6-8
@@ -73,13 +75,14 @@ import b07_queue
 import b08_train
 import b09_server_load
 import b10_dashboard
+import b11_snapshot
 import b13_scan
 from common import (DLBOX, DOCKER, KEEP, QUICK, RUN_ID, SHORT, STARTED, BenchError, Row, Runner, cleanup,
                     print_table, say, service, user_cache_dir)
 
 # The order they run in: the quick one first, it fails fast if dlbox is broken.
-BENCHES = [b03_cli, b10_dashboard, b13_scan, b04_up, b05_memory, b06_submit, b07_queue, b08_train, b09_server_load,
-           b01_cold_build, b02_rebuild]
+BENCHES = [b03_cli, b10_dashboard, b13_scan, b04_up, b05_memory, b06_submit, b11_snapshot, b07_queue, b08_train,
+           b09_server_load, b01_cold_build, b02_rebuild]
 
 
 def selected() -> set[int] | None:
@@ -92,7 +95,7 @@ def selected() -> set[int] | None:
     except ValueError:
         numbers = set()
     if not numbers or not numbers <= {bench.NUMBER for bench in BENCHES}:
-        raise ValueError(f"BENCH_ONLY={raw!r}: a comma list of benchmark numbers 1-10 or 13")
+        raise ValueError(f"BENCH_ONLY={raw!r}: a comma list of benchmark numbers 1-11 or 13")
     return numbers
 
 

@@ -44,8 +44,10 @@ CODES: dict[str, Code] = {
     "lock_mismatch": Code(409, 1, "a rebuilt image does not match its lock"),
     "not_running": Code(409, 1, "the workspace must be running for this (start it first)"),
     "not_reproducible": Code(409, 1, "a run cannot be repeated exactly (what it needs was not kept)"),
+    "not_finished": Code(409, 1, "the run has not finished, or did not succeed"),
     "engine_conflict": Code(409, 1, "the engine refused: the thing is in use, not running, or already there"),
     "build_failed": Code(422, 1, "the image could not be built from the spec"),
+    "not_a_model": Code(422, 1, "the path is no SavedModel with a serving signature"),
     "too_many_followers": Code(429, 1, "too many log streams open for this caller"),
     # something failed on the server's side
     "failed": Code(500, 1, "a failure with no better code"),
@@ -69,7 +71,10 @@ def known(code: str | None, default: str = "failed") -> str:
 
 
 class DlboxError(Exception):
-    def __init__(self, message: str, *, code: str = "failed"):
+    code_of_kind = "failed"  # the code when none is given; each subclass below names its own
+
+    def __init__(self, message: str, *, code: str | None = None):
+        code = code or self.code_of_kind
         if code not in CODES:
             raise ValueError(f"unknown dlbox error code {code!r}: add it to dlbox.errors.CODES")
         super().__init__(message)
@@ -88,34 +93,31 @@ class DlboxError(Exception):
 class UsageError(DlboxError):
     """The user asked for something malformed; nothing was attempted."""
 
-    def __init__(self, message: str, *, code: str = "invalid"):
-        super().__init__(message, code=code)
+    code_of_kind = "invalid"
 
 
 class NotFound(DlboxError):
-    def __init__(self, message: str):
-        super().__init__(message, code="not_found")
+    code_of_kind = "not_found"
 
 
 class Unauthorized(DlboxError):
+    code_of_kind = "unauthorized"
+
     def __init__(self, message: str | None = None):
-        super().__init__(message or "a valid API token is needed (Authorization: Bearer dlb_...)", code="unauthorized")
+        super().__init__(message or "a valid API token is needed (Authorization: Bearer dlb_...)")
 
 
 class Forbidden(DlboxError):
-    def __init__(self, message: str, *, code: str = "forbidden"):
-        super().__init__(message, code=code)
+    code_of_kind = "forbidden"
 
 
 class EngineError(DlboxError):
     """The container engine failed or could not be reached (engine/api.py makes these)."""
 
-    def __init__(self, message: str, *, code: str = "engine_error"):
-        super().__init__(message, code=code)
+    code_of_kind = "engine_error"
 
 
 class StoreUnavailable(DlboxError):
     """The database failed (store/db.py makes these); the message never holds the URL or the SQL."""
 
-    def __init__(self, message: str):
-        super().__init__(message, code="store_unavailable")
+    code_of_kind = "store_unavailable"

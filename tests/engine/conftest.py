@@ -63,6 +63,15 @@ def small_image(dlbox, tmp_path_factory, run_id):
     return dlbox.json("build", cwd=project)
 
 
+@pytest.fixture(scope="session")
+def jupyter_image(dlbox, tmp_path_factory, run_id):
+    """The smallest image with both services: bullseye, jupyter_server, openssh-server. Shared: a build costs minutes."""
+    project = tmp_path_factory.mktemp("cis")
+    (project / "dlbox.yaml").write_text(f"name: t{run_id}-cis\nbase:\n  debian: bullseye\n"
+                                        "pip:\n  - jupyter_server==2.14.2\nservices: [jupyter, ssh]\n")
+    return dlbox.json("build", cwd=project)
+
+
 @pytest.hookimpl(tryfirst=True)  # marked before `-m "not engine"` deselects
 def pytest_collection_modifyitems(items):
     """Every test here is marked `engine`. Engine tests run after the others, test_images first among

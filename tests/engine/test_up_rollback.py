@@ -35,6 +35,8 @@ def left_behind(name: str) -> list[str]:
         found.append("container")
     if engine.volume_exists(manage.volume_name(name)):
         found.append("volume")
+    if engine.volume_exists(manage.home_volume_name(name)):
+        found.append("home")
     if vault.directory(name).exists():
         found.append("vault")
     return found
@@ -45,7 +47,7 @@ def test_a_failure_after_the_container_is_made_takes_it_and_the_volume_back(imag
     plan = manage.plan(UpRequest(name=name, jupyter=False), UpFacts(image=image))
     made = []
 
-    def failing_put(container_id, files):
+    def failing_put(container_id, files, **_):
         made.append(engine.container_attrs(container_id) is not None)
         raise DlboxError("forced: putting the files failed")
 
@@ -59,14 +61,16 @@ def test_a_failure_after_the_container_is_made_takes_it_and_the_volume_back(imag
 def test_a_kept_volume_stays_when_up_fails(image, run_id, monkeypatch):
     name = f"t{run_id}-rb-kept"
     plan = manage.plan(UpRequest(name=name, jupyter=False), UpFacts(image=image))
-    assert engine.ensure_volume(plan.volume, plan.volume_labels)  # a volume kept from an earlier workspace
+    assert engine.ensure_volume(plan.volume, plan.volume_labels)  # volumes kept from an earlier workspace
+    assert engine.ensure_volume(plan.home_volume, plan.volume_labels)
     try:
-        monkeypatch.setattr(engine, "put_files", lambda *_: (_ for _ in ()).throw(DlboxError("forced")))
+        monkeypatch.setattr(engine, "put_files", lambda *_, **__: (_ for _ in ()).throw(DlboxError("forced")))
         with pytest.raises(DlboxError, match="forced"):
             manage.apply(plan, Progress(quiet=True))
-        assert left_behind(name) == ["volume"]  # not this call's to remove: it holds someone's data
+        assert left_behind(name) == ["volume", "home"]  # not this call's to remove: they hold someone's data
     finally:
         engine.remove_volume(plan.volume)
+        engine.remove_volume(plan.home_volume)
 
 
 def test_a_container_that_dies_while_starting_is_taken_back(image, run_id, free_port_for_test):

@@ -294,7 +294,7 @@ def test_ten_parallel_ups_get_distinct_ports(dlbox, tf_image, run_id):
 
 def leftovers(docker_client, name: str) -> list:
     found = docker_client.containers.list(all=True, filters={"name": f"dlbox-ws-{name}"})
-    return found + [v for v in docker_client.volumes.list() if v.name == f"dlbox-ws-{name}-data"]
+    return found + [v for v in docker_client.volumes.list() if v.name in (f"dlbox-ws-{name}-data", f"dlbox-ws-{name}-home")]
 
 
 def test_bad_requests_fail_clearly_and_leave_nothing(dlbox, tf_image, run_id, docker_client, ws, tmp_path):

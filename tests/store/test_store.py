@@ -514,3 +514,27 @@ def test_artifact_bytes_sum_a_users_runs_and_can_leave_one_out(store):
     assert store.artifact_bytes("alice") == 5_000_000_300
     assert store.artifact_bytes("alice", besides="a2") == 300
     assert store.artifact_bytes("carol") == 0
+
+
+def test_model_versions_are_numbered_per_model_and_never_reused(store):
+    def add(owner="ann", name="digits"):
+        return store.add_model_version(owner, name, files_hash="0" * 64, files_bytes=1, path="model", run_id="r",
+                                       image_id="sha256:1", registered_by=owner, registered_at=1.0).version
+
+    assert [add(), add(), add(name="other"), add(owner="bob")] == [1, 2, 1, 1]
+    model = store.get_model("ann", "digits")
+    store.move_alias(model.id, "champion", 2, by="ann")
+    assert store.remove_model_version(model.id, 2, by="ann") == ["champion"]
+    assert add() == 3
+    moves = [(m.alias, m.from_version, m.to_version) for m in store.alias_history(model.id)]
+    assert moves == [("champion", None, 2), ("champion", 2, None)]
+    assert store.model_aliases(model.id) == []
+
+
+def test_snapshots_of_runs_and_model_versions_are_kept_by_gc(store):
+    kept_by_run, kept_by_model = "a" * 64, "b" * 64
+    store.add_job(new_job("s1", code_hash=kept_by_run))
+    store.add_job(new_job("s2"))  # --no-code: refers to none
+    store.add_model_version("ann", "digits", files_hash="0" * 64, files_bytes=1, path="model", run_id="r",
+                            image_id="sha256:1", registered_by="ann", registered_at=1.0, code_hash=kept_by_model)
+    assert store.referenced_snapshots() == {kept_by_run, kept_by_model}

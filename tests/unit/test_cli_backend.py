@@ -98,3 +98,21 @@ def test_scan_sbom_and_inspect_through_the_server(server, tmp_path, monkeypatch)
     assert calls == [("POST", "/api/images/dlbox/x:1/scan", {"json": {"advisories": None, "fail_on": "high"}}),
                      ("GET", "/api/images/dlbox/x:1/sbom", {"params": {"format": "cyclonedx-xml"}}),
                      ("GET", "/api/images/dlbox/x:1", {})]
+
+
+def test_verify_workspace_lists_the_users_packages_and_exits_1(server):
+    calls, answers = server
+    answers[("GET", "/api/workspaces/w/verify")] = {
+        "ok": False, "workspace": "w", "image": "dlbox/x:1", "lock_hash": "ab" * 32, "dir": "/home/dl/.local/lib",
+        "packages": [{"name": "tinypkg", "version": "0.1", "locked": None}]}
+    result = CliRunner().invoke(cli, ["verify", "--workspace", "w"])
+    assert result.exit_code == 1 and "1 packages installed beyond" in result.output
+    assert "tinypkg==0.1" in result.output
+    assert calls == [("GET", "/api/workspaces/w/verify", {})]
+
+
+@pytest.mark.parametrize("args", [["verify"], ["verify", "dlbox/x:1", "--workspace", "w"]])
+def test_verify_takes_an_image_or_a_workspace(server, args):
+    calls, _ = server
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and "give IMAGE or --workspace NAME" in result.output and calls == []

@@ -160,7 +160,7 @@ def test_service_files_hold_the_token_only_in_its_own_file():
              services.files(user="dl", uid=1000, token="s3cret", host_key=None, authorized_keys=None)}
     assert files[services.TOKEN_FILE] == (b"s3cret", 0o400, 1000)
     assert all(b"s3cret" not in data for path, (data, _, _) in files.items() if path != services.TOKEN_FILE)
-    assert "/etc/dlbox/ssh/sshd_config" not in files
+    assert f"{services.DIR}/ssh/sshd_config" not in files
 
 
 def test_vault_writes_owner_only_files(tmp_path, monkeypatch):
@@ -198,7 +198,7 @@ def test_dlbox_home_and_its_parents_are_refused(tmp_path, monkeypatch):
     assert mount_policy.parse_mount(f"{tmp_path / 'data'}:/data").source == str(tmp_path / "data")
 
 
-@pytest.mark.parametrize("target", ["/etc/dlbox", "/etc/dlbox/ssh", "/opt/dlbox/lib", "/dlbox/run", "/tmp/dlbox"])
+@pytest.mark.parametrize("target", ["/etc/dlbox", "/etc/dlbox-ws", "/etc/dlbox/ssh", "/opt/dlbox/lib", "/dlbox/run", "/tmp/dlbox"])
 def test_dlbox_own_targets_are_reserved(tmp_path, target):
     with pytest.raises(UsageError, match="is dlbox's own"):
         mount_policy.parse_mount(f"{tmp_path}:{target}")
@@ -334,3 +334,20 @@ def test_a_hostile_host_never_reaches_a_label(bad):
     request = Request({"type": "http", "method": "POST", "path": "/", "headers": [(b"host", bad.encode())]})
     ctx = service.Context(store=None, loop=None, workspace_host="0.0.0.0")
     assert workspace_actions.url_host(ctx, request) == socket.gethostname()
+
+
+def test_service_files_all_lie_in_their_own_volume_not_the_images_etc_dlbox():
+    """put_files writes them through the volume at DIR (a read-only root refuses any other place),
+    and /etc/dlbox, where the image keeps its CA bundle, is left as the image has it."""
+    from pathlib import PurePosixPath
+
+    from dlbox.engine import api as engine
+
+    files = services.files(user="dl", uid=1000, token="t", host_key=b"k", authorized_keys="ssh-ed25519 AAAA")
+    root = PurePosixPath(services.DIR)
+    assert all(PurePosixPath(path).is_relative_to(root) for path, *_ in files) and services.DIR != "/etc/dlbox"
+    assert services.TOKEN_FILE.startswith(services.DIR + "/")
+    assert engine._parents(f"{services.DIR}/ssh/sshd_config", root) == ["ssh"]
+    assert engine._parents("/etc/dlbox/lock", PurePosixPath("/")) == ["etc/dlbox"]  # the image relabel's, as before
+    env = services.state_env("/home/dl", {"PATH": "/opt/venv/bin:/usr/bin", "PYTHONPATH": "/opt/lib"})
+    assert env["PYTHONPATH"] == f"{services.PYTHON_DIR}:/opt/lib" and env["PATH"].endswith(":/home/dl/.local/bin")

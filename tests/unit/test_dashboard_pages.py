@@ -152,3 +152,32 @@ def test_image_page_shows_the_kept_scan(server, monkeypatch):
     scan.keep(result)
     page = client.get("/images/dlbox/x:latest").text
     assert "GHSA-8qvm-5x2c-j2w7" in page and "CVE-2025-4565" in page and "2 advisories (2 high)" in page
+
+
+def test_models_pages_show_versions_lineage_aliases_and_history_to_their_owner_only(server, tmp_path):
+    from dlbox.models import registry
+
+    client, tokens = server
+    store = client.app.state.ctx.store
+    for _ in range(2):
+        store.add_model_version("ann", "digits", files_hash="0" * 64, files_bytes=1, path="model",
+                                run_id="a1b2c3d4e5f6", image_id="sha256:00", metrics={"acc": 0.91},
+                                signature={"tags": ["serve"], "signatures": {"serving_default": {
+                                    "method_name": "m", "inputs": {"x": {"name": "x:0", "dtype": "DT_FLOAT",
+                                                                         "shape": [-1, 3]}}, "outputs": {}}}},
+                                registered_by="ann", registered_at=time.time())
+    registry.move_alias(store, "ann", "digits", "champion", 1)
+    registry.move_alias(store, "ann", "digits", "champion", 2)
+    assert client.get("/models").headers["location"] == "/login"
+    assert sign_in(client, tokens["ann"]).status_code == 303
+    listing = client.get("/models")
+    assert listing.status_code == 200 and "/models/ann/digits" in listing.text and "champion=2" in listing.text
+    page = client.get("/models/ann/digits")
+    assert page.status_code == 200 and 'href="/runs/a1b2c3d4e5f6"' in page.text
+    assert "acc=0.91" in page.text and "DT_FLOAT" in page.text and "<script" not in page.text.split("</head>")[1]
+    history = page.text.split('id="history"')[1]
+    assert history.count("<tr>") == 3 and "champion" in history  # header and two moves
+    client.post("/logout", headers={"Origin": "http://dash.test"})
+    assert sign_in(client, tokens["bob"]).status_code == 303
+    assert client.get("/models/ann/digits").status_code == 404
+    assert "/models/ann/digits" not in client.get("/models").text

@@ -12,13 +12,15 @@ SRC = Path(dlbox.__file__).parent
 
 # Lowest first. A module belongs to the longest prefix listed; a layer may import its own and lower ones.
 LAYERS = [
-    ["dlbox", "dlbox.errors", "dlbox.config", "dlbox.sizes", "dlbox.redact", "dlbox.progress", "dlbox.gitinfo"],
+    ["dlbox", "dlbox.errors", "dlbox.config", "dlbox.sizes", "dlbox.redact", "dlbox.progress", "dlbox.gitinfo",
+     "dlbox.snapshots"],
     ["dlbox.spec"],
     ["dlbox.containers", "dlbox.jobs.state"],  # pure: what a container or a job's state is
     ["dlbox.engine"],  # the only code that talks to the Docker Engine
     ["dlbox.build", "dlbox.supply"],  # supply: scans and SBOMs of a built image
     ["dlbox.store"],  # the only code that talks to the database
     ["dlbox.workspaces", "dlbox.jobs", "dlbox.runs"],
+    ["dlbox.models"],  # the model registry: a run's SavedModel as a versioned model
     ["dlbox.server"],
     ["dlbox.cli"],
     ["dlbox.launch", "dlbox.__main__"],
@@ -147,3 +149,13 @@ def test_the_checker_sees_a_circle_and_an_upward_import(tmp_path, monkeypatch):
         assert "dlbox.spec.b -> dlbox.server.app" in str(exc)
     else:
         raise AssertionError("the upward import spec -> server was not seen")
+
+
+def test_no_two_test_modules_share_a_name():
+    """Test folders are not packages, so pytest imports each module by its file name: two of one
+    name stop the collection of the whole suite (a fresh `make test` would run nothing)."""
+    tests = Path(__file__).resolve().parents[1]
+    seen: dict[str, list[str]] = {}
+    for module in tests.rglob("test_*.py"):
+        seen.setdefault(module.name, []).append(str(module.relative_to(tests)))
+    assert not {name: paths for name, paths in seen.items() if len(paths) > 1}

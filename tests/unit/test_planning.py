@@ -52,12 +52,20 @@ def test_a_workspace_plan_is_the_whole_container(tmp_path):
     spec = plan.spec
     assert spec.name == "dlbox-ws-ws1" and spec.image == IMAGE["id"] and spec.command == []
     assert spec.user == "1234:1234" and containers.non_root(spec.user)
-    assert not spec.read_only  # a workspace's root stays writable (pip install); a job's is not
+    # CIS 5.13: a read-only root; the user's writable places are /workspace, HOME (volumes kept by
+    # `rm`) and /tmp; the service files get an anonymous volume of their own, removed with the container
+    assert spec.read_only and spec.tmpfs == {"/tmp": "rw,exec,nosuid,nodev,mode=1777"}
+    assert spec.own_volumes == (services.DIR,) and services.DIR != "/etc/dlbox"  # the image's CA bundle stays seen
     assert spec.limits == containers.Limits(memory=8 * GIB, cpus=2.5, shm_size=2 * GIB, pids=512)
     assert spec.gpu_ids == ["0", "2"]
     # the flag's /data wins over the spec's; the spec's /extra is added
     assert spec.mounts == [data, Mount(str(tmp_path), "/extra")]
-    assert spec.volumes == {"dlbox-ws-ws1-data": manage.WORKDIR} and spec.workdir == manage.WORKDIR
+    assert spec.volumes == {"dlbox-ws-ws1-data": manage.WORKDIR, "dlbox-ws-ws1-home": "/home/dl"}
+    assert spec.workdir == manage.WORKDIR
+    # the user's pip installs go to HOME, found after the venv's packages by the service files' sitecustomize
+    assert spec.env["HOME"] == "/home/dl" and spec.env["PIP_PREFIX"] == spec.env["PYTHONUSERBASE"] == "/home/dl/.local"
+    assert spec.env["PYTHONPATH"] == services.PYTHON_DIR
+    assert spec.env["PATH"] == "/opt/venv/bin:/usr/bin:/home/dl/.local/bin"
     assert spec.ports == {services.JUPYTER_PORT: ("127.0.0.1", 8899), services.SSH_PORT: ("127.0.0.1", 40002)}
     assert spec.network == networks.for_owner("alice") and spec.network.labels["dlbox.owner"] == "alice"
     assert spec.healthcheck == services.HEALTHCHECK and spec.restart == services.RESTART
@@ -69,11 +77,11 @@ def test_a_workspace_plan_is_the_whole_container(tmp_path):
     assert labels[f"dlbox.port.{services.SSH_PORT}"] == "40002"
     assert json.loads(labels["dlbox.mounts"]) == [m.to_json() for m in spec.mounts]
     # the volume records its owner; the files carry the token and the key
-    assert plan.volume == "dlbox-ws-ws1-data" and plan.owner == "alice"
+    assert plan.volume == "dlbox-ws-ws1-data" and plan.home_volume == "dlbox-ws-ws1-home" and plan.owner == "alice"
     assert plan.volume_labels == {"dlbox.kind": "workspace", "dlbox.workspace": "ws1", "dlbox.owner": "alice",
                                   "dlbox.home": config.home_id()}
     assert plan.files["token"] == "tok" and plan.files["authorized_keys"] == KEY and plan.files["uid"] == 1234
-    assert plan.files["env"]["PATH"] == "/opt/venv/bin:/usr/bin"
+    assert plan.files["env"]["PATH"] == spec.env["PATH"] and plan.files["env"]["LANG"] == "C.UTF-8"  # sshd's SetEnv
     assert plan.ssh and plan.token == "tok" and plan.fixed_ports
 
 
@@ -104,6 +112,10 @@ def test_spec_defaults_shrink_to_the_machine_and_ask_for_gpus():
     (UpRequest(name="ws", owner="bob"), {"volume_exists": True, "volume_owner": "alice"},
      "workspace name ws is taken: its kept volume dlbox-ws-ws-data belongs to another user"),
     (UpRequest(name="ws", owner="bob"), {"volume_exists": True}, "workspace name ws is taken: its kept volume dlbox-ws-ws-data records no owner"),
+    (UpRequest(name="ws", owner="bob"), {"home_exists": True, "home_owner": "alice"},
+     "workspace name ws is taken: its kept volume dlbox-ws-ws-home belongs to another user"),
+    (UpRequest(name="ws"), {"mounts": [Mount("/a", "/home/dl")]}, "--mount: each target must be unique and not"),
+    (UpRequest(name="ws"), {"default_mounts": [Mount("/a", "/tmp")]}, "--mount: each target must be unique and not"),
     (UpRequest(name="ws", jupyter_port=70000), {}, "--jupyter-port: 70000 is not a port (1-65535)"),
     (UpRequest(name="ws", memory="100g"), {}, "--memory: 100g is more than this machine has (64.0g)"),
     (UpRequest(name="ws", cpus=0), {}, "--cpus: must be more than 0"),

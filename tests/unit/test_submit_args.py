@@ -16,7 +16,8 @@ def by_click(argv):
     return {"preset": params["preset"], "image": params["image"], "workspace": params["workspace"],
             "name": params["name"], "mounts": list(params["mounts"]), "memory": params["memory"],
             "cpus": params["cpus"], "gpus": params["gpus"], "params": list(params["params"]),
-            "as_json": params["as_json"], "spec": [], "command": list(params["args"])}
+            "as_json": params["as_json"], "code": params["code"], "no_code": params["no_code"], "spec": [],
+            "command": list(params["args"])}
 
 
 def test_the_table_is_clicks_options():

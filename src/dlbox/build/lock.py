@@ -15,6 +15,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from dlbox.errors import UsageError
+from dlbox.spec.model import read_text
 
 LOCK_VERSION = 1
 
@@ -154,13 +155,7 @@ def diff_packages(a: Lock, b: Lock) -> list[dict]:
 
 
 def read(path: Path) -> Lock:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise UsageError(f"lock file {path} does not exist") from None
-    except OSError as exc:
-        raise UsageError(f"cannot read lock file {path}: {exc.strerror}") from None
-    return parse_text(text, source=f"lock file {path}")
+    return parse_text(read_text(path, "lock file"), source=f"lock file {path}")
 
 
 def parse_text(text: str, *, source: str) -> Lock:

@@ -84,6 +84,10 @@ class ServiceBackend:
     def verify(self, image: str) -> dict:
         return self._call("GET", f"/api/images/{image}/verify")
 
+    def verify_workspace(self, name: str) -> dict:
+        """Packages the workspace's user installed beyond its image's lock."""
+        return self._call("GET", f"/api/workspaces/{name}/verify")
+
     def rmi(self, image: str, *, force: bool) -> dict:
         return self._call("DELETE", f"/api/images/{image}", params={"force": force})
 
@@ -174,19 +178,90 @@ class ServiceBackend:
         """(image ref, project dir, the spec's job defaults or None) for `dlbox run`: on a server, the
         image must be there already."""
         if workspace:
-            return self._call("GET", f"/api/workspaces/{workspace}")["image_id"], Path.cwd(), None
+            return self._call("GET", f"/api/workspaces/{workspace}")["image_id"], Path.cwd(), None, None
         if image or preset:
-            return image or f"dlbox/{preset}:latest", Path.cwd(), None
+            return image or f"dlbox/{preset}:latest", Path.cwd(), None, None
         raise UsageError("against a server (DLBOX_URL), give --preset, --image or --workspace")
 
     def submit(self, body: dict) -> dict:
         return self._call("POST", "/api/jobs", json=body)
+
+    # --- code snapshots
+
+    def put_code(self, snap) -> dict:
+        """Make sure the service has snapshot `snap` (a dlbox.snapshots.Snapshot): sent as a tar only
+        when it answers that it lacks that hash. {"hash", "files", "bytes", "sent": bytes sent}."""
+        from dlbox import snapshots
+        from dlbox.errors import NotFound
+
+        try:
+            self._call("GET", f"/api/snapshots/{snap.hash}")
+            return {"hash": snap.hash, "files": snap.files, "bytes": snap.bytes, "sent": 0}
+        except NotFound:
+            pass
+        data = snapshots.to_tar(snap=snap)
+        self._call("PUT", f"/api/snapshots/{snap.hash}", data=data, content_type="application/x-tar")
+        return {"hash": snap.hash, "files": snap.files, "bytes": snap.bytes, "sent": len(data)}
+
+    def code_manifest(self, snapshot_hash: str) -> dict:
+        return self._call("GET", f"/api/snapshots/{snapshot_hash}")
+
+    def code_tar(self, snapshot_hash: str) -> bytes:
+        return self._call("GET", f"/api/snapshots/{snapshot_hash}/tar", raw=True)
+
+    def gc(self) -> dict:
+        return self._call("POST", "/api/gc")
+
+    def export_code(self, run_id: str, dest: Path) -> dict:
+        """Write the code snapshot run `run_id` ran into `dest`, checked as an upload is."""
+        from dlbox import snapshots
+
+        code = self.run(run_id).get("code")
+        if not code:
+            raise DlboxError(f"run {run_id} has no code snapshot (it ran with --no-code, or before snapshots)",
+                             code="not_found")
+        files = snapshots.export(code["hash"], self.code_tar(code["hash"]), dest)
+        return {"run": run_id, "hash": code["hash"], "files": files, "directory": str(dest)}
 
     def runs(self, *, limit: int) -> list[dict]:
         return self._call("GET", "/api/runs", params={"limit": limit})
 
     def run(self, run_id: str) -> dict:
         return self._call("GET", f"/api/runs/{run_id}")
+
+    # --- the model registry (the service does it all: it holds the runs' artifacts and the files)
+
+    def models(self, *, limit: int) -> list[dict]:
+        return self._call("GET", "/api/models", params={"limit": limit})
+
+    def register_model(self, name: str, *, run: str, path: str) -> dict:
+        return self._call("POST", f"/api/models/{name}/versions", json={"run": run, "path": path})
+
+    def model(self, ref) -> dict:
+        """A version (NAME:V, NAME@ALIAS), or the model with all its versions (NAME); `ref` a models.refs.Ref."""
+        params = {"owner": ref.owner} if ref.owner else None
+        if ref.version is not None:
+            return self._call("GET", f"/api/models/{ref.name}/versions/{ref.version}", params=params)
+        if ref.alias is not None:
+            return self._call("GET", f"/api/models/{ref.name}/aliases/{ref.alias}", params=params)
+        return self._call("GET", f"/api/models/{ref.name}", params=params)
+
+    def set_alias(self, name: str, alias: str, version: int | None, *, owner: str | None) -> dict:
+        params = {"owner": owner} if owner else None
+        if version is None:
+            return self._call("DELETE", f"/api/models/{name}/aliases/{alias}", params=params)
+        return self._call("PUT", f"/api/models/{name}/aliases/{alias}", json={"version": version}, params=params)
+
+    def model_history(self, name: str, *, owner: str | None) -> list[dict]:
+        return self._call("GET", f"/api/models/{name}/history", params={"owner": owner} if owner else None)
+
+    def remove_model_version(self, name: str, version: int, *, owner: str | None) -> dict:
+        return self._call("DELETE", f"/api/models/{name}/versions/{version}",
+                          params={"owner": owner} if owner else None)
+
+    def share_model(self, name: str, *, owner: str | None, shared: bool) -> dict:
+        return self._call("PUT", f"/api/models/{name}/share", json={"shared": shared},
+                          params={"owner": owner} if owner else None)
 
     # --- users and tokens
 
@@ -257,6 +332,11 @@ class LocalBackend(ServiceBackend):
         from dlbox.supply import scan
 
         return scan.sbom(image, fmt=fmt)
+
+    def verify_workspace(self, name):
+        from dlbox.workspaces import drift
+
+        return drift.verify(name)
 
     def rmi(self, image, *, force):
         from dlbox.build import images
@@ -332,21 +412,28 @@ class LocalBackend(ServiceBackend):
                              f"`dlbox token {name} --rotate` makes one")
         return {"name": name, "token": ws["jupyter"]["token"], "url": ws["jupyter"]["url"], "rotated": rotate}
 
+    def put_code(self, snap) -> dict:
+        """Store the snapshot in this dlbox home directly (the service reads the same home)."""
+        from dlbox import snapshots
+
+        return {"hash": snap.hash, "files": snap.files, "bytes": snap.bytes,
+                "sent": snap.bytes if snapshots.store(snap) else 0}
+
     def job_image(self, spec_file, preset, image, workspace):
         """The same, the spec's image built first if it is missing."""
         if image:
-            return image, Path.cwd(), None
+            return image, Path.cwd(), None, None
         if workspace:
             from dlbox.workspaces import manage as workspaces
 
-            return workspaces.show(workspace)["image_id"], Path.cwd(), None
+            return workspaces.show(workspace)["image_id"], Path.cwd(), None, None
         from dlbox.build import images  # not for --image: Rich and the spec models cost a `dlbox run` ~0.05 s
         from dlbox.progress import Progress
 
         spec, project_dir, lock_file = images.load_source(spec_file, preset)
         with Progress() as progress:
             found = images.ensure(spec, project_dir=project_dir, lock_file=lock_file, progress=progress)
-        return found["ref"], project_dir, spec.job  # the service pins the exact image ID when it records the job
+        return found["ref"], project_dir, spec.job, spec.code.dest if spec.code else None  # the service pins the exact image ID when it records the job
 
     def exec(self, name, command):
         from dlbox.engine import api as engine

@@ -115,7 +115,8 @@ def _start_service(path: str) -> socket.socket:
 _PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/-._~")
 
 
-def _request(method: str, path: str, json, params: dict | None) -> tuple[str, bytes | None, dict]:
+def _request(method: str, path: str, json, params: dict | None, data: bytes | None = None,
+             content_type: str | None = None) -> tuple[str, bytes | None, dict]:
     """(path with query, body, headers) of one request. Names from the user go into paths: quoted,
     so a space or a line break is a name the service refuses, never a header of its own."""
     if not _PLAIN.issuperset(path):
@@ -127,10 +128,10 @@ def _request(method: str, path: str, json, params: dict | None) -> tuple[str, by
 
         path += "?" + urlencode({k: str(v).lower() if isinstance(v, bool) else v for k, v in params.items()
                                  if v is not None})
-    body = jsonlib.dumps(json).encode() if json is not None else None
+    body = jsonlib.dumps(json).encode() if json is not None else data
     headers = {"Accept": "application/json"}
     if body is not None:
-        headers["Content-Type"] = "application/json"
+        headers["Content-Type"] = content_type or "application/json"
     if not remote():
         import getpass
 
@@ -138,20 +139,22 @@ def _request(method: str, path: str, json, params: dict | None) -> tuple[str, by
     return path, body, headers
 
 
-def call(method: str, path: str, *, json=None, params: dict | None = None):
-    """One JSON request: the decoded answer, or a DlboxError that says what went wrong."""
-    target, body, headers = _request(method, path, json, params)
+def call(method: str, path: str, *, json=None, params: dict | None = None, data: bytes | None = None,
+         content_type: str | None = None, raw: bool = False):
+    """One request (a JSON body, or `data` of `content_type`): the decoded answer (raw: its bytes),
+    or a DlboxError that says what went wrong."""
+    target, body, headers = _request(method, path, json, params, data, content_type)
     if remote():
         with _send_remote(method, target, body, headers) as response:
-            return _result(response.status, response.read())
+            return _result(response.status, response.read(), raw)
     sock = _service_socket()
     try:
-        status, data = _exchange(sock, method, target, body, headers)
+        status, answer = _exchange(sock, method, target, body, headers)
     except (OSError, ValueError) as exc:
         raise DlboxError(f"the dlbox service failed to answer {method} {path}: {exc}") from None
     finally:
         sock.close()
-    return _result(status, data)
+    return _result(status, answer, raw)
 
 
 def _exchange(sock: socket.socket, method: str, target: str, body: bytes | None, headers: dict) -> tuple[int, bytes]:
@@ -210,9 +213,9 @@ def _send_remote(method: str, target: str, body: bytes | None, headers: dict):
             from None
 
 
-def _result(status: int, data: bytes):
+def _result(status: int, data: bytes, raw: bool = False):
     if status < 400:
-        return jsonlib.loads(data)
+        return data if raw else jsonlib.loads(data)
     try:
         error = jsonlib.loads(data)["error"]
     except (ValueError, KeyError, TypeError):

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
-from dlbox.cli.output import emit, json_option
+from dlbox.cli.output import answers, emit, json_option, table
 
 
 @click.command()
@@ -63,39 +62,24 @@ def dockerfile(spec_file: Path | None, preset: str | None, *, update_lock: bool,
 
 @click.command(name="images")
 @click.option("--all", "show_all", is_flag=True, help="Include untagged images that a newer build replaced.")
-@json_option
-def images_cmd(show_all: bool, as_json: bool) -> None:
+@answers(table(f"{'REF':<40} {'ID':<19} {'LOCK':<12} {'SIZE':>9}  CREATED",
+               lambda r: f"{r['ref']:<40} {r['id'][:19]:<19} {(r['lock_hash'] or '')[:12]:<12} "
+                         f"{megabytes(r['size']):>9}  {r['created']}",
+               empty="no dlbox images yet; build one with `dlbox build --preset tensorflow-2.9`"))
+def images_cmd(backend, show_all: bool):
     """List the images dlbox has built, newest first."""
-    from dlbox.cli.backend import backend
-
-    rows = backend().images(show_all=show_all)
-    if as_json:
-        emit(rows)
-        return
-    if not rows:
-        click.echo("no dlbox images yet; build one with `dlbox build --preset tensorflow-2.9`")
-        return
-    click.echo(f"{'REF':<40} {'ID':<19} {'LOCK':<12} {'SIZE':>9}  CREATED")
-    for r in rows:
-        size = f"{(r['size'] or 0) / 1e6:.0f} MB"
-        click.echo(f"{r['ref']:<40} {r['id'][:19]:<19} {(r['lock_hash'] or '')[:12]:<12} {size:>9}  {r['created']}")
+    return backend.images(show_all=show_all)
 
 
-@click.command()
-@click.argument("image")
-@json_option
-def inspect(image: str, as_json: bool) -> None:
-    """Show one image with its lock (IMAGE: a ref such as dlbox/NAME:latest, or an ID)."""
-    from dlbox.cli.backend import backend
+def megabytes(size: int | None) -> str:
+    return f"{(size or 0) / 1e6:.0f} MB"
 
-    data = backend().inspect(image)
-    if as_json:
-        emit(data)
-        return
+
+def image_text(data: dict, **_params) -> None:
     lock = data["lock"]
     for key in ("ref", "id", "lock_hash", "spec_hash", "git_commit", "created"):
         click.echo(f"{key:<11} {data[key]}")
-    click.echo(f"{'size':<11} {(data['size'] or 0) / 1e6:.0f} MB")
+    click.echo(f"{'size':<11} {megabytes(data['size'])}")
     click.echo(f"{'base':<11} {lock['base']['ref']} (rootfs sha256 {lock['base']['rootfs_sha256']})")
     click.echo(f"{'python':<11} {lock['python']['version']}, {len(lock['python']['packages'])} packages")
     click.echo(f"{'os':<11} {len(lock['os']['packages'])} packages")
@@ -113,34 +97,49 @@ def inspect(image: str, as_json: bool) -> None:
 
 @click.command()
 @click.argument("image")
-@json_option
-def verify(image: str, as_json: bool) -> None:
-    """Compare the packages actually in IMAGE with its lock; exit 1 on drift."""
-    from dlbox.cli.backend import backend
+@answers(image_text)
+def inspect(backend, image: str):
+    """Show one image with its lock (IMAGE: a ref such as dlbox/NAME:latest, or an ID)."""
+    return backend.inspect(image)
 
-    result = backend().verify(image)
-    if as_json:
-        emit(result)
-    elif result["ok"]:
+
+def drift_text(result: dict, image: str | None, workspace: str | None) -> None:
+    if workspace is not None:
+        return workspace_drift_text(result)
+    if result["ok"]:
         click.echo(f"{image}: matches its lock {result['lock_hash'][:12]}")
-    else:
-        click.echo(f"{image}: {len(result['drift'])} packages differ from its lock {result['lock_hash'][:12]}")
-        for d in result["drift"]:
-            click.echo(f"  {d['kind']:<6} {d['name']}: locked {d['locked'] or '-'}, found {d['found'] or '-'}")
-    if not result["ok"]:
-        sys.exit(1)
+        return
+    click.echo(f"{image}: {len(result['drift'])} packages differ from its lock {result['lock_hash'][:12]}")
+    for d in result["drift"]:
+        click.echo(f"  {d['kind']:<6} {d['name']}: locked {d['locked'] or '-'}, found {d['found'] or '-'}")
+
+
+def workspace_drift_text(result: dict) -> None:
+    name, packages = result["workspace"], result["packages"]
+    if result["ok"]:
+        click.echo(f"{name}: no packages installed beyond its image {result['image']}")
+        return
+    click.echo(f"{name}: {len(packages)} packages installed beyond its image {result['image']} (in {result['dir']})")
+    for p in packages:
+        click.echo(f"  {p['name']}=={p['version']}" + (f" (image has {p['locked']})" if p["locked"] else ""))
+
+
+@click.command()
+@click.argument("image", required=False)
+@click.option("--workspace", "workspace", metavar="NAME", help="Check a running workspace instead: the packages "
+              "its user installed (into HOME) beyond its image's lock.")
+@answers(drift_text, ok=lambda result: result["ok"])
+def verify(backend, image: str | None, workspace: str | None):
+    """Compare the packages actually in IMAGE with its lock; exit 1 on drift."""
+    if (image is None) == (workspace is None):
+        raise click.UsageError("give IMAGE or --workspace NAME (one of them)")
+    return backend.verify_workspace(workspace) if workspace is not None else backend.verify(image)
 
 
 @click.command()
 @click.argument("image")
 @click.option("--force", is_flag=True, help="Remove even if a container uses it.")
-@json_option
-def rmi(image: str, force: bool, as_json: bool) -> None:
+@answers(lambda result, image, force: f"removed {image}")
+def rmi(backend, image: str, force: bool):
     """Remove a dlbox image (one tag; the layers go when no tag is left)."""
-    from dlbox.cli.backend import backend
-
-    result = backend().rmi(image, force=force)
-    if as_json:
-        emit(result)
-    else:
-        click.echo(f"removed {image}")
+    return backend.rmi(image, force=force)

@@ -22,19 +22,26 @@ from dlbox.errors import UsageError
 @click.option("--gpus", metavar="all|N|ID,ID", help="GPUs the job needs.")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
               help="A parameter, recorded with the run and given as $DLBOX_PARAM_KEY (repeatable).")
+@click.option("--code", metavar="DIR", help="Snapshot this directory's files instead of the project's.")
+@click.option("--no-code", "no_code", is_flag=True, help="Give the job no code snapshot.")
 @json_option
-def run(args, preset, image, workspace, name, mounts, memory, cpus, gpus, params, as_json) -> None:
+def run(args, preset, image, workspace, name, mounts, memory, cpus, gpus, params, code, no_code, as_json) -> None:
     """Submit CMD as a detached job and return at once with its id.
 
     The job runs in its own container and keeps running when this command, the terminal or
-    dlbox's service ends. Its record keeps the exact image ID, lock, git commit and metrics
-    written to $DLBOX_RUN_DIR/metrics.jsonl.
+    dlbox's service ends. Its record keeps the exact image ID, lock, git commit, code snapshot
+    and metrics written to $DLBOX_RUN_DIR/metrics.jsonl.
+
+    The project's files (the spec's directory, else this one; what git tracks plus untracked
+    files it does not ignore, or outside git all but .dlboxignore's patterns) go with the job as
+    a content-addressed snapshot, read-only at its working directory (/workspace/code, or the
+    spec's code.dest). Over DLBOX_CODE_LIMIT (200m) or DLBOX_CODE_FILES (20000) it is refused.
 
     SPEC is a .yaml/.yml (or existing) file followed by options only, then `--`. Otherwise CMD
     starts at the first word that is not an option; the options and `--` after it are CMD's own.
 
     \b
-    dlbox run --preset tensorflow-2.9 --mount examples/digits:/code:ro -- python /code/train.py
+    cd examples/digits && dlbox run --preset tensorflow-2.9 -- python train.py
     """
     # dlbox.launch hands every well-formed `dlbox run` to dlbox.submit before click loads, and
     # comes here only for --help and for what click refuses; click also drops the `--` that

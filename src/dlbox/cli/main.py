@@ -10,7 +10,7 @@ from __future__ import annotations
 import click
 
 from dlbox import __version__
-from dlbox.cli import images, jobs, runs, server, specs, supply, users, workspaces
+from dlbox.cli import images, jobs, models, runs, server, specs, supply, users, workspaces
 from dlbox.cli.output import report
 
 __all__ = ["cli", "main", "report"]
@@ -30,6 +30,7 @@ def cli() -> None:
       dlbox build                            build it (bootstraps a base the first time)
       dlbox images                           what has been built
       dlbox verify dlbox/tensorflow-2.9      does the image still match its lock?
+      dlbox verify --workspace NAME          what its user pip-installed beyond the image
 
     The engine is the Docker Engine at DOCKER_HOST (default unix:///var/run/docker.sock).
     """
@@ -43,7 +44,7 @@ for command in (
     workspaces.logs, workspaces.exec_cmd, workspaces.ssh, workspaces.ssh_config, workspaces.open_cmd,
     workspaces.token,
     jobs.run, jobs.jobs_cmd, jobs.wait, jobs.cancel,
-    runs.runs, runs.reproduce,
+    runs.runs, runs.reproduce, runs.gc, models.models,
     server.server, users.users, users.tokens, server.service,
 ):
     cli.add_command(command)

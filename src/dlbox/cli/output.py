@@ -1,10 +1,14 @@
-"""How the CLI prints: --json documents, the tables' shared bits, workspaces and jobs, and how a
-command ends on an error (report())."""
+"""How the CLI prints: --json documents, the body of a command that prints one backend answer
+(answers(), table()), the tables' shared bits, workspaces and jobs, and how a command ends on an
+error (report())."""
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -29,6 +33,47 @@ def limit_option(default: int = 100, most: int = 1000):
 def more_hint(rows: list, limit: int) -> None:
     if len(rows) >= limit:
         click.echo(f"(the first {limit} shown; --limit for more)", err=True)
+
+
+def answers(text: Callable[..., str | None] | None = None, *, ok: Callable[[Any], bool] | None = None):
+    """The last decorator of a command whose body asks the backend (its first argument) and returns
+    the answer. Adds --json: with it the answer is printed as JSON, else `text(answer, **params)`
+    prints it (a string it returns is echoed). With `ok`, the command exits 1 when ok(answer) is
+    false, with --json or without."""
+
+    def wrap(body):
+        @functools.wraps(body)
+        def command(as_json: bool, **params):
+            from dlbox.cli.backend import backend  # loaded when a command runs, not when --help does
+
+            answer = body(backend(), **params)
+            if as_json:
+                emit(answer)
+            elif text is not None and (said := text(answer, **params)) is not None:
+                click.echo(said)
+            if ok is not None and not ok(answer):
+                sys.exit(1)
+
+        return json_option(command)
+
+    return wrap
+
+
+def table(header: str, line: Callable[[dict], str], *, empty: str | None = None) -> Callable[..., None]:
+    """A text printer for `answers` of a list: the header and one line a row (`empty` alone when there
+    are none), after the hint on stderr when the command's --limit was reached."""
+
+    def show(rows: list, limit: int | None = None, **_params) -> None:
+        if limit is not None:
+            more_hint(rows, limit)
+        if not rows and empty is not None:
+            click.echo(empty)
+            return
+        click.echo(header)
+        for row in rows:
+            click.echo(line(row))
+
+    return show
 
 
 def print_workspace(ws: dict, *, secrets_shown: bool) -> None:

@@ -47,6 +47,14 @@ def runs_show(run_id: str, as_json: bool) -> None:
     for key in ("id", "state", "reason", "exit_code", "image", "image_id", "lock_hash", "spec_hash", "git_commit",
                 "git_dirty", "submitted_at", "started_at", "ended_at", "peak_memory"):
         click.echo(f"{key:<13} {record[key]}")
+    code = record.get("code")
+    if code:
+        from dlbox.snapshots import human
+
+        click.echo(f"{'code':<13} {code['hash']} ({code['files']} files, {human(code['bytes'] or 0)}, "
+                   f"read-only at {code['dest']})")
+    else:
+        click.echo(f"{'code':<13} - (no snapshot)")
     click.echo(f"{'command':<13} {' '.join(record['command'])}")
     click.echo(f"{'params':<13} {record['params']}")
     click.echo(f"{'metrics':<13} {record['metrics']}")
@@ -60,19 +68,27 @@ def runs_show(run_id: str, as_json: bool) -> None:
 @runs.command(name="diff")
 @click.argument("a")
 @click.argument("b")
+@click.option("--code", "show_code", is_flag=True, help="Also a unified diff of each text file that differs.")
 @json_option
-def runs_diff(a: str, b: str, as_json: bool) -> None:
-    """What differs between runs A and B: image, lock packages, params, code, metrics."""
+def runs_diff(a: str, b: str, show_code: bool, as_json: bool) -> None:
+    """What differs between runs A and B: image, lock packages, params, code (and the files of their
+    code snapshots), metrics."""
     from dlbox.cli.backend import backend
     from dlbox.runs import diff as rundiff
 
-    where = backend()
-    result = rundiff.diff(where.run(a), where.run(b))
+    result = rundiff.runs_diff(backend(), a, b, code=show_code)
     if as_json:
         emit(result)
         return
     for section, changes in result.items():
-        if section in ("a", "b"):
+        if section in ("a", "b", "unified"):
+            continue
+        if section == "files":
+            click.echo("files: same" if not changes else "files:")
+            for change in changes:
+                click.echo(f"  {change['change']}: {change['path']}")
+            for text in result.get("unified") or []:
+                click.echo(text, nl=not text.endswith("\n"))
             continue
         if not changes:
             click.echo(f"{section}: same")
@@ -112,12 +128,45 @@ def reproduce(run_id: str, as_json: bool) -> None:
     from dlbox.progress import Progress
     from dlbox.runs import reproduce as reproduction
 
-    where = backend()
-    record = where.run(run_id)
     with Progress() as progress:
-        body = reproduction.request_for(record, progress)
-    job = where.submit(body)
+        record, job = reproduction.reproduce(backend(), run_id, progress)
     if as_json:
         emit(job)
+        return
+    code = job.get("code")
+    where = (f"with the recorded code snapshot {code['hash'][:12]} (not the folder's current state)" if code
+             else "with no code snapshot (the run had none)")
+    click.echo(f"job {job['id']} {job['state']}: reproduces run {record['id']} on {job['image_id'][:19]} {where}")
+
+
+@runs.command(name="export-code")
+@click.argument("run_id")
+@click.argument("directory", type=click.Path(file_okay=False))
+@json_option
+def runs_export_code(run_id: str, directory: str, as_json: bool) -> None:
+    """Write the code snapshot run RUN_ID ran into DIRECTORY (new or empty)."""
+    from pathlib import Path
+
+    from dlbox.cli.backend import backend
+
+    result = backend().export_code(run_id, Path(directory))
+    if as_json:
+        emit(result)
     else:
-        click.echo(f"job {job['id']} {job['state']}: reproduces run {record['id']} on {job['image_id'][:19]}")
+        click.echo(f"wrote code snapshot {result['hash'][:12]} of run {run_id} ({result['files']} files) to {directory}")
+
+
+@click.command()
+@json_option
+def gc(as_json: bool) -> None:
+    """Remove code snapshots no run refers to (kept an hour at least); print what was freed."""
+    from dlbox.cli.backend import backend
+    from dlbox.snapshots import human
+
+    result = backend().gc()
+    if as_json:
+        emit(result)
+        return
+    for snapshot_hash in result["removed"]:
+        click.echo(f"removed code snapshot {snapshot_hash[:12]}")
+    click.echo(f"freed {human(result['freed_bytes'])} ({len(result['removed'])} snapshots)")

@@ -29,15 +29,16 @@ from dlbox.errors import UsageError
 
 USAGE = "usage: dlbox run [SPEC] [OPTIONS] -- CMD [ARGS]..."
 OPTIONS = {"--preset": "preset", "--image": "image", "--workspace": "workspace", "--name": "name",
-           "--mount": "mounts", "--memory": "memory", "--cpus": "cpus", "--gpus": "gpus", "--param": "params"}
+           "--mount": "mounts", "--memory": "memory", "--cpus": "cpus", "--gpus": "gpus", "--param": "params",
+           "--code": "code"}
 REPEATABLE = {"mounts", "params"}
-FLAGS = {"--json": "as_json"}
+FLAGS = {"--json": "as_json", "--no-code": "no_code"}
 
 
 def parse(argv: list[str]) -> dict | None:
     """The keywords of `submit` for the words after `run`, or None: leave them to click."""
     found: dict = {name: [] if name in REPEATABLE else None for name in OPTIONS.values()}
-    found.update(as_json=False, spec=[], command=[])
+    found.update(as_json=False, no_code=False, spec=[], command=[])
     separated = "--" in argv  # SPEC: a spec file followed by options only, then `--`; else CMD starts there
     at = 0
     while at < len(argv):
@@ -107,7 +108,8 @@ def parse_params(pairs: list[str]) -> dict[str, str]:
 
 
 def resolve_image(where, spec_file, preset, image, workspace):
-    """(image ref, project dir, the spec's job defaults or None) from the one of them given."""
+    """(image ref, project dir, the spec's job defaults or None, the spec's code.dest or None) from the
+    one of them given."""
     given = [x for x in (spec_file, preset, image, workspace) if x]
     if len(given) > 1:
         raise UsageError("give one of SPEC, --preset, --image or --workspace")
@@ -115,12 +117,16 @@ def resolve_image(where, spec_file, preset, image, workspace):
 
 
 def submit(*, spec: list[str], command: list[str], preset=None, image=None, workspace=None, name=None,
-           mounts=(), memory=None, cpus=None, gpus=None, params=(), as_json=False) -> None:
-    """Queue COMMAND as a job and print it (JSON with as_json)."""
+           mounts=(), memory=None, cpus=None, gpus=None, params=(), code=None, no_code=False, as_json=False) -> None:
+    """Queue COMMAND as a job and print it (JSON with as_json): the project's code goes with it as
+    a snapshot, read-only at the job's working directory, unless no_code."""
     if len(spec) > 1 or not command:
         raise UsageError(USAGE)
+    if code and no_code:
+        raise UsageError("give --code DIR or --no-code, not both")
     where = backend()
-    ref, project_dir, defaults = resolve_image(where, Path(spec[0]) if spec else None, preset, image, workspace)
+    ref, project_dir, defaults, code_dest = resolve_image(where, Path(spec[0]) if spec else None, preset, image,
+                                                          workspace)
     if defaults is not None:  # the spec's job defaults, where no flag says otherwise
         from dlbox.sizes import format_size
 
@@ -131,13 +137,28 @@ def submit(*, spec: list[str], command: list[str], preset=None, image=None, work
                         if res.gpus is not None else None)
         targets = {m.split(":")[1] for m in mounts if ":" in m}
         mounts = list(mounts) + [m for m in defaults.mounts if m.split(":")[1] not in targets]
-    git = gitinfo.describe(project_dir)
+    code_dir = None if no_code else (Path(code) if code else project_dir)
+    sent = None
+    if code_dir is not None:  # refused here (size, links) before anything is queued
+        from dlbox import snapshots
+
+        snap = snapshots.take(code_dir)
+        sent = where.put_code(snap)
+        if snap.skipped:
+            sys.stderr.write(f"code: skipped special files: {', '.join(snap.skipped[:10])}"
+                             f"{' ...' if len(snap.skipped) > 10 else ''}\n")
+    git = gitinfo.describe(code_dir or project_dir)
     body = {"image": ref, "command": list(command), "name": name, "params": parse_params(params),
             "mounts": list(mounts), "workspace": workspace, "memory": memory, "cpus": cpus, "gpus": gpus,
             "project_dir": str(project_dir), "git_commit": git["commit"], "git_dirty": git["dirty"],
-            "git_diff": git["diff"] or None}
+            "git_diff": git["diff"] or None,
+            "code_hash": sent["hash"] if sent else None, "code_dest": code_dest if sent else None}
     job = where.submit(body)
     if as_json:
         sys.stdout.write(json.dumps(job, indent=2) + "\n")
     else:
+        if sent:
+            from dlbox.snapshots import human
+
+            sys.stdout.write(f"code {sent['hash'][:12]}: {sent['files']} files, {human(sent['bytes'])} at {job['code']['dest']} ({'sent' if sent['sent'] else 'already stored'})\n")
         sys.stdout.write(f"job {job['id']} {job['state']}; follow it with `dlbox logs -f {job['id']}`\n")

@@ -2,41 +2,34 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
-from dlbox.cli.output import emit, json_option
+from dlbox.cli.output import answers
 
 LEVELS = ["low", "medium", "high", "critical"]
 
 
 @click.command()
 @click.argument("image", required=False)
-@click.option("--fail-on", type=click.Choice(LEVELS), help="Exit 1 when a Python advisory is at or above this severity (Debian's index rates no OS update).")
+@click.option("--fail-on", type=click.Choice(LEVELS),
+              help="Exit 1 when a Python advisory is at or above this severity (Debian's index rates no OS update).")
 @click.option("--advisories", metavar="SOURCE",
               help="OSV records: a folder or zip (OSV's PyPI/all.zip) for air-gapped use, or an OSV API URL "
                    "(default: $DLBOX_ADVISORIES, else https://api.osv.dev/v1).")
 @click.option("--sbom", "sbom_file", metavar="FILE", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Scan a CycloneDX SBOM (JSON or XML) instead of an image.")
-@json_option
-def scan(image: str | None, fail_on: str | None, advisories: str | None, sbom_file: Path | None, as_json: bool) -> None:
+@answers(lambda result, **_: print_scan(result), ok=lambda result: not result["gate"]["failed"])
+def scan(backend, image: str | None, fail_on: str | None, advisories: str | None, sbom_file: Path | None):
     """Match IMAGE's lock against advisories: Python packages against OSV records, Debian packages
     against the security suite of the image's release on the mirror. The result is kept with the
     image (`dlbox inspect` shows it)."""
-    from dlbox.cli.backend import backend
     from dlbox.errors import UsageError
 
     if (image is None) == (sbom_file is None):
         raise UsageError("give either an IMAGE or --sbom FILE")
-    result = backend().scan(image, sbom=sbom_file, advisories=advisories, fail_on=fail_on)
-    if as_json:
-        emit(result)
-    else:
-        print_scan(result)
-    if result["gate"]["failed"]:
-        sys.exit(1)
+    return backend.scan(image, sbom=sbom_file, advisories=advisories, fail_on=fail_on)
 
 
 def print_scan(r: dict) -> None:

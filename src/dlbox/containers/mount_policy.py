@@ -37,7 +37,7 @@ class Mount:
 
 
 # Where dlbox puts its own files in a container (tokens, keys, the job's run directory).
-RESERVED_TARGETS = ("/etc/dlbox", "/opt/dlbox", "/dlbox", "/tmp/dlbox")
+RESERVED_TARGETS = ("/etc/dlbox", "/etc/dlbox-ws", "/opt/dlbox", "/dlbox", "/tmp/dlbox")
 
 
 def _sensitive() -> list[Path]:

@@ -51,6 +51,7 @@ class ContainerSpec:
     labels: dict[str, str]
     mounts: list[Mount] = field(default_factory=list)
     volumes: dict[str, str] = field(default_factory=dict)  # volume name -> target
+    own_volumes: tuple[str, ...] = ()  # targets of anonymous volumes, removed with the container
     limits: Limits = Limits()
     gpu_ids: list[str] | None = None  # None: no GPU; ["all"] for every GPU
     ports: dict[int, tuple[str, int]] = field(default_factory=dict)  # container port -> (host ip, host port)

@@ -4,15 +4,38 @@ Pure text. Everything runs as the workspace user: sshd on 2222 (a non-root sshd 
 log in its own user, so root logins are impossible by construction), Jupyter on 8888 with a
 token read from a file (never from the environment or the command line, which `docker
 inspect` and `ps` show).
+
+The root filesystem is read-only (CIS 5.13). These files live in a volume of the container's own
+at DIR (root's, so the user cannot change them; the archive API writes only into volumes there),
+not at /etc/dlbox, where the image keeps its CA bundle. The user's HOME is a volume of its own:
+`pip install` goes there (PIP_PREFIX), and sitecustomize.py puts it on sys.path after the venv.
 """
 
 from __future__ import annotations
 
 JUPYTER_PORT = 8888
 SSH_PORT = 2222
-DIR = "/etc/dlbox"
+DIR = "/etc/dlbox-ws"
 TOKEN_FILE = f"{DIR}/jupyter_token"
 PID_DIR = "/tmp/dlbox"
+PYTHON_DIR = f"{DIR}/python"  # on PYTHONPATH: only sitecustomize.py
+
+# The venv turns the user site off (and is read-only now), so the user's installs are added here,
+# after the venv's own packages: an image package is never shadowed by a user's copy.
+SITECUSTOMIZE = """\
+# written by dlbox: packages the user installed into their HOME (PIP_PREFIX=$PYTHONUSERBASE)
+import site
+site.addsitedir(site.getusersitepackages())
+"""
+
+
+def state_env(home: str, image_env: dict[str, str]) -> dict[str, str]:
+    """The environment that sends the user's own state to HOME, given the image's environment."""
+    local = f"{home}/.local"
+    path = image_env.get("PATH") or "/usr/local/bin:/usr/bin:/bin"
+    python_path = ":".join(filter(None, [PYTHON_DIR, image_env.get("PYTHONPATH")]))
+    return {"HOME": home, "PYTHONUSERBASE": local, "PIP_PREFIX": local, "PYTHONPATH": python_path,
+            "PATH": f"{path}:{local}/bin", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
 
 START = f"""\
 #!/bin/bash
@@ -118,7 +141,8 @@ def sshd_config(user: str, env: dict[str, str]) -> str:
 def files(*, user: str, uid: int, token: str | None, host_key: bytes | None,
           authorized_keys: str | None, env: dict[str, str] | None = None) -> list[tuple[str, bytes, int, int]]:
     """(path, content, mode, owner uid) for each file the container needs."""
-    out = [(f"{DIR}/start.sh", START.encode(), 0o755, 0), (f"{DIR}/health.sh", HEALTH.encode(), 0o755, 0)]
+    out = [(f"{DIR}/start.sh", START.encode(), 0o755, 0), (f"{DIR}/health.sh", HEALTH.encode(), 0o755, 0),
+           (f"{PYTHON_DIR}/sitecustomize.py", SITECUSTOMIZE.encode(), 0o644, 0)]
     if token is not None:
         out += [(f"{DIR}/jupyter_config.py", JUPYTER_CONFIG.encode(), 0o644, 0),
                 (TOKEN_FILE, token.encode(), 0o400, uid)]

@@ -50,7 +50,10 @@ def unreachable() -> EngineError:
 
 def _explanation(exc: Exception) -> str:
     """The engine's own words, on one line and cut short; never the request (its body may hold secrets)."""
-    explanation = getattr(exc, "explanation", None) or str(exc)
+    return _short(getattr(exc, "explanation", None) or str(exc))
+
+
+def _short(explanation: str | bytes) -> str:
     if isinstance(explanation, bytes):
         explanation = explanation.decode(errors="replace")
     text = " ".join(str(explanation).split())
@@ -60,8 +63,11 @@ def _explanation(exc: Exception) -> str:
 def _api_error(exc: Exception, what: str) -> DlboxError:
     """A DlboxError for an engine APIError: its status decides the code (4xx a refusal of what was asked,
     5xx the engine failing)."""
-    message = f"{what}: {_explanation(exc)}"
-    status = getattr(exc, "status_code", None)
+    return _refusal(getattr(exc, "status_code", None), f"{what}: {_explanation(exc)}")
+
+
+def _refusal(status: int | None, message: str) -> DlboxError:
+    """The dlbox error for an engine answer of HTTP `status`, whichever client got it (the SDK or httpx)."""
     if status == 404:
         return NotFound(message)
     if status == 400:
@@ -72,15 +78,24 @@ def _api_error(exc: Exception, what: str) -> DlboxError:
 
 
 def translate(exc: BaseException, what: str) -> BaseException:
-    """The dlbox error for an exception of the Docker SDK (or of requests under it); others unchanged."""
+    """The dlbox error for an exception of the Docker SDK (or of requests under it), or of httpx (the
+    async log streams); others unchanged."""
+    import http.client
+
+    import httpx
     import requests
-    from docker.errors import APIError, DockerException
+    import urllib3
+    from docker.errors import APIError, DockerException, StreamParseError
 
     if isinstance(exc, APIError):  # NotFound, ImageNotFound and the rest are APIErrors with a status
         return _api_error(exc, what)
-    if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError)):
-        return unreachable()
-    if isinstance(exc, (DockerException, requests.exceptions.RequestException)):
+    gone = (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError, httpx.ConnectError,
+            httpx.TimeoutException)
+    if isinstance(exc, gone) or (isinstance(exc, DockerException) and isinstance(exc.__cause__, gone)):
+        return unreachable()  # the second: from_env(version="auto") asking for the version of no engine
+    if isinstance(exc, (DockerException, requests.exceptions.RequestException, httpx.HTTPError,
+                        urllib3.exceptions.HTTPError, http.client.HTTPException,  # these: a stream cut short
+                        StreamParseError)):
         return EngineError(f"{what}: {_explanation(exc)}")
     return exc
 
@@ -104,6 +119,13 @@ def labels(extra: dict[str, str] | None = None) -> dict[str, str]:
     return {"dlbox.managed": "true", **(extra or {}), **config.extra_labels()}
 
 
+def _one(answer, key: str = "Id") -> dict | None:
+    """An inspect call's answer, or None when it is not one thing: the SDK puts a name into the path
+    as it is, so "/" asks /images///json, which the engine reads as /images/json and answers with
+    the list of all images (likewise containers and networks)."""
+    return answer if isinstance(answer, dict) and answer.get(key) else None
+
+
 # --- images -------------------------------------------------------------------------------
 
 
@@ -114,11 +136,14 @@ def image_attrs(ref: str) -> dict:
     if not ref.strip() or ref != ref.strip():  # the SDK would turn "" into a different request
         raise NotFound(f"no image {ref!r} in the engine (see `dlbox images`)")
     try:
-        return client().api.inspect_image(ref)
+        attrs = _one(client().api.inspect_image(ref))
     except ImageNotFound:
-        raise NotFound(f"no image {ref!r} in the engine (see `dlbox images`)") from None
+        attrs = None
     except APIError as exc:
         raise _api_error(exc, f"cannot inspect image {ref!r}") from None
+    if attrs is None:
+        raise NotFound(f"no image {ref!r} in the engine (see `dlbox images`)")
+    return attrs
 
 
 def image_exists(ref: str) -> bool:
@@ -354,6 +379,51 @@ def run_once(image: str, command: list[str], *, entrypoint: list[str] | None = N
         api.remove_container(container, force=True)
 
 
+@translated("cannot run a helper container")
+def run_reader(image: str, command: list[str], *, entrypoint: list[str], source: str, target: str,
+               max_output: int = 1024 * 1024, timeout: float = 120) -> tuple[int, bytes, str]:
+    """Run a short command that reads the host folder `source`, mounted read-only at `target`, in a
+    throwaway hardened helper of `image` (no network, read-only root, no capabilities, the image's
+    non-root user). Returns (exit code, stdout, last stderr line): stdout capped at `max_output`
+    bytes (past it the helper is killed and the exit code is None), the run killed after `timeout` s."""
+    import requests
+    from docker.errors import APIError, ImageNotFound
+
+    from dlbox.containers import policy as containers
+
+    user = _probe_user(image)
+    if not containers.non_root(user):
+        raise DlboxError(f"refusing to run a helper of {image} as {user!r}: helpers run as a non-root uid:gid")
+    api = client().api
+    host_config = helper_host_config()
+    host_config["Binds"] = [f"{source}:{target}:ro"]
+    try:
+        container = api.create_container(
+            image, command=command, entrypoint=entrypoint, user=user, network_disabled=True,
+            labels=labels({"dlbox.kind": "probe"}), host_config=host_config)
+    except ImageNotFound:
+        raise NotFound(f"no image {image!r} in the engine") from None
+    except APIError as exc:
+        raise _api_error(exc, f"cannot run a container of {image!r}") from None
+    try:
+        api.start(container)
+        try:
+            code = api.wait(container, timeout=timeout)["StatusCode"]
+        except (requests.exceptions.Timeout, requests.exceptions.ConnectionError):  # the read timed out: too long
+            api.kill(container)
+            raise DlboxError(f"the helper reading {source} ran longer than {timeout:g}s") from None
+        out = bytearray()
+        for chunk in api.logs(container, stdout=True, stderr=False, stream=True):
+            out += chunk
+            if len(out) > max_output:
+                return None, bytes(out[:max_output]), "its output was too long"
+        err = api.logs(container, stdout=False, stderr=True, tail=5).decode(errors="replace")
+        last = (err.strip().splitlines() or [""])[-1]
+        return code, bytes(out), " ".join(last.split())[:MESSAGE_CHARS]
+    finally:
+        api.remove_container(container, force=True)
+
+
 def read_packages(image: str, python: str = "/opt/venv/bin/python") -> dict:
     """What is actually installed in an image: Python distributions and dpkg packages."""
     code, out, err = run_once(image, ["-c", _READ_PACKAGES], entrypoint=[python])
@@ -436,7 +506,7 @@ def create_container(spec, *, entrypoint: list[str] | None = None) -> str:
     Every container gets the same floor: no capabilities, no-new-privileges, a pids limit and a
     memory limit (a default when the spec has none), whatever the spec says."""
     from docker.errors import APIError, ImageNotFound
-    from docker.types import DeviceRequest
+    from docker.types import DeviceRequest, Mount
 
     from dlbox.containers import policy as containers
     from dlbox.engine import gpus
@@ -450,6 +520,9 @@ def create_container(spec, *, entrypoint: list[str] | None = None) -> str:
     # a list, not a dict keyed by source: one host folder may be mounted twice (say ro and rw)
     binds = [f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}" for m in spec.mounts]
     binds += [f"{vol}:{target}:rw" for vol, target in spec.volumes.items()]
+    # volumes that live and go with the container, made empty and root's (a workspace's service files)
+    own = [Mount(target, None, type="volume", labels=labels({"dlbox.kind": spec.labels.get("dlbox.kind", "")}))
+           for target in spec.own_volumes]
     devices = None
     if spec.gpu_ids:
         wanted = gpus.device_request(spec.gpu_ids)
@@ -457,6 +530,7 @@ def create_container(spec, *, entrypoint: list[str] | None = None) -> str:
                                  capabilities=wanted["Capabilities"], options=wanted["Options"])]
     host_config = api.create_host_config(
         binds=binds,
+        mounts=own or None,
         port_bindings={f"{port}/tcp": [(ip, host_port)] for port, (ip, host_port) in spec.ports.items()},
         mem_limit=memory,
         memswap_limit=memory,  # no swap beyond the limit: past it, the kernel OOM-kills
@@ -537,14 +611,20 @@ def list_networks(label_filters: list[str]) -> list[dict]:
     return client().api.networks(filters={"label": label_filters})
 
 
-@translated("cannot inspect the network")
-def network_attrs(name: str) -> dict | None:
+def _inspected(inspect: Callable[[str], dict], name: str, key: str = "Id") -> dict | None:
+    """What an SDK inspect call answers for `name`, or None when the engine has no such thing (`key`:
+    the field every answer of this kind has)."""
     from docker.errors import NotFound as DockerNotFound
 
     try:
-        return client().api.inspect_network(name)
+        return _one(inspect(name), key)
     except DockerNotFound:
         return None
+
+
+@translated("cannot inspect the network")
+def network_attrs(name: str) -> dict | None:
+    return _inspected(client().api.inspect_network, name)
 
 
 @translated("cannot remove the network")
@@ -561,29 +641,35 @@ def remove_network(name: str) -> None:
 
 
 @translated("cannot copy files into the container")
-def put_files(container: str, files: list[tuple[str, bytes, int, int]]) -> None:
-    """Copy (absolute path, content, mode, uid) files into a created container."""
+def put_files(container: str, files: list[tuple[str, bytes, int, int]], *, into: str = "/") -> None:
+    """Copy (absolute path, content, mode, uid) files, all below `into`, into a created container.
+
+    With a read-only root the engine writes only into a volume: `into` is then that volume's target."""
     import io
     import tarfile
+    from pathlib import PurePosixPath
 
+    root = PurePosixPath(into)
     buf = io.BytesIO()
-    dirs = sorted({str(p) for path, *_ in files for p in _parents(path)})
+    dirs = sorted({str(p) for path, *_ in files for p in _parents(path, root)})
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for d in dirs:
-            info = tarfile.TarInfo(d.lstrip("/"))
+            info = tarfile.TarInfo(d)
             info.type, info.mode = tarfile.DIRTYPE, 0o755
             tar.addfile(info)
         for path, data, mode, uid in files:
-            info = tarfile.TarInfo(path.lstrip("/"))
+            info = tarfile.TarInfo(str(PurePosixPath(path).relative_to(root)))  # ValueError: not below `into`
             info.size, info.mode, info.uid, info.gid = len(data), mode, uid, uid
             tar.addfile(info, io.BytesIO(data))
-    client().api.put_archive(container, "/", buf.getvalue())
+    client().api.put_archive(container, into, buf.getvalue())
 
 
-def _parents(path: str) -> list[str]:
+def _parents(path: str, root) -> list[str]:
+    """The folders between `root` and the file, relative to `root` (system folders of / left as they are)."""
     from pathlib import PurePosixPath
 
-    return [str(p) for p in PurePosixPath(path).parents if str(p) not in ("/", "/etc", "/tmp", "/opt")]
+    return [str(p.relative_to(root)) for p in PurePosixPath(path).parents
+            if p != root and p.is_relative_to(root) and str(p) not in ("/etc", "/tmp", "/opt")]
 
 
 @translated("cannot start the container")
@@ -623,19 +709,15 @@ def remove_container(container: str) -> None:
     from docker.errors import NotFound as DockerNotFound
 
     try:
-        client().api.remove_container(container, force=True, v=False)
+        # v: the container's anonymous volumes (a workspace's service files) go with it; named ones never do
+        client().api.remove_container(container, force=True, v=True)
     except DockerNotFound:
         pass
 
 
 @translated("cannot inspect the container")
 def container_attrs(name: str) -> dict | None:
-    from docker.errors import NotFound as DockerNotFound
-
-    try:
-        return client().api.inspect_container(name)
-    except DockerNotFound:
-        return None
+    return _inspected(client().api.inspect_container, name)
 
 
 def finished_at(attrs: dict) -> float | None:
@@ -678,37 +760,22 @@ def container_summaries(label_filters: list[str]) -> list[dict]:
 @translated("cannot create the volume")
 def ensure_volume(name: str, volume_labels: dict[str, str]) -> bool:
     """Create the named volume if missing; True if this call created it."""
-    from docker.errors import NotFound as DockerNotFound
-
     api = client().api
-    try:
-        api.inspect_volume(name)
+    if _inspected(api.inspect_volume, name, "Name") is not None:
         return False
-    except DockerNotFound:
-        api.create_volume(name, labels=labels(volume_labels))
-        return True
+    api.create_volume(name, labels=labels(volume_labels))
+    return True
 
 
 @translated("cannot inspect the volume")
 def volume_labels(name: str) -> dict[str, str]:
     """A volume's labels ({} when it does not exist)."""
-    from docker.errors import NotFound as DockerNotFound
-
-    try:
-        return client().api.inspect_volume(name).get("Labels") or {}
-    except DockerNotFound:
-        return {}
+    return (_inspected(client().api.inspect_volume, name, "Name") or {}).get("Labels") or {}
 
 
 @translated("cannot inspect the volume")
 def volume_exists(name: str) -> bool:
-    from docker.errors import NotFound as DockerNotFound
-
-    try:
-        client().api.inspect_volume(name)
-        return True
-    except DockerNotFound:
-        return False
+    return _inspected(client().api.inspect_volume, name, "Name") is not None
 
 
 @translated("cannot remove the volume")
@@ -779,6 +846,11 @@ def container_events(label_filters: list[str], actions: tuple[str, ...] = ("die"
     {"action": "reconnected", ...}, because events in the gap are lost and the caller should look
     at the engine again. The first connection yields {"action": "connected", ...}. Close the
     generator to stop it.
+
+    What broke the stream goes through `translate`: a disconnected event carries it as
+    "error": {"code", "message"} (engine_unavailable, engine_error). An engine refusal of the request
+    itself (a 4xx: invalid filters, say) is raised, as is an exception that is not the engine's (a
+    bug): asking again would only get the same answer.
     """
     import time
 
@@ -788,10 +860,12 @@ def container_events(label_filters: list[str], actions: tuple[str, ...] = ("die"
     seen_before = False
     while True:
         api = stream = None
+        error = None
         try:
             api = docker.from_env(version="auto", timeout=60).api  # its own connection: the stream holds it
             stream = api.events(decode=True, filters={"type": "container", "event": list(actions),
                                                       "label": list(label_filters)})
+            _raise_for_status(getattr(stream, "_response", None))  # the SDK's events() does not look at it
             yield {"action": "reconnected" if seen_before else "connected", "id": None, "labels": {}}
             seen_before = True
             delay = retry
@@ -799,8 +873,10 @@ def container_events(label_filters: list[str], actions: tuple[str, ...] = ("die"
                 actor = event.get("Actor") or {}
                 yield {"action": event.get("Action") or event.get("status"), "id": actor.get("ID") or event.get("id"),
                        "labels": actor.get("Attributes") or {}}
-        except Exception:  # noqa: BLE001 - engine down, restarting, or the connection dropped: retry
-            pass
+        except Exception as exc:  # noqa: BLE001 - engine down, restarting, or the connection dropped: retry
+            error = translate(exc, "the engine's event stream failed")
+            if error is exc or error.status < 500:
+                raise error from None
         finally:
             for closable in (stream, api):
                 try:
@@ -808,9 +884,24 @@ def container_events(label_filters: list[str], actions: tuple[str, ...] = ("die"
                         closable.close()
                 except Exception:  # noqa: BLE001 - closing a broken connection
                     pass
-        yield {"action": "disconnected", "id": None, "labels": {}}
+        gone = {"action": "disconnected", "id": None, "labels": {}}
+        if error is not None:
+            gone["error"] = {"code": error.code, "message": error.message}
+        yield gone
         time.sleep(delay)
         delay = min(delay * 2, max_retry)
+
+
+def _raise_for_status(response) -> None:
+    """The SDK's APIError for a refused answer (requests.Response), as its other calls raise it."""
+    import requests
+    from docker.errors import create_api_error_from_http_exception
+
+    try:
+        if response is not None:
+            response.raise_for_status()
+    except requests.exceptions.HTTPError as exc:
+        create_api_error_from_http_exception(exc)  # raises
 
 
 @translated("cannot read the container's memory use")
@@ -856,32 +947,43 @@ def _async_client(timeout: float | None):
 
 async def stream_logs(container: str, *, follow: bool = False):
     """Async chunks of the container's output (stdout and stderr, in order) from its start; with
-    `follow`, until the container ends. Holds no thread and never the whole log."""
+    `follow`, until the container ends. Holds no thread and never the whole log. Its errors go
+    through `translated`, as the SDK's do."""
     from urllib.parse import quote
 
-    import httpx
-
+    what = f"cannot read the logs of container {container!r}"
     path = f"/containers/{quote(container, safe='')}"
+    with translated(what):
+        try:
+            async with _async_client(timeout=None) as http:
+                found = await http.get(f"{path}/json")
+                await _answered(found, what)
+                frames = None if found.json()["Config"].get("Tty") else Frames()
+                query = {"stdout": "1", "stderr": "1", "follow": "1" if follow else "0"}
+                async with http.stream("GET", f"{path}/logs", params=query) as answer:
+                    await _answered(answer, what)
+                    async for chunk in answer.aiter_raw():
+                        data = chunk if frames is None else frames.feed(chunk)
+                        if data:
+                            yield data
+        except FileNotFoundError:  # no socket at DOCKER_HOST's path
+            raise unreachable() from None
+        except OSError as exc:
+            raise EngineError(f"{what}: {_explanation(exc)}") from None
+
+
+async def _answered(answer, what: str) -> None:
+    """Raise the dlbox error of an engine answer (httpx) that is not a success: the engine's own
+    words (its JSON `message`), the code of its status as `translate` gives it for the SDK."""
+    if answer.status_code < 400:
+        return
+    await answer.aread()
     try:
-        async with _async_client(timeout=None) as http:
-            found = await http.get(f"{path}/json")
-            if found.status_code == 404:
-                raise NotFound(f"no container {container!r}")
-            found.raise_for_status()
-            frames = None if found.json()["Config"].get("Tty") else Frames()
-            query = {"stdout": "1", "stderr": "1", "follow": "1" if follow else "0"}
-            async with http.stream("GET", f"{path}/logs", params=query) as answer:
-                if answer.status_code == 404:
-                    raise NotFound(f"no container {container!r}")
-                answer.raise_for_status()
-                async for chunk in answer.aiter_raw():
-                    data = chunk if frames is None else frames.feed(chunk)
-                    if data:
-                        yield data
-    except (httpx.ConnectError, httpx.ConnectTimeout, ConnectionRefusedError, FileNotFoundError):
-        raise unreachable() from None
-    except (httpx.HTTPError, OSError) as exc:
-        raise EngineError(f"cannot read the logs of container {container!r}: {_explanation(exc)}") from None
+        body = answer.json()
+    except ValueError:
+        body = None
+    words = body.get("message") if isinstance(body, dict) else None
+    raise _refusal(answer.status_code, f"{what}: {_short(words or answer.text or answer.reason_phrase)}")
 
 
 class Frames:

@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 from dlbox.containers import mount_policy
-from dlbox import config
+from dlbox import config, snapshots
 from dlbox.jobs import collect
 from dlbox.containers import policy as containers
 from dlbox.engine import api as engine
@@ -197,6 +197,8 @@ def prepare(job: Job) -> JobPlan:
     make_job_dir(job, planned.uid, planned.gid)
     mount_policy.recheck([mount_policy.Mount(**m) for m in job.mounts])  # a queued job may start long after
     helper_dir()  # its mounts were checked
+    if job.code_hash:
+        snapshots.tree(job.code_hash)  # removed meanwhile (gc keeps referenced ones): NotFound, the job fails
     return planned
 
 
@@ -217,7 +219,8 @@ def plan(job: Job, image: dict) -> JobPlan:
         labels={"dlbox.kind": "job", "dlbox.job": job.id, "dlbox.owner": job.user, "dlbox.home": owner_label(),
                 **({"dlbox.gpus": ",".join(job.gpu_ids)} if job.gpu_ids else {})},
         mounts=[mount_policy.Mount(**m) for m in job.mounts] + [mount_policy.Mount(str(job_dir(job.id)), RUN_DIR),
-                                                              mount_policy.Mount(str(helper_path()), LIB_DIR, True)],
+                                                              mount_policy.Mount(str(helper_path()), LIB_DIR, True)]
+               + code_mounts(job),
         volumes=dict(job.volumes or {}),
         limits=containers.Limits(memory=job.memory, cpus=job.cpus, shm_size=job.shm_size or containers.DEFAULT_SHM),
         gpu_ids=job.gpu_ids, env=env, workdir=job.workdir,
@@ -226,6 +229,14 @@ def plan(job: Job, image: dict) -> JobPlan:
         read_only=True, tmpfs=containers.scratch(user, containers.image_home(labels)),  # writes: run dir, /tmp, HOME
     )
     return JobPlan(spec=spec, env=redact({**image_env, **env}), uid=uid, gid=gid)
+
+
+def code_mounts(job: Job) -> list[mount_policy.Mount]:
+    """The job's code snapshot, read-only at its place (the store's folder is the service's: 0555/0444)."""
+    if not job.code_hash:
+        return []
+    return [mount_policy.Mount(str(snapshots.path_of(job.code_hash) / "tree"), job.code_dest or snapshots.DEFAULT_DEST,
+                               True)]
 
 
 def launch(planned: JobPlan) -> str:
@@ -323,11 +334,12 @@ def storage_quota(store: Store, user: str) -> int | None:
 
 
 def storage_left(store: Store, job: Job) -> int | None:
-    """Bytes `job.user` may still keep under their storage quota (None: no quota)."""
+    """Bytes `job.user` may still keep under their storage quota (None: no quota): artifacts and code
+    snapshots count."""
     quota = storage_quota(store, job.user)
     if quota is None:
         return None
-    return max(0, quota - store.artifact_bytes(job.user, besides=job.id))
+    return max(0, quota - store.artifact_bytes(job.user, besides=job.id) - store.snapshot_bytes(job.user))
 
 
 def _size(value: int | None) -> str:

@@ -47,6 +47,9 @@ class JobRequest(BaseModel):
     git_diff: str | None = Field(default=None, max_length=GIT_DIFF)
     workdir: PATH | None = None
     reproduces: str | None = Field(default=None, max_length=64)
+    code_hash: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$",
+                                  description="a stored code snapshot, mounted read-only at code_dest")
+    code_dest: PATH | None = None
 
     @field_validator("command")
     @classmethod
@@ -78,6 +81,9 @@ def build_job(request: JobRequest, user: str, capacity: jobs.Capacity, *, guarde
 
         volumes = {workspaces.volume_name(request.workspace): workspaces.WORKDIR}
         workdir = workdir or workspaces.WORKDIR
+    code = code_of(request, mounts)
+    if code:
+        workdir = request.workdir or code["dest"]
     cpus = request.cpus if request.cpus is not None else 1.0
     if cpus <= 0:
         raise UsageError("--cpus: must be more than 0")
@@ -103,5 +109,21 @@ def build_job(request: JobRequest, user: str, capacity: jobs.Capacity, *, guarde
         git_commit=request.git_commit, git_dirty=request.git_dirty, git_diff=request.git_diff,
         project_dir=request.project_dir, workdir=workdir, mounts=mounts, volumes=volumes, cpus=cpus, memory=memory,
         shm_size=shm, gpu_ids=None, gpu_request=wanted, cancel_requested=False, submitted_at=time.time(),
-        reproduces=request.reproduces,
+        reproduces=request.reproduces, code_hash=code.get("hash"), code_files=code.get("files"),
+        code_bytes=code.get("bytes"), code_dest=code.get("dest"),
     )
+
+
+def code_of(request: JobRequest, mounts: list[dict]) -> dict:
+    """The request's code snapshot, checked: {hash, files, bytes, dest} from the stored manifest, or {}."""
+    from dlbox import snapshots
+
+    if not request.code_hash:
+        return {}
+    found = snapshots.manifest(snapshots.check_hash(request.code_hash))  # NotFound when not kept
+    dest = snapshots.check_dest(request.code_dest or snapshots.DEFAULT_DEST)
+    if any(dest == r or dest.startswith(r + "/") for r in mount_policy.RESERVED_TARGETS):
+        raise UsageError(f"code.dest: {dest} is dlbox's own ({', '.join(mount_policy.RESERVED_TARGETS)} are reserved)")
+    if any(m["target"].rstrip("/") == dest for m in mounts):
+        raise UsageError(f"code.dest: {dest} is also a --mount target; give one of them another place")
+    return {"hash": found["hash"], "files": found["files"], "bytes": found["bytes"], "dest": dest}

@@ -25,6 +25,8 @@ def job_json(job: Job) -> dict:
         "workspace": next((v.removeprefix("dlbox-ws-").removesuffix("-data") for v in job.volumes or {}), None),
         "submitted_at": iso(job.submitted_at), "started_at": iso(job.started_at), "ended_at": iso(job.ended_at),
         "reproduces": job.reproduces,
+        "code": {"hash": job.code_hash, "files": job.code_files, "bytes": job.code_bytes, "dest": job.code_dest}
+        if job.code_hash else None,
     }
 
 

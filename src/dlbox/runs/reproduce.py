@@ -51,13 +51,18 @@ def image_for(record: dict, progress: Progress) -> str:
     return result.id
 
 
-def request_for(record: dict, progress: Progress) -> dict:
-    """The job request that runs `record` again."""
+def request_for(record: dict, progress: Progress, code_kept=None) -> dict:
+    """The job request that runs `record` again, with the recorded code snapshot (never the folder's
+    current state). code_kept(hash) -> bool says whether the service still has it."""
     held_back = [k for k, v in record["params"].items() if redact.MARK in str(v)] + \
         [w for w in record["command"] if f"{redact.MARK}@" in str(w)]
     if held_back:  # records never show secrets, and a finished job's are not kept: the user gives them again
         raise DlboxError(f"run {record['id']}: its secrets are not kept ({', '.join(held_back)}); "
                          "submit it again with `dlbox run`, giving them", code="not_reproducible")
+    code = record.get("code")
+    if code and code_kept is not None and not code_kept(code["hash"]):
+        raise DlboxError(f"run {record['id']}: its code snapshot {code['hash'][:12]} was deleted (dlbox gc removes "
+                         "only unreferenced ones); it cannot be run again with the same code", code="not_reproducible")
     mounts = [f"{m['source']}:{m['target']}{':ro' if m['read_only'] else ''}" for m in record["mounts"]]
     memory = record["resources"]["memory"]
     gpus = record["resources"]["gpus"]
@@ -69,4 +74,21 @@ def request_for(record: dict, progress: Progress) -> dict:
         "git_diff": record.get("git_diff"), "reproduces": record["id"],
         "gpus": ",".join(gpus) if gpus else None, "workspace": record.get("workspace"),
         "workdir": record.get("workdir"),
+        "code_hash": code["hash"] if code else None, "code_dest": code["dest"] if code else None,
     }
+
+
+def reproduce(where, run_id: str, progress: Progress) -> tuple[dict, dict]:
+    """Submit run `run_id` again through `where` (a CLI backend): (the record, the new job)."""
+    from dlbox.errors import NotFound
+
+    def kept(snapshot_hash: str) -> bool:
+        try:
+            where.code_manifest(snapshot_hash)
+            return True
+        except NotFound:
+            return False
+
+    record = where.run(run_id)
+    body = request_for(record, progress, code_kept=kept)
+    return record, where.submit(body)

@@ -31,6 +31,8 @@ def create_app(store: Store, loop: Loop, *, mode: str = "local", mount_roots: li
     `shared`, so a user's quota lock and log followers are counted once across them."""
     from dlbox.server.routes import accounts as routes_accounts
     from dlbox.server.routes import jobs as routes_jobs
+    from dlbox.server.routes import models as routes_models
+    from dlbox.server.routes import snapshots as routes_snapshots
     from dlbox.server.routes import workspaces as routes_workspaces
 
     app = FastAPI(title="dlbox", version=__version__, openapi_url="/openapi.json", docs_url=None, redoc_url=None)
@@ -38,7 +40,8 @@ def create_app(store: Store, loop: Loop, *, mode: str = "local", mount_roots: li
                             workspace_host=workspace_host, shared=shared or Shared())
 
     # before the body is read: FastAPI reads it whole before authenticating (bodylimit says why)
-    app.add_middleware(bodylimit.BodyLimit, limits={("POST", "/api/jobs"): routes_jobs.JOB_BODY})
+    app.add_middleware(bodylimit.BodyLimit, limits={("POST", "/api/jobs"): routes_jobs.JOB_BODY},
+                       prefixes={("PUT", "/api/snapshots/"): routes_snapshots.snapshot_body_limit})
 
     # every answer that is not a success has the shape {"error": {"code", "message"}}, its status from
     # dlbox.errors.CODES; the engine's and the database's failures arrive here already as DlboxError
@@ -68,8 +71,10 @@ def create_app(store: Store, loop: Loop, *, mode: str = "local", mount_roots: li
         return data
 
     app.include_router(routes_jobs.router)
+    app.include_router(routes_snapshots.router)
     app.include_router(routes_accounts.router)
     app.include_router(routes_workspaces.router)
+    app.include_router(routes_models.router)
     if mode == "server":  # the web dashboard: only where there are accounts to sign in with
         from dlbox.server.dashboard import pages as dashboard
 

@@ -21,13 +21,22 @@ class TooLarge(Exception):
 class BodyLimit:
     """`limits`: (method, path) -> bytes, for the few routes that need more than `default`."""
 
-    def __init__(self, app, *, default: int = DEFAULT, limits: dict[tuple[str, str], int] | None = None):
+    def __init__(self, app, *, default: int = DEFAULT, limits: dict[tuple[str, str], int] | None = None,
+                 prefixes: dict[tuple[str, str], object] | None = None):
+        """prefixes: (method, path prefix) -> bytes, or a function giving them (read per request)."""
         self.app = app
         self.default = default
         self.limits = dict(limits or {})
+        self.prefixes = dict(prefixes or {})
 
     def limit_for(self, scope) -> int:
-        return self.limits.get((scope["method"], scope["path"]), self.default)
+        found = self.limits.get((scope["method"], scope["path"]))
+        if found is not None:
+            return found
+        for (method, prefix), limit in self.prefixes.items():
+            if scope["method"] == method and scope["path"].startswith(prefix):
+                return limit() if callable(limit) else limit
+        return self.default
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":

@@ -121,6 +121,42 @@ class JobResources(Answer):
     gpu_request: Any = None
 
 
+class CodeSnapshot(Answer):
+    """A code snapshot: its content hash, size, and (on a job) where the job saw it, read-only."""
+
+    hash: str
+    files: int | None
+    bytes: int | None
+    dest: str | None = None
+
+
+class SnapshotEntry(Answer):
+    path: str
+    mode: str = Field(description="644, 755 or link")
+    size: int | None = None
+    sha256: str | None = None
+    target: str | None = None
+
+
+class SnapshotManifest(Answer):
+    hash: str
+    files: int
+    bytes: int
+    entries: list[SnapshotEntry]
+
+
+class SnapshotStored(Answer):
+    hash: str
+    files: int
+    bytes: int
+    new: bool = Field(description="whether this upload wrote it (false: the server had that content)")
+
+
+class Garbage(Answer):
+    removed: list[str]
+    freed_bytes: int
+
+
 class Job(Answer):
     id: str
     name: str | None
@@ -145,6 +181,7 @@ class Job(Answer):
     started_at: str | None
     ended_at: str | None
     reproduces: str | None
+    code: CodeSnapshot | None = None
 
 
 class RunSummary(Job):
@@ -320,6 +357,22 @@ class ImageVerify(Answer):
     drift: list[Drift]
 
 
+class UserPackage(Answer):
+    name: str
+    version: str
+    locked: str | None  # the image's locked version of the same name, if it has one
+
+
+class WorkspaceVerify(Answer):
+    """A workspace's user-installed packages (in its HOME volume); `ok` false: there are some."""
+    ok: bool
+    workspace: str
+    image: str | None
+    lock_hash: str | None
+    dir: str
+    packages: list[UserPackage]
+
+
 class ImageRemoved(Answer):
     removed: str
     id: str
@@ -331,3 +384,83 @@ class BuiltImage(Answer):
     lock_hash: str | None
     lock_file: str
     tags: list[str]
+
+
+# --- the model registry ---------------------------------------------------------------------------
+
+
+class ModelSummary(Answer):
+    owner: str
+    name: str
+    shared: bool = Field(description="an admin let every user see and serve it")
+    versions: list[int] = Field(description="the version numbers kept (a deleted one's number is never reused)")
+    latest: int | None
+    aliases: dict[str, int] = Field(description="alias -> version")
+    created_at: str | None
+
+
+class TensorInfo(Answer):
+    name: str
+    dtype: str = Field(description="as TF Serving names it: DT_FLOAT, DT_INT64, ...")
+    shape: list[int] | None = Field(description="-1 for an unknown size; null for an unknown rank")
+
+
+class SignatureDef(Answer):
+    method_name: str
+    inputs: dict[str, TensorInfo]
+    outputs: dict[str, TensorInfo]
+
+
+class ModelSignature(Answer):
+    tags: list[str]
+    signatures: dict[str, SignatureDef]
+
+
+class ModelVersion(Answer):
+    owner: str
+    name: str
+    version: int
+    files: str = Field(description="the version's read-only, content-addressed folder on the server")
+    files_hash: str
+    files_bytes: int
+    path: str = Field(description="where in the run's artifacts it came from")
+    run_id: str
+    image_id: str
+    lock_hash: str | None
+    git_commit: str | None
+    git_dirty: bool
+    code_hash: str | None
+    metrics: dict[str, Number] = Field(description="the run's last value of each metric")
+    signature: ModelSignature
+    registered_by: str
+    registered_at: str | None
+    aliases: list[str]
+
+
+class AliasMove(Answer):
+    alias: str
+    from_version: int | None = Field(description="null: the alias was new")
+    to_version: int | None = Field(description="null: the alias was deleted")
+    by: str
+    at: str | None
+
+
+class ModelDetail(ModelSummary):
+    version_details: list[ModelVersion]
+    history: list[AliasMove]
+
+
+class AliasSet(Answer):
+    owner: str
+    name: str
+    alias: str
+    version: int | None = Field(description="null: deleted")
+    previous: int | None
+
+
+class VersionRemoved(Answer):
+    owner: str
+    name: str
+    version: int
+    removed: bool
+    aliases: list[str] = Field(description="the aliases that pointed at it, deleted with it")

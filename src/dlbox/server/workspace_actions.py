@@ -155,6 +155,13 @@ def token(name: str, who: accounts.Caller, ctx: Context) -> dict:
     return {"name": name, "token": ws["jupyter"]["token"], "url": ws["jupyter"]["url"], "rotated": False}
 
 
+def verify(name: str, who: accounts.Caller, ctx: Context) -> dict:
+    from dlbox.workspaces import drift
+
+    mine(ctx, who, name)
+    return drift.verify(name)
+
+
 def rotate_token(name: str, who: accounts.Caller, ctx: Context) -> dict:
     mine(ctx, who, name)
     with Progress(quiet=True) as progress:

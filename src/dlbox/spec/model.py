@@ -219,13 +219,19 @@ def _is_jupyter(requirement: str) -> bool:
 # --- loading, with errors that point into the file -------------------------------------------
 
 
-def load(path: Path) -> Spec:
+def read_text(path: Path, what: str, *, missing: str = "") -> str:
+    """The text of a file the user named (`what`: "spec file", "lock file"); a usage error if it cannot be
+    read, `missing` added when it is not there."""
     try:
-        text = path.read_text()
+        return path.read_text()
     except FileNotFoundError:
-        raise UsageError(f"spec file {path} does not exist (create one with `dlbox init --preset NAME`)") from None
+        raise UsageError(f"{what} {path} does not exist{missing}") from None
     except OSError as exc:
-        raise UsageError(f"cannot read spec file {path}: {exc.strerror}") from None
+        raise UsageError(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
+def load(path: Path) -> Spec:
+    text = read_text(path, "spec file", missing=" (create one with `dlbox init --preset NAME`)")
     return parse(text, source=str(path))
 
 

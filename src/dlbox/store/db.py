@@ -1,5 +1,5 @@
 """The one module that talks to the database: jobs and their run records, metrics, users and
-their API tokens, and the workspaces the team server knows about.
+their API tokens, the workspaces the team server knows about, and the model registry.
 
 SQLAlchemy over SQLite (WAL) by default, or the URL in DLBOX_DATABASE_URL. The schema is
 made by Alembic migrations (src/dlbox/store/migrations), run when the store opens.
@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import JSON, BigInteger, func, Boolean, Float, ForeignKey, Integer, String, Text, create_engine, event, select, update
+from sqlalchemy import (JSON, BigInteger, Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint,
+                        create_engine, event, func, select, update)
 from sqlalchemy.orm import DeclarativeBase, defer, Mapped, Session, mapped_column, sessionmaker
 
 from dlbox import config, redact
@@ -64,6 +65,22 @@ class Job(Base):
     notes: Mapped[list | None] = mapped_column(JSON)  # what collection cut or skipped (0005)
     finish_attempts: Mapped[int] = mapped_column(Integer, default=0)
     artifact_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    code_hash: Mapped[str | None] = mapped_column(String(64), index=True)  # the code snapshot it ran (0007)
+    code_files: Mapped[int | None] = mapped_column(Integer)
+    code_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    code_dest: Mapped[str | None] = mapped_column(Text)  # where the job saw it (read-only)
+
+
+class CodeSnapshot(Base):
+    """A code snapshot a server user sent: only they (and admins) may run, read or hold it."""
+
+    __tablename__ = "snapshots"
+
+    user: Mapped[str] = mapped_column(String(64), primary_key=True)
+    hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    files: Mapped[int] = mapped_column(Integer)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[float] = mapped_column(Float)
 
 
 class User(Base):
@@ -124,6 +141,68 @@ class Metric(Base):
     value: Mapped[float] = mapped_column(Float)
 
 
+class Model(Base):
+    """A registered model: a name in its owner's namespace (0007)."""
+
+    __tablename__ = "models"
+    __table_args__ = (UniqueConstraint("owner", "name", name="uq_models_owner_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    next_version: Mapped[int] = mapped_column(Integer, default=1)  # only goes up: numbers are never reused
+    shared: Mapped[bool] = mapped_column(Boolean, default=False)  # an admin let every user see it
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class ModelVersion(Base):
+    """One version: its files (content-addressed, by hash) and where it came from."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("model_id", "version", name="uq_model_versions_model_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    files_hash: Mapped[str] = mapped_column(String(64))
+    files_bytes: Mapped[int] = mapped_column(BigInteger)
+    path: Mapped[str] = mapped_column(Text)
+    run_id: Mapped[str] = mapped_column(String(32))
+    image_id: Mapped[str] = mapped_column(String(80))
+    lock_hash: Mapped[str | None] = mapped_column(String(64))
+    git_commit: Mapped[str | None] = mapped_column(String(64))
+    git_dirty: Mapped[bool] = mapped_column(Boolean, default=False)
+    code_hash: Mapped[str | None] = mapped_column(String(64))
+    metrics: Mapped[dict | None] = mapped_column(JSON)
+    signature: Mapped[dict | None] = mapped_column(JSON)
+    registered_by: Mapped[str] = mapped_column(String(64))
+    registered_at: Mapped[float] = mapped_column(Float)
+
+
+class ModelAlias(Base):
+    __tablename__ = "model_aliases"
+
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
+    alias: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    set_by: Mapped[str] = mapped_column(String(64))
+    set_at: Mapped[float] = mapped_column(Float)
+
+
+class AliasMove(Base):
+    """One move of an alias: from None is a new alias, to None a deleted one."""
+
+    __tablename__ = "model_alias_history"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
+    alias: Mapped[str] = mapped_column(String(64))
+    from_version: Mapped[int | None] = mapped_column(Integer)
+    to_version: Mapped[int | None] = mapped_column(Integer)
+    moved_by: Mapped[str] = mapped_column(String(64))
+    moved_at: Mapped[float] = mapped_column(Float)
+
+
 def database_url() -> str:
     import os
 
@@ -141,7 +220,7 @@ class Store:
         migrate(self.engine)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         # bumped on every write through this Store, so its readers may cache what they built from it
-        self.versions = {"workspaces": 0, "auth": 0, "jobs": 0}
+        self.versions = {"workspaces": 0, "auth": 0, "jobs": 0, "models": 0}
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -157,9 +236,17 @@ class Store:
 
     # --- jobs ---------------------------------------------------------------------------
 
-    def add_job(self, job: Job) -> Job:
+    def _added(self, row):
         with self.session() as s:
-            s.add(job)
+            s.add(row)
+        return row
+
+    def _got(self, model, key: str):
+        with self.session() as s:
+            return s.get(model, key)
+
+    def add_job(self, job: Job) -> Job:
+        self._added(job)
         self.versions["jobs"] += 1
         return job
 
@@ -231,13 +318,10 @@ class Store:
     # --- users and tokens -------------------------------------------------------------------
 
     def add_user(self, user: User) -> User:
-        with self.session() as s:
-            s.add(user)
-        return user
+        return self._added(user)
 
     def get_user(self, name: str) -> User | None:
-        with self.session() as s:
-            return s.get(User, name)
+        return self._got(User, name)
 
     def update_user(self, user: User) -> None:
         with self.session() as s:
@@ -258,17 +342,13 @@ class Store:
         self.versions["auth"] += 1
 
     def retired(self, name: str) -> RetiredName | None:
-        with self.session() as s:
-            return s.get(RetiredName, name)
+        return self._got(RetiredName, name)
 
     def add_token(self, token: Token) -> Token:
-        with self.session() as s:
-            s.add(token)
-        return token
+        return self._added(token)
 
     def get_token(self, token_id: str) -> Token | None:
-        with self.session() as s:
-            return s.get(Token, token_id)
+        return self._got(Token, token_id)
 
     def tokens(self, user: str | None = None, *, limit: int | None = None, skip: int = 0) -> list[Token]:
         with self.session() as s:
@@ -302,8 +382,7 @@ class Store:
         return workspace
 
     def get_workspace(self, name: str) -> Workspace | None:
-        with self.session() as s:
-            return s.get(Workspace, name)
+        return self._got(Workspace, name)
 
     def workspaces(self, owner: str | None = None, *, limit: int | None = None, skip: int = 0) -> list[Workspace]:
         with self.session() as s:
@@ -327,6 +406,33 @@ class Store:
                 query = query.where(Job.id != besides)
             return int(s.scalar(query))
 
+    def add_snapshot(self, user: str, snapshot_hash: str, *, files: int, size: int) -> None:
+        with self.session() as s:
+            if s.get(CodeSnapshot, (user, snapshot_hash)) is None:
+                s.add(CodeSnapshot(user=user, hash=snapshot_hash, files=files, bytes=size, created_at=time.time()))
+
+    def has_snapshot(self, user: str, snapshot_hash: str) -> bool:
+        with self.session() as s:
+            return s.get(CodeSnapshot, (user, snapshot_hash)) is not None
+
+    def snapshot_bytes(self, user: str) -> int:
+        """Bytes of the code snapshots `user` holds (their storage quota counts these)."""
+        with self.session() as s:
+            return int(s.scalar(select(func.coalesce(func.sum(CodeSnapshot.bytes), 0))
+                                .where(CodeSnapshot.user == user)))
+
+    def referenced_snapshots(self) -> set[str]:
+        """The snapshot hashes some run or model version refers to: those are kept."""
+        with self.session() as s:
+            return {h for column in (Job.code_hash, ModelVersion.code_hash)
+                    for h in s.scalars(select(column).where(column.is_not(None)).distinct())}
+
+    def forget_snapshots(self, hashes: set[str]) -> None:
+        """Drop every user's rows of removed snapshots."""
+        if hashes:
+            with self.session() as s:
+                s.query(CodeSnapshot).filter(CodeSnapshot.hash.in_(sorted(hashes))).delete()
+
     def replace_metrics(self, job_id: str, rows: list[dict]) -> None:
         with self.session() as s:
             s.query(Metric).filter(Metric.job_id == job_id).delete()
@@ -347,6 +453,111 @@ class Store:
     def metrics(self, job_id: str) -> list[Metric]:
         with self.session() as s:
             return list(s.scalars(select(Metric).where(Metric.job_id == job_id).order_by(Metric.id)))
+
+    # --- the model registry ---------------------------------------------------------------------
+
+    def get_model(self, owner: str, name: str) -> Model | None:
+        with self.session() as s:
+            return s.scalars(select(Model).where(Model.owner == owner, Model.name == name)).first()
+
+    def models(self, *, owner: str | None = None, visible_to: str | None = None, limit: int | None = None,
+               skip: int = 0) -> list[Model]:
+        """Models by owner and name; `visible_to`: that user's own and the shared ones."""
+        from sqlalchemy import or_
+
+        with self.session() as s:
+            query = select(Model).order_by(Model.owner, Model.name).limit(limit).offset(skip)
+            if owner is not None:
+                query = query.where(Model.owner == owner)
+            if visible_to is not None:
+                query = query.where(or_(Model.owner == visible_to, Model.shared.is_(True)))
+            return list(s.scalars(query))
+
+    def add_model_version(self, owner: str, name: str, **fields) -> ModelVersion:
+        """Version N of owner's model `name` (made if new), numbered from the model's counter in the same
+        transaction: the counter only goes up, so a number is never given twice, deleted or not."""
+        from sqlalchemy.exc import IntegrityError
+
+        for attempt in range(3):
+            try:
+                with self.session() as s:
+                    model = s.scalars(select(Model).where(Model.owner == owner, Model.name == name)
+                                      .with_for_update()).first()
+                    if model is None:
+                        model = Model(owner=owner, name=name, next_version=1, shared=False, created_at=time.time())
+                        s.add(model)
+                        s.flush()
+                    number = model.next_version
+                    model.next_version = number + 1
+                    row = ModelVersion(model_id=model.id, version=number, **fields)
+                    s.add(row)
+                self.versions["models"] += 1
+                return row
+            except IntegrityError:  # two first versions of one new name at once: the loser tries again
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def model_versions(self, model_id: int) -> list[ModelVersion]:
+        with self.session() as s:
+            return list(s.scalars(select(ModelVersion).where(ModelVersion.model_id == model_id)
+                                  .order_by(ModelVersion.version)))
+
+    def get_model_version(self, model_id: int, version: int) -> ModelVersion | None:
+        with self.session() as s:
+            return s.scalars(select(ModelVersion).where(ModelVersion.model_id == model_id,
+                                                        ModelVersion.version == version)).first()
+
+    def remove_model_version(self, model_id: int, version: int, *, by: str) -> list[str]:
+        """Delete a version; aliases on it are deleted too (each a move in the history). Gives those aliases."""
+        with self.session() as s:
+            now = time.time()
+            gone = list(s.scalars(select(ModelAlias).where(ModelAlias.model_id == model_id,
+                                                           ModelAlias.version == version)))
+            for alias in gone:
+                s.add(AliasMove(model_id=model_id, alias=alias.alias, from_version=version, to_version=None,
+                                moved_by=by, moved_at=now))
+                s.delete(alias)
+            s.query(ModelVersion).filter(ModelVersion.model_id == model_id, ModelVersion.version == version).delete()
+        self.versions["models"] += 1
+        return [a.alias for a in gone]
+
+    def files_in_use(self, files_hash: str) -> bool:
+        with self.session() as s:
+            return s.scalars(select(ModelVersion.id).where(ModelVersion.files_hash == files_hash)).first() is not None
+
+    def model_aliases(self, model_id: int) -> list[ModelAlias]:
+        with self.session() as s:
+            return list(s.scalars(select(ModelAlias).where(ModelAlias.model_id == model_id).order_by(ModelAlias.alias)))
+
+    def move_alias(self, model_id: int, alias: str, version: int | None, *, by: str) -> int | None:
+        """Point `alias` at `version` (None: delete it) and record the move, in one transaction.
+        Gives the version it pointed at before (None: it was new). A move to where it is is no move."""
+        with self.session() as s:
+            row = s.get(ModelAlias, (model_id, alias), with_for_update=True)
+            before = row.version if row is not None else None
+            if before == version:
+                return before
+            now = time.time()
+            if version is None:
+                s.delete(row)
+            elif row is None:
+                s.add(ModelAlias(model_id=model_id, alias=alias, version=version, set_by=by, set_at=now))
+            else:
+                row.version, row.set_by, row.set_at = version, by, now
+            s.add(AliasMove(model_id=model_id, alias=alias, from_version=before, to_version=version, moved_by=by,
+                            moved_at=now))
+        self.versions["models"] += 1
+        return before
+
+    def alias_history(self, model_id: int) -> list[AliasMove]:
+        with self.session() as s:
+            return list(s.scalars(select(AliasMove).where(AliasMove.model_id == model_id).order_by(AliasMove.id)))
+
+    def share_model(self, model_id: int, shared: bool) -> None:
+        with self.session() as s:
+            s.get(Model, model_id).shared = shared
+        self.versions["models"] += 1
 
 
 def unavailable(exc: Exception) -> StoreUnavailable:

@@ -1,9 +1,10 @@
 """Workspaces: one container per developer with Jupyter and/or SSH, a persistent volume, limits.
 
 The engine is the truth about a workspace: its container (named dlbox-ws-NAME) carries its
-settings as labels; its data lives in the volume dlbox-ws-NAME-data; its secrets live in the
-vault on the host and, as files, in the container. The service's store keeps only who owns
-it and its last-seen state, for fast lists (routes_workspaces.sync).
+settings as labels; its data lives in the volume dlbox-ws-NAME-data, the user's own state (HOME:
+pip installs, Jupyter's and the shell's files) in dlbox-ws-NAME-home, the root filesystem being
+read-only; its secrets live in the vault on the host and, as files, in the container. The
+service's store keeps only who owns it and its last-seen state, for fast lists (records.sync).
 """
 
 from __future__ import annotations
@@ -42,6 +43,15 @@ def container_name(name: str) -> str:
 
 def volume_name(name: str) -> str:
     return f"{PREFIX}{name}-data"
+
+
+def home_volume_name(name: str) -> str:
+    return f"{PREFIX}{name}-home"
+
+
+def volume_names(name: str) -> tuple[str, str]:
+    """The workspace's named volumes, kept and purged together: /workspace and HOME."""
+    return volume_name(name), home_volume_name(name)
 
 
 @dataclass
@@ -174,6 +184,8 @@ class UpFacts:
     container_exists: bool = False  # a container of the workspace's name is there already
     volume_exists: bool = False  # a kept volume of its name is there ...
     volume_owner: str | None = None  # ... and the owner it records
+    home_exists: bool = False  # the same of its HOME volume
+    home_owner: str | None = None
 
 
 @dataclass(frozen=True)
@@ -197,6 +209,10 @@ class Plan:
         return volume_name(self.name)
 
     @property
+    def home_volume(self) -> str:
+        return home_volume_name(self.name)
+
+    @property
     def host(self) -> str:
         return self.spec.labels["dlbox.host"]
 
@@ -215,10 +231,11 @@ def _check_request(req: UpRequest) -> tuple[str, str]:
     return name, "127.0.0.1" if req.host == "localhost" else req.host
 
 
-def _check_targets(mounts: list[mount_policy.Mount]) -> None:
+def _check_targets(mounts: list[mount_policy.Mount], home: str | None = None) -> None:
     targets = [m.target for m in mounts]
-    if WORKDIR in targets or len(set(targets)) != len(targets):
-        raise UsageError(f"--mount: each target must be unique and not {WORKDIR} (the workspace's own volume)")
+    own = [WORKDIR, "/tmp"] + ([home] if home else [])
+    if set(own) & set(targets) or len(set(targets)) != len(targets):
+        raise UsageError(f"--mount: each target must be unique and not {', '.join(own)} (the workspace's own)")
 
 
 def _refuse_existing(name: str, exists: bool) -> None:
@@ -227,14 +244,20 @@ def _refuse_existing(name: str, exists: bool) -> None:
                          code="exists")
 
 
-def _refuse_volume(name: str, owner: str, exists: bool, found: str | None) -> None:
+def _refuse_volume(name: str, owner: str, exists: bool, found: str | None, volume: str | None = None) -> None:
     """A kept volume is adopted only by its recorded owner: it holds their data. One without an owner
     (made before volumes recorded theirs) only by the machine's local owner, never by a server user."""
     if not exists or found == owner or (found is None and owner == LOCAL_OWNER):
         return
     whose = "records no owner" if found is None else "belongs to another user"
-    raise DlboxError(f"workspace name {name} is taken: its kept volume {volume_name(name)} {whose}; choose another "
-                     "name (an admin can remove the volume with `dlbox rm NAME --purge-data`)", code="exists")
+    raise DlboxError(f"workspace name {name} is taken: its kept volume {volume or volume_name(name)} {whose}; choose "
+                     "another name (an admin can remove the volume with `dlbox rm NAME --purge-data`)", code="exists")
+
+
+def _volume_facts(volume: str) -> tuple[bool, str | None]:
+    """(exists, recorded owner) of a volume, as the engine has it now."""
+    exists = engine.volume_exists(volume)
+    return exists, engine.volume_labels(volume).get("dlbox.owner") if exists else None
 
 
 def _check_ports(req: UpRequest) -> None:
@@ -291,9 +314,11 @@ def gather(req: UpRequest, progress: Progress) -> UpFacts:
     _check_targets(mounts)
     gpus.parse(req.gpus)
     _refuse_existing(name, engine.container_attrs(container_name(name)) is not None)
-    volume_exists = engine.volume_exists(volume_name(name))
-    volume_owner = engine.volume_labels(volume_name(name)).get("dlbox.owner") if volume_exists else None
-    _refuse_volume(name, req.owner or LOCAL_OWNER, volume_exists, volume_owner)  # before anything is built or made
+    volume_exists, volume_owner = _volume_facts(volume_name(name))
+    home_exists, home_owner = _volume_facts(home_volume_name(name))
+    # before anything is built or made
+    _refuse_volume(name, req.owner or LOCAL_OWNER, volume_exists, volume_owner)
+    _refuse_volume(name, req.owner or LOCAL_OWNER, home_exists, home_owner, home_volume_name(name))
     if req.jupyter_port:
         _check_port(host, req.jupyter_port, "--jupyter-port")
     if req.ssh_port:
@@ -314,7 +339,8 @@ def gather(req: UpRequest, progress: Progress) -> UpFacts:
     return UpFacts(image=image, mounts=mounts, default_mounts=default_mounts, defaults=defaults, capacity=capacity,
                    free_ports=free, authorized_key=authorized, key_file=key_file, gpu_inventory=inventory,
                    held_gpus=held, token=vault.new_token() if jupyter else None,
-                   volume_exists=volume_exists, volume_owner=volume_owner)
+                   volume_exists=volume_exists, volume_owner=volume_owner, home_exists=home_exists,
+                   home_owner=home_owner)
 
 
 def plan(req: UpRequest, facts: UpFacts) -> Plan:
@@ -325,11 +351,15 @@ def plan(req: UpRequest, facts: UpFacts) -> Plan:
     owner = req.owner or LOCAL_OWNER
     _refuse_existing(name, facts.container_exists)
     _refuse_volume(name, owner, facts.volume_exists, facts.volume_owner)
+    _refuse_volume(name, owner, facts.home_exists, facts.home_owner, home_volume_name(name))
     _check_ports(req)
     image, defaults = facts.image, facts.defaults
+    user = (image.get("user") or "dl")
+    home = containers.image_home({"dlbox.user": user}) or "/home/dl"
     given = {m.target for m in facts.mounts}
     # the spec's mounts, unless a flag replaces one
     mounts = list(facts.mounts) + [m for m in facts.default_mounts if m.target not in given]
+    _check_targets(mounts, home)
     limits = _limits(req, defaults, facts.capacity)
     jupyter = _jupyter(req, image)
     if req.ssh and facts.authorized_key is None:
@@ -342,7 +372,6 @@ def plan(req: UpRequest, facts: UpFacts) -> Plan:
         gpu_ids = gpus.allocate(gpu_request, available=facts.gpu_inventory, held=facts.held_gpus,
                                 share=req.share_gpus)
 
-    user = (image.get("user") or "dl")
     run_as = containers.run_as({"dlbox.uid": image.get("uid"), "dlbox.gid": image.get("gid")})
     uid = containers.uid_gid(run_as)[0]
     token = facts.token if jupyter else None
@@ -367,17 +396,22 @@ def plan(req: UpRequest, facts: UpFacts) -> Plan:
         ports[services.JUPYTER_PORT] = (host, req.jupyter_port or facts.free_ports[services.JUPYTER_PORT])
     if req.ssh:
         ports[services.SSH_PORT] = (host, req.ssh_port or facts.free_ports[services.SSH_PORT])
+    image_env = dict(item.split("=", 1) for item in image.get("env") or [])
+    env = services.state_env(home, image_env)
+    # CIS 5.13: a read-only root; the writable places are /workspace, HOME (both kept), /tmp, and
+    # the service files' own volume (root's)
     spec = _with_ports(containers.ContainerSpec(
         name=container_name(name), image=image["id"], command=[], user=run_as, labels=labels,
-        mounts=mounts, volumes={volume_name(name): WORKDIR}, limits=limits, gpu_ids=gpu_ids,
-        workdir=WORKDIR, network=networks.for_owner(req.owner),
+        mounts=mounts, volumes={volume_name(name): WORKDIR, home_volume_name(name): home}, limits=limits,
+        gpu_ids=gpu_ids, workdir=WORKDIR, network=networks.for_owner(req.owner), env=env,
+        read_only=True, tmpfs=containers.scratch(run_as, None), own_volumes=(services.DIR,),
         healthcheck=services.HEALTHCHECK, restart=services.RESTART,
     ), ports)
     return Plan(
         name=name, spec=spec, owner=owner, token=token, ssh=req.ssh, image_ref=image["ref"],
         volume_labels={"dlbox.kind": KIND, "dlbox.workspace": name, "dlbox.owner": owner, "dlbox.home": home_id},
         files={"user": user, "uid": uid, "token": token, "authorized_keys": facts.authorized_key,
-               "env": dict(item.split("=", 1) for item in image.get("env") or [])},
+               "env": image_env | env},
         fixed_ports=bool(req.jupyter_port or req.ssh_port),
     )
 
@@ -396,20 +430,21 @@ def apply(plan: Plan, progress: Progress) -> dict:
     call made it, and the vault's record go. The owner's network stays: it is shared with the
     owner's other workspaces and jobs."""
     progress.step(f"creating workspace {plan.name} from {plan.image_ref}")
-    made_volume, container_id = False, None
+    made_volume, made_home, container_id = False, False, None
     spec = plan.spec
     try:
         host_key, host_pub = vault.host_key(plan.name) if plan.ssh else (None, None)
         files = services.files(host_key=host_key, **plan.files)
         made_volume = engine.ensure_volume(plan.volume, plan.volume_labels)
-        if not made_volume:  # kept, or made meanwhile by a parallel `up`: only its owner goes on
+        made_home = engine.ensure_volume(plan.home_volume, plan.volume_labels)
+        if not (made_volume and made_home):  # kept, or made meanwhile by a parallel `up`: only its owner goes on
             check_volume_owner(plan.name, plan.owner)
         for attempt in range(5):
             if attempt:  # the engine found a picked port taken meanwhile: pick again
                 spec = _with_ports(spec, {p: (ip, _free_port(plan.host)) for p, (ip, _) in spec.ports.items()})
             mount_policy.recheck(spec.mounts)  # the image may have taken minutes: the sources must still be what was checked
             container_id = engine.create_container(spec, entrypoint=list(plan.entrypoint))
-            engine.put_files(container_id, files)
+            engine.put_files(container_id, files, into=services.DIR)
             try:
                 engine.start(container_id)
                 break
@@ -422,9 +457,10 @@ def apply(plan: Plan, progress: Progress) -> dict:
         progress.step("waiting for the services to answer")
         _wait_ready(container_id, plan.host, spec.ports, plan.token)
     except BaseException:
-        # nothing half-made: the container, a volume this call made, and the secrets go
+        # nothing half-made: the container (its service-file volume with it), volumes this call made, the secrets
         for undo in (lambda: container_id and engine.remove_container(container_id),
                      lambda: made_volume and engine.remove_volume(plan.volume),
+                     lambda: made_home and engine.remove_volume(plan.home_volume),
                      lambda: vault.forget(plan.name)):
             try:
                 undo()
@@ -436,9 +472,9 @@ def apply(plan: Plan, progress: Progress) -> dict:
 
 
 def check_volume_owner(name: str, owner: str) -> None:
-    """Refuse a kept volume `owner` may not adopt (see _refuse_volume), as the engine has it now."""
-    exists = engine.volume_exists(volume_name(name))
-    _refuse_volume(name, owner, exists, engine.volume_labels(volume_name(name)).get("dlbox.owner") if exists else None)
+    """Refuse kept volumes `owner` may not adopt (see _refuse_volume), as the engine has them now."""
+    for volume in volume_names(name):
+        _refuse_volume(name, owner, *_volume_facts(volume), volume)
 
 
 def check_url_host(text: str) -> str:
@@ -641,17 +677,20 @@ def _ready(name: str, container_id: str, progress: Progress) -> dict:
 
 
 def rm(name: str, *, purge_data: bool = False) -> dict:
+    """Remove the workspace; its volumes (/workspace and HOME) stay unless `purge_data`."""
     attrs = engine.container_attrs(container_name(name))
-    has_volume = engine.volume_exists(volume_name(name))
-    if attrs is None and not (purge_data and has_volume):
+    kept = [v for v in volume_names(name) if engine.volume_exists(v)]
+    if attrs is None and not (purge_data and kept):
         raise NotFound(f"no workspace {name!r} (see `dlbox ls`)")
     if attrs is not None:
         _attrs(name)  # refuse to remove a container that is not a workspace
         engine.remove_container(attrs["Id"])
     vault.forget(name)
-    if purge_data and has_volume:
-        engine.remove_volume(volume_name(name))
-    return {"name": name, "removed": True, "data": "purged" if purge_data else f"kept in volume {volume_name(name)}"}
+    if purge_data:
+        for volume in kept:
+            engine.remove_volume(volume)
+    return {"name": name, "removed": True,
+            "data": "purged" if purge_data else f"kept in volumes {' and '.join(volume_names(name))}"}
 
 
 def rotate_token(name: str, progress: Progress) -> dict:
@@ -659,9 +698,12 @@ def rotate_token(name: str, progress: Progress) -> dict:
     described = describe(attrs)
     if not described["jupyter"]:
         raise UsageError(f"workspace {name} runs no Jupyter server")
+    if not any(m.get("Destination") == services.DIR for m in attrs.get("Mounts") or []):
+        raise DlboxError(f"workspace {name} was made before read-only roots and keeps its token elsewhere; "
+                         f"`dlbox rm {name}` and `dlbox up {name}` again (its volumes stay)")
     uid = int((attrs["Config"]["Labels"] or {}).get("dlbox.uid") or 1000)
     token = vault.new_token()
-    engine.put_files(attrs["Id"], [(services.TOKEN_FILE, token.encode(), 0o400, uid)])
+    engine.put_files(attrs["Id"], [(services.TOKEN_FILE, token.encode(), 0o400, uid)], into=services.DIR)
     vault.save(name, {**vault.load(name), "token": token})
     if attrs["State"]["Running"]:
         # the start script restarts Jupyter, which reads the new token; nohup'd work keeps running

@@ -29,6 +29,7 @@ from dlbox.server import deps
 from dlbox.server import job_actions
 from dlbox.errors import DlboxError, NotFound, UsageError
 from dlbox.jobs.state import JobState
+from dlbox.models import registry
 
 STATIC = resources.files("dlbox.server.dashboard") / "static"
 PAGE = 100  # rows in a table; a "Next page" link shows the older ones
@@ -306,6 +307,25 @@ def runs_page(request: Request, who: Who, offset: deps.Offset = 0) -> Response:
 def run_page(request: Request, job_id: str, who: Who) -> Response:
     run = records.run_json(request.app.state.ctx.store, job_of(request, job_id, who))
     return render("run.html", request, who, run=run, curves=curves(run["metric_history"]))
+
+
+# --- models -------------------------------------------------------------------------------------
+
+
+@router.get("/models")
+def models_page(request: Request, who: Who, offset: deps.Offset = 0) -> Response:
+    store = request.app.state.ctx.store
+    found = registry.listing(store, who.name, admin=who.admin, limit=PAGE + 1, skip=offset)
+    return render("models.html", request, who, models=found[:PAGE], offset=offset,
+                  next_page=len(found) > PAGE and offset + PAGE)
+
+
+@router.get("/models/{owner}/{name}")
+def model_page(request: Request, owner: str, name: str, who: Who) -> Response:
+    """Versions with their lineage (links to the runs), aliases and every alias move; someone else's
+    unshared model is a 404 like a missing one."""
+    model = registry.detail(request.app.state.ctx.store, who.name, name, owner=owner, admin=who.admin)
+    return render("model.html", request, who, model=model)
 
 
 # --- images -------------------------------------------------------------------------------------

@@ -54,6 +54,12 @@ def remove_workspace(name: str, who: Caller, ctx: Ctx, purge_data: bool = False)
     return actions.remove(name, who, ctx, purge_data=purge_data)
 
 
+@router.get("/workspaces/{name}/verify", response_model=m.WorkspaceVerify, responses=m.ENGINE)
+def verify_workspace(name: str, who: Caller, ctx: Ctx) -> dict:
+    """The packages the workspace's user installed beyond its image's lock (`ok` false: some)."""
+    return actions.verify(name, who, ctx)
+
+
 @router.get("/workspaces/{name}/token", response_model=m.WorkspaceToken, responses=m.ENGINE)
 def workspace_token(name: str, who: Caller, ctx: Ctx) -> dict:
     return actions.token(name, who, ctx)
