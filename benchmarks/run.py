@@ -18,6 +18,7 @@ what, and its target); this script runs them in the order of BENCHES below and p
     b09_server_load.py   9. the team server's list routes under load (wrk); also runs on its own
     b10_dashboard.py    10. the web dashboard's page weight and time to interactive
     b11_snapshot.py     11. what a code snapshot adds to a job's submit (first time, unchanged tree)
+    b12_serving.py      12. the inference server: REST and gRPC against in-process signature calls
     b13_scan.py         13. `dlbox scan` of the preset, cold and warm advisory cache
     common.py            what they share: settings, Runner, rows and the table, the benchmark's
                          own dlbox service, cleanup
@@ -76,13 +77,15 @@ import b08_train
 import b09_server_load
 import b10_dashboard
 import b11_snapshot
+import b12_serving
 import b13_scan
 from common import (DLBOX, DOCKER, KEEP, QUICK, RUN_ID, SHORT, STARTED, BenchError, Row, Runner, cleanup,
                     print_table, say, service, user_cache_dir)
 
 # The order they run in: the quick one first, it fails fast if dlbox is broken.
 BENCHES = [b03_cli, b10_dashboard, b13_scan, b04_up, b05_memory, b06_submit, b11_snapshot, b07_queue, b08_train,
-           b09_server_load, b01_cold_build, b02_rebuild]
+           b12_serving, b09_server_load, b01_cold_build, b02_rebuild]
+NUMBERS = sorted(b.NUMBER for b in BENCHES)
 
 
 def selected() -> set[int] | None:
@@ -94,8 +97,8 @@ def selected() -> set[int] | None:
         numbers = {int(part) for part in raw.split(",") if part.strip()}
     except ValueError:
         numbers = set()
-    if not numbers or not numbers <= {bench.NUMBER for bench in BENCHES}:
-        raise ValueError(f"BENCH_ONLY={raw!r}: a comma list of benchmark numbers 1-11 or 13")
+    if not numbers or not numbers <= set(NUMBERS):
+        raise ValueError(f"BENCH_ONLY={raw!r}: a comma list of benchmark numbers {NUMBERS[0]}-{NUMBERS[-1]}")
     return numbers
 
 

@@ -21,6 +21,7 @@ LAYERS = [
     ["dlbox.store"],  # the only code that talks to the database
     ["dlbox.workspaces", "dlbox.jobs", "dlbox.runs"],
     ["dlbox.models"],  # the model registry: a run's SavedModel as a versioned model
+    ["dlbox.serving"],  # deployments: plain inputs (versions, labels), no registry import
     ["dlbox.server"],
     ["dlbox.cli"],
     ["dlbox.launch", "dlbox.__main__"],

@@ -1,0 +1,88 @@
+"""The serving container's plan (pure) and the lib folder's wheel extraction."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from dlbox.errors import UsageError
+from dlbox.serving import lib
+from dlbox.serving import plan as serving_plan  # the function (dlbox.serving.plan)
+from dlbox.serving.plan import PROGRAM, label_config
+
+IMAGE_LABELS = {"dlbox.uid": "1000", "dlbox.user": "dl"}
+
+
+def make(**over):
+    args = dict(name="web", owner="ann", image_id="sha256:" + "a" * 64,
+                versions={1: Path("/m/1"), 2: Path("/m/2")}, labels={"stable": 1}, model_name="digits",
+                port=18501, grpc_port=18500, lib_dir=Path("/h/lib/serving-x"), config_dir=Path("/h/deployments/web/config"),
+                image_labels=IMAGE_LABELS) | over
+    return serving_plan(**args)
+
+
+def test_the_plan_is_a_hardened_service_with_read_only_mounts(monkeypatch, tmp_path):
+    monkeypatch.setenv("DLBOX_HOME", str(tmp_path))
+    spec = make(memory=2 * 1024**3)
+    assert spec.name == "dlbox-deploy-web" and spec.image.startswith("sha256:") and spec.user == "1000:1000"
+    assert spec.read_only and set(spec.tmpfs) == {"/tmp", "/home/dl"}
+    assert spec.healthcheck["test"][:3] == ["CMD", "python", PROGRAM] and spec.restart["Name"] == "on-failure"
+    assert {m.target: (m.source, m.read_only) for m in spec.mounts} == {
+        "/models/1": ("/m/1", True), "/models/2": ("/m/2", True), "/opt/dlbox/serving": ("/h/lib/serving-x", True),
+        "/dlbox/serving/config": ("/h/deployments/web/config", True)}
+    assert spec.ports == {8501: ("127.0.0.1", 18501), 8500: ("127.0.0.1", 18500)}
+    assert spec.network.labels["dlbox.owner"] == "ann" and spec.limits.memory == 2 * 1024**3
+    assert spec.labels["dlbox.kind"] == "deployment" and spec.labels["dlbox.versions"] == "1,2"
+    assert "--batch-max" not in spec.command  # batching is off unless asked for
+
+
+def test_batching_no_grpc_and_another_host(monkeypatch, tmp_path):
+    monkeypatch.setenv("DLBOX_HOME", str(tmp_path))
+    spec = make(grpc_port=None, host="0.0.0.0", batch_max=32, batch_timeout_ms=1.5)
+    assert spec.ports == {8501: ("0.0.0.0", 18501)}
+    assert spec.command[spec.command.index("--grpc-port") + 1] == "0"
+    assert spec.command[spec.command.index("--batch-max"):][:4] == ["--batch-max", "32", "--batch-timeout-ms", "1.5"]
+
+
+@pytest.mark.parametrize("over", [
+    {"versions": {}}, {"versions": {-1: Path("/m")}}, {"versions": {1: Path("rel")}},
+    {"labels": {"stable": 3}}, {"labels": {"bad label": 1}}, {"model_name": "a/b"}, {"serve": [7]},
+    {"name": "Bad Name"},
+])
+def test_bad_inputs_are_refused(over, monkeypatch, tmp_path):
+    monkeypatch.setenv("DLBOX_HOME", str(tmp_path))
+    with pytest.raises(UsageError):
+        make(**over)
+
+
+def test_the_label_config_names_labels_and_kept_versions():
+    assert label_config({"b": 2, "a": 1}, [2, 2]) == {"labels": {"a": 1, "b": 2}, "versions": [2]}
+
+
+def test_only_the_wheels_protos_are_taken():
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name in ("tensorflow_serving/apis/predict_pb2.py", "tensorflow_serving/../evil.py", "/etc/x.py",
+                     "tensorflow_serving/apis/data.bin", "other/x.py"):
+            z.writestr(name, "")
+    with zipfile.ZipFile(buf) as z:
+        assert lib._members(z) == ["tensorflow_serving/apis/predict_pb2.py"]
+
+
+def test_a_wheel_that_is_not_the_pinned_one_is_refused(monkeypatch, tmp_path):
+    fake = tmp_path / lib.WHEEL
+    fake.write_bytes(b"not it")
+    monkeypatch.setenv("DLBOX_SERVING_API_WHEEL", str(fake))
+    with pytest.raises(Exception, match="not the pinned"):
+        lib.wheel()
+
+
+def test_the_program_is_package_data():
+    from importlib import resources
+
+    text = resources.files("dlbox.serving").joinpath("files/dlbox_serving.py").read_text()
+    assert "def main(" in text and json.dumps  # shipped with dlbox, mounted read-only into the container
