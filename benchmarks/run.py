@@ -19,6 +19,7 @@ what, and its target); this script runs them in the order of BENCHES below and p
     b10_dashboard.py    10. the web dashboard's page weight and time to interactive
     b11_snapshot.py     11. what a code snapshot adds to a job's submit (first time, unchanged tree)
     b12_serving.py      12. the inference server: REST and gRPC against in-process signature calls
+    b13_scan.py         13. `dlbox scan` of the preset, cold and warm advisory cache
     common.py            what they share: settings, Runner, rows and the table, the benchmark's
                          own dlbox service, cleanup
 
@@ -77,12 +78,13 @@ import b09_server_load
 import b10_dashboard
 import b11_snapshot
 import b12_serving
+import b13_scan
 from common import (DLBOX, DOCKER, KEEP, QUICK, RUN_ID, SHORT, STARTED, BenchError, Row, Runner, cleanup,
                     print_table, say, service, user_cache_dir)
 
 # The order they run in: the quick one first, it fails fast if dlbox is broken.
-BENCHES = [b03_cli, b10_dashboard, b04_up, b05_memory, b06_submit, b11_snapshot, b07_queue, b08_train, b12_serving,
-           b09_server_load, b01_cold_build, b02_rebuild]
+BENCHES = [b03_cli, b10_dashboard, b13_scan, b04_up, b05_memory, b06_submit, b11_snapshot, b07_queue, b08_train,
+           b12_serving, b09_server_load, b01_cold_build, b02_rebuild]
 NUMBERS = sorted(b.NUMBER for b in BENCHES)
 
 

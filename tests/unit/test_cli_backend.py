@@ -72,6 +72,34 @@ def test_engine_only_commands_say_so_against_a_server(server):
     assert calls == []
 
 
+def test_scan_sbom_and_inspect_through_the_server(server, tmp_path, monkeypatch):
+    from dlbox.supply import scan
+
+    monkeypatch.setenv("DLBOX_CACHE_DIR", str(tmp_path))
+    calls, answers = server
+    advisories = Path(__file__).resolve().parent.parent / "data" / "advisories" / "osv"
+    result = scan.scan_facts({"image": "dlbox/x:1", "id": "sha256:" + "ab" * 32, "python": [("protobuf", "3.19.6")],
+                              "os": []}, advisories=str(advisories), fail_on="high")
+    answers[("POST", "/api/images/dlbox/x:1/scan")] = result
+    answers[("GET", "/api/images/dlbox/x:1/sbom")] = {"format": "cyclonedx-xml", "document": "<bom/>"}
+    lock = {"base": {"ref": "b", "rootfs_sha256": None}, "python": {"version": "3.9.2", "packages": []},
+            "os": {"packages": []}}
+    answers[("GET", "/api/images/dlbox/x:1")] = {
+        "ref": "dlbox/x:1", "id": result["id"], "lock_hash": "l", "spec_hash": "s", "git_commit": None,
+        "created": "c", "size": 1, "lock": lock, "scan": scan.summary(result)}
+    runner = CliRunner()
+    scanned = runner.invoke(cli, ["scan", "dlbox/x:1", "--fail-on", "high"])
+    assert scanned.exit_code == 1 and "GHSA-8qvm-5x2c-j2w7" in scanned.output
+    assert "fail-on     high: 2 at or above" in scanned.output
+    bom = runner.invoke(cli, ["sbom", "dlbox/x:1", "--format", "cyclonedx-xml"])
+    assert bom.exit_code == 0 and bom.output == "<bom/>\n"
+    shown = runner.invoke(cli, ["inspect", "dlbox/x:1"])
+    assert shown.exit_code == 0 and "2 advisories (2 high)" in shown.output
+    assert calls == [("POST", "/api/images/dlbox/x:1/scan", {"json": {"advisories": None, "fail_on": "high"}}),
+                     ("GET", "/api/images/dlbox/x:1/sbom", {"params": {"format": "cyclonedx-xml"}}),
+                     ("GET", "/api/images/dlbox/x:1", {})]
+
+
 def test_verify_workspace_lists_the_users_packages_and_exits_1(server):
     calls, answers = server
     answers[("GET", "/api/workspaces/w/verify")] = {

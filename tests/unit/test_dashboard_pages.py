@@ -1,6 +1,7 @@
 """The dashboard without an engine: the chart, signing in, CSRF and isolation on store-only pages."""
 
 import re
+from pathlib import Path
 import time
 
 import pytest
@@ -131,6 +132,26 @@ def test_the_dashboard_session_is_no_token_and_only_reads_the_api(tmp_path):
     assert as_bearer.status_code == 401  # a leaked session id is no API token
     store.revoke_token(store.tokens(user="alice")[0].id)
     assert client.get("/api/tokens").status_code == 401  # revoking the token ends its sessions
+
+
+def test_image_page_shows_the_kept_scan(server, monkeypatch):
+    from dlbox.build import images
+    from dlbox.supply import scan
+
+    client, tokens = server
+    image_id = "sha256:" + "ab" * 32
+    lock = {"base": {"ref": "b", "rootfs_sha256": None}, "python": {"version": "3.9.2", "packages": []},
+            "os": {"packages": []}}
+    monkeypatch.setattr(images, "inspect", lambda ref: {"ref": ref, "id": image_id, "tags": [], "size": 1,
+                                                        "lock_hash": "l", "services": [], "created": "c",
+                                                        "lock": lock})
+    sign_in(client, tokens["ann"])
+    assert "Not scanned yet" in client.get("/images/dlbox/x:latest").text
+    result = scan.scan_facts({"image": "dlbox/x", "id": image_id, "python": [("protobuf", "3.19.6")], "os": []},
+                             advisories=str(Path(__file__).resolve().parent.parent / "data" / "advisories" / "osv"))
+    scan.keep(result)
+    page = client.get("/images/dlbox/x:latest").text
+    assert "GHSA-8qvm-5x2c-j2w7" in page and "CVE-2025-4565" in page and "2 advisories (2 high)" in page
 
 
 def test_models_pages_show_versions_lineage_aliases_and_history_to_their_owner_only(server, tmp_path):

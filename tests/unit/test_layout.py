@@ -17,7 +17,7 @@ LAYERS = [
     ["dlbox.spec"],
     ["dlbox.containers", "dlbox.jobs.state"],  # pure: what a container or a job's state is
     ["dlbox.engine"],  # the only code that talks to the Docker Engine
-    ["dlbox.build"],
+    ["dlbox.build", "dlbox.supply"],  # supply: scans and SBOMs of a built image
     ["dlbox.store"],  # the only code that talks to the database
     ["dlbox.workspaces", "dlbox.jobs", "dlbox.runs"],
     ["dlbox.models"],  # the model registry: a run's SavedModel as a versioned model

@@ -91,6 +91,18 @@ class ServiceBackend:
     def rmi(self, image: str, *, force: bool) -> dict:
         return self._call("DELETE", f"/api/images/{image}", params={"force": force})
 
+    def scan(self, image: str | None, *, sbom: Path | None, advisories: str | None, fail_on: str | None) -> dict:
+        if sbom is not None:  # the file is on this machine: read and scanned here
+            from dlbox.supply import scan
+
+            return scan.scan(sbom=sbom, advisories=advisories, fail_on=fail_on)
+        if image is None:
+            raise UsageError("give either an IMAGE or --sbom FILE")
+        return self._call("POST", f"/api/images/{image}/scan", json={"advisories": advisories, "fail_on": fail_on})
+
+    def sbom(self, image: str, *, fmt: str) -> str:
+        return self._call("GET", f"/api/images/{image}/sbom", params={"format": fmt})["document"]
+
     # --- workspaces
 
     def up(self, name: str, *, spec_file, preset, image, jupyter, ssh, ssh_key, mounts, memory, cpus, gpus,
@@ -303,14 +315,24 @@ class LocalBackend(ServiceBackend):
         return images.list_images(include_untagged=show_all)
 
     def inspect(self, image):
-        from dlbox.build import images
+        from dlbox.supply import scan
 
-        return images.inspect(image)
+        return scan.inspect(image)
 
     def verify(self, image):
         from dlbox.build import images
 
         return images.verify(image)
+
+    def scan(self, image, *, sbom, advisories, fail_on):
+        from dlbox.supply import scan
+
+        return scan.scan(image, sbom=sbom, advisories=advisories, fail_on=fail_on)
+
+    def sbom(self, image, *, fmt):
+        from dlbox.supply import scan
+
+        return scan.sbom(image, fmt=fmt)
 
     def verify_workspace(self, name):
         from dlbox.workspaces import drift

@@ -83,6 +83,14 @@ def image_text(data: dict, **_params) -> None:
     click.echo(f"{'base':<11} {lock['base']['ref']} (rootfs sha256 {lock['base']['rootfs_sha256']})")
     click.echo(f"{'python':<11} {lock['python']['version']}, {len(lock['python']['packages'])} packages")
     click.echo(f"{'os':<11} {len(lock['os']['packages'])} packages")
+    scan = data.get("scan")
+    if scan:
+        counts = ", ".join(f"{n} {level}" for level, n in scan["counts"].items() if n) or "none"
+        os_line = scan["os_error"] or f"{scan['os_updates']} OS packages with a security update"
+        click.echo(f"{'scan':<11} {scan['scanned_at']}: {scan['findings']} advisories ({counts}); {os_line}")
+        click.echo(f"{'':<11} advisories from {scan['advisories']}")
+    else:
+        click.echo(f"{'scan':<11} not scanned yet (dlbox scan {data['ref']})")
     for pkg in lock["python"]["packages"]:
         click.echo(f"  {pkg['name']}=={pkg['version']}")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import click
 
 from dlbox import __version__
-from dlbox.cli import images, jobs, models, runs, server, specs, users, workspaces
+from dlbox.cli import images, jobs, models, runs, server, specs, supply, users, workspaces
 from dlbox.cli.output import report
 
 __all__ = ["cli", "main", "report"]
@@ -39,6 +39,7 @@ def cli() -> None:
 for command in (
     specs.presets, specs.init,
     images.build, images.images_cmd, images.inspect, images.verify, images.rmi,
+    supply.scan, supply.sbom,
     workspaces.up, workspaces.ls_cmd, workspaces.stop, workspaces.start, workspaces.restart, workspaces.rm,
     workspaces.logs, workspaces.exec_cmd, workspaces.ssh, workspaces.ssh_config, workspaces.open_cmd,
     workspaces.token,

@@ -245,7 +245,7 @@ def relabel(image_id: str, new_labels: dict[str, str], files: list[tuple[str, by
 
 @translated("cannot read files from the image")
 def read_files(image: str, paths: list[str]) -> dict[str, bytes]:
-    """Files out of an image, without starting a container; missing ones are left out."""
+    """Files out of an image, without starting a container; missing ones (and links) are left out."""
     import io
     import tarfile
 
@@ -266,7 +266,9 @@ def read_files(image: str, paths: list[str]) -> dict[str, bytes]:
             except DockerNotFound:
                 continue
             with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
-                found[path] = tar.extractfile(tar.next()).read()
+                member = tar.next()
+                if member is not None and member.isfile():  # a link's target is not in the archive
+                    found[path] = tar.extractfile(member).read()
     except APIError as exc:
         raise _api_error(exc, f"cannot read files from {image}") from None
     finally:

@@ -267,8 +267,83 @@ class Image(Answer):
     created: str | None = None
 
 
+class ScanSummary(Answer):
+    """The last scan kept with an image (`dlbox scan`)."""
+
+    scanned_at: str
+    advisories: str
+    counts: dict[str, int]
+    findings: int
+    ids: list[str]
+    os_updates: int
+    os_error: str | None = None
+
+
 class ImageDetail(Image):
     lock: dict[str, Any]
+    scan: ScanSummary | None = None
+
+
+class Finding(Answer):
+    id: str
+    aliases: list[str]
+    package: str
+    version: str
+    severity: str
+    score: Number | None = None
+    fixed: list[str] = []
+    published: str | None = None
+    modified: str | None = None
+
+
+class OsUpdate(Answer):
+    package: str
+    installed: str
+    fixed: str
+    source: str
+    cves: list[str] = []
+
+
+class ScanPython(Answer):
+    packages: int
+    findings: list[Finding]
+
+
+class ScanOs(Answer):
+    packages: int
+    suite: str | None = None
+    index: str | None = None
+    updates: list[OsUpdate]
+    error: str | None = None
+    note: str | None = None
+
+
+class ScanGate(Answer):
+    fail_on: str | None = None
+    failed: bool
+    at_or_above: int
+
+
+class ScanResult(Answer):
+    """`dlbox scan`: Python findings (OSV), OS security updates (the Debian security suite), the gate."""
+
+    image: str
+    id: str | None = None
+    sbom: str | None = None
+    scanned_at: str
+    advisories: dict[str, Any]
+    python: ScanPython
+    os: ScanOs
+    counts: dict[str, int]
+    gate: ScanGate
+    seconds: Number
+
+
+class Sbom(Answer):
+    """`dlbox sbom`: a CycloneDX document, as text in the named format."""
+
+    format: str
+    document: str
 
 
 class Drift(Answer):

@@ -338,7 +338,10 @@ def images_page(request: Request, who: Who) -> Response:
 
 @router.get("/images/{ref:path}")
 def image_page(request: Request, ref: str, who: Who) -> Response:
-    return render("image.html", request, who, image=images.inspect(ref))
+    from dlbox.supply import scan
+
+    image = images.inspect(ref)
+    return render("image.html", request, who, image=image, scan=scan.stored(image["id"]))
 
 
 @router.get("/static/{name}")

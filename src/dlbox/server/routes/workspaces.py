@@ -7,6 +7,7 @@ workspace's row in step with the engine. Acting on one workspace asks the engine
 from __future__ import annotations
 
 import json
+from typing import Literal
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -100,6 +101,32 @@ def verify_image(ref: str, who: Caller) -> dict:
     return images.verify(ref)
 
 
+class ScanRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    advisories: str | None = Field(default=None, max_length=1000,
+                                   description="an OSV API URL or a folder/zip on the server (admins only)")
+    fail_on: Literal["low", "medium", "high", "critical"] | None = None
+
+
+@router.post("/images/{ref:path}/scan", response_model=m.ScanResult, responses=m.ENGINE)
+def scan_image(ref: str, body: ScanRequest, who: Caller) -> dict:
+    """The image's packages against advisories; the result is kept with the image. Only an admin may
+    name the advisory source: it is read by the server (a path there, or a URL it fetches)."""
+    from dlbox.supply import scan
+
+    if body.advisories is not None and not who.admin:
+        raise accounts.Forbidden("only an admin may choose the advisory source on the server")
+    return scan.scan(ref, advisories=body.advisories, fail_on=body.fail_on)
+
+
+@router.get("/images/{ref:path}/sbom", response_model=m.Sbom, responses=m.ENGINE)
+def image_sbom(ref: str, who: Caller, format: Literal["cyclonedx-json", "cyclonedx-xml"] = "cyclonedx-json") -> dict:
+    from dlbox.supply import scan
+
+    return {"format": format, "document": scan.sbom(ref, fmt=format)}
+
+
 @router.delete("/images/{ref:path}", response_model=m.ImageRemoved, responses=m.ENGINE)
 def remove_image(ref: str, who: Caller, force: bool = False) -> dict:
     from dlbox.build import images
@@ -113,9 +140,9 @@ def remove_image(ref: str, who: Caller, force: bool = False) -> dict:
 
 @router.get("/images/{ref:path}", response_model=m.ImageDetail, response_model_exclude_unset=True, responses=m.ENGINE)
 def inspect_image(ref: str, who: Caller) -> dict:
-    from dlbox.build import images
+    from dlbox.supply import scan
 
-    return images.inspect(ref)
+    return scan.inspect(ref)
 
 
 @router.post("/images", status_code=201, response_model=m.BuiltImage, responses=m.ENGINE)

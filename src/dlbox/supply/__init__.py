@@ -1,0 +1,1 @@
+"""The supply chain of an image: its packages against advisories (scan) and its SBOM."""
