@@ -61,13 +61,13 @@ def cancel(pipeline_id: str, who: Caller, ctx: Ctx) -> dict:
     return actions.cancel(ctx, who, pipeline_id)
 
 
-@router.get("/pipelines/{pipeline_id}/logs", response_class=PlainTextResponse, responses={**m.errors(400, 404), **PLAIN})
+@router.get("/pipelines/{pipeline_id}/logs", responses={**m.errors(400, 404), **PLAIN})
 def logs(pipeline_id: str, who: Caller, ctx: Ctx,
          stage: Annotated[str | None, Query(max_length=16, description="one stage's log only")] = None):
     return PlainTextResponse(actions.logs(ctx, who, pipeline_id, stage))
 
 
-@router.get("/pipelines/{pipeline_id}/report/{name}", response_class=FileResponse, responses={**m.errors(404), **FILE})
+@router.get("/pipelines/{pipeline_id}/report/{name}", responses={**m.errors(404), **FILE})
 def report_file(pipeline_id: str, name: str, who: Caller, ctx: Ctx):
     path = actions.report_file(ctx, who, pipeline_id, name)
     return FileResponse(path, media_type=MEDIA[path.suffix.lstrip(".")],
