@@ -109,6 +109,7 @@ def test_a_good_commit_becomes_champion_and_a_worse_one_is_rejected(dlbox, small
     for png in ("curves.png", "confusion.png"):
         assert is_png(folder / png), png
     markdown = Path(report["md"]).read_text()
+    assert markdown.startswith(f"## dlbox pipeline {first['id']}: promoted\n\n{model}:1 is the champion")
     assert "| accuracy | 0.9 | — |" in markdown and "No champion yet (first run): change gates skipped." in markdown
     assert first_sha[:12] in markdown and "2 tests: 2 passed" in markdown
     assert "<img src=\"curves.png\"" in Path(report["html"]).read_text()
@@ -128,6 +129,7 @@ def test_a_good_commit_becomes_champion_and_a_worse_one_is_rejected(dlbox, small
     rejected = dlbox.json("models", "show", f"{model}:2")
     assert rejected["verdict"] == "rejected" and rejected["metrics"]["accuracy"] == 0.5
     markdown = Path(dlbox.json("pipeline", "report", second["id"])["md"]).read_text()
+    assert markdown.startswith(f"## dlbox pipeline {second['id']}: rejected\n\nrejected by the gate: accuracy: change -0.4")
     assert "**Verdict: rejected**" in markdown and "| accuracy | 0.5 | 0.9 | -0.4 | -44.44% | FAIL |" in markdown
     assert "Champion: " in markdown
     logs = dlbox("pipeline", "logs", second["id"], "--stage", "train").stdout

@@ -127,8 +127,12 @@ class Driver:
             self.store.stage_transition(pipeline.id, later, StageState.SKIPPED.value,
                                         reason=f"not run: {name} failed")
 
-    def _end(self, pipeline: Pipeline, stages: dict[str, PipelineStage]) -> None:
+    def _outcome(self, pipeline: Pipeline, stages: dict[str, PipelineStage],
+                 report_ok: bool | None = None) -> tuple[PipelineState, str]:
+        """How the pipeline ends, and why (`report_ok`: the report stage's success, before it is recorded)."""
         states = {n: s.state for n, s in stages.items()}
+        if report_ok is not None:
+            states["report"] = StageState.SUCCEEDED.value if report_ok else StageState.FAILED.value
         blessed = None if pipeline.verdict is None else bool(pipeline.verdict.get("passed"))
         # a report that could not be written is its stage's failure, but does not undo a promotion
         counted = {n: (StageState.SUCCEEDED.value if n in ALWAYS and blessed is not None else s)
@@ -141,6 +145,10 @@ class Driver:
             reason = f"rejected by the gate: {pipeline.verdict.get('reason')}"
         else:
             reason = f"{pipeline.model_name}:{pipeline.model_version} is the champion"
+        return end, reason
+
+    def _end(self, pipeline: Pipeline, stages: dict[str, PipelineStage]) -> None:
+        end, reason = self._outcome(pipeline, stages)
         self.store.pipeline_transition(pipeline.id, end.value, reason=reason)
 
     def _cancel(self, pipeline: Pipeline, stages: dict[str, PipelineStage]) -> None:
@@ -406,7 +414,9 @@ class Driver:
     def _report(self, pipeline: Pipeline, stage: PipelineStage) -> None:
         from dlbox.pipelines import report
 
-        written = report.write(self.store, self.store.get_pipeline(pipeline.id))
+        current = self.store.get_pipeline(pipeline.id)
+        end, reason = self._outcome(current, {s.name: s for s in self.store.stages(pipeline.id)}, report_ok=True)
+        written = report.write(self.store, current, outcome=(end.value, reason))
         self._done(pipeline, "report", reason=f"{len(written)} files in {report.folder(pipeline.id)}",
                    result={"files": sorted(written)})
 

@@ -253,11 +253,17 @@ def _env():
     return env
 
 
-def write(store: Store, pipeline: Pipeline) -> list[str]:
-    """Write the report files (again: each is replaced whole); the names written."""
+def write(store: Store, pipeline: Pipeline, *, outcome: tuple[str, str] | None = None) -> list[str]:
+    """Write the report files (again: each is replaced whole); the names written. `outcome`: the state and
+    reason the pipeline is about to end with (the report is its last stage)."""
     out = folder(pipeline.id)
     out.mkdir(mode=0o700, parents=True, exist_ok=True)
     ctx, plots = context(store, pipeline)
+    ctx["state"], ctx["reason"] = outcome or (pipeline.state, pipeline.reason or "")
+    if outcome is not None:  # this is the report stage: it succeeds once these files are written
+        for stage in ctx["stages"]:
+            if stage["name"] == "report":
+                stage["state"] = "succeeded"
     written = []
     for name, (draw, args) in plots.items():
         try:
