@@ -168,3 +168,51 @@ def test_hooks_install_writes_a_background_post_commit_hook_and_keeps_a_foreign_
     assert text.rstrip().endswith("exit 0") and "&\n" in text  # in the background: the commit never waits
     assert subprocess.run(["sh", "-n", str(hook)]).returncode == 0
     assert run().returncode == 0  # its own hook is replaced without --force
+
+
+def test_a_restarted_service_watches_the_recorded_job_and_never_submits_it_again(tmp_path, monkeypatch, repo,
+                                                                               no_engine):
+    """A new Driver (a new service process) finds train running with its job recorded: it submits nothing,
+    and moves on once that job ends. A build an earlier process was running is built again, counted."""
+    from dlbox import snapshots
+    from dlbox.jobs import runner as jobs
+    from dlbox.jobs.state import JobState
+    from dlbox.pipelines import driver, source
+    from dlbox.pipelines.state import STAGES
+    from dlbox.store.db import Job, Pipeline
+
+    monkeypatch.setenv("DLBOX_HOME", str(tmp_path / "home"))
+    store = Store(f"sqlite:///{tmp_path}/r.db")
+    snap, commit = source.snapshot(repo, "HEAD", tmp_path / "tree")
+    snapshots.store(snap)
+    store.add_pipeline(Pipeline(id="p1", user="local", state="running", code_hash=snap.hash, trigger="cli",
+                                image_id="sha256:" + "1" * 64, cancel_requested=False, submitted_at=time.time()),
+                       list(STAGES))
+    for name in ("build", "test"):
+        store.stage_transition("p1", name, "running")
+        store.stage_transition("p1", name, "succeeded")
+    store.stage_transition("p1", "train", "running")
+    job = Job(id="j1", user="local", state="queued", command=["python", "train.py"], params={}, env={},
+              image_ref="x", image_id="sha256:" + "1" * 64, submitted_at=time.time())
+    assert store.start_stage_job("p1", "train", job)
+    capacity = jobs.Capacity(cpus=2, memory=None, gpus=[])
+    driver.Driver(store, capacity).run_once()  # "after a restart"
+    assert [j.id for j in store.jobs()] == ["j1"] and store.stages("p1")[2].state == "running"
+    for state in (JobState.STARTING, JobState.RUNNING, JobState.SUCCEEDED):
+        store.transition("j1", state)
+    driver.Driver(store, capacity).run_once()
+    stages = {s.name: s for s in store.stages("p1")}
+    assert stages["train"].state == "succeeded" and stages["train"].job_ids == ["j1"]
+    # evaluate's submit asks the engine (the image), which is not there: it fails, no job is half-made
+    assert stages["evaluate"].state == "failed" and "engine" in stages["evaluate"].reason.lower()
+    assert [j.id for j in store.jobs()] == ["j1"]
+
+    store.add_pipeline(Pipeline(id="p2", user="local", state="running", code_hash=snap.hash, trigger="cli",
+                                cancel_requested=False, submitted_at=time.time() - 60), list(STAGES))
+    store.stage_transition("p2", "build", "running")
+    later = driver.Driver(store, capacity)
+    later.since = time.time() + 1  # this process began after that build started
+    later.run_once()
+    later.builds["p2"].join(30)
+    assert store.stages("p2")[0].attempts == 2
+    assert "the service restarted during the build" in driver.log_path("p2", "build").read_text()
