@@ -68,7 +68,8 @@ def create_app(store: Store, loop: Loop, *, mode: str = "local", mount_roots: li
         data = {"ok": True, "version": __version__, "mode": mode}
         if mode == "local":  # the details are for the owner only
             data |= {"pid": os.getpid(), "loop_error": loop.last_error, "job_errors": loop.reconciler.errors,
-                     "engine_events": loop.events, "capacity": loop.reconciler.capacity.__dict__}
+                     "engine_events": loop.events, "capacity": loop.reconciler.capacity.__dict__,
+                     "pass_errors": loop.pass_errors}  # the pipeline driver's pass, when it failed
         return data
 
     app.include_router(routes_jobs.router)
