@@ -216,3 +216,67 @@ def test_a_restarted_service_watches_the_recorded_job_and_never_submits_it_again
     later.builds["p2"].join(30)
     assert store.stages("p2")[0].attempts == 2
     assert "the service restarted during the build" in driver.log_path("p2", "build").read_text()
+
+
+def _recorded(store, tmp_path, repo, pipeline_id: str, done: tuple[str, ...]):
+    from dlbox import snapshots
+    from dlbox.pipelines import source
+    from dlbox.pipelines.state import STAGES
+    from dlbox.store.db import Pipeline
+
+    snap, _ = source.snapshot(repo, "HEAD", tmp_path / f"tree-{pipeline_id}")
+    snapshots.store(snap)
+    store.add_pipeline(Pipeline(id=pipeline_id, user="local", state="running", code_hash=snap.hash, trigger="cli",
+                                image_id="sha256:" + "1" * 64, cancel_requested=False, submitted_at=time.time()),
+                       list(STAGES))
+    for name in done:
+        store.stage_transition(pipeline_id, name, "running")
+        store.stage_transition(pipeline_id, name, "succeeded")
+
+
+def test_a_failed_test_stage_stops_the_pipeline_before_training(tmp_path, monkeypatch, repo):
+    from dlbox.jobs import runner as jobs
+    from dlbox.jobs.state import JobState
+    from dlbox.pipelines import driver
+    from dlbox.store.db import Job
+
+    monkeypatch.setenv("DLBOX_HOME", str(tmp_path / "home"))
+    store = Store(f"sqlite:///{tmp_path}/f.db")
+    (repo / "dlbox.yaml").write_text(SPEC.replace("pipeline:\n", "pipeline:\n  test: {command: python t.py}\n"))
+    git(repo, "commit", "-qam", "with tests")
+    _recorded(store, tmp_path, repo, "p1", ("build",))
+    store.stage_transition("p1", "test", "running")
+    store.start_stage_job("p1", "test", Job(id="t1", user="local", state="queued", command=["python", "t.py"],
+                                            params={}, env={}, image_ref="x", image_id="sha256:1",
+                                            submitted_at=time.time()))
+    for state in (JobState.STARTING, JobState.RUNNING):
+        store.transition("t1", state)
+    store.transition("t1", JobState.FAILED, exit_code=1, reason="exit code 1")
+    driver.Driver(store, jobs.Capacity(cpus=2, memory=None, gpus=[])).run_once()
+    done = store.get_pipeline("p1")
+    assert done.state == "failed" and done.reason.startswith("test: run t1 failed: exit code 1")
+    states = {s.name: s.state for s in store.stages("p1")}
+    assert states["train"] == "skipped" and states["report"] == "succeeded"
+    assert [j.id for j in store.jobs()] == ["t1"]  # no training job was submitted
+
+
+def test_cancelling_cancels_the_running_job_then_the_pipeline(tmp_path, monkeypatch, repo):
+    from dlbox.jobs import runner as jobs
+    from dlbox.jobs.state import JobState
+    from dlbox.pipelines import driver
+    from dlbox.store.db import Job
+
+    monkeypatch.setenv("DLBOX_HOME", str(tmp_path / "home"))
+    store = Store(f"sqlite:///{tmp_path}/c.db")
+    _recorded(store, tmp_path, repo, "p1", ("build", "test"))
+    store.stage_transition("p1", "train", "running")
+    store.start_stage_job("p1", "train", Job(id="j1", user="local", state="queued", command=["x"], params={}, env={},
+                                             image_ref="x", image_id="sha256:1", submitted_at=time.time()))
+    store.update_pipeline("p1", cancel_requested=True)
+    run = driver.Driver(store, jobs.Capacity(cpus=2, memory=None, gpus=[]))
+    run.run_once()
+    assert store.get_job("j1").cancel_requested and store.get_pipeline("p1").state == "running"  # waits for the job
+    store.transition("j1", JobState.CANCELLED, reason="cancelled while queued")
+    run.run_once()
+    assert store.get_pipeline("p1").state == "cancelled"
+    assert {s.name: s.state for s in store.stages("p1")}["evaluate"] == "cancelled"
