@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from dlbox import config, snapshots
-from dlbox.errors import DlboxError, NotFound
+from dlbox.errors import DlboxError, NotFound, StoreUnavailable
 from dlbox.jobs import runner as jobs
 from dlbox.jobs.state import JobState
 from dlbox.pipelines import gates
@@ -109,7 +109,11 @@ class Driver:
             before = stage.state
             try:
                 getattr(self, f"_{name}")(pipeline, stage)
+            except StoreUnavailable:
+                raise  # nothing can be recorded now: the next pass tries again
             except Exception as exc:  # noqa: BLE001 - the stage fails with the reason; the pipeline stops
+                if self._stage(pipeline, name).state != StageState.RUNNING.value:
+                    raise  # it had ended before the error: nothing to fail (run_once keeps the error)
                 self._fail(pipeline, name, _message(exc))
             if self.store.stages(pipeline.id)[STAGES.index(name)].state == before:
                 return  # still running (a job, a build): the next pass looks again
