@@ -14,6 +14,8 @@ rows say, so a pipeline goes on after the CLI exits and after the service restar
 
 from __future__ import annotations
 
+import os
+import stat
 import threading
 import time
 from pathlib import Path
@@ -297,16 +299,16 @@ class Driver:
     def _junit(self, job_id: str, path: str) -> dict | None:
         from dlbox.pipelines import junit
 
-        target = jobs.run_dir(job_id) / "artifacts" / path
+        target = jobs.run_dir(job_id) / "artifacts" / path  # the service's copy: collect copies no links
         try:
-            fd_path = target.resolve(strict=True)
+            fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError:
-            return None
-        if fd_path != target or not fd_path.is_file():  # the service's copy holds no links; be sure
-            return None
+            return None  # not written (or not a plain file)
         try:
-            data = fd_path.read_bytes()[: junit.MAX_BYTES + 1]
-            parsed = junit.parse(data)
+            with os.fdopen(fd, "rb") as handle:
+                if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                    return None
+                parsed = junit.parse(handle.read(junit.MAX_BYTES + 1))
         except (OSError, ValueError) as exc:
             return {"error": str(exc)[:300]}
         return {**parsed, "summary": junit.summary(parsed)}
