@@ -576,6 +576,28 @@ def unpack(data, expected: str) -> tuple[Snapshot, bool]:
         raise
 
 
+def from_archive(data: bytes, dest: Path) -> Snapshot:
+    """A snapshot of a `git archive` tar (a commit's tracked files, never the working tree), written out to
+    the new folder `dest`: folders and git's global header are dropped, everything else checked as an
+    upload is (plain files and links that stay inside only, within the limits)."""
+    import tarfile
+
+    plain = io.BytesIO()
+    try:
+        with _open_tar(data) as src, tarfile.open(fileobj=plain, mode="w:") as out:
+            for info in src:
+                if info.isdir():
+                    continue
+                out.addfile(info, src.extractfile(info) if info.isreg() else None)
+    except tarfile.TarError as exc:
+        raise UsageError(f"code: git archive gave a broken tar ({exc})") from None
+    max_bytes, max_files = limits()
+    entries = _members(plain, max_bytes, max_files)
+    digest = tree_hash(entries)
+    export(digest, plain, dest)
+    return Snapshot(root=dest, entries=entries, hash=digest)
+
+
 def export(snapshot_hash: str, data, dest: Path) -> int:
     """Write a snapshot (from the store, or its tar as `data`) out to the new or empty folder `dest`;
     the number of entries. The tar is checked as an upload is, and must hash to `snapshot_hash`."""

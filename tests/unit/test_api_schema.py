@@ -58,11 +58,12 @@ def test_every_api_route_is_documented():
     from dlbox.server.routes import accounts as routes_accounts
     from dlbox.server.routes import jobs as routes_jobs
     from dlbox.server.routes import models as routes_models
+    from dlbox.server.routes import pipelines as routes_pipelines
     from dlbox.server.routes import snapshots as routes_snapshots
     from dlbox.server.routes import workspaces as routes_workspaces
 
     routes = {(m, r.path.replace(":path", "")) for module in (routes_jobs, routes_accounts, routes_workspaces,
-                                                              routes_snapshots, routes_models)
+                                                              routes_snapshots, routes_models, routes_pipelines)
               for r in module.router.routes for m in r.methods}
     assert set(OPERATIONS) == routes | {("GET", "/api/health")}
 

@@ -15,13 +15,14 @@ LAYERS = [
     ["dlbox", "dlbox.errors", "dlbox.config", "dlbox.sizes", "dlbox.redact", "dlbox.progress", "dlbox.gitinfo",
      "dlbox.snapshots"],
     ["dlbox.spec"],
-    ["dlbox.containers", "dlbox.jobs.state"],  # pure: what a container or a job's state is
+    ["dlbox.containers", "dlbox.jobs.state", "dlbox.pipelines.state"],  # pure: a container; job and pipeline states
     ["dlbox.engine"],  # the only code that talks to the Docker Engine
     ["dlbox.build", "dlbox.supply"],  # supply: scans and SBOMs of a built image
     ["dlbox.store"],  # the only code that talks to the database
     ["dlbox.workspaces", "dlbox.jobs", "dlbox.runs"],
     ["dlbox.models"],  # the model registry: a run's SavedModel as a versioned model
     ["dlbox.serving"],  # deployments: plain inputs (versions, labels), no registry import
+    ["dlbox.pipelines"],  # commit -> build, test, train, evaluate, gate, register, deploy, report
     ["dlbox.server"],
     ["dlbox.cli"],
     ["dlbox.launch", "dlbox.__main__"],

@@ -131,7 +131,7 @@ def test_a_misspelt_required_key_is_named_next_to_the_missing_one():
         "dlbox.yaml: 2 errors",
         "dlbox.yaml:1: base: required key is missing",
         "dlbox.yaml:2: bsae: unknown key; did you mean `base`? allowed here: name, base, python, apt, pip, "
-        "constraints, services, user, gpu, env, code, workspace, job",
+        "constraints, services, user, gpu, env, code, workspace, job, pipeline",
     ]
 
 

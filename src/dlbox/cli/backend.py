@@ -49,6 +49,13 @@ def build_inputs(spec_file: Path | None, preset: str | None, tag: str, ca_bundle
     return spec, project_dir, lock_file, ca_path
 
 
+def _path_part(text: str) -> str:
+    """An id as one URL path segment: nothing that would make it another route."""
+    if not re.fullmatch(r"[A-Za-z0-9]{1,32}", text or ""):
+        raise UsageError(f"{str(text)[:40]!r} is not a pipeline id (see `dlbox pipeline ls`)")
+    return text
+
+
 class ServiceBackend:
     """The dlbox HTTP API (the team server's, or the local service's)."""
 
@@ -264,6 +271,55 @@ class ServiceBackend:
         return self._call("PUT", f"/api/models/{name}/share", json={"shared": shared},
                           params={"owner": owner} if owner else None)
 
+    # --- pipelines
+
+    def submit_pipeline(self, project: Path, ref: str, *, trigger: str = "cli") -> dict:
+        """`git archive REF` of the project as a code snapshot (never the working tree), sent to the service
+        (only if it lacks it), and the pipeline's intent recorded. The answer is the pipeline."""
+        import tempfile
+
+        from dlbox.pipelines import source
+
+        with tempfile.TemporaryDirectory(prefix="dlbox-pipeline-") as work:
+            snap, commit = source.snapshot(project, ref, Path(work) / "tree")
+            self.put_code(snap)
+        return self._call("POST", "/api/pipelines", json={
+            "code_hash": snap.hash, "ref": ref, "git_commit": commit.sha, "author": commit.author,
+            "message": commit.message, "trigger": trigger})
+
+    def pipelines(self, *, limit: int) -> list[dict]:
+        return self._call("GET", "/api/pipelines", params={"limit": limit})
+
+    def pipeline(self, pipeline_id: str) -> dict:
+        return self._call("GET", f"/api/pipelines/{_path_part(pipeline_id)}")
+
+    def cancel_pipeline(self, pipeline_id: str) -> dict:
+        return self._call("POST", f"/api/pipelines/{_path_part(pipeline_id)}/cancel")
+
+    def pipeline_logs(self, pipeline_id: str, *, stage: str | None) -> bytes:
+        params = {"stage": stage} if stage else {}
+        return self._call("GET", f"/api/pipelines/{_path_part(pipeline_id)}/logs", params=params, raw=True)
+
+    def pipeline_report(self, pipeline_id: str, dest: Path | None) -> dict:
+        """The report's files: on this machine, where the service wrote them; from a server, fetched into
+        `dest` (default ./dlbox-report-ID). {"folder", "html", "md", "files"}."""
+        found = self.pipeline(pipeline_id)
+        if not found["report"]:
+            raise DlboxError(f"pipeline {found['id']} has no report yet (state {found['state']})", code="not_finished")
+        report_stage = next(s for s in found["stages"] if s["name"] == "report")
+        names = (report_stage.get("result") or {}).get("files") or ["report.html", "report.md"]
+        folder = dest or Path(f"dlbox-report-{found['id']}")
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            if name in ("report.html", "report.md", "curves.png", "confusion.png"):
+                data = self._call("GET", f"/api/pipelines/{found['id']}/report/{name}", raw=True)
+                (folder / name).write_bytes(data)
+        return {"id": found["id"], "folder": str(folder.resolve()), "html": str((folder / "report.html").resolve()),
+                "md": str((folder / "report.md").resolve()), "files": sorted(names)}
+
+    def add_hook_project(self, name: str, *, repo: str, owner: str | None) -> dict:
+        return self._call("POST", "/api/hooks/projects", json={"name": name, "repo": repo, "owner": owner})
+
     # --- users and tokens
 
     def add_user(self, name: str, *, admin: bool, quota: dict) -> dict:
@@ -415,6 +471,20 @@ class LocalBackend(ServiceBackend):
             raise DlboxError(f"workspace {name}'s token is not in this dlbox home; "
                              f"`dlbox token {name} --rotate` makes one")
         return {"name": name, "token": ws["jupyter"]["token"], "url": ws["jupyter"]["url"], "rotated": rotate}
+
+    def pipeline_report(self, pipeline_id, dest):
+        """The report where the service wrote it (this machine's dlbox home), or copied to `dest`."""
+        if dest is not None:
+            return super().pipeline_report(pipeline_id, dest)
+        from dlbox.pipelines import report
+
+        found = self.pipeline(pipeline_id)
+        if not found["report"]:
+            raise DlboxError(f"pipeline {found['id']} has no report yet (state {found['state']})", code="not_finished")
+        folder = report.folder(found["id"])
+        return {"id": found["id"], "folder": str(folder), "html": str(folder / "report.html"),
+                "md": str(folder / "report.md"), "files": sorted(p.name for p in folder.iterdir()
+                                                                   if p.name in report.FILES)}
 
     def put_code(self, snap) -> dict:
         """Store the snapshot in this dlbox home directly (the service reads the same home)."""

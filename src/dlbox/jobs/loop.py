@@ -32,6 +32,10 @@ class Loop:
         # noticed by the 1 s period only)
         self.events = "starting"
         self.stopping = threading.Event()
+        # more work of each pass, added by the layers above (the pipeline driver): called after the jobs'
+        # pass, each guarded on its own so one failing never stops the jobs
+        self.passes: list = []
+        self.pass_errors: dict[str, str] = {}
 
     def start(self) -> None:
         self.thread.start()
@@ -73,6 +77,13 @@ class Loop:
             except Exception as exc:  # noqa: BLE001 - idle stop failing must not stop jobs or rows
                 self.idle_error = f"{type(exc).__name__}: {exc}"
             records.sync(self.store)
+            for work in self.passes:
+                name = getattr(work, "__qualname__", repr(work))
+                try:
+                    work()
+                    self.pass_errors.pop(name, None)
+                except Exception as exc:  # noqa: BLE001 - the jobs' loop goes on; health shows it
+                    self.pass_errors[name] = f"{type(exc).__name__}: {exc}"
 
     def _run(self) -> None:
         while not self.stopping.is_set():

@@ -30,6 +30,7 @@ from dlbox.store.db import Job, Store
 
 PREFIX = "dlbox-job-"
 RUN_DIR = "/dlbox/run"
+INPUT_DIR = "/dlbox/input"  # a pipeline's evaluate job: the train run's artifacts, read-only
 LIB_DIR = "/opt/dlbox/lib"
 CANCEL_GRACE = 10
 FINISH_ATTEMPTS = 5  # then the job is lost, with the reason; retried after 1, 2, 4, 8 s
@@ -199,6 +200,8 @@ def prepare(job: Job) -> JobPlan:
     helper_dir()  # its mounts were checked
     if job.code_hash:
         snapshots.tree(job.code_hash)  # removed meanwhile (gc keeps referenced ones): NotFound, the job fails
+    if job.input_run:  # the service's own copy (0755 folders, 0644 files); made if that run kept no artifacts
+        (run_dir(job.input_run) / "artifacts").mkdir(mode=0o755, exist_ok=True)
     return planned
 
 
@@ -213,6 +216,7 @@ def plan(job: Job, image: dict) -> JobPlan:
     image_env = dict(item.split("=", 1) for item in image["Config"].get("Env") or [])
     env = {"DLBOX_RUN_DIR": RUN_DIR, "DLBOX_JOB_ID": job.id,
            "PYTHONPATH": ":".join(filter(None, [LIB_DIR, image_env.get("PYTHONPATH")])),
+           **({"DLBOX_INPUT_DIR": INPUT_DIR} if job.input_run else {}),
            **{f"DLBOX_PARAM_{re.sub(r'[^A-Za-z0-9_]', '_', k).upper()}": v for k, v in job.params.items()}}
     spec = containers.ContainerSpec(
         name=f"{PREFIX}{job.id}", image=job.image_id, command=list(job.command), user=user,
@@ -220,7 +224,7 @@ def plan(job: Job, image: dict) -> JobPlan:
                 **({"dlbox.gpus": ",".join(job.gpu_ids)} if job.gpu_ids else {})},
         mounts=[mount_policy.Mount(**m) for m in job.mounts] + [mount_policy.Mount(str(job_dir(job.id)), RUN_DIR),
                                                               mount_policy.Mount(str(helper_path()), LIB_DIR, True)]
-               + code_mounts(job),
+               + code_mounts(job) + input_mounts(job),
         volumes=dict(job.volumes or {}),
         limits=containers.Limits(memory=job.memory, cpus=job.cpus, shm_size=job.shm_size or containers.DEFAULT_SHM),
         gpu_ids=job.gpu_ids, env=env, workdir=job.workdir,
@@ -237,6 +241,14 @@ def code_mounts(job: Job) -> list[mount_policy.Mount]:
         return []
     return [mount_policy.Mount(str(snapshots.path_of(job.code_hash) / "tree"), job.code_dest or snapshots.DEFAULT_DEST,
                                True)]
+
+
+def input_mounts(job: Job) -> list[mount_policy.Mount]:
+    """A pipeline's evaluate job reads the train run's artifacts (the service's copy) read-only; the store
+    field is set by the service only, never by a request."""
+    if not job.input_run:
+        return []
+    return [mount_policy.Mount(str(run_dir(job.input_run) / "artifacts"), INPUT_DIR, True)]
 
 
 def launch(planned: JobPlan) -> str:

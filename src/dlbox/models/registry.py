@@ -49,6 +49,9 @@ class ModelVersion:
     registered_by: str
     registered_at: float
     aliases: tuple[str, ...] = field(default=())
+    verdict: str | None = None  # a pipeline's candidate: "blessed" or "rejected"; None: registered by hand
+    verdict_detail: dict | None = None  # the gate's verdict, metric by metric
+    pipeline_id: str | None = None
 
     @property
     def ref(self) -> str:
@@ -72,7 +75,8 @@ def _version(model: Model, row: VersionRow, aliases: tuple[str, ...] = ()) -> Mo
         files_hash=row.files_hash, files_bytes=row.files_bytes, image_id=row.image_id, lock_hash=row.lock_hash,
         run_id=row.run_id, git_commit=row.git_commit, git_dirty=bool(row.git_dirty), code_hash=row.code_hash,
         metrics=dict(row.metrics or {}), signature=dict(row.signature or {}), path=row.path,
-        registered_by=row.registered_by, registered_at=row.registered_at, aliases=aliases)
+        registered_by=row.registered_by, registered_at=row.registered_at, aliases=aliases, verdict=row.verdict,
+        verdict_detail=row.verdict_detail, pipeline_id=row.pipeline_id)
 
 
 # --- who sees what ------------------------------------------------------------------------------
@@ -137,13 +141,24 @@ def check_path(path: str) -> str:
     return "/".join(parts)
 
 
+FORMATS = ("savedmodel", "files")
+VERDICTS = ("blessed", "rejected")
+EMPTY_SIGNATURE = {"tags": [], "signatures": {}}
+
+
 def register(store: Store, owner: str, name: str, *, run: str, path: str = DEFAULT_PATH,
-             admin: bool = False) -> ModelVersion:
+             admin: bool = False, format: str = "savedmodel", metrics: dict | None = None,
+             verdict: str | None = None, verdict_detail: dict | None = None,
+             pipeline_id: str | None = None) -> ModelVersion:
     """Make the next version of `owner`'s model `name` from the SavedModel at `path` in run `run`'s artifacts.
 
     The files are copied into a staging folder, frozen, hashed and their signature read in the run's own
     image; only then do they move to their content-addressed place and the version row is written. Any
-    failure leaves no version row and no new files."""
+    failure leaves no version row and no new files.
+
+    A pipeline's register stage passes the rest: `format="files"` takes any folder of regular files (no
+    signature is read: it has none; serving needs a SavedModel), `metrics` the evaluation's (instead of
+    the run's), and the gate's `verdict` ("blessed" or "rejected") with its detail."""
     refs.check_name(name)
     clean = check_path(path)
     job = store.get_job(run) if isinstance(run, str) and run.isalnum() and len(run) <= 32 else None
@@ -162,15 +177,17 @@ def register(store: Store, owner: str, name: str, *, run: str, path: str = DEFAU
         raise files.NotAModel(f"there is no {what} (see `dlbox runs show {job.id}`)")
     if not os.path.isdir(source) or os.path.islink(source):
         raise files.NotAModel(f"{what} is not a folder")
+    if format not in FORMATS or (verdict is not None and verdict not in VERDICTS):
+        raise UsageError(f"format must be one of {', '.join(FORMATS)}; verdict one of {', '.join(VERDICTS)}")
     pb = source / "saved_model.pb"
-    if not os.path.isfile(pb) or os.path.islink(pb):
+    if format == "savedmodel" and (not os.path.isfile(pb) or os.path.islink(pb)):
         raise files.NotAModel(f"{what} is no SavedModel (it has no saved_model.pb)")
     staging = files.staging_dir()
     made = None
     try:
         files.copy_tree(source, staging, what=clean)
         files.freeze(staging)
-        sig = signature.read(job.image_id, staging, what=what)
+        sig = signature.read(job.image_id, staging, what=what) if format == "savedmodel" else EMPTY_SIGNATURE
         digest = files.tree_hash(staging)
         target = files.object_dir(digest.files_hash)
         if not target.exists():
@@ -180,12 +197,13 @@ def register(store: Store, owner: str, name: str, *, run: str, path: str = DEFAU
             except OSError:  # made meanwhile by a registration of the same files
                 if not target.is_dir():
                     raise
-        metrics = store.last_metrics([job.id])[job.id]
+        if metrics is None:
+            metrics = store.last_metrics([job.id])[job.id]
         row = store.add_model_version(
             owner, name, files_hash=digest.files_hash, files_bytes=digest.bytes, path=clean, run_id=job.id,
             image_id=job.image_id, lock_hash=job.lock_hash, git_commit=job.git_commit, git_dirty=bool(job.git_dirty),
             code_hash=_code_hash(job), metrics=metrics, signature=sig, registered_by=owner,
-            registered_at=time.time())
+            registered_at=time.time(), verdict=verdict, verdict_detail=verdict_detail, pipeline_id=pipeline_id)
     except BaseException:
         if made is not None and not store_uses(store, made.name):
             files.remove_tree(made)

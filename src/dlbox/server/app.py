@@ -32,6 +32,7 @@ def create_app(store: Store, loop: Loop, *, mode: str = "local", mount_roots: li
     from dlbox.server.routes import accounts as routes_accounts
     from dlbox.server.routes import jobs as routes_jobs
     from dlbox.server.routes import models as routes_models
+    from dlbox.server.routes import pipelines as routes_pipelines
     from dlbox.server.routes import snapshots as routes_snapshots
     from dlbox.server.routes import workspaces as routes_workspaces
 
@@ -67,7 +68,8 @@ def create_app(store: Store, loop: Loop, *, mode: str = "local", mount_roots: li
         data = {"ok": True, "version": __version__, "mode": mode}
         if mode == "local":  # the details are for the owner only
             data |= {"pid": os.getpid(), "loop_error": loop.last_error, "job_errors": loop.reconciler.errors,
-                     "engine_events": loop.events, "capacity": loop.reconciler.capacity.__dict__}
+                     "engine_events": loop.events, "capacity": loop.reconciler.capacity.__dict__,
+                     "pass_errors": loop.pass_errors}  # the pipeline driver's pass, when it failed
         return data
 
     app.include_router(routes_jobs.router)
@@ -75,6 +77,7 @@ def create_app(store: Store, loop: Loop, *, mode: str = "local", mount_roots: li
     app.include_router(routes_accounts.router)
     app.include_router(routes_workspaces.router)
     app.include_router(routes_models.router)
+    app.include_router(routes_pipelines.router)
     if mode == "server":  # the web dashboard: only where there are accounts to sign in with
         from dlbox.server.dashboard import pages as dashboard
 
@@ -134,6 +137,9 @@ def serve(*, host: str | None = None, port: int | None = None, mount_roots: list
     (home / "service" / "pid").write_text(str(os.getpid()))
     store = Store()
     loop = Loop(store, idle_stop=idle_stop)
+    from dlbox.pipelines.driver import Driver
+
+    loop.passes.append(Driver(store, loop.reconciler.capacity, loop.wake).run_once)  # pipelines go on after a restart
     try:
         loop.run_once()  # catch up with what happened while no service ran, before answering anyone
     except Exception as exc:  # noqa: BLE001 - answer anyway; the loop retries and health shows it

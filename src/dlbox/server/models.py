@@ -9,7 +9,7 @@ is documented here; numbers that may be whole or not are `int | float`, so 2 sta
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -439,6 +439,10 @@ class ModelVersion(Answer):
     registered_by: str
     registered_at: str | None
     aliases: list[str]
+    verdict: Literal["blessed", "rejected"] | None = Field(
+        default=None, description="a pipeline's candidate: its gate's verdict; null: registered by hand")
+    verdict_detail: dict[str, Any] | None = Field(default=None, description="the gate's verdict, metric by metric")
+    pipeline_id: str | None = None
 
 
 class AliasMove(Answer):
@@ -468,3 +472,60 @@ class VersionRemoved(Answer):
     version: int
     removed: bool
     aliases: list[str] = Field(description="the aliases that pointed at it, deleted with it")
+
+
+# --- pipelines ------------------------------------------------------------------------------------
+
+
+class PipelineStage(Answer):
+    name: Literal["build", "test", "train", "evaluate", "gate", "register", "deploy", "report"]
+    state: Literal["pending", "running", "succeeded", "failed", "skipped", "cancelled"]
+    reason: str | None = Field(description="why it ended so (a failed stage's reason stops the pipeline)")
+    runs: list[str] = Field(description="the runs (jobs) it made")
+    result: dict[str, Any] | None
+    attempts: int = Field(description="more than 1 only for a build the service was stopped in")
+    started_at: str | None
+    ended_at: str | None
+    duration: Number | None = Field(description="seconds, so far while it runs")
+
+
+class Pipeline(Answer):
+    id: str
+    user: str
+    state: Literal["queued", "running", "promoted", "rejected", "failed", "cancelled"]
+    reason: str | None
+    ref: str | None
+    git_commit: str | None
+    author: str | None
+    message: str | None
+    code_hash: str
+    trigger: str
+    image_id: str | None
+    lock_hash: str | None
+    model: str | None
+    model_version: int | None
+    champion_version: int | None = Field(description="the champion the candidate was gated against")
+    verdict: dict[str, Any] | None = Field(description="the gate's verdict, metric by metric (see docs/pipelines.md)")
+    cancel_requested: bool
+    submitted_at: str | None
+    started_at: str | None
+    ended_at: str | None
+    exit_code: int | None = Field(description="what `dlbox pipeline run --follow` exits with: 0 promoted, "
+                                              "1 failed or cancelled, 3 rejected; null while it runs")
+    report: bool = Field(description="whether the report has been written")
+    stages: list[PipelineStage] = []
+
+
+class HookProject(Answer):
+    name: str
+    owner: str
+    repo: str
+    secret: str = Field(description="shown once: give it to GitHub as the webhook's secret")
+
+
+class WebhookAnswer(Answer):
+    ran: bool
+    reason: str | None = None
+    pipeline: str | None = None
+    commit: str | None = None
+    new_snapshot: bool | None = None

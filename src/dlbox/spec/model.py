@@ -164,6 +164,94 @@ class WorkspaceDefaults(Defaults):
     idle_stop: Duration | None = None  # seconds (90s, 30m, 2h in YAML); 0/off: never; None: the server's default
 
 
+# --- the pipeline section (issue 14) -------------------------------------------------------------
+
+MetricName = Annotated[Text, _matching(r"[A-Za-z0-9_.:/-]{1,128}", "a metric name (letters, digits, '_.:/-')")]
+ParamValue = Annotated[Text, Field(max_length=4096)]
+
+
+def _command(value: Any) -> Any:
+    """A command as a list of arguments, or one string split as a shell would (no shell runs it)."""
+    import shlex
+
+    if isinstance(value, str):
+        try:
+            return shlex.split(value)
+        except ValueError as exc:
+            raise ValueError(f"cannot be split into arguments ({exc})") from None
+    return value
+
+
+Command = Annotated[list[Text], BeforeValidator(_command), Field(min_length=1, max_length=256)]
+
+
+class StageJob(Strict):
+    """A stage that runs as a job in the pipeline's image, on the commit's code snapshot."""
+
+    command: Command
+    params: dict[Annotated[Text, Field(min_length=1, max_length=128)], ParamValue] = {}
+    memory: Text | None = None
+    cpus: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    gpus: Text | None = None
+    timeout: int = Field(default=6 * 3600, ge=1, le=14 * 24 * 3600)  # seconds; then the job is cancelled
+
+
+class TestStage(StageJob):
+    """`test`: a command in the image; a JUnit XML file it writes to $DLBOX_RUN_DIR/artifacts/junit.xml is read."""
+
+    junit: Annotated[Text, _matching(r"(?:[A-Za-z0-9_.+-]+/)*[A-Za-z0-9_.+-]+", "a relative path")] = "junit.xml"
+
+
+class Delta(Strict):
+    absolute: float | None = Field(default=None, allow_inf_nan=False)
+    relative: float | None = Field(default=None, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _some(self) -> Delta:
+        if self.absolute is None and self.relative is None:
+            raise ValueError("give absolute and/or relative")
+        return self
+
+
+class Gate(Strict):
+    """One metric's gate: bounds, and change against the champion (see docs/pipelines.md)."""
+
+    min: float | None = Field(default=None, allow_inf_nan=False)
+    max: float | None = Field(default=None, allow_inf_nan=False)
+    min_delta: Delta | None = None
+    greater_is_better: bool = True
+
+    @model_validator(mode="after")
+    def _sensible(self) -> Gate:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError("min is above max: no value can pass")
+        return self
+
+
+class Register(Strict):
+    model: Annotated[Text, _matching(r"[a-z0-9][a-z0-9._-]{0,62}", "a model name")] | None = None  # default: spec name
+    path: Text = "model"  # in the train run's artifacts
+    format: Literal["savedmodel", "files"] = "savedmodel"
+
+
+class Report(Strict):
+    curves: list[MetricName] = Field(default=[], max_length=32)  # the train metrics to plot; default: all with steps
+
+
+class Deploy(Strict):
+    enabled: bool = True  # the hook point: dlbox.pipelines.deploy.deploy (no deployment exists yet)
+
+
+class Pipeline(Strict):
+    test: TestStage | None = None
+    train: StageJob
+    evaluate: StageJob
+    gate: Annotated[dict[MetricName, Gate], Field(max_length=64)] = {}
+    register_: Register = Field(default=Register(), alias="register")  # `register` would shadow ABCMeta's
+    report: Report = Report()
+    deploy: Deploy = Deploy()
+
+
 class Spec(Strict):
     name: Text
     base: Base
@@ -178,6 +266,7 @@ class Spec(Strict):
     code: Code | None = None
     workspace: WorkspaceDefaults = WorkspaceDefaults()
     job: Defaults = Defaults()
+    pipeline: Pipeline | None = None
 
     @field_validator("name")
     @classmethod
@@ -214,7 +303,7 @@ class Spec(Strict):
 
     def environment_hash(self) -> str:
         """Hash of what defines the image (not workspace/job defaults)."""
-        data = self.model_dump(mode="json", exclude={"workspace", "job"})
+        data = self.model_dump(mode="json", exclude={"workspace", "job", "pipeline"})
         return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
@@ -359,19 +448,42 @@ def _line_of(node: Any, loc: list) -> int | None:
 
 
 def _allowed_keys(loc: list) -> list[str]:
+    """The keys allowed at `loc` (for "did you mean"): walks models, optional members and dict values."""
+    import typing
+
+    def models_in(annotation: Any) -> list:
+        found = []
+        for candidate in (annotation, *typing.get_args(annotation)):
+            if typing.get_origin(candidate) is Annotated:
+                found += models_in(typing.get_args(candidate)[0])
+            elif isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                found.append(candidate)
+        return found
+
+    def dict_value(annotation: Any) -> Any:
+        for candidate in (annotation, *typing.get_args(annotation)):
+            if typing.get_origin(candidate) is Annotated:
+                candidate = typing.get_args(candidate)[0]
+            if typing.get_origin(candidate) is dict:
+                return typing.get_args(candidate)[1]
+        return None
+
     model: Any = Spec
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        field = model.model_fields.get(part)
+    parts = [p for p in loc if not isinstance(p, int)]
+    i = 0
+    while i < len(parts):
+        field = {f.alias or n: f for n, f in model.model_fields.items()}.get(parts[i])
         if field is None:
             break
-        candidates = [field.annotation, *getattr(field.annotation, "__args__", ())]
-        nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        value = dict_value(field.annotation)
+        if value is not None and i + 1 < len(parts):  # the next part is a key of the dict
+            nested, i = models_in(value), i + 2
+        else:
+            nested, i = models_in(field.annotation), i + 1
         if not nested:
             break
         model = nested[0]
-    return list(model.model_fields)
+    return [f.alias or n for n, f in model.model_fields.items()]
 
 
 def to_yaml(spec: Spec) -> str:

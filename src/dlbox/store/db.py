@@ -19,6 +19,7 @@ from sqlalchemy.orm import DeclarativeBase, defer, Mapped, Session, mapped_colum
 from dlbox import config, redact
 from dlbox.errors import StoreUnavailable
 from dlbox.jobs.state import JobState, check_transition
+from dlbox.pipelines.state import check_pipeline, check_stage
 
 
 class Base(DeclarativeBase):
@@ -69,6 +70,8 @@ class Job(Base):
     code_files: Mapped[int | None] = mapped_column(Integer)
     code_bytes: Mapped[int | None] = mapped_column(BigInteger)
     code_dest: Mapped[str | None] = mapped_column(Text)  # where the job saw it (read-only)
+    # a pipeline's evaluate job: this run's artifacts read-only at /dlbox/input (0009); set by the service only
+    input_run: Mapped[str | None] = mapped_column(String(32))
 
 
 class CodeSnapshot(Base):
@@ -177,6 +180,63 @@ class ModelVersion(Base):
     signature: Mapped[dict | None] = mapped_column(JSON)
     registered_by: Mapped[str] = mapped_column(String(64))
     registered_at: Mapped[float] = mapped_column(Float)
+    verdict: Mapped[str | None] = mapped_column(String(16))  # a pipeline's candidate: blessed or rejected (0009)
+    verdict_detail: Mapped[dict | None] = mapped_column(JSON)  # the gate's verdict, metric by metric
+    pipeline_id: Mapped[str | None] = mapped_column(String(32), index=True)  # the pipeline that registered it
+
+
+class Pipeline(Base):
+    """A pipeline run of one commit (0009): intent recorded by the API, driven by the service's loop."""
+
+    __tablename__ = "pipelines"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user: Mapped[str] = mapped_column(String(64), index=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    ref: Mapped[str | None] = mapped_column(String(256))
+    git_commit: Mapped[str | None] = mapped_column(String(64))
+    author: Mapped[str | None] = mapped_column(String(256))
+    message: Mapped[str | None] = mapped_column(Text)
+    code_hash: Mapped[str] = mapped_column(String(64), index=True)
+    trigger: Mapped[str] = mapped_column(String(32))  # cli, hook, webhook
+    image_id: Mapped[str | None] = mapped_column(String(80))
+    lock_hash: Mapped[str | None] = mapped_column(String(64))
+    model_name: Mapped[str | None] = mapped_column(String(64))
+    model_version: Mapped[int | None] = mapped_column(Integer)
+    champion_version: Mapped[int | None] = mapped_column(Integer)  # the champion the candidate was gated against
+    verdict: Mapped[dict | None] = mapped_column(JSON)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    submitted_at: Mapped[float] = mapped_column(Float, index=True)
+    started_at: Mapped[float | None] = mapped_column(Float)
+    ended_at: Mapped[float | None] = mapped_column(Float)
+
+
+class PipelineStage(Base):
+    __tablename__ = "pipeline_stages"
+
+    pipeline_id: Mapped[str] = mapped_column(ForeignKey("pipelines.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(16), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    job_ids: Mapped[list] = mapped_column(JSON, default=list)  # the runs it made
+    result: Mapped[dict | None] = mapped_column(JSON)  # e.g. test counts, the image, the registered version
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # > 1 only for a build the service was killed in
+    started_at: Mapped[float | None] = mapped_column(Float)
+    ended_at: Mapped[float | None] = mapped_column(Float)
+
+
+class HookProject(Base):
+    """A project the team server runs pipelines for on a signed push webhook (0009)."""
+
+    __tablename__ = "hook_projects"
+
+    name: Mapped[str] = mapped_column(String(256), primary_key=True)  # GitHub's repository.full_name
+    owner: Mapped[str] = mapped_column(String(64))  # whose pipelines they are
+    repo: Mapped[str] = mapped_column(Text)  # a clone on the server that has the pushed commits
+    secret: Mapped[str] = mapped_column(String(128))  # the HMAC key (GitHub needs it in the clear too)
+    created_at: Mapped[float] = mapped_column(Float)
 
 
 class ModelAlias(Base):
@@ -220,7 +280,7 @@ class Store:
         migrate(self.engine)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         # bumped on every write through this Store, so its readers may cache what they built from it
-        self.versions = {"workspaces": 0, "auth": 0, "jobs": 0, "models": 0}
+        self.versions = {"workspaces": 0, "auth": 0, "jobs": 0, "models": 0, "pipelines": 0}
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -422,9 +482,9 @@ class Store:
                                 .where(CodeSnapshot.user == user)))
 
     def referenced_snapshots(self) -> set[str]:
-        """The snapshot hashes some run or model version refers to: those are kept."""
+        """The snapshot hashes some run, model version or pipeline refers to: those are kept."""
         with self.session() as s:
-            return {h for column in (Job.code_hash, ModelVersion.code_hash)
+            return {h for column in (Job.code_hash, ModelVersion.code_hash, Pipeline.code_hash)
                     for h in s.scalars(select(column).where(column.is_not(None)).distinct())}
 
     def forget_snapshots(self, hashes: set[str]) -> None:
@@ -558,6 +618,146 @@ class Store:
         with self.session() as s:
             s.get(Model, model_id).shared = shared
         self.versions["models"] += 1
+
+
+    # --- pipelines ------------------------------------------------------------------------
+
+    def add_pipeline(self, pipeline: Pipeline, stages: list[str]) -> Pipeline:
+        """The pipeline and its stages (all pending), in one transaction."""
+        with self.session() as s:
+            s.add(pipeline)
+            s.flush()
+            for position, name in enumerate(stages):
+                s.add(PipelineStage(pipeline_id=pipeline.id, name=name, position=position, state="pending",
+                                    job_ids=[], attempts=0))
+        self.versions["pipelines"] += 1
+        return pipeline
+
+    def get_pipeline(self, pipeline_id: str) -> Pipeline | None:
+        with self.session() as s:
+            found = s.get(Pipeline, pipeline_id)
+            if found is None and 4 <= len(pipeline_id) <= 32 and pipeline_id.isalnum():  # a unique prefix
+                matches = s.scalars(select(Pipeline).where(Pipeline.id.like(f"{pipeline_id}%")).limit(2)).all()
+                found = matches[0] if len(matches) == 1 else None
+            return found
+
+    def pipelines(self, *, user: str | None = None, states: set[str] | None = None, newest: int | None = None,
+                  skip: int = 0) -> list[Pipeline]:
+        """Pipelines oldest first; `newest`: the last N submitted (after skipping the `skip` newest)."""
+        with self.session() as s:
+            query = select(Pipeline).order_by(Pipeline.submitted_at)
+            if newest is not None:
+                query = select(Pipeline).order_by(Pipeline.submitted_at.desc(), Pipeline.id.desc()).limit(
+                    newest).offset(skip)
+            if states:
+                query = query.where(Pipeline.state.in_(sorted(states)))
+            if user:
+                query = query.where(Pipeline.user == user)
+            found = list(s.scalars(query))
+            return found[::-1] if newest is not None else found
+
+    def stages(self, pipeline_id: str) -> list[PipelineStage]:
+        with self.session() as s:
+            return list(s.scalars(select(PipelineStage).where(PipelineStage.pipeline_id == pipeline_id)
+                                  .order_by(PipelineStage.position)))
+
+    def pipeline_transition(self, pipeline_id: str, new: str, *, reason: str | None = None, **fields) -> Pipeline:
+        """The one place a pipeline's state changes: checked, compare-and-set, times stamped."""
+        while True:
+            with self.session() as s:
+                row = s.get(Pipeline, pipeline_id)
+                if row is None:
+                    raise KeyError(f"no pipeline {pipeline_id}")
+                old = row.state
+                check_pipeline(old, new)
+                values = dict(fields, state=new)
+                if reason is not None:
+                    values["reason"] = reason
+                if new == "running" and row.started_at is None:
+                    values["started_at"] = time.time()
+                if new in ("promoted", "rejected", "failed", "cancelled"):
+                    values["ended_at"] = time.time()
+                done = s.execute(update(Pipeline).where(Pipeline.id == pipeline_id, Pipeline.state == old)
+                                 .values(**values).execution_options(synchronize_session=False))
+                if done.rowcount == 1:
+                    s.refresh(row)
+                    self.versions["pipelines"] += 1
+                    return row
+
+    def update_pipeline(self, pipeline_id: str, **fields) -> None:
+        assert "state" not in fields
+        with self.session() as s:
+            row = s.get(Pipeline, pipeline_id)
+            for key, value in fields.items():
+                setattr(row, key, value)
+        self.versions["pipelines"] += 1
+
+    def stage_transition(self, pipeline_id: str, name: str, new: str, *, reason: str | None = None,
+                         **fields) -> PipelineStage:
+        """A stage's state change: checked against the machine, compare-and-set, times stamped."""
+        while True:
+            with self.session() as s:
+                row = s.get(PipelineStage, (pipeline_id, name))
+                if row is None:
+                    raise KeyError(f"no stage {name} in pipeline {pipeline_id}")
+                old = row.state
+                check_stage(old, new)
+                values = dict(fields, state=new)
+                if reason is not None:
+                    values["reason"] = reason
+                if new == "running":
+                    values["started_at"] = row.started_at or time.time()
+                    values["attempts"] = (row.attempts or 0) + 1
+                if new not in ("pending", "running"):
+                    values["ended_at"] = time.time()
+                done = s.execute(update(PipelineStage).where(PipelineStage.pipeline_id == pipeline_id,
+                                                             PipelineStage.name == name, PipelineStage.state == old)
+                                 .values(**values).execution_options(synchronize_session=False))
+                if done.rowcount == 1:
+                    s.refresh(row)
+                    self.versions["pipelines"] += 1
+                    return row
+
+    def update_stage(self, pipeline_id: str, name: str, **fields) -> None:
+        assert "state" not in fields
+        with self.session() as s:
+            row = s.get(PipelineStage, (pipeline_id, name))
+            for key, value in fields.items():
+                setattr(row, key, value)
+        self.versions["pipelines"] += 1
+
+    def start_stage_job(self, pipeline_id: str, name: str, job: Job) -> bool:
+        """Add `job` and record it as the running stage's run, in one transaction: a service killed
+        between the two cannot leave a job the stage does not know (and would submit again).
+        False (and no job) when the stage already has a run."""
+        with self.session() as s:
+            row = s.get(PipelineStage, (pipeline_id, name), with_for_update=True)
+            if row is None or row.state != "running" or row.job_ids:
+                return False
+            s.add(job)
+            row.job_ids = [job.id]
+        self.versions["jobs"] += 1
+        self.versions["pipelines"] += 1
+        return True
+
+    def version_of_pipeline(self, pipeline_id: str) -> tuple[Model, ModelVersion] | None:
+        with self.session() as s:
+            row = s.scalars(select(ModelVersion).where(ModelVersion.pipeline_id == pipeline_id)).first()
+            return (s.get(Model, row.model_id), row) if row is not None else None
+
+    def add_hook_project(self, project: HookProject) -> HookProject:
+        return self._added(project)
+
+    def get_hook_project(self, name: str) -> HookProject | None:
+        return self._got(HookProject, name)
+
+    def hook_projects(self) -> list[HookProject]:
+        with self.session() as s:
+            return list(s.scalars(select(HookProject).order_by(HookProject.name)))
+
+    def remove_hook_project(self, name: str) -> bool:
+        with self.session() as s:
+            return s.query(HookProject).filter(HookProject.name == name).delete() == 1
 
 
 def unavailable(exc: Exception) -> StoreUnavailable:

@@ -328,6 +328,30 @@ def model_page(request: Request, owner: str, name: str, who: Who) -> Response:
     return render("model.html", request, who, model=model)
 
 
+# --- pipelines ----------------------------------------------------------------------------------
+
+
+@router.get("/pipelines")
+def pipelines_page(request: Request, who: Who, offset: deps.Offset = 0) -> Response:
+    """Pipelines with their stages' states (the page reloads itself while one runs) and report links."""
+    from dlbox.server import pipeline_actions
+
+    ctx = request.app.state.ctx
+    rows, more = pipeline_actions.listing(ctx, who, limit=PAGE, offset=offset)
+    live = any(r["exit_code"] is None for r in rows)
+    return render("pipelines.html", request, who, pipelines=rows[::-1], offset=offset, live=live,
+                  next_page=more and offset + PAGE)
+
+
+@router.get("/pipelines/{pipeline_id}")
+def pipeline_page(request: Request, pipeline_id: str, who: Who) -> Response:
+    from dlbox.server import pipeline_actions
+
+    ctx = request.app.state.ctx
+    found = pipeline_actions.pipeline_json(ctx.store, pipeline_actions.get(ctx, who, pipeline_id))
+    return render("pipeline.html", request, who, p=found, live=found["exit_code"] is None)
+
+
 # --- images -------------------------------------------------------------------------------------
 
 
