@@ -1,4 +1,5 @@
-"""The reconcile loop: makes the engine match what the store says should run (jobs and workspaces)."""
+"""The reconcile loop: makes the engine match what the store says should run (jobs, workspaces, and the
+passes the service adds: deployments)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,9 @@ class Loop:
         # noticed by the 1 s period only)
         self.events = "starting"
         self.stopping = threading.Event()
+        # more passes, run after the jobs' and workspaces' (the service adds the deployments' here: jobs/
+        # sits below the registry and serving, so it cannot import them)
+        self.extra: list = []
 
     def start(self) -> None:
         self.thread.start()
@@ -66,6 +70,8 @@ class Loop:
         with self.lock:
             self.reconciler.run_once()
             records.sync(self.store)
+            for reconcile in self.extra:
+                reconcile()
 
     def _run(self) -> None:
         while not self.stopping.is_set():
