@@ -251,6 +251,24 @@ class ServiceBackend:
         return self._call("PUT", f"/api/models/{name}/share", json={"shared": shared},
                           params={"owner": owner} if owner else None)
 
+    # --- deployments (the service runs them: it reconciles them and holds the models' files)
+
+    def serve(self, body: dict) -> dict:
+        return self._call("POST", "/api/deployments", json=body)
+
+    def deployments(self) -> list[dict]:
+        return self._call("GET", "/api/deployments")
+
+    def deployment(self, name: str) -> dict:
+        return self._call("GET", f"/api/deployments/{name}")
+
+    def remove_deployment(self, name: str) -> dict:
+        return self._call("DELETE", f"/api/deployments/{name}")
+
+    def deployment_logs(self, name: str, *, tail: int) -> str:
+        return self._call("GET", f"/api/deployments/{name}/logs", params={"tail": tail}, raw=True).decode(
+            "utf-8", errors="replace")
+
     # --- users and tokens
 
     def add_user(self, name: str, *, admin: bool, quota: dict) -> dict:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import click
 
 from dlbox import __version__
-from dlbox.cli import images, jobs, models, runs, server, specs, users, workspaces
+from dlbox.cli import deployments, images, jobs, models, runs, server, specs, users, workspaces
 from dlbox.cli.output import report
 
 __all__ = ["cli", "main", "report"]
@@ -43,7 +43,7 @@ for command in (
     workspaces.logs, workspaces.exec_cmd, workspaces.ssh, workspaces.ssh_config, workspaces.open_cmd,
     workspaces.token,
     jobs.run, jobs.jobs_cmd, jobs.wait, jobs.cancel,
-    runs.runs, runs.reproduce, runs.gc, models.models,
+    runs.runs, runs.reproduce, runs.gc, models.models, deployments.serve, deployments.deployments,
     server.server, users.users, users.tokens, server.service,
 ):
     cli.add_command(command)
