@@ -30,6 +30,7 @@ from dlbox.server import job_actions
 from dlbox.errors import DlboxError, NotFound, UsageError
 from dlbox.jobs.state import JobState
 from dlbox.models import registry
+from dlbox.deployments import manage as deployments
 
 STATIC = resources.files("dlbox.server.dashboard") / "static"
 PAGE = 100  # rows in a table; a "Next page" link shows the older ones
@@ -326,6 +327,16 @@ def model_page(request: Request, owner: str, name: str, who: Who) -> Response:
     unshared model is a 404 like a missing one."""
     model = registry.detail(request.app.state.ctx.store, who.name, name, owner=owner, admin=who.admin)
     return render("model.html", request, who, model=model)
+
+
+# --- deployments --------------------------------------------------------------------------------
+
+
+@router.get("/deployments")
+def deployments_page(request: Request, who: Who) -> Response:
+    """The caller's deployments (admins: all): state, health, label -> version, restarts, last error."""
+    found = deployments.listing(request.app.state.ctx.store, who.name, admin=who.admin)
+    return render("deployments.html", request, who, deployments=found)
 
 
 # --- images -------------------------------------------------------------------------------------
