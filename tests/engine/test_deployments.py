@@ -154,6 +154,11 @@ def test_serve_predicts_what_the_model_computes_and_ls_shows_it(dlbox, model, se
     assert listed["image_id"] == model["image_id"]  # the model's own training image, by ID
     shown = dlbox("deployments", "show", served["name"]).stdout
     assert f"/v1/models/{model['name']}" in shown and "follows champion" in shown
+    text = dlbox("deployments", "ls").stdout
+    assert served["name"] in text and "champion=1" in text and "running" in text
+    log = dlbox("deployments", "logs", served["name"], "--tail", "1000").stdout
+    assert "version 1: AVAILABLE" in log and "/v1/models/" in log  # loads, and a line per request
+    assert json.dumps(X) not in log  # request lines carry no payloads
     taken = dlbox("serve", model["name"], check=False)  # the name is taken: refused, the running one untouched
     assert taken.returncode == 1 and "already exists" in taken.stderr and taken.stderr.count("\n") == 1
 
