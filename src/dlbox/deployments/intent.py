@@ -81,7 +81,7 @@ def check(req: Request) -> Request:
         except ValueError:
             raise UsageError(f"--host {req.host!r}: give an IP address of this machine (e.g. 127.0.0.1)") from None
     if req.memory is not None and req.memory < MIN_MEMORY:
-        raise UsageError(f"--memory: at least 64m (TensorFlow alone needs more)")
+        raise UsageError("--memory: at least 64m (TensorFlow alone needs more)")
     if req.batch_max and not 2 <= req.batch_max <= MAX_BATCH:
         raise UsageError(f"--batch-max {req.batch_max}: 2 to {MAX_BATCH} requests a batch (0: no batching)")
     if req.batch_max < 0:
