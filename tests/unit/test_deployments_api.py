@@ -48,3 +48,18 @@ def test_bad_flags_are_400_and_a_serve_that_cannot_start_records_nothing(api):
     no_engine = client.post("/api/deployments", json={"model": "digits", "name": "web"}, headers=t["ann"])
     assert no_engine.status_code == 503 and no_engine.json()["error"]["code"] == "engine_unavailable"
     assert store.get_deployment("web") is None  # nothing half-made
+
+
+def test_a_deployments_memory_counts_against_the_owners_quota(api):
+    client, t, store = api
+    from dlbox.server import quota
+
+    user = store.get_user("ann")
+    user.quota = {"memory": 4 * 1024**3}
+    store.update_user(user)
+    no_limit = client.post("/api/deployments", json={"model": "digits", "name": "web"}, headers=t["ann"])
+    assert no_limit.status_code == 400 and "give a limit" in no_limit.json()["error"]["message"]
+    store.update_deployment("digits", memory=3 * 1024**3)
+    assert quota.held(store, "ann")["memory"] == 3 * 1024**3
+    over = client.post("/api/deployments", json={"model": "digits", "name": "web", "memory": "2g"}, headers=t["ann"])
+    assert over.status_code == 403 and over.json()["error"]["code"] == "quota_exceeded"

@@ -1,7 +1,8 @@
 """Deployments over HTTP: serve a registered model, list, show, remove, read the server's log.
 
 A caller sees and serves their own models and shared ones (admins: all); another user's model or
-deployment is a 404. On the team server the server chooses the host a deployment listens on.
+deployment is a 404. On the team server the server chooses the host a deployment listens on, and a
+deployment's memory counts against its owner's memory quota (a quota that limits memory needs --memory).
 """
 
 from __future__ import annotations
@@ -50,8 +51,16 @@ def create_deployment(body: NewDeployment, who: Caller, ctx: Ctx) -> dict:
                          port=body.port, grpc_port=body.grpc_port, host=body.host, memory=memory,
                          replicas=body.replicas, name=body.name, batch_max=body.batch_max,
                          batch_timeout_ms=body.batch_timeout_ms)
-    return deployments.serve(ctx.store, who.name, req, admin=who.admin, default_host=ctx.workspace_host,
-                             choose_host=ctx.mode == "local" or who.admin)
+    if ctx.mode == "local" or who.admin:
+        return deployments.serve(ctx.store, who.name, req, admin=who.admin, default_host=ctx.workspace_host)
+    from dlbox.server.quota import check_quota
+
+    account = ctx.store.get_user(who.name)
+    if account is not None and "memory" in (account.quota or {}) and memory is None:
+        raise UsageError("memory: your quota limits memory, so give a limit (e.g. --memory 2g)")
+    with ctx.user_lock(who.name):  # check and serve as one step: parallel requests cannot pass the quota
+        check_quota(ctx.store, who.name, memory=memory)
+        return deployments.serve(ctx.store, who.name, req, default_host=ctx.workspace_host, choose_host=False)
 
 
 @router.get("/deployments", response_model=list[m.Deployment], responses=m.ENGINE)
