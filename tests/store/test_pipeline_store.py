@@ -110,3 +110,19 @@ def test_0009_downgrades_to_0008_keeping_versions_and_upgrades_again(db_url):
         assert store.get_model("a", "m") is not None
     finally:
         store.engine.dispose()
+
+
+def test_the_deploy_stage_names_the_deployments_that_follow_the_champion(store):
+    from types import SimpleNamespace
+
+    from dlbox.pipelines.deploy import deploy
+    from dlbox.store.db import Deployment
+
+    version = SimpleNamespace(owner="ann", name="digits", version=3)
+    assert deploy(store, version) is None  # none yet: the stage says "skipped"
+    for name, owner, model, alias in (("live", "ann", "digits", "champion"), ("pinned", "ann", "digits", None),
+                                      ("canary", "ann", "digits", "canary"), ("bobs", "bob", "digits", "champion"),
+                                      ("other", "ann", "mnist", "champion")):
+        store.add_deployment(Deployment(name=name, owner=owner, model_owner=owner, model_name=model, alias=alias,
+                                        port=18500 + len(name), host="127.0.0.1"))
+    assert deploy(store, version) == "1 deployment(s) follow digits@champion and move to version 3: live"

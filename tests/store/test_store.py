@@ -538,3 +538,31 @@ def test_snapshots_of_runs_and_model_versions_are_kept_by_gc(store):
     store.add_model_version("ann", "digits", files_hash="0" * 64, files_bytes=1, path="model", run_id="r",
                             image_id="sha256:1", registered_by="ann", registered_at=1.0, code_hash=kept_by_model)
     assert store.referenced_snapshots() == {kept_by_run, kept_by_model}
+
+
+def test_deployment_rows_round_trip_update_and_remove(store):
+    import sqlalchemy.exc
+
+    from dlbox.store.db import Deployment
+
+    def row(name="digits-prod", owner="ann", **kw):
+        return Deployment(name=name, owner=owner, model_owner=owner, model_name="digits", port=8501, host="127.0.0.1",
+                          **kw)
+
+    store.add_deployment(row(alias="champion", grpc_port=8500, memory=2 * 1024**3, batch_max=16,
+                             batch_timeout_ms=3.5))
+    store.add_deployment(row("pinned", owner="bob", versions=[1, 2]))
+    got = store.get_deployment("digits-prod")
+    assert (got.alias, got.versions, got.replicas, got.desired, got.restarts, got.last_error) == (
+        "champion", None, 1, "running", 0, None)
+    assert (got.memory, got.batch_max, got.batch_timeout_ms) == (2 * 1024**3, 16, 3.5)
+    assert store.get_deployment("pinned").versions == [1, 2]
+    assert [d.name for d in store.deployments(owner="bob")] == ["pinned"]
+    assert [d.name for d in store.deployments()] == ["digits-prod", "pinned"]
+    with pytest.raises(sqlalchemy.exc.IntegrityError):
+        store.add_deployment(row())  # one row per name
+    store.update_deployment("digits-prod", restarts=2, last_error="it died")
+    updated = store.get_deployment("digits-prod")
+    assert (updated.restarts, updated.last_error) == (2, "it died") and updated.updated_at >= got.updated_at
+    store.remove_deployment("digits-prod")
+    assert store.get_deployment("digits-prod") is None and len(store.deployments()) == 1

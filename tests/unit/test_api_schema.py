@@ -25,7 +25,7 @@ from dlbox.server import accounts  # noqa: E402
 from dlbox.store.db import Store  # noqa: E402
 
 ENGINE_CODES = {"engine_unavailable"}  # what a route that asks the engine answers when none is there
-ENGINE_ROUTES = ("/api/workspaces", "/api/images", "/api/jobs/{job_id}/logs")
+ENGINE_ROUTES = ("/api/workspaces", "/api/images", "/api/jobs/{job_id}/logs", "/api/deployments")
 # the image; the user's network; the signature helper in the run's image
 ENGINE_OPERATIONS = {("POST", "/api/jobs"), ("DELETE", "/api/users/{name}"), ("POST", "/api/models/{name}/versions")}
 
@@ -56,6 +56,7 @@ OPERATIONS = operations()
 def test_every_api_route_is_documented():
     """Every JSON route is in the document, and only they are (the dashboard's HTML pages are not)."""
     from dlbox.server.routes import accounts as routes_accounts
+    from dlbox.server.routes import deployments as routes_deployments
     from dlbox.server.routes import jobs as routes_jobs
     from dlbox.server.routes import models as routes_models
     from dlbox.server.routes import pipelines as routes_pipelines
@@ -63,7 +64,8 @@ def test_every_api_route_is_documented():
     from dlbox.server.routes import workspaces as routes_workspaces
 
     routes = {(m, r.path.replace(":path", "")) for module in (routes_jobs, routes_accounts, routes_workspaces,
-                                                              routes_snapshots, routes_models, routes_pipelines)
+                                                              routes_snapshots, routes_models, routes_pipelines,
+                                                              routes_deployments)
               for r in module.router.routes for m in r.methods}
     assert set(OPERATIONS) == routes | {("GET", "/api/health")}
 

@@ -181,3 +181,16 @@ def test_models_pages_show_versions_lineage_aliases_and_history_to_their_owner_o
     assert sign_in(client, tokens["bob"]).status_code == 303
     assert client.get("/models/ann/digits").status_code == 404
     assert "/models/ann/digits" not in client.get("/models").text
+
+
+def test_the_deployments_page_lists_only_the_callers_own(server):
+    from dlbox.store.db import Deployment
+
+    client, tokens = server
+    store = client.app.state.ctx.store
+    store.add_deployment(Deployment(name="secret-dep", owner="ann", model_owner="ann", model_name="digits",
+                                    port=18501, host="127.0.0.1", versions=[1]))
+    sign_in(client, tokens["bob"])
+    page = client.get("/deployments")
+    assert page.status_code == 200 and "secret-dep" not in page.text and "No deployments" in page.text
+    assert 'href="/deployments"' in page.text

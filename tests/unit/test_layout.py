@@ -22,6 +22,7 @@ LAYERS = [
     ["dlbox.workspaces", "dlbox.jobs", "dlbox.runs"],
     ["dlbox.models"],  # the model registry: a run's SavedModel as a versioned model
     ["dlbox.serving"],  # deployments: plain inputs (versions, labels), no registry import
+    ["dlbox.deployments"],  # deployments as recorded intent: the registry + serving, reconciled
     ["dlbox.pipelines"],  # commit -> build, test, train, evaluate, gate, register, deploy, report
     ["dlbox.server"],
     ["dlbox.cli"],

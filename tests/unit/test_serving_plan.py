@@ -86,3 +86,32 @@ def test_the_program_is_package_data():
 
     text = resources.files("dlbox.serving").joinpath("files/dlbox_serving.py").read_text()
     assert "def main(" in text and json.dumps  # shipped with dlbox, mounted read-only into the container
+
+
+def test_a_models_folder_is_one_read_only_mount_so_versions_can_be_added_later(monkeypatch, tmp_path):
+    monkeypatch.setenv("DLBOX_HOME", str(tmp_path))
+    spec = make(models_dir=Path("/h/deployments/web/models"))
+    mounts = {m.target: (m.source, m.read_only) for m in spec.mounts}
+    assert mounts["/models"] == ("/h/deployments/web/models", True)
+    assert not any(t.startswith("/models/") for t in mounts)
+    assert spec.labels["dlbox.layout"] == "folder" and make().labels["dlbox.layout"] == "mounts"
+
+
+def test_link_versions_makes_whole_version_folders_of_links_and_skips_links(monkeypatch, tmp_path):
+    import os
+
+    from dlbox.serving import deploy
+
+    monkeypatch.setenv("DLBOX_HOME", str(tmp_path / "home"))
+    src = tmp_path / "obj"
+    (src / "variables").mkdir(parents=True)
+    (src / "saved_model.pb").write_bytes(b"pb")
+    (src / "variables" / "v.index").write_bytes(b"ix")
+    os.symlink("/etc/passwd", src / "leak")
+    folder = deploy.link_versions("web", {3: src})
+    assert (folder / "3" / "saved_model.pb").read_bytes() == b"pb"
+    assert (folder / "3" / "variables" / "v.index").stat().st_ino == (src / "variables" / "v.index").stat().st_ino
+    assert not os.path.lexists(folder / "3" / "leak")  # a link in the source is never taken
+    assert deploy.linked_versions("web") == [3]
+    deploy.link_versions("web", {3: tmp_path / "nowhere", 4: src})  # 3 is kept as it is
+    assert deploy.linked_versions("web") == [3, 4] and not [p for p in folder.iterdir() if p.name.startswith(".")]

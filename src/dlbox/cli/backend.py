@@ -320,6 +320,24 @@ class ServiceBackend:
     def add_hook_project(self, name: str, *, repo: str, owner: str | None) -> dict:
         return self._call("POST", "/api/hooks/projects", json={"name": name, "repo": repo, "owner": owner})
 
+    # --- deployments (the service runs them: it reconciles them and holds the models' files)
+
+    def serve(self, body: dict) -> dict:
+        return self._call("POST", "/api/deployments", json=body)
+
+    def deployments(self) -> list[dict]:
+        return self._call("GET", "/api/deployments")
+
+    def deployment(self, name: str) -> dict:
+        return self._call("GET", f"/api/deployments/{name}")
+
+    def remove_deployment(self, name: str) -> dict:
+        return self._call("DELETE", f"/api/deployments/{name}")
+
+    def deployment_logs(self, name: str, *, tail: int) -> str:
+        return self._call("GET", f"/api/deployments/{name}/logs", params={"tail": tail}, raw=True).decode(
+            "utf-8", errors="replace")
+
     # --- users and tokens
 
     def add_user(self, name: str, *, admin: bool, quota: dict) -> dict:

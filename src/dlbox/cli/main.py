@@ -10,7 +10,7 @@ from __future__ import annotations
 import click
 
 from dlbox import __version__
-from dlbox.cli import images, jobs, models, pipelines, runs, server, specs, supply, users, workspaces
+from dlbox.cli import deployments, images, jobs, models, pipelines, runs, server, specs, supply, users, workspaces
 from dlbox.cli.output import report
 
 __all__ = ["cli", "main", "report"]
@@ -44,7 +44,8 @@ for command in (
     workspaces.logs, workspaces.exec_cmd, workspaces.ssh, workspaces.ssh_config, workspaces.open_cmd,
     workspaces.token,
     jobs.run, jobs.jobs_cmd, jobs.wait, jobs.cancel,
-    runs.runs, runs.reproduce, runs.gc, models.models, pipelines.pipeline, pipelines.hooks,
+    runs.runs, runs.reproduce, runs.gc, models.models, deployments.serve, deployments.deployments,
+    pipelines.pipeline, pipelines.hooks,
     server.server, users.users, users.tokens, server.service,
 ):
     cli.add_command(command)

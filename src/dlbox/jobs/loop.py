@@ -1,4 +1,5 @@
-"""The reconcile loop: makes the engine match what the store says should run (jobs and workspaces)."""
+"""The reconcile loop: makes the engine match what the store says should run (jobs, workspaces, and the
+passes the service adds: deployments)."""
 
 from __future__ import annotations
 

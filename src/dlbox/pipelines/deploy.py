@@ -1,19 +1,24 @@
-"""The deploy stage's hook point.
+"""The deploy stage: which serving deployments take the new champion.
 
-`deploy(store, model_version)` is called by a pipeline's `deploy` stage for a blessed version that has
-just become the champion (never for a rejected one). It answers None when no serving deployment
-follows this model, and the stage records "skipped: no deployment follows this model"; otherwise it
-answers a one-line note of what it did, recorded as the stage's result.
-
-Today no deployments exist (serving is built on another branch), so this is a no-op. The serving work
-replaces the body: find the deployments that follow `model_version.owner`/`model_version.name` at the
-`champion` alias and move them to `model_version` with the zero-downtime promotion, raising a
-DlboxError with a one-line reason when that fails (the stage, and so the pipeline, then fails; the alias
-has already moved, which the report says).
+`deploy(store, model_version)` is called by a pipeline's `deploy` stage for a blessed version that
+has just become the champion (never for a rejected one). Deployments are recorded intent that the
+service's loop reconciles (`dlbox.deployments`): one that follows this model's `champion` alias is
+moved to the new version by that loop, with the zero-downtime promotion (load and warm, switch,
+drain, unload). So the stage does not move anything itself; it names the deployments that will
+follow, or answers None when none does and the stage records "skipped: no deployment follows this
+model".
 """
 
 from __future__ import annotations
 
+CHAMPION = "champion"
 
-def deploy(store, model_version) -> str | None:  # noqa: ARG001 - the interface serving will fill in
-    return None
+
+def deploy(store, model_version) -> str | None:
+    following = sorted(d.name for d in store.deployments()
+                       if d.model_owner == model_version.owner and d.model_name == model_version.name
+                       and d.alias == CHAMPION and d.desired == "running")
+    if not following:
+        return None
+    return (f"{len(following)} deployment(s) follow {model_version.name}@{CHAMPION} and move to version "
+            f"{model_version.version}: {', '.join(following)}")

@@ -30,6 +30,7 @@ def create_app(store: Store, loop: Loop, *, mode: str = "local", mount_roots: li
     """One door (the local socket or the server's TCP port). Doors of one service pass the same
     `shared`, so a user's quota lock and log followers are counted once across them."""
     from dlbox.server.routes import accounts as routes_accounts
+    from dlbox.server.routes import deployments as routes_deployments
     from dlbox.server.routes import jobs as routes_jobs
     from dlbox.server.routes import models as routes_models
     from dlbox.server.routes import pipelines as routes_pipelines
@@ -78,6 +79,7 @@ def create_app(store: Store, loop: Loop, *, mode: str = "local", mount_roots: li
     app.include_router(routes_workspaces.router)
     app.include_router(routes_models.router)
     app.include_router(routes_pipelines.router)
+    app.include_router(routes_deployments.router)
     if mode == "server":  # the web dashboard: only where there are accounts to sign in with
         from dlbox.server.dashboard import pages as dashboard
 
@@ -140,6 +142,9 @@ def serve(*, host: str | None = None, port: int | None = None, mount_roots: list
     from dlbox.pipelines.driver import Driver
 
     loop.passes.append(Driver(store, loop.reconciler.capacity, loop.wake).run_once)  # pipelines go on after a restart
+    from dlbox.deployments.manage import Reconciler
+
+    loop.passes.append(Reconciler(store).maybe_run)  # deployments: every 2 s at most
     try:
         loop.run_once()  # catch up with what happened while no service ran, before answering anyone
     except Exception as exc:  # noqa: BLE001 - answer anyway; the loop retries and health shows it

@@ -529,3 +529,47 @@ class WebhookAnswer(Answer):
     pipeline: str | None = None
     commit: str | None = None
     new_snapshot: bool | None = None
+
+
+# --- deployments ----------------------------------------------------------------------------------
+
+
+class Batching(Answer):
+    max: int = Field(description="at most this many requests in one batch")
+    timeout_ms: Number = Field(description="how long a batch waits to fill")
+
+
+class Deployment(Answer):
+    name: str
+    owner: str
+    model: str = Field(description="the model served; TF Serving's model name in /v1/models/MODEL")
+    model_owner: str
+    follows: str | None = Field(description="the alias followed (null: pinned versions)")
+    pinned: list[int] | None = Field(description="the versions served when no alias is followed")
+    state: str = Field(description="the container's state: running, restarting, exited, ...; missing: none now")
+    health: str | None = Field(description="the engine's healthcheck: starting, healthy, unhealthy")
+    labels: dict[str, int] = Field(description="label -> the version it points to, as last set")
+    versions: list[int] = Field(description="the versions the container holds (loaded or not)")
+    serving: list[int] = Field(description="the versions the server keeps loaded")
+    restart_count: int = Field(description="the engine's restarts of the current container (its RestartCount)")
+    recreated: int = Field(description="containers dlbox started again (gone, or dead beyond the restart policy)")
+    restarts: int = Field(description="restart_count + recreated")
+    last_error: str | None
+    image_id: str | None
+    rest_url: str
+    predict_url: str
+    grpc_target: str | None
+    host: str
+    port: int
+    grpc_port: int | None
+    memory: int | None
+    replicas: int
+    batching: Batching | None
+    desired: str
+    created_at: str | None
+    updated_at: str | None
+
+
+class DeploymentRemoved(Answer):
+    name: str
+    removed: bool

@@ -60,8 +60,12 @@ def plan(name: str, owner: str, image_id: str, versions: dict[int, Path], labels
          model_name: str, port: int, grpc_port: int | None, host: str = "127.0.0.1", memory: int | None = None,
          *, lib_dir: Path, config_dir: Path, image_labels: dict[str, str] | None = None,
          serve: list[int] = (), cpus: float | None = None, batch_max: int = 0, batch_timeout_ms: float = 2.0,
-         access_log: bool = True) -> containers.ContainerSpec:
-    """The serving container of deployment `name` (the label config itself is written by apply)."""
+         access_log: bool = True, models_dir: Path | None = None) -> containers.ContainerSpec:
+    """The serving container of deployment `name` (the label config itself is written by apply).
+
+    `models_dir`: one host folder holding a folder per version (N/), mounted read-only at /models, so
+    versions linked into it later are served without a new container; without it, each version's folder
+    is mounted at /models/N and the set is fixed for the container's life."""
     containers.check_name(name, "deployment name")
     check(versions, labels, model_name, list(serve))
     user = containers.run_as(image_labels)
@@ -72,8 +76,11 @@ def plan(name: str, owner: str, image_id: str, versions: dict[int, Path], labels
         command += ["--batch-max", str(batch_max), "--batch-timeout-ms", f"{batch_timeout_ms:g}"]
     if not access_log:
         command.append("--no-access-log")
-    mounts = [Mount(str(path), str(PurePosixPath(MODELS) / str(n)), read_only=True)
-              for n, path in sorted(versions.items())]
+    if models_dir is not None:
+        mounts = [Mount(str(models_dir), MODELS, read_only=True)]
+    else:
+        mounts = [Mount(str(path), str(PurePosixPath(MODELS) / str(n)), read_only=True)
+                  for n, path in sorted(versions.items())]
     mounts += [Mount(str(lib_dir), LIB, read_only=True), Mount(str(config_dir), CONFIG_DIR, read_only=True)]
     ports = {REST_PORT: (host, port)} | ({GRPC_PORT: (host, grpc_port)} if grpc_port else {})
     return containers.ContainerSpec(
@@ -81,6 +88,7 @@ def plan(name: str, owner: str, image_id: str, versions: dict[int, Path], labels
         labels={"dlbox.kind": "deployment", "dlbox.deployment": name, "dlbox.owner": owner,
                 "dlbox.home": config.home_id(), "dlbox.model": model_name,
                 "dlbox.versions": ",".join(str(n) for n in sorted(versions)),
+                "dlbox.layout": "folder" if models_dir is not None else "mounts",
                 "dlbox.rest-port": str(port), "dlbox.grpc-port": str(grpc_port or ""), "dlbox.host": host},
         mounts=mounts, limits=containers.Limits(memory=memory, cpus=cpus),
         ports=ports, env={"PYTHONPATH": LIB, "PYTHONDONTWRITEBYTECODE": "1", "TF_CPP_MIN_LOG_LEVEL": "1"},

@@ -239,7 +239,7 @@ class Report(Strict):
 
 
 class Deploy(Strict):
-    enabled: bool = True  # the hook point: dlbox.pipelines.deploy.deploy (no deployment exists yet)
+    enabled: bool = True  # false: the stage is skipped (deployments following champion still move)
 
 
 class Pipeline(Strict):

@@ -263,6 +263,32 @@ class AliasMove(Base):
     moved_at: Mapped[float] = mapped_column(Float)
 
 
+class Deployment(Base):
+    """A deployment as intent (0010): which model (an alias followed, or pinned versions), where, how.
+    The engine holds the container; the loop makes it match this row."""
+
+    __tablename__ = "deployments"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64), index=True)
+    model_owner: Mapped[str] = mapped_column(String(64))
+    model_name: Mapped[str] = mapped_column(String(64))
+    alias: Mapped[str | None] = mapped_column(String(64))
+    versions: Mapped[list | None] = mapped_column(JSON)
+    port: Mapped[int] = mapped_column(Integer)
+    grpc_port: Mapped[int | None] = mapped_column(Integer)
+    host: Mapped[str] = mapped_column(String(64))
+    memory: Mapped[int | None] = mapped_column(BigInteger)
+    replicas: Mapped[int] = mapped_column(Integer, default=1)
+    batch_max: Mapped[int] = mapped_column(Integer, default=0)
+    batch_timeout_ms: Mapped[float] = mapped_column(Float, default=2.0)
+    desired: Mapped[str] = mapped_column(String(16), default="running")
+    last_error: Mapped[str | None] = mapped_column(Text)
+    restarts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
 def database_url() -> str:
     import os
 
@@ -280,7 +306,7 @@ class Store:
         migrate(self.engine)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         # bumped on every write through this Store, so its readers may cache what they built from it
-        self.versions = {"workspaces": 0, "auth": 0, "jobs": 0, "models": 0, "pipelines": 0}
+        self.versions = {"workspaces": 0, "auth": 0, "jobs": 0, "models": 0, "pipelines": 0, "deployments": 0}
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -618,6 +644,37 @@ class Store:
         with self.session() as s:
             s.get(Model, model_id).shared = shared
         self.versions["models"] += 1
+
+    # --- deployments ----------------------------------------------------------------------------
+
+    def add_deployment(self, row: Deployment) -> Deployment:
+        """Insert; an existing name is an IntegrityError (the caller says 'exists')."""
+        now = time.time()
+        row.created_at = row.created_at or now
+        row.updated_at = now
+        self._added(row)
+        self.versions["deployments"] += 1
+        return row
+
+    def get_deployment(self, name: str) -> Deployment | None:
+        return self._got(Deployment, name)
+
+    def deployments(self, owner: str | None = None) -> list[Deployment]:
+        with self.session() as s:
+            query = select(Deployment).order_by(Deployment.name)
+            if owner is not None:
+                query = query.where(Deployment.owner == owner)
+            return list(s.scalars(query))
+
+    def update_deployment(self, name: str, **fields) -> None:
+        with self.session() as s:
+            s.execute(update(Deployment).where(Deployment.name == name).values(**fields, updated_at=time.time()))
+        self.versions["deployments"] += 1
+
+    def remove_deployment(self, name: str) -> None:
+        with self.session() as s:
+            s.query(Deployment).filter(Deployment.name == name).delete()
+        self.versions["deployments"] += 1
 
 
     # --- pipelines ------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from dlbox.server import job_actions
 from dlbox.errors import DlboxError, NotFound, UsageError
 from dlbox.jobs.state import JobState
 from dlbox.models import registry
+from dlbox.deployments import manage as deployments
 
 STATIC = resources.files("dlbox.server.dashboard") / "static"
 PAGE = 100  # rows in a table; a "Next page" link shows the older ones
@@ -350,6 +351,16 @@ def pipeline_page(request: Request, pipeline_id: str, who: Who) -> Response:
     ctx = request.app.state.ctx
     found = pipeline_actions.pipeline_json(ctx.store, pipeline_actions.get(ctx, who, pipeline_id))
     return render("pipeline.html", request, who, p=found, live=found["exit_code"] is None)
+
+
+# --- deployments --------------------------------------------------------------------------------
+
+
+@router.get("/deployments")
+def deployments_page(request: Request, who: Who) -> Response:
+    """The caller's deployments (admins: all): state, health, label -> version, restarts, last error."""
+    found = deployments.listing(request.app.state.ctx.store, who.name, admin=who.admin)
+    return render("deployments.html", request, who, deployments=found)
 
 
 # --- images -------------------------------------------------------------------------------------
