@@ -75,7 +75,8 @@ def jupyter_image(dlbox, tmp_path_factory, run_id):
 @pytest.hookimpl(tryfirst=True)  # marked before `-m "not engine"` deselects
 def pytest_collection_modifyitems(items):
     """Every test here is marked `engine`. Engine tests run after the others, test_images first among
-    them: it checks what the session's first build does (bootstrapping the base). The sort is stable."""
+    them: it checks what the session's first build does (bootstrapping the base); test_engine_restart
+    last, since it restarts dockerd. The sort is stable."""
     for item in items:
         if item.path.parent.name == "engine":
             item.add_marker(pytest.mark.engine)
@@ -83,7 +84,7 @@ def pytest_collection_modifyitems(items):
     def rank(item) -> int:
         if item.path.parent.name != "engine":
             return 0
-        return 1 if item.path.name == "test_images.py" else 2
+        return {"test_images.py": 1, "test_engine_restart.py": 3}.get(item.path.name, 2)
 
     items.sort(key=rank)
 

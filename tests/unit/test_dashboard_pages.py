@@ -194,3 +194,24 @@ def test_the_deployments_page_lists_only_the_callers_own(server):
     page = client.get("/deployments")
     assert page.status_code == 200 and "secret-dep" not in page.text and "No deployments" in page.text
     assert 'href="/deployments"' in page.text
+
+
+def test_the_workspaces_page_says_running_or_why_it_stopped(server, monkeypatch):
+    """A running workspace has no `stopped` (None); an idle-stopped one says so. The pages' Jinja2 is
+    strict: a missing attribute is an error, which once made this page a 500 for any running workspace."""
+    from dlbox.build import images
+    from dlbox.server import workspace_actions
+
+    client, tokens = server
+
+    def row(name, state, stopped):
+        return {"name": name, "owner": "ann", "state": state, "image": "dlbox/x:latest", "jupyter": None,
+                "resources": {"cpus": None, "memory": None, "gpus": None}, "stopped": stopped}
+
+    rows = [row("busy", "running", None), row("quiet", "exited", {"reason": "idle", "text": "stopped: idle for 2h"})]
+    monkeypatch.setattr(workspace_actions, "rows_for", lambda ctx, who, limit, offset: (rows, False))
+    monkeypatch.setattr(images, "list_images", lambda: [])
+    sign_in(client, tokens["ann"])
+    page = client.get("/workspaces")
+    assert page.status_code == 200
+    assert 'data-state-of="busy">running<' in page.text and 'data-state-of="quiet">stopped: idle for 2h<' in page.text
