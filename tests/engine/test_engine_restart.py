@@ -26,7 +26,8 @@ def dockerd() -> tuple[int, list[str]]:
     """The pid and command line of this machine's dockerd, which this test may restart."""
     if os.geteuid() != 0 or os.environ.get("DOCKER_HOST", "unix://").split("://")[0] not in ("unix", ""):
         pytest.skip("restarting the engine needs root and the local dockerd")
-    found = subprocess.run(["pgrep", "-x", "dockerd"], capture_output=True, text=True).stdout.split()
+    found = [p for p in subprocess.run(["pgrep", "-x", "dockerd"], capture_output=True, text=True).stdout.split()
+             if not ended(int(p))]
     if len(found) != 1:
         pytest.skip(f"expected one local dockerd process, found {len(found)}")
     pid = int(found[0])
@@ -39,11 +40,23 @@ def engine_answers() -> bool:
                           timeout=10).returncode == 0
 
 
+def ended(pid: int) -> bool:
+    """Has process `pid` ended? A dockerd this test started is its child: reap it, or it stays a zombie."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # not ours: init reaps it
+        pass
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
 def restart_engine(argv: list[str]) -> None:
     """SIGTERM dockerd, wait for it to end, start `argv` in its own session, wait until it answers."""
     pid, _ = dockerd()
     os.kill(pid, signal.SIGTERM)
-    until(lambda: not Path(f"/proc/{pid}").exists(), 90, "dockerd to stop")
+    until(lambda: ended(pid), 90, "dockerd to stop")
     with DOCKERD_LOG.open("ab") as log:
         subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                          start_new_session=True)
