@@ -52,6 +52,9 @@ def test_register_show_alias_and_history(api):
     assert client.get("/api/models/digits/versions/1", headers=t["ann"]).json()["aliases"] == []
     history = client.get("/api/models/digits/history", headers=t["ann"]).json()
     assert [(h["from_version"], h["to_version"], h["by"]) for h in history] == [(None, 1, "ann"), (1, 2, "ann")]
+    paged = client.get("/api/models/digits/history?limit=1&offset=1", headers=t["ann"]).json()
+    assert [(h["from_version"], h["to_version"]) for h in paged] == [(1, 2)]  # pages, like every list
+    assert client.get("/api/models/digits/history?limit=0", headers=t["ann"]).status_code == 422
     detail = client.get("/api/models/digits", headers=t["ann"]).json()
     assert detail["versions"] == [1, 2] and detail["aliases"] == {"champion": 2} and len(detail["history"]) == 2
     assert client.delete("/api/models/digits/aliases/champion", headers=t["ann"]).json()["version"] is None

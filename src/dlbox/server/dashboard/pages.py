@@ -357,10 +357,11 @@ def pipeline_page(request: Request, pipeline_id: str, who: Who) -> Response:
 
 
 @router.get("/deployments")
-def deployments_page(request: Request, who: Who) -> Response:
+def deployments_page(request: Request, who: Who, offset: deps.Offset = 0) -> Response:
     """The caller's deployments (admins: all): state, health, label -> version, restarts, last error."""
-    found = deployments.listing(request.app.state.ctx.store, who.name, admin=who.admin)
-    return render("deployments.html", request, who, deployments=found)
+    found = deployments.listing(request.app.state.ctx.store, who.name, admin=who.admin)[offset:offset + PAGE + 1]
+    return render("deployments.html", request, who, deployments=found[:PAGE], offset=offset,
+                  next_page=len(found) > PAGE and offset + PAGE)
 
 
 # --- images -------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from dlbox.deployments import intent
 from dlbox.deployments import manage as deployments
 from dlbox.errors import UsageError
 from dlbox.server import models as m
-from dlbox.server.deps import Caller, Ctx
+from dlbox.server.deps import Caller, Ctx, Limit, Offset
 from dlbox.sizes import parse_size
 
 router = APIRouter(prefix="/api", responses=m.COMMON)
@@ -64,9 +64,9 @@ def create_deployment(body: NewDeployment, who: Caller, ctx: Ctx) -> dict:
 
 
 @router.get("/deployments", response_model=list[m.Deployment], responses=m.ENGINE)
-def list_deployments(who: Caller, ctx: Ctx) -> list[dict]:
+def list_deployments(who: Caller, ctx: Ctx, limit: Limit = 100, offset: Offset = 0) -> list[dict]:
     """The caller's deployments (admins: all), each with what the engine says of its container now."""
-    return deployments.listing(ctx.store, who.name, admin=who.admin)
+    return deployments.listing(ctx.store, who.name, admin=who.admin)[offset:offset + limit]
 
 
 @router.get("/deployments/{name}", **ONE)

@@ -89,9 +89,10 @@ def delete_alias(name: str, alias: str, who: Caller, ctx: Ctx, owner: Owner = No
 
 
 @router.get("/models/{name}/history", response_model=list[m.AliasMove], responses=READS)
-def alias_history(name: str, who: Caller, ctx: Ctx, owner: Owner = None) -> list[dict]:
+def alias_history(name: str, who: Caller, ctx: Ctx, owner: Owner = None, limit: Limit = 100,
+                  offset: Offset = 0) -> list[dict]:
     """Every alias move, oldest first: who, when, from which version to which."""
-    return registry.history(ctx.store, who.name, name, owner=owner, admin=who.admin)
+    return registry.history(ctx.store, who.name, name, owner=owner, admin=who.admin)[offset:offset + limit]
 
 
 @router.put("/models/{name}/share", response_model=m.ModelSummary, responses=WRITES)

@@ -87,10 +87,10 @@ class NewImage(BaseModel):
 
 
 @router.get("/images", response_model=list[m.Image], response_model_exclude_unset=True, responses=m.ENGINE)
-def list_images(who: Caller, all: bool = False) -> list[dict]:
+def list_images(who: Caller, all: bool = False, limit: Limit = 100, offset: Offset = 0) -> list[dict]:
     from dlbox.build import images
 
-    return images.list_images(include_untagged=all)
+    return images.list_images(include_untagged=all)[offset:offset + limit]
 
 
 @router.get("/images/{ref:path}/verify", response_model=m.ImageVerify, responses=m.ENGINE)
