@@ -57,6 +57,7 @@ CODES: dict[str, Code] = {
     "engine_unavailable": Code(503, 1, "no container engine answers"),
     "no_network": Code(503, 1, "the engine has no free address range for a network"),
     "store_unavailable": Code(503, 1, "the database cannot be reached or used"),
+    "advisories_unavailable": Code(503, 1, "the advisory source (the OSV API) cannot be reached"),
 }
 
 

@@ -213,7 +213,8 @@ def test_the_list_follows_the_engine(team, alice_things, docker_client):
     assert alice.post(f"/api/workspaces/{ws}/start").json()["state"] == "running"
 
 
-ADMIN_LEFT_OUT = ("POST /api/images", "DELETE /api/users/{name}", "DELETE /api/tokens/{token_id}")
+ADMIN_LEFT_OUT = ("POST /api/images", "DELETE /api/images/{ref}", "DELETE /api/users/{name}",
+                  "DELETE /api/tokens/{token_id}")
 
 
 @pytest.mark.parametrize("role", ["user", "admin"])
@@ -223,10 +224,11 @@ def test_schemathesis_finds_answers_as_documented(team, test_env, tmp_path, star
 
     Both callers have zero quotas, so generated requests cannot start containers. The admin's run has
     a server of its own: the generator takes names and token IDs from the list routes' answers, and an
-    admin may change anyone's quota. It leaves out builds (minutes of the machine), and removing users
-    and revoking tokens: it would remove itself or its own token, and every later request would only
-    be a 401 (the in-process test covers those routes as an admin). Both leave out the log streams (a
-    follower waits for its job).
+    admin may change anyone's quota. It leaves out builds (minutes of the machine), removing images
+    (the engine's images are every home's: it removed the session's shared images, which later modules
+    need), and removing users and revoking tokens: it would remove itself or its own token, and every
+    later request would only be a 401 (the in-process test covers those routes as an admin). Both
+    leave out the log streams (a follower waits for its job).
     """
     with contextlib.ExitStack() as stack:
         env, url = team.env, team.url

@@ -148,7 +148,7 @@ def test_zip_source_equals_folder_and_the_index_is_cached(tmp_path):
 def test_unreachable_api_names_the_advisories_flag(tmp_path):
     with pytest.raises(DlboxError, match="--advisories") as caught:
         osv.load("http://127.0.0.1:9/v1", [("numpy", "1.0")], tmp_path)
-    assert "\n" not in caught.value.message
+    assert "\n" not in caught.value.message and caught.value.code == "advisories_unavailable"  # 503, never a 500
     with pytest.raises(UsageError, match="--advisories"):
         osv.load(str(tmp_path / "nothing"), [], tmp_path)
 

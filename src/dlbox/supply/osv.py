@@ -263,7 +263,8 @@ def load_api(url: str, packages: list[tuple[str, str]], cache: Path | None = Non
     except httpx.HTTPError as exc:
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise DlboxError(f"cannot reach the OSV API at {url} ({first}); for an air-gapped scan give "
-                         f"--advisories FOLDER|ZIP of OSV records (OSV's PyPI/all.zip)") from None
+                         f"--advisories FOLDER|ZIP of OSV records (OSV's PyPI/all.zip)",
+                         code="advisories_unavailable") from None
     return found
 
 
