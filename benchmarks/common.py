@@ -66,7 +66,12 @@ STARTED_UTC = datetime.now(timezone.utc)
 
 
 class BenchError(Exception):
-    pass
+    """A benchmark could not run to its end. `rows`: what it measured before that (run.py prints them
+    above the error row; the run still counts the error)."""
+
+    def __init__(self, message: str = "", rows: list | tuple = ()):
+        super().__init__(message)
+        self.rows = list(rows)
 
 
 def say(message: str) -> None:

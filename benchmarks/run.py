@@ -19,6 +19,7 @@ what, and its target); this script runs them in the order of BENCHES below and p
     b10_dashboard.py    10. the web dashboard's page weight and time to interactive
     b11_snapshot.py     11. what a code snapshot adds to a job's submit (first time, unchanged tree)
     b12_serving.py      12. the inference server: REST and gRPC against in-process signature calls
+                        and against `mlflow models serve` of the same SavedModel
     b13_scan.py         13. `dlbox scan` of the preset, cold and warm advisory cache
     common.py            what they share: settings, Runner, rows and the table, the benchmark's
                          own dlbox service, cleanup
@@ -152,7 +153,7 @@ def main() -> int:
             except BenchError as exc:
                 errors += 1
                 say(f"ERROR in {bench.TITLE}: {exc}")
-                rows[bench.NUMBER] = [Row(bench.TITLE, result="ERROR", note=str(exc).splitlines()[0][:100])]
+                rows[bench.NUMBER] = [*exc.rows, Row(bench.TITLE, result="ERROR", note=str(exc).splitlines()[0][:100])]
     finally:
         try:
             cleanup(runner)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -116,3 +117,46 @@ def test_the_dlbox_names_the_benchmarks_use_exist(bench):
     imports = [node for node in ast.parse(common.BOOTSTRAP_BASE).body if isinstance(node, (ast.Import, ast.ImportFrom))]
     exec(compile(ast.Module(body=imports, type_ignores=[]), "BOOTSTRAP_BASE", "exec"), names)
     assert callable(names["bases"].ensure) and callable(names["spec"].load) and names["Progress"]
+
+
+def test_a_benchmark_that_fails_midway_keeps_the_rows_it_measured(bench, monkeypatch, tmp_path):
+    """12 measures dlbox, then MLflow: when the MLflow part cannot run, dlbox's rows still print, above an
+    ERROR row, and the run's exit status counts the error."""
+    common = sys.modules["common"]
+
+    def measures_then_fails(runner, work):
+        raise common.BenchError("MLflow peer: mlflow-install failed (exit 1, log x):\n    no network",
+                                rows=[common.Row("12. dlbox REST, batch 1 (vs in-process)", "0.50 ms")])
+
+    def mkdtemp(prefix):
+        (tmp_path / "work").mkdir()
+        return str(tmp_path / "work")
+
+    monkeypatch.setattr(bench, "BENCHES", [SimpleNamespace(NUMBER=12, TITLE="12. model serving",
+                                                           bench=measures_then_fails)])
+    monkeypatch.setattr(bench, "DLBOX", "dlbox")
+    monkeypatch.setattr(bench, "subprocess", SimpleNamespace(run=lambda *a, **k: SimpleNamespace(returncode=0)))
+    monkeypatch.setattr(bench, "tempfile", SimpleNamespace(mkdtemp=mkdtemp))
+    monkeypatch.setattr(bench, "stock_bytecode", lambda: "bytecode caches")
+    monkeypatch.setattr(bench, "service", SimpleNamespace(setup=lambda work: None, remove_home=lambda: None))
+    monkeypatch.setattr(bench, "cleanup", lambda runner: None)
+    printed = []
+    monkeypatch.setattr(bench, "print_table", printed.extend)
+    assert bench.main() == 1
+    assert printed == [common.Row("12. dlbox REST, batch 1 (vs in-process)", "0.50 ms"),
+                       common.Row("12. model serving", result="ERROR",
+                                  note="MLflow peer: mlflow-install failed (exit 1, log x):")]
+    assert common.BenchError("plain").rows == []
+
+
+def test_mlflow_gets_the_limits_of_dlbox_serving_container(bench):
+    b12 = sys.modules["b12_serving"]
+    gib3 = 3 * 1024**3
+    flags, words = b12.limits_of({"Memory": gib3, "MemorySwap": gib3, "NanoCpus": 0, "CpusetCpus": "",
+                                  "ShmSize": 64 * 1024**2})
+    assert flags == ["--memory", f"{gib3}b", "--memory-swap", f"{gib3}b", "--shm-size", f"{64 * 1024**2}b"]
+    assert words == "memory 3 GiB, no CPU limit"
+    flags, words = b12.limits_of({"Memory": gib3, "MemorySwap": -1, "NanoCpus": 1_500_000_000, "CpusetCpus": "0"})
+    assert flags == ["--memory", f"{gib3}b", "--memory-swap", "-1", "--cpus", "1.5", "--cpuset-cpus", "0"]
+    assert words == "memory 3 GiB, 1.5 CPUs (cpuset 0)"
+    assert b12.limits_of({}) == ([], "no memory limit, no CPU limit")
