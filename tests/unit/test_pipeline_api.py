@@ -331,3 +331,19 @@ def test_cancelling_cancels_the_running_job_then_the_pipeline(tmp_path, monkeypa
     run.run_once()
     assert store.get_pipeline("p1").state == "cancelled"
     assert {s.name: s.state for s in store.stages("p1")}["evaluate"] == "cancelled"
+
+
+def test_the_hook_key_is_never_read_through_a_link_and_a_damaged_one_is_said(_own_home, tmp_path):
+    from dlbox.errors import DlboxError
+    from dlbox.pipelines import hook_keys
+
+    planted = tmp_path / "planted"
+    planted.write_bytes(b"k" * 32)  # a key the attacker knows
+    (_own_home / "secrets").mkdir(parents=True)
+    (_own_home / "secrets" / "hook.key").symlink_to(planted)
+    with pytest.raises(DlboxError, match="cannot be read"):
+        hook_keys.secret_of("team/demo", hook_keys.new_salt())
+    (_own_home / "secrets" / "hook.key").unlink()
+    (_own_home / "secrets" / "hook.key").write_bytes(b"short")
+    with pytest.raises(DlboxError, match="damaged"):
+        hook_keys.secret_of("team/demo", hook_keys.new_salt())
