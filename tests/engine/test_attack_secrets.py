@@ -3,8 +3,11 @@
 One lifecycle serves the module: a CA and a server certificate made here with openssl, an image
 built with a CA bundle holding that CA (and a marker), a TLS server in a home below a directory
 every local user may enter, users and tokens, alice's workspace (Jupyter token, SSH host key) and
-two jobs with secret params. Then the sweep greps every log, listing (text and --json), API
-answer, dashboard page and the database for all of those secrets: none may appear.
+two jobs with secret params; a TensorFlow job (a secret param too) whose SavedModel alice registers
+and serves; a webhook project whose signed push runs alice's pipeline to its report. Then the sweep
+greps every log, listing (text and --json), API answer, dashboard page, pipeline report, the serving
+container's `docker inspect` and logs, and the database for all of those secrets (the webhook's
+included): none may appear.
 """
 
 from __future__ import annotations
@@ -211,6 +214,108 @@ def things(team, ca_image, run_id, tmp_path_factory):
             "host_key": [line for line in host_key.splitlines() if line and not line.startswith("-----")]}
 
 
+SAVE = """
+import os
+import tensorflow as tf
+
+class Linear(tf.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = tf.Variable([[1.0], [2.0], [3.0]])
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
+    def __call__(self, x):
+        return {"y": tf.matmul(x, self.w)}
+
+model = Linear()
+out = os.path.join(os.environ["DLBOX_RUN_DIR"], "artifacts", "v1")
+tf.saved_model.save(model, out, signatures={"serving_default": model.__call__})
+"""
+
+PIPELINE = ("  test: {command: python test_model.py}\n"
+            "  train: {command: python train.py}\n"
+            "  evaluate: {command: python evaluate.py}\n"
+            "  gate:\n    accuracy: {min: 0.5}\n"
+            "  register: {model: %s, format: files}\n")
+TRAIN = ("import os, dlbox_metrics\n"
+         "dlbox_metrics.log('loss', 0.5, step=1)\n"
+         "os.makedirs(os.path.join(dlbox_metrics.artifacts_dir(), 'model'))\n"
+         "open(os.path.join(dlbox_metrics.artifacts_dir(), 'model', 'w.txt'), 'w').write('1')\n")
+
+
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(root), "-c", "user.email=ann@example.com", "-c", "user.name=Ann", *args],
+                          check=True, capture_output=True, text=True).stdout.strip()
+
+
+def _until(what: str, predicate, timeout: float):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found := predicate():
+            return found
+        time.sleep(1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def newer(team, things, ca_image, tf_image, run_id, tmp_path_factory):
+    """The newer paths: alice's model (from a TF job with a secret param), its deployment, and her
+    pipeline run by a signed push webhook. Returns what the sweep reads and the secrets made here."""
+    alice, admin = team.tokens["alice"], team.tokens["admin"]
+    param = f"hftok-{MARK}-tf"
+    job = json.loads(team.cli(alice, "run", "--image", tf_image["image"], "--param", f"HF_TOKEN={param}", "--json",
+                              "--", "python", "-c", SAVE).stdout)["id"]
+    waited = json.loads(team.cli(alice, "wait", job, "--timeout", "600", "--json", check=False).stdout)
+    assert waited["state"] == "succeeded", team.cli(alice, "logs", job, check=False).stdout[-2000:]
+    model = f"s{run_id}"
+    team.cli(alice, "models", "register", model, "--run", job, "--path", "v1", "--json")
+    team.cli(alice, "models", "alias", model, "champion", "1", "--json")
+    served = json.loads(team.cli(alice, "serve", model, "--alias", "champion", "--memory", "2g", "--json").stdout)
+
+    def predicts():
+        try:
+            answer = httpx.post(f"{served['rest_url']}/v1/models/{model}:predict", json={"instances": [[1, 1, 1]]},
+                                timeout=5)
+        except httpx.HTTPError:
+            return False
+        return answer.status_code == 200 and answer.json() == {"predictions": [[6.0]]}
+
+    _until("the deployment to predict", predicts, 300)
+
+    # a webhook project of alice's; the push is signed with the secret shown once
+    clone = tmp_path_factory.mktemp("hook-clone")
+    spec_text = (Path(ca_image["lock_file"]).parent / "dlbox.yaml").read_text()
+    (clone / "dlbox.yaml").write_text(spec_text + "pipeline:\n" + PIPELINE % f"p{run_id}")
+    shutil.copy(ca_image["lock_file"], clone / "dlbox.lock")
+    (clone / "train.py").write_text(TRAIN)
+    (clone / "test_model.py").write_text("print('tested')\n")
+    (clone / "evaluate.py").write_text("import dlbox_metrics\ndlbox_metrics.log('accuracy', 0.9)\n")
+    _git(clone, "init", "-q")
+    _git(clone, "add", "-A")
+    _git(clone, "commit", "-qm", "first")
+    sha = _git(clone, "rev-parse", "HEAD")
+    project = f"team/sweep-{run_id}"
+    made = json.loads(team.cli(admin, "hooks", "project", project, "--repo", str(clone), "--owner", "alice",
+                               "--json", sweep=False).stdout)
+    secret = made["secret"]
+    body = json.dumps({"ref": "refs/heads/main", "after": sha, "repository": {"full_name": project}}).encode()
+    from dlbox.pipelines import webhook
+
+    with team.http() as anyone:
+        wrong = anyone.post("/api/hooks/git", content=body, headers={"X-Hub-Signature-256": webhook.sign(b"x", body)})
+        assert wrong.status_code == 401
+        ran = anyone.post("/api/hooks/git", content=body, headers={"X-Hub-Signature-256": webhook.sign(
+            secret.encode(), body), "X-GitHub-Event": "push", "Content-Type": "application/json"})
+    assert ran.status_code == 200 and ran.json()["ran"] is True, ran.text
+    pipeline = ran.json()["pipeline"]
+    with team.http(alice) as api:
+        ended = _until("the pipeline to end", lambda: (p := api.get(f"/api/pipelines/{pipeline}").json())["state"]
+                       in ("promoted", "rejected", "failed", "cancelled") and p, 900)
+    assert ended["state"] == "promoted", json.dumps(ended)[:3000]
+    return {"model": model, "deployment": served["name"], "pipeline": pipeline, "webhook_secret": secret,
+            "params": {"HF_TOKEN of the TF job": param}}
+
+
 # --- TLS ------------------------------------------------------------------------------------------
 
 
@@ -320,7 +425,8 @@ def test_jobs_get_real_secrets_and_run_under_a_private_home(team, things):
 # --- the sweep -----------------------------------------------------------------------------------
 
 
-def test_no_secret_appears_in_any_log_listing_page_or_the_database(team, things, ca_image, pki, docker_client):
+def test_no_secret_appears_in_any_log_listing_page_or_the_database(team, things, newer, ca_image, pki, docker_client,
+                                                                  tmp_path):
     alice, admin = team.tokens["alice"], team.tokens["admin"]
     a, b = things["jobs"]
     ws, image = things["workspace"], ca_image["image"]
@@ -331,7 +437,20 @@ def test_no_secret_appears_in_any_log_listing_page_or_the_database(team, things,
         for user in (alice, admin):
             team.cli(user, *args)
             team.cli(user, *args, "--json")
-    for args in (["users", "ls"], ["tokens", "ls", "--all"], ["jobs", "--all"], ["runs", "show", b]):
+    model, deployment, pipeline = newer["model"], newer["deployment"], newer["pipeline"]
+    for args in (["models", "ls"], ["models", "show", model], ["models", "show", f"{model}@champion"],
+                 ["models", "history", model], ["deployments", "ls"], ["deployments", "show", deployment],
+                 ["deployments", "logs", deployment], ["pipeline", "ls"], ["pipeline", "show", pipeline],
+                 ["pipeline", "logs", pipeline]):
+        team.cli(alice, *args)
+        if args[1] != "logs":  # logs are text only
+            team.cli(alice, *args, "--json")
+    report = json.loads(team.cli(alice, "pipeline", "report", pipeline, "--dest", str(tmp_path / "report"),
+                                 "--json").stdout)
+    for name in report["files"]:
+        said.append(f"REPORT {name}\n" + (tmp_path / "report" / name).read_bytes().decode("latin-1"))
+    for args in (["users", "ls"], ["tokens", "ls", "--all"], ["jobs", "--all"], ["runs", "show", b],
+                 ["models", "ls"], ["deployments", "ls"], ["pipeline", "ls"], ["pipeline", "show", pipeline]):
         team.local(*args)
         team.local(*args, "--json")
     diff = json.loads(team.cli(alice, "runs", "diff", a, b, "--json").stdout)
@@ -346,20 +465,28 @@ def test_no_secret_appears_in_any_log_listing_page_or_the_database(team, things,
 
     with team.http(alice) as api:
         for path in ("/api/jobs?all=true", f"/api/jobs/{a}", "/api/runs", f"/api/runs/{a}", f"/api/runs/{b}",
-                     "/api/workspaces", f"/api/workspaces/{ws}", "/api/me", "/api/tokens", "/api/images"):
+                     "/api/workspaces", f"/api/workspaces/{ws}", "/api/me", "/api/tokens", "/api/images",
+                     "/api/models", f"/api/models/{model}", f"/api/models/{model}/history", "/api/deployments",
+                     f"/api/deployments/{deployment}", f"/api/deployments/{deployment}/logs", "/api/pipelines",
+                     f"/api/pipelines/{pipeline}", f"/api/pipelines/{pipeline}/logs",
+                     f"/api/pipelines/{pipeline}/report/report.md", f"/api/pipelines/{pipeline}/report/report.html"):
             answer = api.get(path)
             assert answer.status_code == 200, (path, answer.text)
             said.append(f"GET {path}\n{answer.text}")
     with team.http() as browser:
         browser.post("/login", data={"token": alice}, headers={"Origin": team.url})
         for path in ("/workspaces", f"/workspaces/{ws}", "/jobs", f"/jobs/{a}", "/runs", f"/runs/{a}",
-                     f"/runs/{b}", "/images", f"/images/{image}"):
+                     f"/runs/{b}", "/images", f"/images/{image}", "/models", f"/models/alice/{model}", "/deployments",
+                     "/pipelines", f"/pipelines/{pipeline}"):
             page = browser.get(path)
             assert page.status_code == 200 and "<html" in page.text, (path, page.status_code)
             said.append(f"PAGE {path}\n{page.text}")
     container = docker_client.containers.get(f"dlbox-ws-{ws}")
     said.append("docker logs\n" + container.logs().decode(errors="replace"))
     said.append("docker inspect\n" + json.dumps(container.attrs) + json.dumps(docker_client.images.get(image).attrs))
+    served = docker_client.containers.get(f"dlbox-deploy-{deployment}")
+    said.append("serving docker logs\n" + served.logs().decode(errors="replace"))
+    said.append("serving docker inspect\n" + json.dumps(served.attrs))
 
     # the server stops; its database is checkpointed (as any backup would be) and read whole
     team.proc.terminate()
@@ -384,6 +511,8 @@ def test_no_secret_appears_in_any_log_listing_page_or_the_database(team, things,
         **{f"CA bundle line {i}": line for i, line in enumerate(pki.secrets)},
         **{f"param {k} of job {n}": v.split(":")[-1].split("@")[0] if "://" in v else v
            for n, p in enumerate(things["params"]) for k, v in p.items() if k != "epochs"},
+        **newer["params"],
+        "webhook secret": newer["webhook_secret"],
     }
     corpus = "\n".join(said)
     assert len(corpus) > 50_000  # the sweep did read something

@@ -62,7 +62,7 @@ def test_a_command_is_one_backend_call_and_a_printer(server):
     result = runner.invoke(cli, ["users", "ls"])
     assert result.exit_code == 0 and "alice" in result.output and "cpus=4" in result.output
     assert calls == [("DELETE", "/api/images/dlbox/x:1", {"params": {"force": True}}),
-                     ("GET", "/api/users", {"params": {"limit": 100}})]
+                     ("GET", "/api/users", {"params": {"limit": 100, "offset": 0}})]
 
 
 def test_engine_only_commands_say_so_against_a_server(server):

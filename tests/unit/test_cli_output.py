@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from dlbox.cli import backend as backends
-from dlbox.cli.output import answers, limit_option, table
+from dlbox.cli.output import answers, page_options, table
 
 
 class Backend:
@@ -18,21 +18,21 @@ class Backend:
     def __init__(self, rows):
         self.rows = rows
 
-    def listing(self, limit):
-        return self.rows[:limit]
+    def listing(self, limit, offset):
+        return self.rows[offset:offset + limit]
 
 
 @click.command()
-@limit_option(default=2)
+@page_options(default=2)
 @answers(table("NAME", lambda row: row["name"], empty="none yet"), ok=lambda rows: bool(rows))
-def listing(backend, limit):
+def listing(backend, limit, offset):
     """List."""
-    return backend.listing(limit)
+    return backend.listing(limit, offset)
 
 
 @pytest.mark.parametrize("rows, exit_code, text", [
     ([{"name": "a"}], 0, "NAME\na\n"),
-    ([{"name": "a"}, {"name": "b"}, {"name": "c"}], 0, "(the first 2 shown; --limit for more)\nNAME\na\nb\n"),
+    ([{"name": "a"}, {"name": "b"}, {"name": "c"}], 0, "(rows 1-2 shown; --offset 2 for the next page)\nNAME\na\nb\n"),
     ([], 1, "none yet\n"),
 ])
 def test_an_answer_is_printed_as_text_or_json_and_ok_decides_the_exit(monkeypatch, rows, exit_code, text):
@@ -44,5 +44,5 @@ def test_an_answer_is_printed_as_text_or_json_and_ok_decides_the_exit(monkeypatc
 
 
 def test_the_json_flag_is_the_commands_last_option_and_the_docstring_its_help():
-    assert [p.name for p in listing.params] == ["limit", "as_json"]
+    assert [p.name for p in listing.params] == ["limit", "offset", "as_json"]
     assert listing.help == "List."

@@ -110,6 +110,57 @@ def test_only_a_correctly_signed_push_records_a_pipeline(server, repo):
     assert client.get(f"/pipelines/{pipeline.id}").status_code == 200
 
 
+def test_a_projects_webhook_secret_is_derived_never_stored(server, repo, tmp_path):
+    import sqlite3
+    import stat
+
+    client, tokens, store = server
+    made = client.post("/api/hooks/projects", json={"name": "team/demo", "repo": str(repo)}, headers=tokens["boss"])
+    secret = made.json()["secret"]
+    assert made.status_code == 201 and len(secret) == 64
+    db = tmp_path / "t.db"
+    with sqlite3.connect(db) as raw:  # what a stolen database file gives: its rows and its bytes
+        dump = "\n".join(raw.iterdump())
+        [stored] = raw.execute("SELECT secret FROM hook_projects").fetchone()
+    assert secret not in dump and secret.encode() not in db.read_bytes() and stored.startswith("hmac1:")
+    key = tmp_path / "home" / "secrets" / "hook.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600 and stat.S_IMODE(key.parent.stat().st_mode) == 0o700
+    assert secret.encode() not in key.read_bytes()
+
+    body = push(git(repo, "rev-parse", "HEAD"))
+    signed = lambda s: {"X-Hub-Signature-256": webhook.sign(s.encode(), body)}  # noqa: E731
+    assert client.post("/api/hooks/git", content=body, headers=signed(stored)).status_code == 401  # the salt is no key
+    assert client.post("/api/hooks/git", content=body, headers=signed(secret)).json()["ran"] is True
+
+    # rotating (adding the project again) draws a new salt: the old secret stops working
+    rotated = client.post("/api/hooks/projects", json={"name": "team/demo", "repo": str(repo)},
+                          headers=tokens["boss"]).json()["secret"]
+    assert rotated != secret
+    assert client.post("/api/hooks/git", content=body, headers=signed(secret)).status_code == 401
+    assert client.post("/api/hooks/git", content=body, headers=signed(rotated)).status_code == 200
+    # listings and the project's answer after creation never show it
+    assert rotated not in client.get("/api/pipelines", headers=tokens["boss"]).text
+
+    # another server's key (another home) derives another secret from the same salt
+    from dlbox.pipelines import hook_keys
+
+    assert hook_keys.secret_of("team/demo", stored) == secret
+    key.write_bytes(b"x" * 32)
+    assert hook_keys.secret_of("team/demo", stored) != secret
+
+
+def test_a_legacy_plain_secret_row_still_verifies_until_rotated(server, repo):
+    client, tokens, store = server
+    from dlbox.store.db import HookProject
+
+    store.add_hook_project(HookProject(name="team/demo", owner="ann", repo=str(repo), secret="legacy" * 8,
+                                       created_at=time.time()))
+    body = push(git(repo, "rev-parse", "HEAD"))
+    answer = client.post("/api/hooks/git", content=body,
+                         headers={"X-Hub-Signature-256": webhook.sign(b"legacy" * 8, body)})
+    assert answer.status_code == 200 and answer.json()["ran"] is True
+
+
 def test_a_commit_without_a_pipeline_section_is_refused_on_one_line(server, repo):
     client, tokens, store = server
     (repo / "dlbox.yaml").write_text(SPEC.replace("pipeline:", "pipelin:"))
@@ -280,3 +331,19 @@ def test_cancelling_cancels_the_running_job_then_the_pipeline(tmp_path, monkeypa
     run.run_once()
     assert store.get_pipeline("p1").state == "cancelled"
     assert {s.name: s.state for s in store.stages("p1")}["evaluate"] == "cancelled"
+
+
+def test_the_hook_key_is_never_read_through_a_link_and_a_damaged_one_is_said(_own_home, tmp_path):
+    from dlbox.errors import DlboxError
+    from dlbox.pipelines import hook_keys
+
+    planted = tmp_path / "planted"
+    planted.write_bytes(b"k" * 32)  # a key the attacker knows
+    (_own_home / "secrets").mkdir(parents=True)
+    (_own_home / "secrets" / "hook.key").symlink_to(planted)
+    with pytest.raises(DlboxError, match="cannot be read"):
+        hook_keys.secret_of("team/demo", hook_keys.new_salt())
+    (_own_home / "secrets" / "hook.key").unlink()
+    (_own_home / "secrets" / "hook.key").write_bytes(b"short")
+    with pytest.raises(DlboxError, match="damaged"):
+        hook_keys.secret_of("team/demo", hook_keys.new_salt())

@@ -82,8 +82,8 @@ class ServiceBackend:
             raise UsageError("against a server (DLBOX_URL), build a --preset; spec files build locally")
         return self._call("POST", "/api/images", json={"preset": preset, "tag": tag})
 
-    def images(self, *, show_all: bool) -> list[dict]:
-        return self._call("GET", "/api/images", params={"all": show_all})
+    def images(self, *, show_all: bool, limit: int = 100, offset: int = 0) -> list[dict]:
+        return self._call("GET", "/api/images", params={"all": show_all, "limit": limit, "offset": offset})
 
     def inspect(self, image: str) -> dict:
         return self._call("GET", f"/api/images/{image}")
@@ -126,8 +126,8 @@ class ServiceBackend:
             "mounts": list(mounts), "memory": memory, "cpus": cpus, "gpus": gpus, "shm_size": shm_size, "pids": pids,
             "idle_stop": idle_stop})
 
-    def workspaces(self) -> list[dict]:
-        return self._call("GET", "/api/workspaces", params={"limit": 1000})  # the most a page holds
+    def workspaces(self, *, limit: int = 1000, offset: int = 0) -> list[dict]:
+        return self._call("GET", "/api/workspaces", params={"limit": limit, "offset": offset})
 
     def lifecycle(self, action: str, name: str) -> dict:
         """stop, start or restart."""
@@ -160,8 +160,8 @@ class ServiceBackend:
 
     # --- jobs and runs
 
-    def jobs(self, *, show_all: bool, limit: int) -> list[dict]:
-        return self._call("GET", "/api/jobs", params={"all": show_all, "limit": limit})
+    def jobs(self, *, show_all: bool, limit: int, offset: int = 0) -> list[dict]:
+        return self._call("GET", "/api/jobs", params={"all": show_all, "limit": limit, "offset": offset})
 
     def job(self, job_id: str) -> dict:
         return self._call("GET", f"/api/jobs/{job_id}")
@@ -231,16 +231,16 @@ class ServiceBackend:
         files = snapshots.export(code["hash"], self.code_tar(code["hash"]), dest)
         return {"run": run_id, "hash": code["hash"], "files": files, "directory": str(dest)}
 
-    def runs(self, *, limit: int) -> list[dict]:
-        return self._call("GET", "/api/runs", params={"limit": limit})
+    def runs(self, *, limit: int, offset: int = 0) -> list[dict]:
+        return self._call("GET", "/api/runs", params={"limit": limit, "offset": offset})
 
     def run(self, run_id: str) -> dict:
         return self._call("GET", f"/api/runs/{run_id}")
 
     # --- the model registry (the service does it all: it holds the runs' artifacts and the files)
 
-    def models(self, *, limit: int) -> list[dict]:
-        return self._call("GET", "/api/models", params={"limit": limit})
+    def models(self, *, limit: int, offset: int = 0) -> list[dict]:
+        return self._call("GET", "/api/models", params={"limit": limit, "offset": offset})
 
     def register_model(self, name: str, *, run: str, path: str) -> dict:
         return self._call("POST", f"/api/models/{name}/versions", json={"run": run, "path": path})
@@ -260,8 +260,9 @@ class ServiceBackend:
             return self._call("DELETE", f"/api/models/{name}/aliases/{alias}", params=params)
         return self._call("PUT", f"/api/models/{name}/aliases/{alias}", json={"version": version}, params=params)
 
-    def model_history(self, name: str, *, owner: str | None) -> list[dict]:
-        return self._call("GET", f"/api/models/{name}/history", params={"owner": owner} if owner else None)
+    def model_history(self, name: str, *, owner: str | None, limit: int = 100, offset: int = 0) -> list[dict]:
+        params = {"limit": limit, "offset": offset} | ({"owner": owner} if owner else {})
+        return self._call("GET", f"/api/models/{name}/history", params=params)
 
     def remove_model_version(self, name: str, version: int, *, owner: str | None) -> dict:
         return self._call("DELETE", f"/api/models/{name}/versions/{version}",
@@ -287,8 +288,8 @@ class ServiceBackend:
             "code_hash": snap.hash, "ref": ref, "git_commit": commit.sha, "author": commit.author,
             "message": commit.message, "trigger": trigger})
 
-    def pipelines(self, *, limit: int) -> list[dict]:
-        return self._call("GET", "/api/pipelines", params={"limit": limit})
+    def pipelines(self, *, limit: int, offset: int = 0) -> list[dict]:
+        return self._call("GET", "/api/pipelines", params={"limit": limit, "offset": offset})
 
     def pipeline(self, pipeline_id: str) -> dict:
         return self._call("GET", f"/api/pipelines/{_path_part(pipeline_id)}")
@@ -325,8 +326,8 @@ class ServiceBackend:
     def serve(self, body: dict) -> dict:
         return self._call("POST", "/api/deployments", json=body)
 
-    def deployments(self) -> list[dict]:
-        return self._call("GET", "/api/deployments")
+    def deployments(self, *, limit: int = 100, offset: int = 0) -> list[dict]:
+        return self._call("GET", "/api/deployments", params={"limit": limit, "offset": offset})
 
     def deployment(self, name: str) -> dict:
         return self._call("GET", f"/api/deployments/{name}")
@@ -343,8 +344,8 @@ class ServiceBackend:
     def add_user(self, name: str, *, admin: bool, quota: dict) -> dict:
         return self._call("POST", "/api/users", json={"name": name, "admin": admin, "quota": quota})
 
-    def users(self, *, limit: int) -> list[dict]:
-        return self._call("GET", "/api/users", params={"limit": limit})
+    def users(self, *, limit: int, offset: int = 0) -> list[dict]:
+        return self._call("GET", "/api/users", params={"limit": limit, "offset": offset})
 
     def set_quota(self, name: str, quota: dict) -> dict:
         return self._call("PUT", f"/api/users/{name}/quota", json=quota)
@@ -355,8 +356,8 @@ class ServiceBackend:
     def create_token(self, *, name: str | None, expires: str, user: str | None) -> dict:
         return self._call("POST", "/api/tokens", json={"name": name, "expires": expires, "user": user})
 
-    def tokens(self, *, show_all: bool, limit: int) -> list[dict]:
-        return self._call("GET", "/api/tokens", params={"all": show_all, "limit": limit})
+    def tokens(self, *, show_all: bool, limit: int, offset: int = 0) -> list[dict]:
+        return self._call("GET", "/api/tokens", params={"all": show_all, "limit": limit, "offset": offset})
 
     def revoke_token(self, token_id: str) -> dict:
         return self._call("DELETE", f"/api/tokens/{token_id}")
@@ -383,10 +384,10 @@ class LocalBackend(ServiceBackend):
                                   nocache=no_cache, ca_bundle=ca_path, tag=tag, progress=progress)
         return result.to_json()
 
-    def images(self, *, show_all):
+    def images(self, *, show_all, limit=100, offset=0):
         from dlbox.build import images
 
-        return images.list_images(include_untagged=show_all)
+        return images.list_images(include_untagged=show_all)[offset:offset + limit]  # as the API pages it
 
     def inspect(self, image):
         from dlbox.supply import scan
@@ -440,10 +441,10 @@ class LocalBackend(ServiceBackend):
             self._call("GET", "/api/health")  # the local service's loop does the idle stop: make sure one runs
         return made
 
-    def workspaces(self):
+    def workspaces(self, *, limit=1000, offset=0):
         from dlbox.workspaces import manage as workspaces
 
-        return workspaces.ls()
+        return workspaces.ls()[offset:offset + limit]  # as the API pages it
 
     def lifecycle(self, action, name):
         from dlbox.progress import Progress

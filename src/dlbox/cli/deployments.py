@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from dlbox.cli.output import answers, table
+from dlbox.cli.output import answers, page_options, table
 
 
 def _body(model, alias, versions, port, grpc_port, host, memory, replicas, name, batch_max, batch_timeout_ms) -> dict:
@@ -77,17 +77,18 @@ def serve(backend, model, alias, versions, port, grpc_port, host, memory, replic
 def deployments(ctx) -> None:
     """Deployments made by `dlbox serve`: ls, show, rm, logs."""
     if ctx.invoked_subcommand is None:
-        ctx.invoke(ls, as_json=False)
+        ctx.invoke(ls, as_json=False, limit=100, offset=0)
 
 
 @deployments.command()
+@page_options()
 @answers(table(f"{'NAME':<24} {'STATE':<18} {'MODEL':<24} {'LABELS/VERSIONS':<22} {'RESTARTS':<9} LAST ERROR",
                lambda d: f"{d['name']:<24} {d['state'] + ('/' + d['health'] if d['health'] else ''):<18} "
                          f"{d['model']:<24} {_served(d):<22} {d['restarts']:<9} {d['last_error'] or '-'}",
                empty="no deployments (start one with `dlbox serve MODEL`)"))
-def ls(backend):
+def ls(backend, limit: int, offset: int):
     """Your deployments: state, health, the version each label points to, restarts and the last error."""
-    return backend.deployments()
+    return backend.deployments(limit=limit, offset=offset)
 
 
 @deployments.command()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from dlbox.cli.output import answers, emit, json_option, table
+from dlbox.cli.output import answers, emit, json_option, page_options, table
 
 
 @click.command()
@@ -62,13 +62,14 @@ def dockerfile(spec_file: Path | None, preset: str | None, *, update_lock: bool,
 
 @click.command(name="images")
 @click.option("--all", "show_all", is_flag=True, help="Include untagged images that a newer build replaced.")
+@page_options()
 @answers(table(f"{'REF':<40} {'ID':<19} {'LOCK':<12} {'SIZE':>9}  CREATED",
                lambda r: f"{r['ref']:<40} {r['id'][:19]:<19} {(r['lock_hash'] or '')[:12]:<12} "
                          f"{megabytes(r['size']):>9}  {r['created']}",
                empty="no dlbox images yet; build one with `dlbox build --preset tensorflow-2.9`"))
-def images_cmd(backend, show_all: bool):
+def images_cmd(backend, show_all: bool, limit: int, offset: int):
     """List the images dlbox has built, newest first."""
-    return backend.images(show_all=show_all)
+    return backend.images(show_all=show_all, limit=limit, offset=offset)
 
 
 def megabytes(size: int | None) -> str:

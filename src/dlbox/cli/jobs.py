@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from dlbox.cli.output import emit, json_option, limit_option, more_hint, print_job
+from dlbox.cli.output import emit, json_option, more_hint, page_options, print_job
 from dlbox.errors import UsageError
 
 
@@ -53,17 +53,17 @@ def run(args, preset, image, workspace, name, mounts, memory, cpus, gpus, params
 
 @click.command(name="jobs")
 @click.option("--all", "show_all", is_flag=True, help="Include finished jobs.")
-@limit_option()
+@page_options()
 @json_option
-def jobs_cmd(show_all: bool, limit: int, as_json: bool) -> None:
+def jobs_cmd(show_all: bool, limit: int, offset: int, as_json: bool) -> None:
     """List queued and running jobs (--all: finished ones too), the newest last."""
     from dlbox.cli.backend import backend
 
-    rows = backend().jobs(show_all=show_all, limit=limit)
+    rows = backend().jobs(show_all=show_all, limit=limit, offset=offset)
     if as_json:
         emit(rows)
         return
-    more_hint(rows, limit)
+    more_hint(rows, limit, offset)
     if not rows:
         click.echo("no jobs; submit one with `dlbox run ... -- CMD`")
         return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from dlbox.cli.output import emit, json_option, limit_option, more_hint
+from dlbox.cli.output import emit, json_option, more_hint, page_options
 
 
 def _ref(text: str):
@@ -24,10 +24,10 @@ def _plain(text: str):
 
 
 @click.group(invoke_without_command=True)
-@limit_option()
+@page_options()
 @json_option
 @click.pass_context
-def models(ctx, limit: int, as_json: bool) -> None:
+def models(ctx, limit: int, offset: int, as_json: bool) -> None:
     """Registered models: versions of a run's SavedModel, with lineage, signature and aliases.
 
     \b
@@ -36,21 +36,21 @@ def models(ctx, limit: int, as_json: bool) -> None:
       dlbox models alias digits champion 3      point an alias at a version (moves are history)
     """
     if ctx.invoked_subcommand is None:
-        ctx.invoke(ls, limit=limit, as_json=as_json)
+        ctx.invoke(ls, limit=limit, offset=offset, as_json=as_json)
 
 
 @models.command()
-@limit_option()
+@page_options()
 @json_option
-def ls(limit: int, as_json: bool) -> None:
+def ls(limit: int, offset: int, as_json: bool) -> None:
     """The models you see: yours, and those an admin shared."""
     from dlbox.cli.backend import backend
 
-    rows = backend().models(limit=limit)
+    rows = backend().models(limit=limit, offset=offset)
     if as_json:
         emit(rows)
         return
-    more_hint(rows, limit)
+    more_hint(rows, limit, offset)
     click.echo(f"{'MODEL':<32} {'OWNER':<12} {'LATEST':<7} {'VERSIONS':<9} ALIASES")
     for r in rows:
         aliases = ", ".join(f"{a}={v}" for a, v in r["aliases"].items()) or "-"
@@ -143,16 +143,18 @@ def alias(name: str, alias: str, version: str | None, delete: bool, as_json: boo
 
 @models.command()
 @click.argument("name")
+@page_options()
 @json_option
-def history(name: str, as_json: bool) -> None:
+def history(name: str, limit: int, offset: int, as_json: bool) -> None:
     """Every alias move of model NAME, oldest first: when, who, which alias, from which version to which."""
     from dlbox.cli.backend import backend
 
     ref = _plain(name)
-    rows = backend().model_history(ref.name, owner=ref.owner)
+    rows = backend().model_history(ref.name, owner=ref.owner, limit=limit, offset=offset)
     if as_json:
         emit(rows)
         return
+    more_hint(rows, limit, offset)
     click.echo(f"{'WHEN':<25} {'WHO':<12} {'ALIAS':<16} FROM -> TO")
     for r in rows:
         click.echo(f"{r['at']:<25} {r['by']:<12} {r['alias']:<16} {r['from_version'] or '-'} -> {r['to_version'] or '-'}")

@@ -25,14 +25,26 @@ def json_option(command):
     return click.option("--json", "as_json", is_flag=True, help=JSON_HELP)(command)
 
 
-def limit_option(default: int = 100, most: int = 1000):
-    return click.option("--limit", default=default, show_default=True, type=click.IntRange(1, most),
-                        help="At most this many rows (the newest, for jobs and runs).")
+OFFSET_MAX = 10_000_000  # the API's bound (server/deps.py Offset)
 
 
-def more_hint(rows: list, limit: int) -> None:
+def page_options(default: int = 100, most: int = 1000):
+    """--limit and --offset of a list command: one page of the API's list (its bounds, checked here first
+    so a bad value is one usage line naming the flag, exit 2)."""
+
+    def wrap(command):
+        command = click.option("--offset", default=0, show_default=True, type=click.IntRange(0, OFFSET_MAX),
+                               help="Skip this many rows first (the newest, for jobs and runs): the next page.")(command)
+        return click.option("--limit", default=default, show_default=True, type=click.IntRange(1, most),
+                            help=f"At most this many rows (1-{most}).")(command)
+
+    return wrap
+
+
+def more_hint(rows: list, limit: int, offset: int = 0) -> None:
     if len(rows) >= limit:
-        click.echo(f"(the first {limit} shown; --limit for more)", err=True)
+        click.echo(f"(rows {offset + 1}-{offset + len(rows)} shown; --offset {offset + limit} for the next page)",
+                   err=True)
 
 
 def answers(text: Callable[..., str | None] | None = None, *, ok: Callable[[Any], bool] | None = None):
@@ -63,9 +75,9 @@ def table(header: str, line: Callable[[dict], str], *, empty: str | None = None)
     """A text printer for `answers` of a list: the header and one line a row (`empty` alone when there
     are none), after the hint on stderr when the command's --limit was reached."""
 
-    def show(rows: list, limit: int | None = None, **_params) -> None:
+    def show(rows: list, limit: int | None = None, offset: int = 0, **_params) -> None:
         if limit is not None:
-            more_hint(rows, limit)
+            more_hint(rows, limit, offset)
         if not rows and empty is not None:
             click.echo(empty)
             return

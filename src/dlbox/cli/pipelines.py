@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from dlbox.cli.output import answers, emit, json_option, limit_option, table
+from dlbox.cli.output import answers, emit, json_option, page_options, table
 
 STATE_MARK = {"pending": " ", "running": ">", "succeeded": "+", "failed": "x", "skipped": "-", "cancelled": "x"}
 EXIT_NOTE = {0: "promoted", 1: "failed", 3: "rejected by the gate"}
@@ -101,16 +101,16 @@ def run_cmd(ref: str, follow: bool, trigger: str, as_json: bool) -> None:
 
 
 @pipeline.command("ls")
-@limit_option()
+@page_options()
 @answers(table(f"{'ID':<13} {'STATE':<10} {'COMMIT':<13} {'MODEL':<18} {'SUBMITTED':<21} NOW",
                lambda p: f"{p['id']:<13} {p['state']:<10} {(p.get('git_commit') or '-')[:12]:<13} "
                          f"{(p['model'] or '-') + (':' + str(p['model_version']) if p.get('model_version') else ''):<18} "
                          f"{(p.get('submitted_at') or '')[:19]:<21} "
                          f"{next((s['name'] for s in p['stages'] if s['state'] == 'running'), '-')}",
                empty="no pipelines yet (dlbox pipeline run)"))
-def ls_cmd(b, limit: int):
+def ls_cmd(b, limit: int, offset: int):
     """Pipelines, newest last."""
-    return b.pipelines(limit=limit)
+    return b.pipelines(limit=limit, offset=offset)
 
 
 @pipeline.command("show")

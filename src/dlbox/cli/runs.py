@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import click
 
-from dlbox.cli.output import emit, json_option, limit_option, more_hint
+from dlbox.cli.output import emit, json_option, more_hint, page_options
 
 
 @click.group(invoke_without_command=True)
-@limit_option(default=1000, most=10_000)
+@page_options(default=1000, most=10_000)
 @json_option
 @click.pass_context
-def runs(ctx, limit: int, as_json: bool) -> None:
+def runs(ctx, limit: int, offset: int, as_json: bool) -> None:
     """Run records, newest first: what each job ran on (image ID, lock, git commit), params, last metrics.
 
     `dlbox runs show ID` has the whole record: environment, code diff, metric history, artifacts.
@@ -20,11 +20,11 @@ def runs(ctx, limit: int, as_json: bool) -> None:
         return
     from dlbox.cli.backend import backend
 
-    rows = backend().runs(limit=limit)
+    rows = backend().runs(limit=limit, offset=offset)
     if as_json:
         emit(rows)
         return
-    more_hint(rows, limit)
+    more_hint(rows, limit, offset)
     click.echo(f"{'ID':<13} {'STATE':<11} {'EXIT':<5} {'IMAGE':<19} {'LOCK':<12} {'GIT':<9} METRICS")
     for r in rows:
         metrics = ", ".join(f"{k}={v:.4g}" for k, v in r["metrics"].items())

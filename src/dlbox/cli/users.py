@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from dlbox.cli.output import answers, limit_option, table
+from dlbox.cli.output import answers, page_options, table
 
 QUOTA_FLAGS = (("workspaces", int, "workspaces at once"), ("cpus", float, "CPUs"), ("memory", str, "memory, e.g. 16g"),
                ("gpus", int, "GPUs"), ("storage", str, "bytes of run artifacts kept, e.g. 50g"))
@@ -41,12 +41,12 @@ def users_add(backend, name, admin, **flags):
 
 
 @users.command(name="ls")
-@limit_option()
+@page_options()
 @answers(table(f"{'NAME':<16} {'ROLE':<6} {'CREATED':<21} QUOTA",
                lambda u: f"{u['name']:<16} {u['role']:<6} {u['created_at']:<21} {quota_text(u['quota'])}"))
-def users_ls(backend, limit: int):
+def users_ls(backend, limit: int, offset: int):
     """List users with their roles and quotas, by name."""
-    return backend.users(limit=limit)
+    return backend.users(limit=limit, offset=offset)
 
 
 @users.command(name="quota")
@@ -83,13 +83,13 @@ def tokens_create(backend, name, expires, user):
 
 @tokens.command(name="ls")
 @click.option("--all", "show_all", is_flag=True, help="Admins: everyone's tokens.")
-@limit_option()
+@page_options()
 @answers(table(f"{'ID':<13} {'USER':<12} {'NAME':<12} {'STATE':<8} {'EXPIRES':<21} CREATED",
                lambda t: f"{t['id']:<13} {t['user']:<12} {t['name'] or '-':<12} {t['state']:<8} "
                          f"{t['expires_at'] or 'never':<21} {t['created_at']}"))
-def tokens_ls(backend, show_all: bool, limit: int):
+def tokens_ls(backend, show_all: bool, limit: int, offset: int):
     """List tokens (never the secrets themselves), oldest first."""
-    return backend.tokens(show_all=show_all, limit=limit)
+    return backend.tokens(show_all=show_all, limit=limit, offset=offset)
 
 
 @tokens.command(name="revoke")

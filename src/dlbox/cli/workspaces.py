@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from dlbox.cli.output import emit, json_option, print_workspace, write_chunks
+from dlbox.cli.output import emit, json_option, more_hint, page_options, print_workspace, write_chunks
 from dlbox.errors import UsageError
 
 
@@ -69,15 +69,17 @@ def duration_flag(text: str | None, flag: str) -> int | None:
 
 
 @click.command(name="ls")
+@page_options()
 @json_option
-def ls_cmd(as_json: bool) -> None:
+def ls_cmd(limit: int, offset: int, as_json: bool) -> None:
     """List workspaces (no secrets: use `dlbox token NAME` for a Jupyter token)."""
     from dlbox.cli.backend import backend
 
-    rows = backend().workspaces()
+    rows = backend().workspaces(limit=limit, offset=offset)
     if as_json:
         emit(rows)
         return
+    more_hint(rows, limit, offset)
     if not rows:
         click.echo("no workspaces; start one with `dlbox up NAME`")
         return

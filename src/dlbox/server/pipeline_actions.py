@@ -3,14 +3,13 @@ report files, and the push webhook. Someone else's pipeline does not exist (404)
 
 from __future__ import annotations
 
-import secrets
 import time
 from pathlib import Path
 
 from dlbox import snapshots
 from dlbox.errors import NotFound, Unauthorized, UsageError
 from dlbox.jobs import runner as jobs
-from dlbox.pipelines import driver, report, source, webhook
+from dlbox.pipelines import driver, hook_keys, report, source, webhook
 from dlbox.pipelines.state import STAGES, PipelineState
 from dlbox.server import accounts
 from dlbox.server.deps import Context
@@ -148,8 +147,9 @@ def add_project(ctx: Context, who: accounts.Caller, *, name: str, repo: str, own
         raise UsageError(f"--repo: {repo[:200]!r} is no folder on the server (give the absolute path of a clone)")
     if ctx.store.get_hook_project(name) is not None:
         ctx.store.remove_hook_project(name)
-    secret = secrets.token_hex(32)
-    ctx.store.add_hook_project(HookProject(name=name, owner=owner or who.name, repo=str(path), secret=secret,
+    salt = hook_keys.new_salt()  # the database keeps the salt only; the secret is derived (pipelines/hook_keys.py)
+    secret = hook_keys.secret_of(name, salt)
+    ctx.store.add_hook_project(HookProject(name=name, owner=owner or who.name, repo=str(path), secret=salt,
                                            created_at=time.time()))
     return {"name": name, "owner": owner or who.name, "repo": str(path), "secret": secret}
 
@@ -160,7 +160,8 @@ def git_webhook(ctx: Context, body: bytes, signature: str | None, event: str | N
     Wrong, missing, or an unknown project: 401, the same for all three."""
     name = webhook.repository_of(body)
     project = ctx.store.get_hook_project(name) if name else None
-    secret = project.secret if project is not None else secrets.token_hex(32)  # the same work for an unknown one
+    # an unknown project costs the same work (a derivation and a check) as a known one
+    secret = hook_keys.secret_of(project.name if project else "", project.secret if project else hook_keys.new_salt())
     if not webhook.verify(secret.encode(), body, signature) or project is None:
         raise Unauthorized("the webhook's X-Hub-Signature-256 does not match (or is missing)")
     if event == "ping":

@@ -235,7 +235,7 @@ class HookProject(Base):
     name: Mapped[str] = mapped_column(String(256), primary_key=True)  # GitHub's repository.full_name
     owner: Mapped[str] = mapped_column(String(64))  # whose pipelines they are
     repo: Mapped[str] = mapped_column(Text)  # a clone on the server that has the pushed commits
-    secret: Mapped[str] = mapped_column(String(128))  # the HMAC key (GitHub needs it in the clear too)
+    secret: Mapped[str] = mapped_column(String(128))  # the salt the secret is derived from (pipelines/hook_keys.py)
     created_at: Mapped[float] = mapped_column(Float)
 
 
