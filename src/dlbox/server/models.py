@@ -382,6 +382,31 @@ class ImageRemoved(Answer):
     id: str
 
 
+class PruneKept(Answer):
+    id: str
+    ref: str
+    name: str
+    created: str | None = None
+    tags: list[str]
+    reasons: list[str]
+
+
+class PruneRemoved(PruneKept):
+    removed: bool
+    errors: list[str]
+
+
+class PruneResult(Answer):
+    """`dlbox images prune`: what stays (and why), what goes (or would, with dry_run)."""
+
+    keep: int
+    name: str | None
+    dry_run: bool
+    kept: list[PruneKept]
+    remove: list[PruneRemoved]
+    failed: int
+
+
 class BuiltImage(Answer):
     image: str
     id: str
