@@ -100,3 +100,25 @@ def test_a_users_pipeline_may_not_name_the_servers_advisory_source(tmp_path, mon
     driver.Driver(store, jobs.Capacity(cpus=2, memory=None, gpus=[])).run_once()
     build = store.stages("p1")[0]
     assert build.state == "failed" and build.reason.startswith("pipeline.scan.advisories: only an admin may choose")
+
+
+def test_inspect_shows_the_kept_verdict_counts_when_and_source(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    import click
+
+    from dlbox.cli import images
+    from dlbox.supply import scan
+
+    monkeypatch.setenv("DLBOX_HOME", str(tmp_path / "home"))
+    lock = {"base": {"ref": "b", "rootfs_sha256": "r"}, "python": {"version": "3.9.2", "packages": []},
+            "os": {"packages": []}}
+    data = {"ref": "dlbox/demo:latest", "id": VULNERABLE["id"], "lock_hash": "l", "spec_hash": "s",
+            "git_commit": None, "created": "c", "size": 1, "lock": lock}
+    show = click.command()(lambda: images.image_text(data | {"scan": scan.summary(scan.stored(VULNERABLE["id"]))}))
+    assert "not scanned yet (dlbox scan dlbox/demo:latest)" in CliRunner().invoke(show).output
+    result = scan.scan_facts(VULNERABLE, advisories=ADVISORIES, fail_on="high")
+    scan.keep(result)
+    text = CliRunner().invoke(show).output
+    assert f"scan        {result['scanned_at']}: 2 advisories (2 high); 0 OS packages with a security update" in text
+    assert f"advisories from {ADVISORIES}" in text and "fail-on high: failed (2 at or above)" in text

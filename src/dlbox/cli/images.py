@@ -129,6 +129,10 @@ def image_text(data: dict, **_params) -> None:
         os_line = scan["os_error"] or f"{scan['os_updates']} OS packages with a security update"
         click.echo(f"{'scan':<11} {scan['scanned_at']}: {scan['findings']} advisories ({counts}); {os_line}")
         click.echo(f"{'':<11} advisories from {scan['advisories']}")
+        gate = scan.get("gate") or {}
+        if gate.get("fail_on"):
+            click.echo(f"{'':<11} fail-on {gate['fail_on']}: {'failed' if gate['failed'] else 'passed'} "
+                       f"({gate['at_or_above']} at or above)")
     else:
         click.echo(f"{'scan':<11} not scanned yet (dlbox scan {data['ref']})")
     for pkg in lock["python"]["packages"]:

@@ -277,6 +277,7 @@ class ScanSummary(Answer):
     ids: list[str]
     os_updates: int
     os_error: str | None = None
+    gate: dict[str, Any] | None = None  # fail_on, failed, at_or_above: the scan's --fail-on verdict
 
 
 class ImageDetail(Image):

@@ -148,7 +148,8 @@ def summary(result: dict | None) -> dict | None:
     return {"scanned_at": result["scanned_at"], "advisories": result["advisories"]["source"],
             "counts": result["counts"], "findings": len(result["python"]["findings"]),
             "ids": sorted({f["id"] for f in result["python"]["findings"]}),
-            "os_updates": len(result["os"]["updates"]), "os_error": result["os"].get("error")}
+            "os_updates": len(result["os"]["updates"]), "os_error": result["os"].get("error"),
+            "gate": result.get("gate")}
 
 
 # --- the commands ---------------------------------------------------------------------------------
