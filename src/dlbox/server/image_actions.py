@@ -41,18 +41,19 @@ def references(store: Store) -> dict[str, list[str]]:
     for job in store.jobs(states=set(ACTIVE)):
         needs[job.image_id].append(f"job {job.id} is {job.state}")
     versions_by_model: dict[int, list] = {}
-    for model in store.models():
+    models = store.models()
+    for model in models:
         versions_by_model[model.id] = store.model_versions(model.id)
         for v in versions_by_model[model.id]:
             needs[v.image_id].append(f"model {model.owner}/{model.name}:{v.version} was trained in it")
     for pipeline in store.pipelines():
         if pipeline.image_id and pipeline.state in ("queued", "running"):
             needs[pipeline.image_id].append(f"pipeline {pipeline.id} is {pipeline.state}")
-    models = {(m.owner, m.name): m.id for m in store.models()}
+    model_ids = {(m.owner, m.name): m.id for m in models}
     for dep in store.deployments():
         if dep.desired != "running":
             continue
-        for v in versions_by_model.get(models.get((dep.model_owner, dep.model_name)), []):
+        for v in versions_by_model.get(model_ids.get((dep.model_owner, dep.model_name)), []):
             if dep.alias or v.version in (dep.versions or []):  # an alias may move to any version
                 needs[v.image_id].append(f"deployment {dep.name} serves {dep.model_name}:{v.version}"
                                          + (f" (or may: it follows @{dep.alias})" if dep.alias else ""))
