@@ -134,3 +134,38 @@ def test_a_good_commit_becomes_champion_and_a_worse_one_is_rejected(dlbox, small
     assert "Champion: " in markdown
     logs = dlbox("pipeline", "logs", second["id"], "--stage", "train").stdout
     assert "trained 1 epochs" in logs
+
+
+ADVISORIES = Path(__file__).resolve().parents[1] / "data" / "advisories" / "osv"
+
+
+def test_a_failing_scan_stops_the_pipeline_at_build(dlbox, tmp_path, run_id):
+    """urllib3 2.6.3 has two high advisories in the offline snapshot (GHSA-mf9v-mfxr-j63j, GHSA-qccp-gfcp-xxvc,
+    fixed in 2.7.0): with `scan: {fail_on: high}` the build stage fails naming them, nothing later runs but the
+    report, and the scan is kept with the image."""
+    project = tmp_path / "vulnerable"
+    project.mkdir()
+    (project / "dlbox.yaml").write_text(
+        f"name: t{run_id}-vuln\nbase:\n  debian: bullseye\npip:\n  - urllib3==2.6.3\n"
+        "pipeline:\n"
+        f"  scan: {{fail_on: high, advisories: '{ADVISORIES}'}}\n"
+        "  train: {command: python -c 'print(1)'}\n"
+        "  evaluate: {command: python -c 'print(1)'}\n")
+    git(project, "init", "-q")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "pin a vulnerable urllib3")
+
+    done = dlbox("pipeline", "run", "--follow", cwd=project, check=False, timeout=900)
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    shown = dlbox.json("pipeline", "show", dlbox.json("pipeline", "ls")[-1]["id"])
+    stage = {s["name"]: s for s in shown["stages"]}
+    assert shown["state"] == "failed" and shown["reason"].startswith("build: scan failed: 2 advisories at or above high")
+    for advisory in ("GHSA-mf9v-mfxr-j63j (urllib3 2.6.3, high)", "GHSA-qccp-gfcp-xxvc (urllib3 2.6.3, high)"):
+        assert advisory in stage["build"]["reason"]
+    assert {n: s["state"] for n, s in stage.items()} == {
+        "build": "failed", "test": "skipped", "train": "skipped", "evaluate": "skipped", "gate": "skipped",
+        "register": "skipped", "deploy": "skipped", "report": "succeeded"}
+    assert stage["build"]["result"]["scan"]["counts"]["high"] == 2
+    inspected = dlbox.json("inspect", stage["build"]["result"]["id"])
+    assert inspected["scan"]["ids"] == ["GHSA-mf9v-mfxr-j63j", "GHSA-qccp-gfcp-xxvc"]
+    assert inspected["scan"]["advisories"] == str(ADVISORIES)

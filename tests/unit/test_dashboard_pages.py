@@ -152,6 +152,11 @@ def test_image_page_shows_the_kept_scan(server, monkeypatch):
     scan.keep(result)
     page = client.get("/images/dlbox/x:latest").text
     assert "GHSA-8qvm-5x2c-j2w7" in page and "CVE-2025-4565" in page and "2 advisories (2 high)" in page
+    assert "scan-gate" not in page  # scanned without --fail-on: no verdict to show
+    scan.keep(scan.scan_facts({"image": "dlbox/x", "id": image_id, "python": [("protobuf", "3.19.6")], "os": []},
+                              advisories=str(Path(__file__).resolve().parent.parent / "data" / "advisories" / "osv"),
+                              fail_on="critical"))
+    assert "Fail-on critical: passed (0 at or above)" in client.get("/images/dlbox/x:latest").text
 
 
 def test_models_pages_show_versions_lineage_aliases_and_history_to_their_owner_only(server, tmp_path):

@@ -60,16 +60,56 @@ def dockerfile(spec_file: Path | None, preset: str | None, *, update_lock: bool,
     return render.render(spec, bases.ref(spec.base), lock=pinned, ca_bundle=ca_path is not None).dockerfile
 
 
-@click.command(name="images")
+IMAGES_TABLE = table(f"{'REF':<40} {'ID':<19} {'LOCK':<12} {'SIZE':>9}  CREATED",
+                     lambda r: f"{r['ref']:<40} {r['id'][:19]:<19} {(r['lock_hash'] or '')[:12]:<12} "
+                               f"{megabytes(r['size']):>9}  {r['created']}",
+                     empty="no dlbox images yet; build one with `dlbox build --preset tensorflow-2.9`")
+
+
+@click.group(name="images", invoke_without_command=True)
 @click.option("--all", "show_all", is_flag=True, help="Include untagged images that a newer build replaced.")
 @page_options()
-@answers(table(f"{'REF':<40} {'ID':<19} {'LOCK':<12} {'SIZE':>9}  CREATED",
-               lambda r: f"{r['ref']:<40} {r['id'][:19]:<19} {(r['lock_hash'] or '')[:12]:<12} "
-                         f"{megabytes(r['size']):>9}  {r['created']}",
-               empty="no dlbox images yet; build one with `dlbox build --preset tensorflow-2.9`"))
-def images_cmd(backend, show_all: bool, limit: int, offset: int):
-    """List the images dlbox has built, newest first."""
-    return backend.images(show_all=show_all, limit=limit, offset=offset)
+@json_option
+@click.pass_context
+def images_cmd(ctx, show_all: bool, limit: int, offset: int, as_json: bool) -> None:
+    """List the images dlbox has built, newest first (`dlbox images prune` removes old ones)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from dlbox.cli.backend import backend
+
+    rows = backend().images(show_all=show_all, limit=limit, offset=offset)
+    if as_json:
+        emit(rows)
+    else:
+        IMAGES_TABLE(rows, limit=limit, offset=offset)
+
+
+def prune_text(result: dict, **_params) -> None:
+    verb = "would remove" if result["dry_run"] else "removed"
+    for row in result["remove"]:
+        if row["errors"]:
+            click.echo(f"not removed {row['ref']}  {row['id'][:19]}: {'; '.join(row['errors'])}")
+        else:
+            click.echo(f"{verb} {row['ref']}  {row['id'][:19]}  ({row['reasons'][0]})")
+    for row in result["kept"]:
+        click.echo(f"kept {row['ref']}  {row['id'][:19]}: {'; '.join(row['reasons'])}")
+    done = sum(1 for r in result["remove"] if r["removed"])
+    click.echo(f"{len(result['remove']) if result['dry_run'] else done} {verb}, {len(result['kept'])} kept"
+               + (f", {result['failed']} refused" if result["failed"] else ""))
+
+
+@images_cmd.command(name="prune")
+@click.option("--keep", required=True, type=click.IntRange(0, 10_000), metavar="N",
+              help="Keep the newest N images of each name (and every image something still uses).")
+@click.option("--dry-run", is_flag=True, help="Only list what would go, and why each kept one stays.")
+@click.option("--name", metavar="NAME", help="Only the images of this name (a spec's name, e.g. tensorflow-2.9).")
+@answers(prune_text, ok=lambda result: not result["failed"])
+def prune(backend, keep: int, dry_run: bool, name: str | None):
+    """Remove old dlbox images: per name all but the newest N, never one that a workspace (in any state),
+    a queued or running job, a model version, an unfinished pipeline, a deployment or any container
+    needs. Removals are never forced (the engine refuses an image still in use); exit 1 if one was
+    refused."""
+    return backend.prune_images(keep=keep, name=name, dry_run=dry_run)
 
 
 def megabytes(size: int | None) -> str:
@@ -90,6 +130,10 @@ def image_text(data: dict, **_params) -> None:
         os_line = scan["os_error"] or f"{scan['os_updates']} OS packages with a security update"
         click.echo(f"{'scan':<11} {scan['scanned_at']}: {scan['findings']} advisories ({counts}); {os_line}")
         click.echo(f"{'':<11} advisories from {scan['advisories']}")
+        gate = scan.get("gate") or {}
+        if gate.get("fail_on"):
+            click.echo(f"{'':<11} fail-on {gate['fail_on']}: {'failed' if gate['failed'] else 'passed'} "
+                       f"({gate['at_or_above']} at or above)")
     else:
         click.echo(f"{'scan':<11} not scanned yet (dlbox scan {data['ref']})")
     for pkg in lock["python"]["packages"]:

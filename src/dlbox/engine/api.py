@@ -751,6 +751,15 @@ def list_containers(label_filters: list[str]) -> list[dict]:
 
 
 @translated("cannot list containers")
+def container_images() -> list[dict]:
+    """Every container on the engine (any state, dlbox's or not) with the image ID it uses: Id, Name,
+    State, ImageID and Labels, from one listing call."""
+    return [{"Id": c["Id"], "Name": (c.get("Names") or ["/?"])[0].lstrip("/"), "State": c["State"],
+             "ImageID": c.get("ImageID") or "", "Labels": c.get("Labels") or {}}
+            for c in client().api.containers(all=True)]
+
+
+@translated("cannot list containers")
 def container_summaries(label_filters: list[str], *, running: bool = False) -> list[dict]:
     """One listing call, no inspection: Id, State (running, exited, ...) and Labels of each container
     (`running`: only the running ones)."""

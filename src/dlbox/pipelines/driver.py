@@ -195,8 +195,9 @@ class Driver:
         if pipeline.id in self.built:
             ok, outcome = self.built.pop(pipeline.id)
             self.builds.pop(pipeline.id, None)
-            if not ok:
-                self._fail(pipeline, "build", str(outcome))
+            if not ok:  # a message, or (a failed scan gate) the image with its scan
+                failed = outcome if isinstance(outcome, dict) else {"reason": str(outcome)}
+                self._fail(pipeline, "build", failed["reason"], result=failed if len(failed) > 1 else None)
                 return
             self.store.update_pipeline(pipeline.id, image_id=outcome["id"], lock_hash=outcome["lock_hash"])
             self._done(pipeline, "build", reason=f"image {outcome['id'][7:19]} (lock {outcome['lock_hash'][:12]})",
@@ -209,41 +210,65 @@ class Driver:
                                       "cache keeps the finished layers)")
         spec = spec_of(pipeline)
         account = self.store.get_user(pipeline.user)
+        found = None
         if account is not None and account.role != "admin":  # on the team server only admins build images
             from dlbox.build import images
 
+            if spec.pipeline.scan and spec.pipeline.scan.advisories:  # read by the server: a path there, or a URL
+                self._fail(pipeline, "build", "pipeline.scan.advisories: only an admin may choose the advisory "
+                                              "source on the server; leave it out to use the server's")
+                return
             found = images.find_built(spec)
             if found is None:
                 self._fail(pipeline, "build", f"no image of this dlbox.yaml ({spec.name}) is built on this server, and "
                                               "only admins build images: ask one to `dlbox build` it")
                 return
-            self.built[pipeline.id] = (True, {"id": found["id"], "image": found["ref"],
-                                              "lock_hash": found.get("lock_hash") or "", "tags": []})
-            self.wake()
-            return
-        thread = threading.Thread(target=self._build_thread, args=(pipeline.id, pipeline.code_hash, spec),
+            found = {"id": found["id"], "image": found["ref"], "lock_hash": found.get("lock_hash") or "", "tags": []}
+            if spec.pipeline.scan is None:
+                self.built[pipeline.id] = (True, found)
+                self.wake()
+                return
+        thread = threading.Thread(target=self._build_thread, args=(pipeline.id, pipeline.code_hash, spec, found),
                                   daemon=True, name=f"pipeline-build-{pipeline.id}")
         self.builds[pipeline.id] = thread
         thread.start()
 
-    def _build_thread(self, pipeline_id: str, code_hash: str, spec) -> None:
-        from dlbox.build import images
-
+    def _build_thread(self, pipeline_id: str, code_hash: str, spec, found: dict | None = None) -> None:
+        """Build the commit's image (or take `found`, the one built already), then the scan gate if any."""
         try:
             progress = LogProgress(pipeline_id)
-            lock_file = home(pipeline_id) / "dlbox.lock"
-            lock_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            committed = snapshots.file_text(code_hash, "dlbox.lock")
-            if committed is not None and not lock_file.exists():
-                lock_file.write_bytes(committed)  # the commit's lock decides the packages, as in `dlbox build`
-            progress.step(f"building {spec.name} from the commit's dlbox.yaml")
-            result = images.build(spec, project_dir=snapshots.tree(code_hash), lock_file=lock_file,
-                                  ca_bundle=config.default_ca_bundle(), progress=progress)
-            self.built[pipeline_id] = (True, {"id": result.id, "image": result.image, "lock_hash": result.lock.hash,
-                                              "tags": result.tags})
+            outcome = found or self._build_image(pipeline_id, code_hash, spec, progress)
+            self.built[pipeline_id] = self._scan_gate(pipeline_id, spec.pipeline.scan, outcome, progress)
         except Exception as exc:  # noqa: BLE001 - the stage fails with the reason
             self.built[pipeline_id] = (False, _message(exc))
         self.wake()
+
+    @staticmethod
+    def _scan_gate(pipeline_id: str, gate, outcome: dict, progress) -> tuple[bool, dict]:
+        if gate is None:
+            return True, outcome
+        from dlbox.supply import scan
+
+        progress.step(f"scanning {outcome['image']} (fail on {gate.fail_on})")
+        result = scan.gate(outcome["id"], fail_on=gate.fail_on, advisories=gate.advisories)
+        verdict = scan.gate_text(result)
+        log(pipeline_id, "build", verdict)
+        found = outcome | {"scan": scan.summary(result) | {"fail_on": gate.fail_on}}
+        return (False, found | {"reason": verdict}) if result["gate"]["failed"] else (True, found)
+
+    @staticmethod
+    def _build_image(pipeline_id: str, code_hash: str, spec, progress) -> dict:
+        from dlbox.build import images
+
+        lock_file = home(pipeline_id) / "dlbox.lock"
+        lock_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        committed = snapshots.file_text(code_hash, "dlbox.lock")
+        if committed is not None and not lock_file.exists():
+            lock_file.write_bytes(committed)  # the commit's lock decides the packages, as in `dlbox build`
+        progress.step(f"building {spec.name} from the commit's dlbox.yaml")
+        result = images.build(spec, project_dir=snapshots.tree(code_hash), lock_file=lock_file,
+                              ca_bundle=config.default_ca_bundle(), progress=progress)
+        return {"id": result.id, "image": result.image, "lock_hash": result.lock.hash, "tags": result.tags}
 
     def _job_stage(self, pipeline: Pipeline, stage: PipelineStage, config_, *, input_run: str | None = None) -> None:
         """Submit the stage's job once; then watch it. Gives the finished job (None while it runs)."""

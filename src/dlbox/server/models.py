@@ -277,6 +277,7 @@ class ScanSummary(Answer):
     ids: list[str]
     os_updates: int
     os_error: str | None = None
+    gate: dict[str, Any] | None = None  # fail_on, failed, at_or_above: the scan's --fail-on verdict
 
 
 class ImageDetail(Image):
@@ -380,6 +381,31 @@ class WorkspaceVerify(Answer):
 class ImageRemoved(Answer):
     removed: str
     id: str
+
+
+class PruneKept(Answer):
+    id: str
+    ref: str
+    name: str
+    created: str | None = None
+    tags: list[str]
+    reasons: list[str]
+
+
+class PruneRemoved(PruneKept):
+    removed: bool
+    errors: list[str]
+
+
+class PruneResult(Answer):
+    """`dlbox images prune`: what stays (and why), what goes (or would, with dry_run)."""
+
+    keep: int
+    name: str | None
+    dry_run: bool
+    kept: list[PruneKept]
+    remove: list[PruneRemoved]
+    failed: int
 
 
 class BuiltImage(Answer):

@@ -242,7 +242,17 @@ class Deploy(Strict):
     enabled: bool = True  # false: the stage is skipped (deployments following champion still move)
 
 
+class Scan(Strict):
+    """The build stage's gate on the image's scan (`dlbox scan`): the stage fails when a Python advisory is
+    at or above `fail_on`. `advisories`: an OSV folder or zip (OSV's PyPI/all.zip) or an OSV API URL, as
+    `dlbox scan --advisories` takes (default: $DLBOX_ADVISORIES, else the OSV API)."""
+
+    fail_on: Literal["low", "medium", "high", "critical"] = "high"
+    advisories: Annotated[Text, _matching(r"\S.{0,999}", "an OSV folder or zip, or an OSV API URL")] | None = None
+
+
 class Pipeline(Strict):
+    scan: Scan | None = None  # the build stage gates on it when set
     test: TestStage | None = None
     train: StageJob
     evaluate: StageJob

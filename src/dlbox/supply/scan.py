@@ -148,7 +148,8 @@ def summary(result: dict | None) -> dict | None:
     return {"scanned_at": result["scanned_at"], "advisories": result["advisories"]["source"],
             "counts": result["counts"], "findings": len(result["python"]["findings"]),
             "ids": sorted({f["id"] for f in result["python"]["findings"]}),
-            "os_updates": len(result["os"]["updates"]), "os_error": result["os"].get("error")}
+            "os_updates": len(result["os"]["updates"]), "os_error": result["os"].get("error"),
+            "gate": result.get("gate")}
 
 
 # --- the commands ---------------------------------------------------------------------------------
@@ -164,6 +165,27 @@ def scan(image: str | None = None, *, sbom: Path | None = None, advisories: str 
     result = scan_facts(image_facts(image), advisories=advisories, fail_on=fail_on)
     keep(result)
     return result
+
+
+def gate(image: str, *, fail_on: str, advisories: str | None = None) -> dict:
+    """A pipeline build stage's scan of its image, kept with the image like `dlbox scan`'s. The OS updates
+    come without their CVE ids (each would cost a .deb download): the gate judges Python advisories."""
+    result = scan_facts(image_facts(image), advisories=advisories, fail_on=fail_on, os_cves=False)
+    keep(result)
+    return result
+
+
+def gate_text(result: dict, most: int = 10) -> str:
+    """The gate's verdict in one line, naming the findings at or above its level (the worst first)."""
+    level = result["gate"]["fail_on"]
+    above = sorted((f for f in result["python"]["findings"] if osv.at_least(f["severity"], level)),
+                   key=lambda f: (-osv.SEVERITIES.index(f["severity"]), f["package"], f["id"]))
+    source = result["advisories"]["source"]
+    if not above:
+        return f"scan passed: no advisory at or above {level} ({len(result['python']['findings'])} below; {source})"
+    named = ", ".join(f"{f['id']} ({f['package']} {f['version']}, {f['severity']})" for f in above[:most])
+    more = f" and {len(above) - most} more" if len(above) > most else ""
+    return f"scan failed: {len(above)} advisories at or above {level}: {named}{more} ({source})"
 
 
 def inspect(ref: str) -> dict:

@@ -93,6 +93,26 @@ def list_images(who: Caller, all: bool = False, limit: Limit = 100, offset: Offs
     return images.list_images(include_untagged=all)[offset:offset + limit]
 
 
+class PruneRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    keep: int = Field(ge=0, le=10_000, description="how many of the newest images of each name to keep")
+    name: str | None = Field(default=None, min_length=1, max_length=128, description="only this image name")
+    dry_run: bool = False
+
+
+@router.post("/images/prune", response_model=m.PruneResult, responses=m.ENGINE)
+def prune_images(body: PruneRequest, who: Caller, ctx: Ctx) -> dict:
+    """Admins only: keep the newest `keep` images of each name and every image something needs (a
+    workspace, an active job, a model version, a pipeline, a deployment, any container); remove the rest,
+    never forced."""
+    from dlbox.server import image_actions
+
+    if not who.admin:
+        raise accounts.Forbidden("only an admin may prune images on the server")
+    return image_actions.prune(ctx.store, keep=body.keep, name=body.name, dry_run=body.dry_run)
+
+
 @router.get("/images/{ref:path}/verify", response_model=m.ImageVerify, responses=m.ENGINE)
 def verify_image(ref: str, who: Caller) -> dict:
     """The packages really in the image against its lock (`ok` false: drift)."""
