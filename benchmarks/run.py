@@ -65,6 +65,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import b01_cold_build
@@ -124,6 +125,17 @@ def stock_bytecode() -> str:
                                                      if dropped else ""))
 
 
+def failed(bench, exc: Exception) -> list[Row]:
+    """The rows of a benchmark that raised: what it measured before (BenchError.rows), then an ERROR row.
+    A BenchError's message is the benchmark's own words; anything else is named by its type (a bug)."""
+    own = isinstance(exc, BenchError)
+    message = str(exc) if own else f"{type(exc).__name__}: {exc}"
+    say(f"ERROR in {bench.TITLE}: {message}" if own else
+        f"ERROR in {bench.TITLE}:\n{''.join(traceback.format_exception(exc)).rstrip()}")
+    first = (message.splitlines() or [""])[0][:100]
+    return [*(exc.rows if own else []), Row(bench.TITLE, result="ERROR", note=first)]
+
+
 def main() -> int:
     try:
         only = selected()
@@ -150,10 +162,9 @@ def main() -> int:
         for bench in benches:  # the quick one first: it fails fast if dlbox is broken
             try:
                 rows[bench.NUMBER] = bench.bench(runner, work)
-            except BenchError as exc:
+            except Exception as exc:  # any failure is this benchmark's ERROR row; the others still run and print
                 errors += 1
-                say(f"ERROR in {bench.TITLE}: {exc}")
-                rows[bench.NUMBER] = [*exc.rows, Row(bench.TITLE, result="ERROR", note=str(exc).splitlines()[0][:100])]
+                rows[bench.NUMBER] = failed(bench, exc)
     finally:
         try:
             cleanup(runner)
