@@ -18,8 +18,8 @@ from sqlalchemy.orm import DeclarativeBase, defer, Mapped, Session, mapped_colum
 
 from dlbox import config, redact
 from dlbox.errors import StoreUnavailable
-from dlbox.jobs.state import JobState, check_transition
-from dlbox.pipelines.state import check_pipeline, check_stage
+from dlbox.jobs.state import ALLOWED, JobState, check_transition
+from dlbox.pipelines.state import PIPELINE_ALLOWED, STAGE_ALLOWED
 
 
 class Base(DeclarativeBase):
@@ -331,9 +331,9 @@ class Store:
         with self.session() as s:
             return s.get(model, key)
 
-    def _moved(self, model, key, new: str, *, check, stamps, reason: str | None, fields: dict, counter: str,
+    def _moved(self, model, key, new: str, *, table: dict, stamps, reason: str | None, fields: dict, counter: str,
                missing: str):
-        """The one way a row's state changes: `check(old)` refuses a move its machine does not allow, and
+        """The one way a row's state changes: a move that `table` does not allow is refused, and
         the write is a compare-and-set (only where the state is still `old`), so two writers racing (the loop
         and a cancel, say) cannot both move the same row; the loser checks again from the state it finds.
         `stamps(row)`: what the move sets besides `fields` and `reason` (times, counters)."""
@@ -345,7 +345,7 @@ class Store:
                 if row is None:
                     raise KeyError(missing)
                 old = row.state
-                check(old)
+                check_transition(table, old, new)
                 values = dict(fields, state=new)
                 if reason is not None:
                     values["reason"] = reason
@@ -411,7 +411,7 @@ class Store:
                 values["params"], values["command"] = redact.mapping(job.params), redact.words(job.command)
             return values
 
-        return self._moved(Job, job_id, new.value, check=lambda old: check_transition(JobState(old), new),
+        return self._moved(Job, job_id, new.value, table=ALLOWED,
                            stamps=stamps, reason=reason, fields=fields, counter="jobs", missing=f"no job {job_id}")
 
     def update(self, job_id: str, **fields) -> None:
@@ -745,7 +745,7 @@ class Store:
                 values["ended_at"] = time.time()
             return values
 
-        return self._moved(Pipeline, pipeline_id, new, check=lambda old: check_pipeline(old, new), stamps=stamps,
+        return self._moved(Pipeline, pipeline_id, new, table=PIPELINE_ALLOWED, stamps=stamps,
                            reason=reason, fields=fields, counter="pipelines", missing=f"no pipeline {pipeline_id}")
 
     def update_pipeline(self, pipeline_id: str, **fields) -> None:
@@ -763,7 +763,7 @@ class Store:
                 values["ended_at"] = time.time()
             return values
 
-        return self._moved(PipelineStage, (pipeline_id, name), new, check=lambda old: check_stage(old, new),
+        return self._moved(PipelineStage, (pipeline_id, name), new, table=STAGE_ALLOWED,
                            stamps=stamps, reason=reason, fields=fields, counter="pipelines",
                            missing=f"no stage {name} in pipeline {pipeline_id}")
 
