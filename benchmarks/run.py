@@ -41,7 +41,9 @@ the end; the specs get names of their own (bench-tf-<id>, bench-code-<id>) so th
 dlbox/<preset> tags never move; workspaces are bench-<run id>-..., raw containers
 dlbox-bench-<run id>-..., each removed after its sample (workspaces by `dlbox rm --purge-data`).
 The bootstrapped base is shared (default DLBOX_HOME) and kept.
-The exit status is non-zero only when something failed to run; missed targets are marked.
+The exit status is non-zero only when something failed to run; missed targets are marked. A benchmark
+that fails (a BenchError, or any other exception: then its traceback is logged) prints an ERROR row
+after the rows it measured, and the benchmarks after it still run.
 
 dlbox's commands run as on a stock Python, with bytecode caches: the benchmark drops
 PYTHONDONTWRITEBYTECODE if the shell sets it and points PYTHONPYCACHEPREFIX at
