@@ -34,6 +34,7 @@ from dlbox import config
 from dlbox.server import accounts
 from dlbox.engine import api as engine
 from dlbox.workspaces import manage as workspaces
+from dlbox.containers import policy as containers
 from dlbox.containers.policy import ContainerSpec, Limits
 from dlbox.store.db import Job, Metric, Store
 
@@ -83,14 +84,16 @@ def populate(home: Path, label: str) -> str:
     store = Store()
     accounts.add_user(store, "bench")
     _, token = accounts.create_token(store, "bench")
-    image_id = engine.image_attrs(IMAGE)["Id"]
+    image = engine.image_attrs(IMAGE)
+    image_id = image["Id"]
+    user = containers.run_as(image["Config"].get("Labels"))  # the engine layer refuses root, as for a real up
     for i in range(WORKSPACES):
         name = f"bench-{label}-{i:03d}"
         labels = {"dlbox.kind": workspaces.KIND, "dlbox.workspace": name, "dlbox.image": IMAGE,
                   "dlbox.host": "127.0.0.1", "dlbox.user": "dl", "dlbox.mounts": "[]", "dlbox.home": config.home_id(),
                   "dlbox.owner": "bench", "dlbox.bench": label, f"dlbox.port.{8888}": str(20000 + i)}
         engine.create_container(ContainerSpec(name=workspaces.container_name(name), image=image_id,
-                                              command=["sleep", "1"], user="root", labels=labels,
+                                              command=["sleep", "1"], user=user, labels=labels,
                                               limits=Limits(memory=2 * 1024**3, cpus=1.0, shm_size=64 * 1024**2)))
     now = time.time()
     with store.session() as s:

@@ -620,13 +620,26 @@ def submit(runner: Runner, log: str, *args: str, cwd: Path | None = None, code: 
     return match.group(1)
 
 
+JOBS_PAGE = 1000  # the most rows GET /api/jobs answers at once (server.deps.PAGE_MAX); its default is 100
+
+
+def list_jobs(**params) -> list[dict]:
+    """GET /api/jobs in one page of JOBS_PAGE rows. A full page may hide more, and paging by offset
+    through a list whose jobs end meanwhile skips rows, so more jobs than one page is an error."""
+    jobs = service.get("/api/jobs", limit=JOBS_PAGE, **params)
+    if len(jobs) >= JOBS_PAGE:
+        raise BenchError(f"the benchmark's service lists {JOBS_PAGE} jobs or more, more than one page of "
+                         "GET /api/jobs: it cannot tell which have ended")
+    return jobs
+
+
 def wait_jobs(ids: list[str], timeout: float, period: float = 0.1) -> tuple[float, dict[str, dict]]:
     """Poll the service until none of `ids` is queued, starting or running: (perf_counter then, records)."""
     wanted = set(ids)
     pending = set(ids)
     deadline = time.perf_counter() + timeout
     while True:
-        pending &= {j["id"] for j in service.get("/api/jobs")}
+        pending &= {j["id"] for j in list_jobs()}
         if not pending:
             end = time.perf_counter()
             break
@@ -634,7 +647,7 @@ def wait_jobs(ids: list[str], timeout: float, period: float = 0.1) -> tuple[floa
             raise BenchError(f"{len(pending)} of {len(ids)} jobs have not ended after {timeout:.0f} s "
                              f"(e.g. {sorted(pending)[0]})")
         time.sleep(period)
-    records = {j["id"]: j for j in service.get("/api/jobs", all="true") if j["id"] in wanted}
+    records = {j["id"]: j for j in list_jobs(all="true") if j["id"] in wanted}
     return end, records
 
 

@@ -41,7 +41,9 @@ the end; the specs get names of their own (bench-tf-<id>, bench-code-<id>) so th
 dlbox/<preset> tags never move; workspaces are bench-<run id>-..., raw containers
 dlbox-bench-<run id>-..., each removed after its sample (workspaces by `dlbox rm --purge-data`).
 The bootstrapped base is shared (default DLBOX_HOME) and kept.
-The exit status is non-zero only when something failed to run; missed targets are marked.
+The exit status is non-zero only when something failed to run; missed targets are marked. A benchmark
+that fails (a BenchError, or any other exception: then its traceback is logged) prints an ERROR row
+after the rows it measured, and the benchmarks after it still run.
 
 dlbox's commands run as on a stock Python, with bytecode caches: the benchmark drops
 PYTHONDONTWRITEBYTECODE if the shell sets it and points PYTHONPYCACHEPREFIX at
@@ -65,6 +67,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import b01_cold_build
@@ -124,6 +127,17 @@ def stock_bytecode() -> str:
                                                      if dropped else ""))
 
 
+def failed(bench, exc: Exception) -> list[Row]:
+    """The rows of a benchmark that raised: what it measured before (BenchError.rows), then an ERROR row.
+    A BenchError's message is the benchmark's own words; anything else is named by its type (a bug)."""
+    own = isinstance(exc, BenchError)
+    message = str(exc) if own else f"{type(exc).__name__}: {exc}"
+    say(f"ERROR in {bench.TITLE}: {message}" if own else
+        f"ERROR in {bench.TITLE}:\n{''.join(traceback.format_exception(exc)).rstrip()}")
+    first = (message.splitlines() or [""])[0][:100]
+    return [*(exc.rows if own else []), Row(bench.TITLE, result="ERROR", note=first)]
+
+
 def main() -> int:
     try:
         only = selected()
@@ -150,10 +164,9 @@ def main() -> int:
         for bench in benches:  # the quick one first: it fails fast if dlbox is broken
             try:
                 rows[bench.NUMBER] = bench.bench(runner, work)
-            except BenchError as exc:
+            except Exception as exc:  # any failure is this benchmark's ERROR row; the others still run and print
                 errors += 1
-                say(f"ERROR in {bench.TITLE}: {exc}")
-                rows[bench.NUMBER] = [*exc.rows, Row(bench.TITLE, result="ERROR", note=str(exc).splitlines()[0][:100])]
+                rows[bench.NUMBER] = failed(bench, exc)
     finally:
         try:
             cleanup(runner)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from test_jobs import wait_for
+from helpers import until
 
 pytestmark = pytest.mark.engine
 
@@ -82,7 +82,7 @@ def test_links_inside_artifacts_are_recorded_not_copied(limited, small_image):
 
 def test_a_host_user_with_the_jobs_uid_cannot_plant_links(limited, small_image):
     submitted = limited.json("run", "--image", small_image["image"], "--", "sleep", "30")
-    wait_for(lambda: limited.json("runs", "show", submitted["id"])["state"] == "running")
+    until(lambda: limited.json("runs", "show", submitted["id"])["state"] == "running")
     job_dir = home_of(limited) / "runs" / submitted["id"] / "job"
     as_uid_1000 = ["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups"]
     planted = subprocess.run([*as_uid_1000, "ln", "-sf", "/etc/shadow", str(job_dir / "metrics.jsonl")],
@@ -145,10 +145,10 @@ def test_a_cancel_whose_stop_fails_is_retried(dlbox, test_env, small_image, tmp_
     mine = type(dlbox)({**test_env, "DLBOX_HOME": str(home), "DOCKER_HOST": f"unix://{tmp_path / 'engine.sock'}"})
     try:
         submitted = mine.json("run", "--image", small_image["image"], "--", "sleep", "600")
-        wait_for(lambda: mine.json("runs", "show", submitted["id"])["state"] == "running")
+        until(lambda: mine.json("runs", "show", submitted["id"])["state"] == "running")
         proxy.fail = b"/stop"
         mine("cancel", submitted["id"])
-        wait_for(lambda: proxy.requests.count(b"/stop") >= 2, timeout=20)  # refused, then asked again
+        until(lambda: proxy.requests.count(b"/stop") >= 2, timeout=20)  # refused, then asked again
         assert mine.json("runs", "show", submitted["id"])["state"] == "running"
         proxy.fail = None
         assert mine.json("wait", submitted["id"], "--timeout", "60", check=False)["state"] == "cancelled"
@@ -167,8 +167,8 @@ def test_a_finish_that_fails_is_retried_with_a_back_off_then_lost(dlbox, test_en
     try:
         submitted = full.json("run", "--image", small_image["image"], "--", "sh", "-c",
                               "head -c 3000000 /dev/zero | tr '\\0' 'a'")
-        seen = wait_for(lambda: {j["id"]: j for j in full.json("jobs", "--all")}[submitted["id"]]["state"]
-                        in ("finishing", "lost") and time.monotonic(), timeout=120)
+        seen = until(lambda: {j["id"]: j for j in full.json("jobs", "--all")}[submitted["id"]]["state"]
+                     in ("finishing", "lost") and time.monotonic(), timeout=120)
         assert {j["id"]: j for j in full.json("jobs")}[submitted["id"]]["state"] == "finishing"
         second = full.json("run", "--image", small_image["image"], "--cpus", "2", "--", "true")  # capacity is free
         assert full.json("wait", second["id"], "--timeout", "60", check=False)["state"] == "succeeded"
@@ -202,7 +202,7 @@ def test_artifacts_count_against_the_users_storage_quota_on_the_server(test_env,
             job = carol.post("/api/jobs", json={"image": small_image["image"], "command": [
                 "sh", "-c", f"head -c {size} /dev/zero > /dlbox/run/artifacts/blob"]})
             assert job.status_code == 201, job.text
-            wait_for(lambda: carol.get(f"/api/jobs/{job.json()['id']}").json()["state"] == "succeeded", timeout=120)
+            until(lambda: carol.get(f"/api/jobs/{job.json()['id']}").json()["state"] == "succeeded", timeout=120)
             return carol.get(f"/api/runs/{job.json()['id']}").json()
 
         first, second = artifact_job(200 * 1024), artifact_job(200 * 1024)

@@ -6,18 +6,17 @@ server neither serves nor sees the model or the deployment."""
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
-import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+
+from helpers import Rest, Traffic, ms, until
 
 X = [[1.0, 2.0, 3.0], [0.5, -1.0, 2.0]]
 ANSWERS = {1: [[14.0], [4.5]], 2: [[140.0], [45.0]]}  # x @ [[1], [2], [3]] * scale, scale 1 and 10: exact floats
@@ -40,73 +39,6 @@ for version, scale in ((1, 1.0), (2, 10.0)):
     model = Linear(scale)
     tf.saved_model.save(model, os.path.join(out, f"v{version}"), signatures={"serving_default": model.__call__})
 """
-
-
-def wait_for(predicate, timeout=120.0, every=0.3, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-class Rest:
-    """One keep-alive connection, like a real client."""
-
-    def __init__(self, url: str):
-        host, port = url.removeprefix("http://").rsplit(":", 1)
-        self.conn = http.client.HTTPConnection(host, int(port), timeout=30)
-
-    def __call__(self, method: str, path: str, body=None) -> tuple[int, dict]:
-        try:
-            self.conn.request(method, path, body=json.dumps(body).encode() if body is not None else None,
-                              headers={"Content-Type": "application/json"})
-            response = self.conn.getresponse()
-            text = response.read()
-        except (OSError, http.client.HTTPException):
-            self.conn.close()
-            raise
-        return response.status, json.loads(text) if text[:1] in (b"{", b"[") else {"text": text.decode()}
-
-
-class Traffic:
-    """Predicts to a label without pause; counts failures, keeps (time, latency, version)."""
-
-    def __init__(self, url: str, path: str):
-        self.rest, self.path = Rest(url), path
-        self.stop, self.failed, self.samples = threading.Event(), [], []
-        self.thread = threading.Thread(target=self.run, daemon=True)
-
-    def run(self):
-        while not self.stop.is_set():
-            started = time.perf_counter()
-            try:
-                status, body = self.rest("POST", self.path, {"instances": X})
-            except (OSError, http.client.HTTPException) as exc:
-                self.failed.append(repr(exc))
-                continue
-            version = next((v for v, y in ANSWERS.items() if body.get("predictions") == y), None)
-            if status != 200 or version is None:
-                self.failed.append((status, body))
-            self.samples.append((time.monotonic(), time.perf_counter() - started, version))
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join(10)
-
-
-def _ms(values):
-    values = sorted(values)
-    if not values:
-        return "n=0"
-    return (f"p50 {statistics.median(values) * 1000:.2f} ms, p99 {values[int(len(values) * 0.99)] * 1000:.2f} ms, "
-            f"n={len(values)}")
 
 
 def _answers(url: str, model: str, version: int) -> bool:
@@ -133,7 +65,7 @@ def model(dlbox, tf_image, run_id) -> dict:
 def served(dlbox, model) -> dict:
     started = time.monotonic()
     dep = dlbox.json("serve", model["name"], "--alias", "champion", "--memory", "2g")
-    wait_for(lambda: _answers(dep["rest_url"], model["name"], 1), timeout=180, what="version 1 served")
+    until(lambda: _answers(dep["rest_url"], model["name"], 1), timeout=180, what="version 1 served")
     print(f"serve: ready in {time.monotonic() - started:.1f}s")
     yield dep
     dlbox("deployments", "rm", dep["name"], check=False)
@@ -166,12 +98,12 @@ def test_serve_predicts_what_the_model_computes_and_ls_shows_it(dlbox, model, se
 def test_moving_the_alias_moves_the_deployment_with_zero_failed_requests(dlbox, model, served):
     path = f"/v1/models/{model['name']}/labels/champion:predict"
     for old, new in ((1, 2), (2, 1)):  # promotion, then rollback
-        with Traffic(served["rest_url"], path) as traffic:
+        with Traffic(served["rest_url"], path, X, ANSWERS) as traffic:
             time.sleep(2)
             moved = time.monotonic()
             dlbox.json("models", "alias", model["name"], "champion", str(new))
-            wait_for(lambda: traffic.samples and traffic.samples[-1][2] == new, timeout=120,
-                     what=f"the deployment to follow champion -> {new}")
+            until(lambda: traffic.samples and traffic.samples[-1][2] == new, timeout=120,
+                  what=f"the deployment to follow champion -> {new}")
             switched = time.monotonic()
             time.sleep(1)
         assert traffic.failed == [], traffic.failed[:5]
@@ -180,7 +112,7 @@ def test_moving_the_alias_moves_the_deployment_with_zero_failed_requests(dlbox, 
         steady = [t for at, t, _ in traffic.samples if at < moved]
         during = [t for at, t, _ in traffic.samples if moved <= at <= switched]
         print(f"alias champion {old}->{new} followed in {switched - moved:.1f}s, 0 failed of "
-              f"{len(traffic.samples)}; steady {_ms(steady)}; during the switch {_ms(during)}")
+              f"{len(traffic.samples)}; steady {ms(steady)}; during the switch {ms(during)}")
         listed = _listed(dlbox, served["name"])
         assert listed["labels"] == {"champion": new} and listed["restarts"] == 0  # the same container
     assert _listed(dlbox, served["name"])["versions"] == [1, 2]
@@ -191,12 +123,12 @@ def test_a_killed_server_and_a_removed_container_come_back(dlbox, model, served,
     init_pid = docker_client.api.inspect_container(name)["State"]["Pid"]  # docker-init; the server is its child
     children = Path(f"/proc/{init_pid}/task/{init_pid}/children").read_text().split()
     os.kill(int(children[0]), 9)
-    wait_for(lambda: _listed(dlbox, served["name"])["restart_count"] >= 1, timeout=60, what="the engine's restart")
-    wait_for(lambda: _answers(served["rest_url"], model["name"], 1), timeout=180, what="serving again")
+    until(lambda: _listed(dlbox, served["name"])["restart_count"] >= 1, timeout=60, what="the engine's restart")
+    until(lambda: _answers(served["rest_url"], model["name"], 1), timeout=180, what="serving again")
     listed = _listed(dlbox, served["name"])
     assert listed["restarts"] >= 1 and listed["state"] == "running"
     docker_client.api.remove_container(name, force=True)  # gone: the loop starts it again from the record
-    wait_for(lambda: _answers(served["rest_url"], model["name"], 1), timeout=180, what="started again by the loop")
+    until(lambda: _answers(served["rest_url"], model["name"], 1), timeout=180, what="started again by the loop")
     listed = _listed(dlbox, served["name"])
     assert listed["recreated"] == 1 and listed["last_error"].startswith("started again: its container is gone")
     assert "restarts" in dlbox("deployments", "ls").stdout.splitlines()[0].lower()

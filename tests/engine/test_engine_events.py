@@ -17,6 +17,8 @@ from dlbox.server import app as service
 from dlbox.jobs.state import JobState
 from dlbox.store.db import Store
 
+from helpers import until
+
 
 class Proxy:
     """A Unix socket forwarding to the engine's; drop() cuts every connection, as an engine restart would,
@@ -75,16 +77,6 @@ class Proxy:
         self.conns = []
 
 
-def until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def next_event(events: queue.Queue, want, timeout: float = 20.0, seen: list | None = None) -> dict:
     deadline = time.monotonic() + timeout
     while True:
@@ -105,7 +97,7 @@ def test_container_events_yields_dies_and_survives_a_dropped_connection(small_im
                      daemon=True).start()
     run_labels = {**labelled, mark.split("=")[0]: mark.split("=")[1]}
 
-    until(lambda: b"/events" in proxy.requests, 20, "the event stream to open")
+    until(lambda: b"/events" in proxy.requests, 20, "the event stream to open", every=0.05)
     assert next_event(events, lambda e: True)["action"] == "connected"
     first = docker_client.containers.run(small_image["image"], ["true"], labels=run_labels, detach=True)
     assert next_event(events, lambda e: e["id"] == first.id)["action"] == "die"
@@ -137,9 +129,9 @@ def test_the_loop_finishes_a_job_when_its_container_dies_not_a_period_later(smal
         job = job_submit.build_job(request, "local", loop.reconciler.capacity)
         store.add_job(job)
         loop.wake()  # as a submit does
-        until(lambda: store.get_job(job.id).state == JobState.RUNNING.value, 20, "the job to run")
+        until(lambda: store.get_job(job.id).state == JobState.RUNNING.value, 20, "the job to run", every=0.05)
         ended = until(lambda: JobState(store.get_job(job.id).state).is_finished() and store.get_job(job.id), 15,
-                      "the job to be finished")
+                      "the job to be finished", every=0.05)
         assert ended.state == JobState.SUCCEEDED.value
         assert ended.ended_at - ended.started_at < 2 + 3  # the die event woke the loop
     finally:
@@ -161,11 +153,11 @@ def test_health_says_whether_the_loop_follows_the_engine_events(tmp_path, monkey
         def events():
             return api.get("/api/health").json()["engine_events"]
 
-        until(lambda: events() == "following", 20, "the loop to follow the events")
+        until(lambda: events() == "following", 20, "the loop to follow the events", every=0.05)
         proxy.refuse = True  # the engine goes away and stays away
         proxy.drop()
-        until(lambda: events() == "reconnecting", 20, "health to say the events are lost")
+        until(lambda: events() == "reconnecting", 20, "health to say the events are lost", every=0.05)
         proxy.refuse = False
-        until(lambda: events() == "following", 60, "the loop to follow the events again")
+        until(lambda: events() == "following", 60, "the loop to follow the events again", every=0.05)
     finally:
         loop.stop()

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_engine_events import until
+from helpers import until
 
 DOCKERD_LOG = Path("/var/log/dlbox-dockerd.log")
 

@@ -12,17 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from helpers import until
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def wait_for(predicate, timeout=60.0, every=0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("timed out")
 
 
 def job(dlbox, job_id):
@@ -90,7 +82,7 @@ def test_secret_looking_env_is_redacted_in_records(dlbox, small_image):
 def test_logs_follow_shows_the_whole_output_from_the_first_line(dlbox, small_image):
     script = "for i in 1 2 3 4 5; do echo line $i; sleep 0.6; done"
     submitted = dlbox.json("run", "--image", small_image["image"], "--", "sh", "-c", script)
-    wait_for(lambda: job(dlbox, submitted["id"])["state"] == "running")
+    until(lambda: job(dlbox, submitted["id"])["state"] == "running")
     time.sleep(1.5)  # the first lines are already written when we start following
     followed = dlbox("logs", "-f", submitted["id"], timeout=60).stdout
     assert followed.splitlines() == [f"line {i}" for i in range(1, 6)]
@@ -106,7 +98,7 @@ def test_exit_code_of_a_failing_job(dlbox, small_image):
 
 def test_cancel_ends_a_running_job(dlbox, small_image):
     submitted = dlbox.json("run", "--image", small_image["image"], "--", "sleep", "600")
-    wait_for(lambda: job(dlbox, submitted["id"])["state"] == "running")
+    until(lambda: job(dlbox, submitted["id"])["state"] == "running")
     started = time.monotonic()
     dlbox("cancel", submitted["id"])
     waited = json.loads(dlbox("wait", submitted["id"], "--json", check=False).stdout)
@@ -125,7 +117,7 @@ def test_job_past_its_memory_limit_ends_oom_killed(dlbox, small_image):
 def test_queue_starts_the_third_job_when_capacity_frees(dlbox, small_image):
     ids = [dlbox.json("run", "--image", small_image["image"], "--cpus", "1", "--", "sleep", "5")["id"]
            for _ in range(3)]
-    states = wait_for(lambda: (lambda s: s if s[:2] == ["running", "running"] else None)(
+    states = until(lambda: (lambda s: s if s[:2] == ["running", "running"] else None)(
         [job(dlbox, i)["state"] for i in ids]))
     assert states[2] == "queued"  # no room: two CPUs, both taken
     for i in ids:
@@ -137,7 +129,7 @@ def test_queue_starts_the_third_job_when_capacity_frees(dlbox, small_image):
 def test_service_killed_mid_job_recovers_state_and_logs(dlbox, small_image, test_env, docker_client):
     script = "echo start; sleep 6; echo end; exit 7"
     submitted = dlbox.json("run", "--image", small_image["image"], "--", "sh", "-c", script)
-    wait_for(lambda: job(dlbox, submitted["id"])["state"] == "running")
+    until(lambda: job(dlbox, submitted["id"])["state"] == "running")
     pid = int((Path(test_env["DLBOX_HOME"]) / "service" / "pid").read_text())
     os.kill(pid, signal.SIGKILL)
     time.sleep(9)  # the job ends while no service watches it

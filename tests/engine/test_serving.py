@@ -8,12 +8,13 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import statistics
 import threading
 import time
 from pathlib import Path
 
 import pytest
+
+from helpers import Rest, Traffic, ms, until
 
 X = [[1.0, 2.0, 3.0], [-1.5, 0.5, 4.0]]
 TAGS = ["a", "bé"]
@@ -109,35 +110,6 @@ print("GRPC " + json.dumps(out))
 '''
 
 
-def wait_for(predicate, timeout=120.0, every=0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("timed out")
-
-
-class Rest:
-    """One keep-alive connection, like a real client."""
-
-    def __init__(self, url: str):
-        host, port = url.removeprefix("http://").rsplit(":", 1)
-        self.conn = http.client.HTTPConnection(host, int(port), timeout=30)
-
-    def __call__(self, method: str, path: str, body=None, raw: bytes | None = None) -> tuple[int, dict]:
-        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        try:
-            self.conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
-            response = self.conn.getresponse()
-            text = response.read()
-        except (OSError, http.client.HTTPException):
-            self.conn.close()
-            raise
-        return response.status, json.loads(text) if text[:1] in (b"{", b"[") else {"text": text.decode()}
-
-
 @pytest.fixture(scope="module")
 def image(tf_image, docker_client) -> dict:
     """The session's TF image (never one of the caller's: tests do not depend on their environment)."""
@@ -174,7 +146,7 @@ def deployment(image, model_dir, test_env, run_id):
         dep = serving.up(name, "tester", image["Id"], {1: out / "1", 2: out / "2"}, {"stable": 1, "canary": 2},
                          "tiny", memory=2 * 1024**3, cpus=2.0)
         rest = Rest(dep.rest_url)
-        wait_for(lambda: _ready(rest, 2), timeout=180)
+        until(lambda: _ready(rest, 2), timeout=180)
         print(f"deployment ready in {time.monotonic() - started:.1f}s")
         yield dep
         serving.remove(name)
@@ -324,43 +296,6 @@ def test_cis_section_5_of_a_serving_container(deployment, docker_client):
     assert attrs["Config"]["Labels"]["dlbox.kind"] == "deployment"
 
 
-class Traffic:
-    """A client sending predicts to a label without pause; counts failures and keeps latencies."""
-
-    def __init__(self, url: str, path: str, answers: dict):
-        self.rest, self.path, self.answers = Rest(url), path, answers
-        self.stop, self.failed, self.samples = threading.Event(), [], []  # (time, latency, version)
-        self.thread = threading.Thread(target=self.run, daemon=True)
-
-    def run(self):
-        while not self.stop.is_set():
-            started = time.perf_counter()
-            try:
-                status, body = self.rest("POST", self.path, {"instances": X})
-            except (OSError, http.client.HTTPException) as exc:
-                self.failed.append(repr(exc))
-                continue
-            took = time.perf_counter() - started
-            version = next((v for v, y in self.answers.items() if body.get("predictions") == y), None)
-            if status != 200 or version is None:
-                self.failed.append((status, body))
-            self.samples.append((time.monotonic(), took, version))
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join(10)
-
-
-def _ms(values):
-    values = sorted(values)
-    return (f"p50 {statistics.median(values) * 1000:.2f} ms, p99 {values[int(len(values) * 0.99)] * 1000:.2f} ms, "
-            f"n={len(values)}")
-
-
 def test_label_moves_under_load_fail_no_request(deployment, model_dir, test_env):
     from dlbox import serving
 
@@ -370,14 +305,15 @@ def test_label_moves_under_load_fail_no_request(deployment, model_dir, test_env)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DLBOX_HOME", test_env["DLBOX_HOME"])
         serving.move_labels(deployment.name, {"stable": 1})  # version 2 unloads: the move must load it again
-        wait_for(lambda: rest("GET", "/v1/models/tiny/versions/2")[1]["model_version_status"][0]["state"] == "END")
+        until(lambda: rest("GET", "/v1/models/tiny/versions/2")[1]["model_version_status"][0]["state"] == "END",
+              timeout=120)
         for old, new in ((1, 2), (2, 1)):  # promotion, then rollback
-            with Traffic(deployment.rest_url, "/v1/models/tiny/labels/stable:predict", answers) as traffic:
+            with Traffic(deployment.rest_url, "/v1/models/tiny/labels/stable:predict", X, answers) as traffic:
                 time.sleep(2)
                 moved = time.monotonic()
                 serving.move_labels(deployment.name, {"stable": new})
-                wait_for(lambda: rest("GET", f"/v1/models/tiny/versions/{old}")[1][
-                    "model_version_status"][0]["state"] == "END")
+                until(lambda: rest("GET", f"/v1/models/tiny/versions/{old}")[1][
+                    "model_version_status"][0]["state"] == "END", timeout=120)
                 switched = time.monotonic()
                 time.sleep(1)
             assert traffic.failed == []
@@ -386,9 +322,9 @@ def test_label_moves_under_load_fail_no_request(deployment, model_dir, test_env)
             after = [v for at, _, v in traffic.samples if at > switched]
             assert after and set(after) == {new}, "every request after the switch goes to the new version"
             print(f"label move {old}->{new} in {switched - moved:.1f}s, 0 failed of {len(traffic.samples)}; "
-                  f"steady {_ms(steady)}; during the switch {_ms(during)}")
+                  f"steady {ms(steady)}; during the switch {ms(during)}")
         serving.move_labels(deployment.name, {"stable": 1, "canary": 2})
-        wait_for(lambda: _ready(rest, 2))
+        until(lambda: _ready(rest, 2), timeout=120)
 
 
 def test_a_killed_server_comes_back_by_the_restart_policy(deployment, docker_client):
@@ -397,8 +333,8 @@ def test_a_killed_server_comes_back_by_the_restart_policy(deployment, docker_cli
     init_pid = attrs["State"]["Pid"]  # docker-init; the server is its child
     children = Path(f"/proc/{init_pid}/task/{init_pid}/children").read_text().split()
     os.kill(int(children[0]), 9)
-    wait_for(lambda: docker_client.api.inspect_container(name)["RestartCount"] == 1, timeout=60)
-    wait_for(lambda: _ready(Rest(deployment.rest_url), 2), timeout=180)
+    until(lambda: docker_client.api.inspect_container(name)["RestartCount"] == 1, timeout=60)
+    until(lambda: _ready(Rest(deployment.rest_url), 2), timeout=180)
     assert Rest(deployment.rest_url)("POST", "/v1/models/tiny:predict", {"instances": X})[0] == 200
 
 
@@ -429,7 +365,7 @@ def test_batching_answers_each_request_its_own_rows_and_503_while_loading(image,
                 seen.add((status, state if status == 503 else None, "error" in body))
                 return status == 200
 
-            wait_for(answered, timeout=180, every=0.05)
+            until(answered, timeout=180, every=0.05)
             assert (503, "LOADING", True) in seen, seen  # never a request to a version still loading
             rows = [[float(i), 1.0, -float(i)] for i in range(8)]
             results, want = {}, {}
@@ -501,6 +437,6 @@ def test_a_malformed_label_config_keeps_the_last_good_one(deployment, test_env):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DLBOX_HOME", test_env["DLBOX_HOME"])
         serving.move_labels(deployment.name, {"stable": 2, "canary": 2}, serve=[1])
-        wait_for(lambda: rest("GET", "/v1/models/tiny/labels/stable")[1]["model_version_status"][0]["version"] == "2")
+        until(lambda: rest("GET", "/v1/models/tiny/labels/stable")[1]["model_version_status"][0]["version"] == "2", timeout=120)
         serving.move_labels(deployment.name, {"stable": 1, "canary": 2})
-        wait_for(lambda: rest("GET", "/v1/models/tiny/labels/stable")[1]["model_version_status"][0]["version"] == "1")
+        until(lambda: rest("GET", "/v1/models/tiny/labels/stable")[1]["model_version_status"][0]["version"] == "1", timeout=120)

@@ -8,7 +8,8 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from dlbox.pipelines.state import STAGES, BadTransition
+from dlbox.jobs.state import BadTransition
+from dlbox.pipelines.state import STAGES
 from dlbox.store.db import Pipeline, Store
 from tests.store.test_store import alembic_config, new_job, open_engine
 

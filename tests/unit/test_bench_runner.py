@@ -119,6 +119,24 @@ def test_the_dlbox_names_the_benchmarks_use_exist(bench):
     assert callable(names["bases"].ensure) and callable(names["spec"].load) and names["Progress"]
 
 
+def offline_main(bench, monkeypatch, tmp_path, benches) -> tuple[int, list]:
+    """run.main() over `benches` with no engine, no dlbox and no cleanup: (exit status, the table's rows)."""
+    def mkdtemp(prefix):
+        (tmp_path / "work").mkdir()
+        return str(tmp_path / "work")
+
+    monkeypatch.setattr(bench, "BENCHES", benches)
+    monkeypatch.setattr(bench, "DLBOX", "dlbox")
+    monkeypatch.setattr(bench, "subprocess", SimpleNamespace(run=lambda *a, **k: SimpleNamespace(returncode=0)))
+    monkeypatch.setattr(bench, "tempfile", SimpleNamespace(mkdtemp=mkdtemp))
+    monkeypatch.setattr(bench, "stock_bytecode", lambda: "bytecode caches")
+    monkeypatch.setattr(bench, "service", SimpleNamespace(setup=lambda work: None, remove_home=lambda: None))
+    monkeypatch.setattr(bench, "cleanup", lambda runner: None)
+    printed = []
+    monkeypatch.setattr(bench, "print_table", printed.extend)
+    return bench.main(), printed
+
+
 def test_a_benchmark_that_fails_midway_keeps_the_rows_it_measured(bench, monkeypatch, tmp_path):
     """12 measures dlbox, then MLflow: when the MLflow part cannot run, dlbox's rows still print, above an
     ERROR row, and the run's exit status counts the error."""
@@ -128,25 +146,38 @@ def test_a_benchmark_that_fails_midway_keeps_the_rows_it_measured(bench, monkeyp
         raise common.BenchError("MLflow peer: mlflow-install failed (exit 1, log x):\n    no network",
                                 rows=[common.Row("12. dlbox REST, batch 1 (vs in-process)", "0.50 ms")])
 
-    def mkdtemp(prefix):
-        (tmp_path / "work").mkdir()
-        return str(tmp_path / "work")
-
-    monkeypatch.setattr(bench, "BENCHES", [SimpleNamespace(NUMBER=12, TITLE="12. model serving",
-                                                           bench=measures_then_fails)])
-    monkeypatch.setattr(bench, "DLBOX", "dlbox")
-    monkeypatch.setattr(bench, "subprocess", SimpleNamespace(run=lambda *a, **k: SimpleNamespace(returncode=0)))
-    monkeypatch.setattr(bench, "tempfile", SimpleNamespace(mkdtemp=mkdtemp))
-    monkeypatch.setattr(bench, "stock_bytecode", lambda: "bytecode caches")
-    monkeypatch.setattr(bench, "service", SimpleNamespace(setup=lambda work: None, remove_home=lambda: None))
-    monkeypatch.setattr(bench, "cleanup", lambda runner: None)
-    printed = []
-    monkeypatch.setattr(bench, "print_table", printed.extend)
-    assert bench.main() == 1
+    status, printed = offline_main(bench, monkeypatch, tmp_path, [
+        SimpleNamespace(NUMBER=12, TITLE="12. model serving", bench=measures_then_fails)])
+    assert status == 1
     assert printed == [common.Row("12. dlbox REST, batch 1 (vs in-process)", "0.50 ms"),
                        common.Row("12. model serving", result="ERROR",
                                   note="MLflow peer: mlflow-install failed (exit 1, log x):")]
     assert common.BenchError("plain").rows == []
+
+
+def test_a_benchmark_that_crashes_is_an_error_row_and_the_rest_still_run_and_print(bench, monkeypatch, tmp_path,
+                                                                                   capsys):
+    """An exception that is no BenchError (a bug, an engine refusal) ends only its own benchmark: its row says
+    ERROR with the exception's type, the benchmarks after it run, and the table prints every row."""
+    common = sys.modules["common"]
+    ran = []
+
+    def crashes(runner, work):
+        ran.append(9)
+        return {}["dlbox.uid"]
+
+    def measures(runner, work):
+        ran.append(3)
+        return [common.Row("3. dlbox --help", "0.081 s")]
+
+    status, printed = offline_main(bench, monkeypatch, tmp_path, [
+        SimpleNamespace(NUMBER=9, TITLE="9. team server lists under load", bench=crashes),
+        SimpleNamespace(NUMBER=3, TITLE="3. CLI start", bench=measures)])
+    assert status == 1 and ran == [9, 3]
+    assert printed == [common.Row("3. dlbox --help", "0.081 s"),
+                       common.Row("9. team server lists under load", result="ERROR", note="KeyError: 'dlbox.uid'")]
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "in crashes" in err  # the bug's place is in the log
 
 
 def test_mlflow_gets_the_limits_of_dlbox_serving_container(bench):

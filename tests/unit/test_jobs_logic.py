@@ -28,17 +28,19 @@ def test_every_state_is_covered_by_the_machine(state):
     if state.is_finished():
         assert ALLOWED[state] == set()
         with pytest.raises(BadTransition):
-            check_transition(state, JobState.RUNNING)
+            check_transition(ALLOWED, state, JobState.RUNNING)
 
 
 def test_the_happy_path_and_no_shortcuts():
-    check_transition(JobState.QUEUED, JobState.STARTING)
-    check_transition(JobState.STARTING, JobState.RUNNING)
-    check_transition(JobState.RUNNING, JobState.SUCCEEDED)
+    check_transition(ALLOWED, JobState.QUEUED, JobState.STARTING)
+    check_transition(ALLOWED, JobState.STARTING, JobState.RUNNING)
+    check_transition(ALLOWED, JobState.RUNNING, JobState.SUCCEEDED)
     with pytest.raises(BadTransition):
-        check_transition(JobState.QUEUED, JobState.SUCCEEDED)
+        check_transition(ALLOWED, JobState.QUEUED, JobState.SUCCEEDED)
     with pytest.raises(BadTransition):
-        check_transition(JobState.RUNNING, JobState.QUEUED)
+        check_transition(ALLOWED, JobState.RUNNING, JobState.QUEUED)
+    with pytest.raises(BadTransition, match="^a job cannot go from running to queued$"):
+        check_transition(ALLOWED, "running", "queued")  # values name the same states
 
 
 def test_final_state_says_why():

@@ -61,3 +61,22 @@ def test_bad_input_is_one_line_and_its_exit_code(dlbox, args, code, words, monke
         main()
     err = capsys.readouterr().err
     assert ended.value.code == code and words in err and err.count("\n") == 1
+
+
+def test_the_text_lists_of_models_and_runs(dlbox):
+    """`models`, `models ls`, `models history` and `runs` print through output.table: a header, one line a
+    row, and the --limit hint on stderr when the page is full."""
+    dlbox("models", "register", "digits", "--run", "a1b2c3d4e5f6")
+    dlbox("models", "alias", "digits", "champion", "1")
+    header = f"{'MODEL':<32} {'OWNER':<12} {'LATEST':<7} {'VERSIONS':<9} ALIASES"
+    row = f"{'digits':<32} {'ann':<12} {'1':<7} {1:<9} champion=1"
+    assert dlbox("models").output.splitlines() == dlbox("models", "ls").output.splitlines() == [header, row]
+    moves = dlbox("models", "history", "digits").output.splitlines()
+    assert moves[0] == f"{'WHEN':<25} {'WHO':<12} {'ALIAS':<16} FROM -> TO"
+    assert moves[1].split()[1:] == ["ann", "champion", "-", "->", "1"]
+    runs = dlbox("runs").output.splitlines()
+    assert runs[0] == f"{'ID':<13} {'STATE':<11} {'EXIT':<5} {'IMAGE':<19} {'LOCK':<12} {'GIT':<9} METRICS"
+    listed = json.loads(dlbox("runs", "--json").output)
+    assert len(runs) == 1 + len(listed) and runs[1].split()[:2] == [listed[-1]["id"], listed[-1]["state"]]
+    one = dlbox("runs", "--limit", "1")
+    assert one.stderr == "(rows 1-1 shown; --offset 1 for the next page)\n" and len(one.stdout.splitlines()) == 2

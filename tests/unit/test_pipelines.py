@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dlbox.errors import UsageError
+from dlbox.jobs.state import BadTransition, check_transition
 from dlbox.pipelines import gates, junit, state, webhook
 from dlbox.spec import model as specs
 from dlbox.spec.model import Delta, Gate
@@ -220,16 +221,16 @@ def test_final_states_and_exit_codes():
 @pytest.mark.parametrize("old,new", [("pending", "succeeded"), ("succeeded", "running"), ("failed", "pending"),
                                      ("skipped", "running")])
 def test_illegal_stage_moves_are_refused(old, new):
-    with pytest.raises(state.BadTransition):
-        state.check_stage(old, new)
+    with pytest.raises(BadTransition, match=f"^a stage cannot go from {old} to {new}$"):
+        check_transition(state.STAGE_ALLOWED, old, new)
 
 
 def test_finished_pipelines_do_not_move():
     for end in ("promoted", "rejected", "failed", "cancelled"):
         for new in state.PipelineState:
-            with pytest.raises(state.BadTransition):
-                state.check_pipeline(end, new.value)
-    state.check_pipeline("queued", "running")
+            with pytest.raises(BadTransition, match=f"^a pipeline cannot go from {end} to {new.value}$"):
+                check_transition(state.PIPELINE_ALLOWED, end, new.value)
+    check_transition(state.PIPELINE_ALLOWED, "queued", "running")
 
 
 @settings(max_examples=200, deadline=None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from dlbox.cli.output import emit, json_option, more_hint, page_options
+from dlbox.cli.output import answers, emit, json_option, page_options, table
 
 
 def _ref(text: str):
@@ -39,23 +39,18 @@ def models(ctx, limit: int, offset: int, as_json: bool) -> None:
         ctx.invoke(ls, limit=limit, offset=offset, as_json=as_json)
 
 
+def _model_line(r: dict) -> str:
+    aliases = ", ".join(f"{a}={v}" for a, v in r["aliases"].items()) or "-"
+    return (f"{r['name'] + (' (shared)' if r['shared'] else ''):<32} {r['owner']:<12} "
+            f"{str(r['latest'] or '-'):<7} {len(r['versions']):<9} {aliases}")
+
+
 @models.command()
 @page_options()
-@json_option
-def ls(limit: int, offset: int, as_json: bool) -> None:
+@answers(table(f"{'MODEL':<32} {'OWNER':<12} {'LATEST':<7} {'VERSIONS':<9} ALIASES", _model_line))
+def ls(backend, limit: int, offset: int):
     """The models you see: yours, and those an admin shared."""
-    from dlbox.cli.backend import backend
-
-    rows = backend().models(limit=limit, offset=offset)
-    if as_json:
-        emit(rows)
-        return
-    more_hint(rows, limit, offset)
-    click.echo(f"{'MODEL':<32} {'OWNER':<12} {'LATEST':<7} {'VERSIONS':<9} ALIASES")
-    for r in rows:
-        aliases = ", ".join(f"{a}={v}" for a, v in r["aliases"].items()) or "-"
-        click.echo(f"{r['name'] + (' (shared)' if r['shared'] else ''):<32} {r['owner']:<12} "
-                   f"{str(r['latest'] or '-'):<7} {len(r['versions']):<9} {aliases}")
+    return backend.models(limit=limit, offset=offset)
 
 
 @models.command()
@@ -144,20 +139,13 @@ def alias(name: str, alias: str, version: str | None, delete: bool, as_json: boo
 @models.command()
 @click.argument("name")
 @page_options()
-@json_option
-def history(name: str, limit: int, offset: int, as_json: bool) -> None:
+@answers(table(f"{'WHEN':<25} {'WHO':<12} {'ALIAS':<16} FROM -> TO",
+               lambda r: f"{r['at']:<25} {r['by']:<12} {r['alias']:<16} {r['from_version'] or '-'} -> "
+                         f"{r['to_version'] or '-'}"))
+def history(backend, name: str, limit: int, offset: int):
     """Every alias move of model NAME, oldest first: when, who, which alias, from which version to which."""
-    from dlbox.cli.backend import backend
-
     ref = _plain(name)
-    rows = backend().model_history(ref.name, owner=ref.owner, limit=limit, offset=offset)
-    if as_json:
-        emit(rows)
-        return
-    more_hint(rows, limit, offset)
-    click.echo(f"{'WHEN':<25} {'WHO':<12} {'ALIAS':<16} FROM -> TO")
-    for r in rows:
-        click.echo(f"{r['at']:<25} {r['by']:<12} {r['alias']:<16} {r['from_version'] or '-'} -> {r['to_version'] or '-'}")
+    return backend.model_history(ref.name, owner=ref.owner, limit=limit, offset=offset)
 
 
 @models.command()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from dlbox.cli.output import emit, json_option, more_hint, page_options
+from dlbox.cli.output import answers, emit, json_option, page_options, table
 
 
 @click.group(invoke_without_command=True)
@@ -16,21 +16,21 @@ def runs(ctx, limit: int, offset: int, as_json: bool) -> None:
 
     `dlbox runs show ID` has the whole record: environment, code diff, metric history, artifacts.
     """
-    if ctx.invoked_subcommand is not None:
-        return
-    from dlbox.cli.backend import backend
+    if ctx.invoked_subcommand is None:
+        _list(as_json=as_json, limit=limit, offset=offset)
 
-    rows = backend().runs(limit=limit, offset=offset)
-    if as_json:
-        emit(rows)
-        return
-    more_hint(rows, limit, offset)
-    click.echo(f"{'ID':<13} {'STATE':<11} {'EXIT':<5} {'IMAGE':<19} {'LOCK':<12} {'GIT':<9} METRICS")
-    for r in rows:
-        metrics = ", ".join(f"{k}={v:.4g}" for k, v in r["metrics"].items())
-        click.echo(f"{r['id']:<13} {r['state']:<11} {str(r['exit_code'] if r['exit_code'] is not None else '-'):<5} "
-                   f"{r['image_id'][:19]:<19} {(r['lock_hash'] or '-')[:12]:<12} "
-                   f"{(r['git_commit'] or '-')[:8] + ('*' if r['git_dirty'] else ''):<9} {metrics}")
+
+def _run_line(r: dict) -> str:
+    metrics = ", ".join(f"{k}={v:.4g}" for k, v in r["metrics"].items())
+    return (f"{r['id']:<13} {r['state']:<11} {str(r['exit_code'] if r['exit_code'] is not None else '-'):<5} "
+            f"{r['image_id'][:19]:<19} {(r['lock_hash'] or '-')[:12]:<12} "
+            f"{(r['git_commit'] or '-')[:8] + ('*' if r['git_dirty'] else ''):<9} {metrics}")
+
+
+@answers(table(f"{'ID':<13} {'STATE':<11} {'EXIT':<5} {'IMAGE':<19} {'LOCK':<12} {'GIT':<9} METRICS", _run_line))
+def _list(backend, limit: int, offset: int):
+    """`dlbox runs` without a subcommand (the group's own options)."""
+    return backend.runs(limit=limit, offset=offset)
 
 
 @runs.command(name="show")

@@ -251,28 +251,20 @@ def read_files(image: str, paths: list[str]) -> dict[str, bytes]:
 
     from docker.errors import APIError, NotFound as DockerNotFound
 
-    api = client().api
-    try:
-        container = api.create_container(image, command=["true"], labels=labels({"dlbox.kind": "probe"}),
-                                         user=_probe_user(image), network_disabled=True,
-                                         host_config=helper_host_config())
-    except DockerNotFound:
-        raise NotFound(f"no image {image!r} in the engine") from None
     found = {}
-    try:
-        for path in paths:
-            try:
-                stream, _ = api.get_archive(container["Id"], path)
-            except DockerNotFound:
-                continue
-            with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
-                member = tar.next()
-                if member is not None and member.isfile():  # a link's target is not in the archive
-                    found[path] = tar.extractfile(member).read()
-    except APIError as exc:
-        raise _api_error(exc, f"cannot read files from {image}") from None
-    finally:
-        api.remove_container(container["Id"], force=True)
+    with _helper(image, ["true"], what=f"cannot read files from {image}") as (api, container):  # never started
+        try:
+            for path in paths:
+                try:
+                    stream, _ = api.get_archive(container["Id"], path)
+                except DockerNotFound:
+                    continue
+                with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+                    member = tar.next()
+                    if member is not None and member.isfile():  # a link's target is not in the archive
+                        found[path] = tar.extractfile(member).read()
+        except APIError as exc:
+            raise _api_error(exc, f"cannot read files from {image}") from None
     return found
 
 
@@ -347,10 +339,12 @@ def _probe_user(image: str) -> str:
     return containers.run_as(image_labels)
 
 
-@translated("cannot run a helper container")
-def run_once(image: str, command: list[str], *, entrypoint: list[str] | None = None,
-             user: str | None = None) -> tuple[int, str, str]:
-    """Run a short command in a throwaway container with no network; returns (exit code, stdout, stderr)."""
+@contextlib.contextmanager
+def _helper(image: str, command: list[str], *, entrypoint: list[str] | None = None, user: str | None = None,
+            binds: list[str] | None = None, what: str | None = None) -> Iterator[tuple]:
+    """A throwaway hardened helper of `image`, created (not started) and removed on the way out: no
+    network, a helper's host config (helper_host_config), the image's non-root user unless `user`
+    (root refused), `binds` as the engine writes them. Yields (the low-level API, the container)."""
     from docker.errors import APIError, ImageNotFound
 
     from dlbox.containers import policy as containers
@@ -359,24 +353,33 @@ def run_once(image: str, command: list[str], *, entrypoint: list[str] | None = N
     if not containers.non_root(user):
         raise DlboxError(f"refusing to run a helper of {image} as {user!r}: helpers run as a non-root uid:gid")
     api = client().api
+    host_config = helper_host_config()
+    if binds:
+        host_config["Binds"] = binds
     try:
-        container = api.create_container(
-            image, command=command, entrypoint=entrypoint, user=user,
-            network_disabled=True, labels=labels({"dlbox.kind": "probe"}),
-            host_config=helper_host_config(),
-        )
+        container = api.create_container(image, command=command, entrypoint=entrypoint, user=user,
+                                         network_disabled=True, labels=labels({"dlbox.kind": "probe"}),
+                                         host_config=host_config)
     except ImageNotFound:
         raise NotFound(f"no image {image!r} in the engine") from None
     except APIError as exc:
-        raise _api_error(exc, f"cannot run a container of {image!r}") from None
+        raise _api_error(exc, what or f"cannot run a container of {image!r}") from None
     try:
+        yield api, container
+    finally:
+        api.remove_container(container, force=True)
+
+
+@translated("cannot run a helper container")
+def run_once(image: str, command: list[str], *, entrypoint: list[str] | None = None,
+             user: str | None = None) -> tuple[int, str, str]:
+    """Run a short command in a throwaway container with no network; returns (exit code, stdout, stderr)."""
+    with _helper(image, command, entrypoint=entrypoint, user=user) as (api, container):
         api.start(container)
         code = api.wait(container)["StatusCode"]
         stdout = api.logs(container, stdout=True, stderr=False).decode(errors="replace")
         stderr = api.logs(container, stdout=False, stderr=True).decode(errors="replace")
         return code, stdout, stderr
-    finally:
-        api.remove_container(container, force=True)
 
 
 @translated("cannot run a helper container")
@@ -387,25 +390,8 @@ def run_reader(image: str, command: list[str], *, entrypoint: list[str], source:
     non-root user). Returns (exit code, stdout, last stderr line): stdout capped at `max_output`
     bytes (past it the helper is killed and the exit code is None), the run killed after `timeout` s."""
     import requests
-    from docker.errors import APIError, ImageNotFound
 
-    from dlbox.containers import policy as containers
-
-    user = _probe_user(image)
-    if not containers.non_root(user):
-        raise DlboxError(f"refusing to run a helper of {image} as {user!r}: helpers run as a non-root uid:gid")
-    api = client().api
-    host_config = helper_host_config()
-    host_config["Binds"] = [f"{source}:{target}:ro"]
-    try:
-        container = api.create_container(
-            image, command=command, entrypoint=entrypoint, user=user, network_disabled=True,
-            labels=labels({"dlbox.kind": "probe"}), host_config=host_config)
-    except ImageNotFound:
-        raise NotFound(f"no image {image!r} in the engine") from None
-    except APIError as exc:
-        raise _api_error(exc, f"cannot run a container of {image!r}") from None
-    try:
+    with _helper(image, command, entrypoint=entrypoint, binds=[f"{source}:{target}:ro"]) as (api, container):
         api.start(container)
         try:
             code = api.wait(container, timeout=timeout)["StatusCode"]
@@ -420,8 +406,6 @@ def run_reader(image: str, command: list[str], *, entrypoint: list[str], source:
         err = api.logs(container, stdout=False, stderr=True, tail=5).decode(errors="replace")
         last = (err.strip().splitlines() or [""])[-1]
         return code, bytes(out), " ".join(last.split())[:MESSAGE_CHARS]
-    finally:
-        api.remove_container(container, force=True)
 
 
 def read_packages(image: str, python: str = "/opt/venv/bin/python") -> dict:

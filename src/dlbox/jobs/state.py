@@ -1,4 +1,4 @@
-"""The job state machine. Every state change goes through `check_transition`.
+"""The job state machine. Every state change goes through `check_transition` (pipelines' too).
 
 queued -> starting -> running -> finishing -> succeeded | failed | cancelled | oom-killed | lost
 (queued and starting may also end as cancelled, failed or lost). A finishing job's container has
@@ -42,12 +42,17 @@ ACTIVE = frozenset({JobState.QUEUED, JobState.STARTING, JobState.RUNNING, JobSta
 
 
 class BadTransition(Exception):
-    pass
+    """A state change that its machine does not allow (of a job, a pipeline or a stage)."""
 
 
-def check_transition(current: JobState, new: JobState) -> None:
-    if new not in ALLOWED[current]:
-        raise BadTransition(f"a job cannot go from {current.value} to {new.value}")
+def check_transition(table: dict, current, new) -> None:
+    """Refuse a change that `table` (state -> the states it may go to) does not allow. The states may be
+    given as their values; the message names the machine by its enum (JobState: "a job cannot go...")."""
+    kind = type(next(iter(table)))
+    current, new = kind(current), kind(new)
+    if new not in table[current]:
+        noun = kind.__name__.removesuffix("State").lower()
+        raise BadTransition(f"a {noun} cannot go from {current.value} to {new.value}")
 
 
 def final_state(*, exit_code: int, oom_killed: bool, cancel_requested: bool,

@@ -1,4 +1,5 @@
-"""The pipeline and stage state machines (pure). Every change goes through `check_*`.
+"""The pipeline and stage state machines (pure). Every change goes through
+jobs.state.check_transition with PIPELINE_ALLOWED or STAGE_ALLOWED.
 
 pipeline: queued -> running -> promoted | rejected | failed | cancelled   (queued may end cancelled or failed)
 stage:    pending -> running -> succeeded | failed | skipped | cancelled   (skipped: it found nothing to do)
@@ -56,20 +57,6 @@ STAGE_ALLOWED = {
 
 # the exit code of `dlbox pipeline run --follow` (and `show`) for each end
 EXIT = {PipelineState.PROMOTED: 0, PipelineState.FAILED: 1, PipelineState.CANCELLED: 1, PipelineState.REJECTED: 3}
-
-
-class BadTransition(Exception):
-    pass
-
-
-def check_pipeline(current: str, new: str) -> None:
-    if PipelineState(new) not in PIPELINE_ALLOWED[PipelineState(current)]:
-        raise BadTransition(f"a pipeline cannot go from {current} to {new}")
-
-
-def check_stage(current: str, new: str) -> None:
-    if StageState(new) not in STAGE_ALLOWED[StageState(current)]:
-        raise BadTransition(f"a stage cannot go from {current} to {new}")
 
 
 def next_stage(stages: dict[str, str]) -> str | None:

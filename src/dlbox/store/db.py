@@ -13,13 +13,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import (JSON, BigInteger, Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint,
-                        create_engine, event, func, select, update)
+                        create_engine, event, func, inspect, select, update)
 from sqlalchemy.orm import DeclarativeBase, defer, Mapped, Session, mapped_column, sessionmaker
 
 from dlbox import config, redact
 from dlbox.errors import StoreUnavailable
-from dlbox.jobs.state import JobState, check_transition
-from dlbox.pipelines.state import check_pipeline, check_stage
+from dlbox.jobs.state import ALLOWED, JobState, check_transition
+from dlbox.pipelines.state import PIPELINE_ALLOWED, STAGE_ALLOWED
 
 
 class Base(DeclarativeBase):
@@ -331,6 +331,42 @@ class Store:
         with self.session() as s:
             return s.get(model, key)
 
+    def _moved(self, model, key, new: str, *, table: dict, stamps, reason: str | None, fields: dict, counter: str,
+               missing: str):
+        """The one way a row's state changes: a move that `table` does not allow is refused, and
+        the write is a compare-and-set (only where the state is still `old`), so two writers racing (the loop
+        and a cancel, say) cannot both move the same row; the loser checks again from the state it finds.
+        `stamps(row)`: what the move sets besides `fields` and `reason` (times, counters)."""
+        columns = inspect(model).primary_key
+        keys = key if isinstance(key, tuple) else (key,)
+        while True:
+            with self.session() as s:
+                row = s.get(model, key)
+                if row is None:
+                    raise KeyError(missing)
+                old = row.state
+                check_transition(table, old, new)
+                values = dict(fields, state=new)
+                if reason is not None:
+                    values["reason"] = reason
+                values.update(stamps(row))
+                same = [column == value for column, value in zip(columns, keys)]
+                done = s.execute(update(model).where(*same, model.state == old).values(**values)
+                                 .execution_options(synchronize_session=False))
+                if done.rowcount == 1:
+                    s.refresh(row)
+                    self.versions[counter] += 1
+                    return row
+
+    def _changed(self, model, key, fields: dict, counter: str) -> None:
+        """Change a row's data, never its state (that is _moved's)."""
+        assert "state" not in fields
+        with self.session() as s:
+            row = s.get(model, key)
+            for name, value in fields.items():
+                setattr(row, name, value)
+        self.versions[counter] += 1
+
     def add_job(self, job: Job) -> Job:
         self._added(job)
         self.versions["jobs"] += 1
@@ -362,44 +398,25 @@ class Store:
             return found[::-1] if newest is not None else found
 
     def transition(self, job_id: str, new: JobState, *, reason: str | None = None, **fields) -> Job:
-        """The one place a job's state changes; checks the state machine and stamps the time.
+        """The one place a job's state changes: checked against the state machine, compare-and-set
+        (see _moved), times stamped."""
+        def stamps(job: Job) -> dict:
+            values = {}
+            if new == JobState.RUNNING and job.started_at is None:
+                values["started_at"] = time.time()
+            if new.is_finished() or new == JobState.FINISHING:  # the container's end, kept once known
+                values["ended_at"] = job.ended_at or time.time()
+            if new.is_finished():
+                # the job is over: its secrets need not be kept (listings never showed them)
+                values["params"], values["command"] = redact.mapping(job.params), redact.words(job.command)
+            return values
 
-        Compare-and-set: the write happens only if the state is still the one checked, so two
-        writers racing (the loop and a cancel, say) cannot both move the same job.
-        """
-        while True:
-            with self.session() as s:
-                job = s.get(Job, job_id)
-                if job is None:
-                    raise KeyError(f"no job {job_id}")
-                old = job.state
-                check_transition(JobState(old), new)
-                values = dict(fields, state=new.value)
-                if reason is not None:
-                    values["reason"] = reason
-                if new == JobState.RUNNING and job.started_at is None:
-                    values["started_at"] = time.time()
-                if new.is_finished() or new == JobState.FINISHING:  # the container's end, kept once known
-                    values["ended_at"] = job.ended_at or time.time()
-                if new.is_finished():
-                    # the job is over: its secrets need not be kept (listings never showed them)
-                    values["params"], values["command"] = redact.mapping(job.params), redact.words(job.command)
-                done = s.execute(update(Job).where(Job.id == job_id, Job.state == old).values(**values)
-                                 .execution_options(synchronize_session=False))
-                if done.rowcount == 1:
-                    s.refresh(job)
-                    self.versions["jobs"] += 1
-                    return job
-            # another writer moved the job first: check the transition again from its new state
+        return self._moved(Job, job_id, new.value, table=ALLOWED,
+                           stamps=stamps, reason=reason, fields=fields, counter="jobs", missing=f"no job {job_id}")
 
     def update(self, job_id: str, **fields) -> None:
         """Change a job's data (never its state)."""
-        assert "state" not in fields
-        with self.session() as s:
-            job = s.get(Job, job_id)
-            for key, value in fields.items():
-                setattr(job, key, value)
-        self.versions["jobs"] += 1
+        self._changed(Job, job_id, fields, "jobs")
 
     # --- users and tokens -------------------------------------------------------------------
 
@@ -719,69 +736,39 @@ class Store:
                                   .order_by(PipelineStage.position)))
 
     def pipeline_transition(self, pipeline_id: str, new: str, *, reason: str | None = None, **fields) -> Pipeline:
-        """The one place a pipeline's state changes: checked, compare-and-set, times stamped."""
-        while True:
-            with self.session() as s:
-                row = s.get(Pipeline, pipeline_id)
-                if row is None:
-                    raise KeyError(f"no pipeline {pipeline_id}")
-                old = row.state
-                check_pipeline(old, new)
-                values = dict(fields, state=new)
-                if reason is not None:
-                    values["reason"] = reason
-                if new == "running" and row.started_at is None:
-                    values["started_at"] = time.time()
-                if new in ("promoted", "rejected", "failed", "cancelled"):
-                    values["ended_at"] = time.time()
-                done = s.execute(update(Pipeline).where(Pipeline.id == pipeline_id, Pipeline.state == old)
-                                 .values(**values).execution_options(synchronize_session=False))
-                if done.rowcount == 1:
-                    s.refresh(row)
-                    self.versions["pipelines"] += 1
-                    return row
+        """The one place a pipeline's state changes: checked, compare-and-set (see _moved), times stamped."""
+        def stamps(row: Pipeline) -> dict:
+            values = {}
+            if new == "running" and row.started_at is None:
+                values["started_at"] = time.time()
+            if new in ("promoted", "rejected", "failed", "cancelled"):
+                values["ended_at"] = time.time()
+            return values
+
+        return self._moved(Pipeline, pipeline_id, new, table=PIPELINE_ALLOWED, stamps=stamps,
+                           reason=reason, fields=fields, counter="pipelines", missing=f"no pipeline {pipeline_id}")
 
     def update_pipeline(self, pipeline_id: str, **fields) -> None:
-        assert "state" not in fields
-        with self.session() as s:
-            row = s.get(Pipeline, pipeline_id)
-            for key, value in fields.items():
-                setattr(row, key, value)
-        self.versions["pipelines"] += 1
+        self._changed(Pipeline, pipeline_id, fields, "pipelines")
 
     def stage_transition(self, pipeline_id: str, name: str, new: str, *, reason: str | None = None,
                          **fields) -> PipelineStage:
-        """A stage's state change: checked against the machine, compare-and-set, times stamped."""
-        while True:
-            with self.session() as s:
-                row = s.get(PipelineStage, (pipeline_id, name))
-                if row is None:
-                    raise KeyError(f"no stage {name} in pipeline {pipeline_id}")
-                old = row.state
-                check_stage(old, new)
-                values = dict(fields, state=new)
-                if reason is not None:
-                    values["reason"] = reason
-                if new == "running":
-                    values["started_at"] = row.started_at or time.time()
-                    values["attempts"] = (row.attempts or 0) + 1
-                if new not in ("pending", "running"):
-                    values["ended_at"] = time.time()
-                done = s.execute(update(PipelineStage).where(PipelineStage.pipeline_id == pipeline_id,
-                                                             PipelineStage.name == name, PipelineStage.state == old)
-                                 .values(**values).execution_options(synchronize_session=False))
-                if done.rowcount == 1:
-                    s.refresh(row)
-                    self.versions["pipelines"] += 1
-                    return row
+        """A stage's state change: checked against the machine, compare-and-set (see _moved), times stamped."""
+        def stamps(row: PipelineStage) -> dict:
+            values = {}
+            if new == "running":
+                values["started_at"] = row.started_at or time.time()
+                values["attempts"] = (row.attempts or 0) + 1
+            if new not in ("pending", "running"):
+                values["ended_at"] = time.time()
+            return values
+
+        return self._moved(PipelineStage, (pipeline_id, name), new, table=STAGE_ALLOWED,
+                           stamps=stamps, reason=reason, fields=fields, counter="pipelines",
+                           missing=f"no stage {name} in pipeline {pipeline_id}")
 
     def update_stage(self, pipeline_id: str, name: str, **fields) -> None:
-        assert "state" not in fields
-        with self.session() as s:
-            row = s.get(PipelineStage, (pipeline_id, name))
-            for key, value in fields.items():
-                setattr(row, key, value)
-        self.versions["pipelines"] += 1
+        self._changed(PipelineStage, (pipeline_id, name), fields, "pipelines")
 
     def start_stage_job(self, pipeline_id: str, name: str, job: Job) -> bool:
         """Add `job` and record it as the running stage's run, in one transaction: a service killed
