@@ -7,7 +7,7 @@ SDK, pydantic models, Rich) are imported inside commands so that `dlbox --help` 
 
 from __future__ import annotations
 
-import importlib
+import sys
 
 import click
 
@@ -41,7 +41,8 @@ def command_of(name: str) -> click.Command | None:
     if found is None:
         return None
     module, attribute = found
-    return getattr(importlib.import_module(f"dlbox.cli.{module}"), attribute)
+    __import__(f"dlbox.cli.{module}")  # not importlib.import_module: `python -X importtime` sees this one
+    return getattr(sys.modules[f"dlbox.cli.{module}"], attribute)
 
 
 class LazyGroup(click.Group):
