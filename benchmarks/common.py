@@ -365,15 +365,20 @@ def jupyter_answers(port: int, token: str) -> bool:
         return False
 
 
-def raw_up(runner: Runner, log: str, name: str) -> float:
-    """`docker run -d` of the image's Jupyter server, timed from launch until Jupyter answers."""
+def jupyter_server_args(token: str) -> list[str]:
+    """What follows `--entrypoint jupyter IMAGE`: the preset's Jupyter Server, as dlbox starts it."""
+    return ["server", "--ip=0.0.0.0", f"--port={JUPYTER_PORT}", f"--IdentityProvider.token={token}", "--no-browser"]
+
+
+def raw_up(runner: Runner, log: str, name: str, image: str = WS_IMAGE, args=jupyter_server_args) -> float:
+    """`docker run -d` of an image's Jupyter (`--entrypoint jupyter IMAGE args(token)`), timed from
+    launch until Jupyter answers."""
     with live_guard:
         live_raw.add(name)
     for attempt in range(3):
         port, token = free_port(), secrets.token_urlsafe(32)
         cmd = [DOCKER, "run", "-d", "--name", name, "--label", LABEL, "-p", f"127.0.0.1:{port}:{JUPYTER_PORT}",
-               "--entrypoint", "jupyter", WS_IMAGE, "server", "--ip=0.0.0.0", f"--port={JUPYTER_PORT}",
-               f"--IdentityProvider.token={token}", "--no-browser"]
+               "--entrypoint", "jupyter", image, *args(token)]
         seconds = None
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -398,7 +403,7 @@ def raw_up(runner: Runner, log: str, name: str) -> float:
         with runner.lock:
             runner.count += 1
             path = runner.logs / f"{runner.count:02d}-{log}.log"
-        shown = [c if not c.startswith("--IdentityProvider.token=") else "--IdentityProvider.token=***" for c in cmd]
+        shown = [c if ".token=" not in c else c.split("=", 1)[0] + "=***" for c in cmd]
         if seconds is not None and proc.returncode == 0:
             path.write_text(f"$ {' '.join(shown)}\n# {seconds:.3f} s until /api/status answered 200\n{out}")
             return seconds

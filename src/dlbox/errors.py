@@ -30,6 +30,8 @@ CODES: dict[str, Code] = {
     "mount_refused": Code(403, 1, "a mount source the server does not allow"),
     "foreign_image": Code(403, 1, "a job image dlbox did not build, and the admin does not allow others"),
     "not_found": Code(404, 1, "no such thing (workspace, job, image, user, token, route)"),
+    "snapshot_missing": Code(404, 1, "a job names a code snapshot the server does not hold for the caller "
+                                     "(the CLI then sends it and asks again)"),
     "method_not_allowed": Code(405, 1, "the route exists but not with this method"),
     "too_large": Code(413, 1, "a request body over the route's limit"),
     "http_error": Code(400, 1, "another refusal of the HTTP layer (the answer keeps that layer's own status)"),

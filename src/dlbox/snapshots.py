@@ -7,8 +7,11 @@ changes) or, outside git, every file but what `.dlboxignore` names (gitignore-st
 
 The hash is sha256 over the sorted entries: `path NUL mode NUL sha256(content) LF` for files
 (mode 644 or 755, as git keeps it) and `path NUL link NUL target LF` for symlinks (which must stay
-inside the project). Content hashes are cached per project by (size, mtime, inode), so an
-unchanged tree costs a listing and stats only.
+inside the project). Content hashes are cached per project (`$DLBOX_HOME/code-cache/`) by
+(size, mtime, ctime, inode, mode), so an unchanged tree costs a listing and stats only; a file changed
+in the 2 s before the snapshot is never cached (git's racy-clean rule: a rewrite within the file
+system's time granularity keeps its stat). A file read to be hashed is kept in memory (up to 64 MB
+a snapshot), so storing or sending it reads nothing twice.
 
 The store (`$DLBOX_HOME/code/<hash>/`) holds one folder per snapshot: `tree/` (files 0444 or
 0555, folders 0555, owned by the service's user, mounted read-only into jobs) and
@@ -98,9 +101,11 @@ def tree_hash(entries) -> str:
 class Snapshot:
     """A taken (or unpacked) snapshot: its files below `root`, its hash, what was skipped."""
 
-    def __init__(self, root: Path, entries: list[Entry], hash: str, skipped: list[str] | None = None):
+    def __init__(self, root: Path, entries: list[Entry], hash: str, skipped: list[str] | None = None,
+                 held: dict[str, bytes] | None = None):
         self.root, self.entries, self.hash = root, entries, hash
         self.skipped = skipped or []  # special files: FIFOs, sockets, devices, submodules
+        self.held = held or {}  # path -> the content hashed when taken (storing and sending reuse it)
 
     @property
     def files(self) -> int:
@@ -215,8 +220,63 @@ def _walk_files(root: Path) -> list[str]:
     return sorted(found)
 
 
+# --- the stat cache: content hashes of unchanged files, so an unchanged tree costs stats only ---------------
+
+RACY_NS = 2_000_000_000  # a file changed this recently is never cached (git's racy-clean rule)
+CACHE_PROJECTS = 64  # cache files kept, one per project; the least recently written go first
+HELD_BYTES = 64 * 1024**2  # contents kept from the hashing read, so storing or sending reads nothing again
+
+
 def _cache_file(root: Path) -> Path:
     return config.home() / "code-cache" / (hashlib.sha256(str(root).encode()).hexdigest()[:24] + ".json")
+
+
+def _stat_key(info: os.stat_result) -> list[int]:
+    """What says a file is unchanged: size, mtime, ctime (a rewrite or chmod moves it), inode, mode."""
+    return [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino, info.st_mode]
+
+
+def _load_cache(path: Path) -> tuple[dict, int]:
+    """(path -> [*stat key, content hash], when it was taken); ({}, 0) for a missing or corrupt file.
+    Entries are checked where they are used (`_cached`)."""
+    try:
+        data = json.loads(path.read_text())
+        at, files = data["at"], data["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}, 0
+    if type(at) is not int or type(files) is not dict:
+        return {}, 0
+    return files, at
+
+
+def _cached(known, key: list[int], trusted_before: int) -> str | None:
+    """The cached content hash if the entry matches the file's stat and was not racily new then."""
+    if (type(known) is list and len(known) == 6 and known[:5] == key and known[1] < trusted_before
+            and known[2] < trusted_before and type(known[5]) is str and HASH.fullmatch(known[5])):
+        return known[5]
+    return None
+
+
+def _save_cache(path: Path, files: dict[str, list], at: int) -> None:
+    """Write the cache atomically (a private temporary file renamed over it), keeping at most
+    CACHE_PROJECTS of them; a failure only costs hashing again next time."""
+    import tempfile
+
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, partial = tempfile.mkstemp(prefix=".new-", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w") as out:
+                json.dump({"at": at, "files": files}, out, separators=(",", ":"))
+            os.replace(partial, path)
+        except BaseException:
+            os.unlink(partial)
+            raise
+        kept = sorted(path.parent.glob("*.json"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+        for old in kept[CACHE_PROJECTS:]:
+            old.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def take(project: Path) -> Snapshot:
@@ -224,6 +284,7 @@ def take(project: Path) -> Snapshot:
     root = project.resolve()
     if not root.is_dir():
         raise UsageError(f"--code: {project} is not a directory")
+    started = time.time_ns()  # before any stat: a file changed after this is racily new
     listed = _git_files(root)
     paths = listed if listed is not None else _walk_files(root)
     home = config.home().resolve()
@@ -235,11 +296,17 @@ def take(project: Path) -> Snapshot:
     max_bytes, max_files = limits()
     stats: list[tuple[str, os.stat_result]] = []
     skipped, outside = [], []
-    for path in paths:
-        try:
-            info = os.lstat(root / path)
-        except FileNotFoundError:  # tracked but deleted: not in the tree
-            continue
+    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:  # relative to the root's descriptor: no path object built per file
+        listing = []
+        for path in paths:
+            try:
+                listing.append((path, os.lstat(path, dir_fd=root_fd)))
+            except FileNotFoundError:  # tracked but deleted: not in the tree
+                continue
+    finally:
+        os.close(root_fd)
+    for path, info in listing:
         if stat.S_ISLNK(info.st_mode):
             target = os.readlink(root / path)
             resolved = os.path.realpath(root / path)
@@ -263,42 +330,44 @@ def take(project: Path) -> Snapshot:
         raise UsageError(f"code: {root} holds {what} (DLBOX_CODE_LIMIT/DLBOX_CODE_FILES); the largest folders: "
                          f"{largest_folders(stats)}; ignore them in .gitignore/.dlboxignore, or use --no-code")
     cache_path = _cache_file(root)
-    try:
-        cache = json.loads(cache_path.read_text())
-    except (OSError, ValueError):
-        cache = {}
+    cached, cached_at = _load_cache(cache_path)
     fresh: dict[str, list] = {}
-    entries = []
+    entries, held, held_bytes, reread = [], {}, 0, 0
     for path, info in stats:
         if stat.S_ISLNK(info.st_mode):
             target = os.readlink(root / path)
             entries.append(Entry(path, "link", 0, hashlib.sha256(target.encode()).hexdigest(), target))
             continue
-        key = [info.st_size, info.st_mtime_ns, info.st_ino]
-        known = cache.get(path)
-        try:
-            digest = known[3] if known and known[:3] == key else _file_hash(root / path)
-        except OSError as exc:  # unreadable, or swapped for a link since it was listed
-            raise UsageError(f"code: cannot read {path}: {exc.strerror} (ignore it, or fix its permissions)") from None
-        fresh[path] = key + [digest]
+        key = _stat_key(info)
+        digest = _cached(cached.get(path), key, cached_at - RACY_NS)
+        if digest is None:
+            reread += 1
+            try:
+                digest, size, content = _read_hashed(root / path, keep=held_bytes + info.st_size <= HELD_BYTES)
+            except OSError as exc:  # unreadable, or swapped for a link since it was listed
+                raise UsageError(f"code: cannot read {path}: {exc.strerror} (ignore it, or fix its permissions)") from None
+            if size != info.st_size:
+                raise UsageError(f"code: {path} changed while the snapshot was taken; run again")
+            if content is not None:
+                held[path], held_bytes = content, held_bytes + len(content)
+        if max(info.st_mtime_ns, info.st_ctime_ns) < started - RACY_NS:
+            fresh[path] = key + [digest]
         entries.append(Entry(path, "755" if info.st_mode & 0o100 else "644", info.st_size, digest))
-    if fresh != cache:
-        try:
-            cache_path.parent.mkdir(mode=0o700, exist_ok=True)
-            partial = cache_path.with_suffix(f".{os.getpid()}")
-            partial.write_text(json.dumps(fresh))
-            partial.replace(cache_path)
-        except OSError:
-            pass  # a cache only
-    return Snapshot(root=root, entries=entries, hash=tree_hash(entries), skipped=skipped)
+    if reread or len(fresh) != len(cached):  # else the same entries: nothing to write
+        _save_cache(cache_path, fresh, started)
+    return Snapshot(root=root, entries=entries, hash=tree_hash(entries), skipped=skipped, held=held)
 
 
-def _file_hash(path: Path) -> str:
-    digest = hashlib.sha256()
+def _read_hashed(path: Path, keep: bool) -> tuple[str, int, bytes | None]:
+    """A file's content hash (never following a link), its size, and its content when `keep`."""
+    digest, parts, size = hashlib.sha256(), [], 0
     with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK), "rb", buffering=0) as f:
         while chunk := f.read(CHUNK):
             digest.update(chunk)
-    return digest.hexdigest()
+            size += len(chunk)
+            if keep:
+                parts.append(chunk)
+    return digest.hexdigest(), size, b"".join(parts) if keep else None
 
 
 def largest_folders(stats, most: int = 3) -> str:
@@ -386,7 +455,7 @@ def store(snap: Snapshot) -> bool:
             (base / folder).mkdir(parents=True, exist_ok=True)
         for entry in snap.entries:  # (threads do not help: making files waits on the file system)
             if entry.mode != "link":
-                _copy_in(snap.root, base, entry)
+                _copy_in(snap, base, entry)
         for entry in snap.entries:  # links last
             if entry.mode == "link":
                 os.symlink(entry.target, base / entry.path)
@@ -396,14 +465,21 @@ def store(snap: Snapshot) -> bool:
         raise
 
 
-def _copy_in(root: Path, base: Path, entry: Entry) -> None:
-    """One file into the store, read without following links, made read-only, its hash checked."""
+def _copy_in(snap: Snapshot, base: Path, entry: Entry) -> None:
+    """One file into the store (its content as hashed when taken, or read again without following
+    links, its hash checked), read-only from the start."""
+    mode = 0o555 if entry.mode == "755" else 0o444
+    held = snap.held.get(entry.path)
+    if held is not None:
+        with os.fdopen(os.open(base / entry.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode),
+                       "wb") as out:
+            out.write(held)
+        return
     try:
-        fd = os.open(root / entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd = os.open(snap.root / entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
         raise UsageError(f"code: cannot read {entry.path}: {exc.strerror}; run again") from None
-    made = os.open(base / entry.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
-                   0o555 if entry.mode == "755" else 0o444)  # read-only from the start
+    made = os.open(base / entry.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     with os.fdopen(fd, "rb") as src, os.fdopen(made, "wb") as out:
         digest = hashlib.sha256()
         while chunk := src.read(CHUNK):
@@ -431,11 +507,12 @@ def to_tar(snapshot_hash: str | None = None, snap: Snapshot | None = None) -> by
     """A snapshot as an uncompressed tar (fixed owner and times), from the store or a taken one."""
     import tarfile
 
+    held: dict[str, bytes] = {}
     if snap is None:
         base = tree(snapshot_hash)
         entries = [Entry(**e) for e in manifest(snapshot_hash)["entries"]]
     else:
-        base, entries = snap.root, snap.entries
+        base, entries, held = snap.root, snap.entries, snap.held
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for entry in sorted(entries, key=lambda e: e.path.encode()):
@@ -445,9 +522,12 @@ def to_tar(snapshot_hash: str | None = None, snap: Snapshot | None = None) -> by
                 info.type, info.linkname, info.mode = tarfile.SYMTYPE, entry.target, 0o777
                 tar.addfile(info)
                 continue
+            info.size, info.mode = entry.size, int(entry.mode, 8)
+            if entry.path in held:
+                tar.addfile(info, io.BytesIO(held[entry.path]))
+                continue
             fd = os.open(base / entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
             with os.fdopen(fd, "rb") as src:
-                info.size, info.mode = entry.size, int(entry.mode, 8)
                 tar.addfile(info, src)
     return out.getvalue()
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
 import subprocess
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -154,6 +157,66 @@ def test_the_content_cache_notices_a_change_of_the_same_size(tmp_path):
     (tmp_path / "a.py").write_text("2")
     os.utime(tmp_path / "a.py", ns=(1, 1))
     assert snapshots.take(tmp_path).hash != first
+
+
+def cache_of(root: Path) -> dict:
+    return json.loads(snapshots._cache_file(root.resolve()).read_text())
+
+
+def forge_cache(root: Path, name: str, digest: str, at: int) -> None:
+    """A cache entry for `name` matching its current stat exactly, with the content hash `digest`."""
+    key = snapshots._stat_key(os.lstat(root / name))
+    snapshots._cache_file(root.resolve()).write_text(json.dumps({"at": at, "files": {name: key + [digest]}}))
+
+
+def test_a_racily_new_file_is_never_cached_nor_trusted(tmp_path):
+    write(tmp_path, {"a.py": "1"})
+    first = snapshots.take(tmp_path).hash
+    assert cache_of(tmp_path)["files"] == {}  # changed within the last 2 s: not cached
+    before = os.lstat(tmp_path / "a.py")
+    (tmp_path / "a.py").write_text("2")  # the same size, and the same mtime as before
+    os.utime(tmp_path / "a.py", ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert snapshots.take(tmp_path).hash != first
+    # a rewrite within the file system's clock tick keeps even the ctime: an entry written then,
+    # matching the stat in every field, is still not trusted, and the file is read again
+    forge_cache(tmp_path, "a.py", "0" * 64, at=time.time_ns())
+    snap = snapshots.take(tmp_path)
+    assert snap.entries[0].sha256 == hashlib.sha256(b"2").hexdigest()
+
+
+def test_an_old_unchanged_file_comes_from_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(snapshots, "RACY_NS", 50_000_000)
+    write(tmp_path, {"a.py": "1"})
+    time.sleep(0.1)
+    snapshots.take(tmp_path)
+    assert list(cache_of(tmp_path)["files"]) == ["a.py"]
+    forge_cache(tmp_path, "a.py", "f" * 64, at=time.time_ns())
+    assert snapshots.take(tmp_path).entries[0].sha256 == "f" * 64  # not read: the cache's word
+    os.chmod(tmp_path / "a.py", 0o600)  # same content, size and mtime; the mode and ctime moved
+    assert snapshots.take(tmp_path).entries[0].sha256 == hashlib.sha256(b"1").hexdigest()
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"at": "x", "files": {}}', '{"at": 1, "files": []}',
+                                  '{"at": 1, "files": {"a.py": 7}}', '{"at": 1, "files": {"a.py": [1, 2]}}',
+                                  '{"at": 1, "files": {"a.py": [1, 1, 1, 1, 1, "../../x"]}}'])
+def test_a_corrupt_cache_is_ignored_and_replaced(tmp_path, monkeypatch, text):
+    monkeypatch.setattr(snapshots, "RACY_NS", 0)
+    write(tmp_path, {"a.py": "1"})
+    cache = snapshots._cache_file(tmp_path.resolve())
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(text)
+    assert snapshots.take(tmp_path).entries[0].sha256 == hashlib.sha256(b"1").hexdigest()
+    assert cache_of(tmp_path)["files"]["a.py"][5] == hashlib.sha256(b"1").hexdigest()
+    assert [p.name for p in cache.parent.iterdir()] == [cache.name]  # written by a rename: no leftovers
+
+
+def test_the_cache_keeps_a_bounded_number_of_projects(tmp_path, monkeypatch):
+    monkeypatch.setattr(snapshots, "CACHE_PROJECTS", 2)
+    for i in range(4):
+        snapshots.take(write(tmp_path / f"p{i}", {"a.py": str(i)}))
+        time.sleep(0.01)
+    kept = sorted(p.name for p in snapshots._cache_file(tmp_path).parent.iterdir())
+    assert kept == sorted(snapshots._cache_file((tmp_path / f"p{i}").resolve()).name for i in (2, 3))
 
 
 ENTRY = st.builds(snapshots.Entry, path=st.text("ab/.c", min_size=1, max_size=6),
@@ -361,16 +424,30 @@ def test_the_dlbox_home_inside_a_project_is_never_code(tmp_path, monkeypatch):
     assert paths(snapshots.take(tmp_path)) == ["train.py"]
 
 
-def test_an_unreadable_file_is_a_one_line_refusal(tmp_path):
+def test_an_unreadable_file_is_a_one_line_refusal(tmp_path, monkeypatch):
+    monkeypatch.setattr(snapshots, "HELD_BYTES", 0)  # nothing kept from the hashing read: storing reads again
     write(tmp_path, {"a.py": "1"})
     (tmp_path / "b.py").symlink_to("a.py")
     (tmp_path / "fifo-like").mkdir()
     snap = snapshots.take(tmp_path)
+    assert snap.held == {}
     (tmp_path / "a.py").unlink()
     (tmp_path / "a.py").symlink_to("/etc/passwd")  # swapped for a link after the listing
     with pytest.raises(UsageError, match="cannot read a.py"):
         snapshots.store(snap)
     assert [h for h, _, _ in snapshots.stored()] == []
+
+
+def test_a_file_swapped_after_hashing_stores_what_was_hashed(tmp_path):
+    write(tmp_path, {"a.py": "1"})
+    snap = snapshots.take(tmp_path)
+    assert snap.held == {"a.py": b"1"}  # read once: hashed and kept
+    (tmp_path / "a.py").unlink()
+    (tmp_path / "a.py").symlink_to("/etc/passwd")
+    assert snapshots.store(snap)
+    assert (snapshots.tree(snap.hash) / "a.py").read_bytes() == b"1"  # never the link's target
+    with tarfile.open(fileobj=io.BytesIO(snapshots.to_tar(snap=snap))) as tar:
+        assert tar.extractfile("a.py").read() == b"1"
 
 
 # --- runs: diff and reproduce through a backend ----------------------------------------------------------
@@ -432,3 +509,58 @@ def test_reproduce_submits_the_recorded_snapshot_and_refuses_a_deleted_one(tmp_p
         reproduce.reproduce(where, "A", progress=None)
     assert refused.value.code == "not_reproducible" and "was deleted" in refused.value.message
     assert len(where.submitted) == 1
+
+
+def test_the_cli_submits_in_one_request_and_sends_a_missing_snapshot_then_asks_again(team, tmp_path, monkeypatch):
+    """Against a real HTTP server: the job request carries the hash; the server answers snapshot_missing
+    (404) until the caller sent it; the CLI then uploads and asks again, and next time asks once."""
+    import socket
+    import threading
+
+    import uvicorn
+
+    from dlbox.cli.backend import ServiceBackend
+    from dlbox.errors import DlboxError
+
+    client, heads, store = team
+    seen: list[tuple[str, str]] = []
+    app = client.app
+
+    async def recorded(scope, receive, send):
+        if scope["type"] == "http":
+            seen.append((scope["method"], scope["path"]))
+        await app(scope, receive, send)
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(recorded, host="127.0.0.1", port=port, log_level="warning",
+                                           lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        monkeypatch.setenv("DLBOX_URL", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("DLBOX_TOKEN", heads["bob"]["Authorization"].split()[1])
+        snap = snapshots.take(write(tmp_path / "p", {"train.py": "print(1)"}))
+        body = {"image": "x", "command": ["true"]}
+        direct = client.post("/api/jobs", headers=heads["bob"], json={**body, "code_hash": snap.hash})
+        assert direct.status_code == 404 and direct.json()["error"]["code"] == "snapshot_missing"
+        seen.clear()
+        with pytest.raises(DlboxError) as failed:  # no engine here: the job gets past its snapshot, no further
+            ServiceBackend().submit_with_code(body, snap)
+        assert failed.value.code == "engine_unavailable"
+        assert seen == [("POST", "/api/jobs"), ("PUT", f"/api/snapshots/{snap.hash}"), ("POST", "/api/jobs")]
+        assert store.has_snapshot("bob", snap.hash)
+        seen.clear()
+        with pytest.raises(DlboxError):
+            ServiceBackend().submit_with_code(body, snap)
+        assert seen == [("POST", "/api/jobs")]  # the server holds it: one request, nothing sent
+        with pytest.raises(NotFound) as other:  # any other 404 is not answered by an upload
+            ServiceBackend().submit_with_code({**body, "workspace": "nope"}, snap)
+        assert other.value.code == "not_found"
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -198,19 +198,35 @@ class ServiceBackend:
     def submit(self, body: dict) -> dict:
         return self._call("POST", "/api/jobs", json=body)
 
+    def submit_with_code(self, body: dict, snap) -> tuple[dict, dict]:
+        """Queue `body` running snapshot `snap`: (the job, what put_code answers). One request when
+        the server holds the snapshot already; when it answers snapshot_missing, the tar is sent and
+        the job asked for again."""
+        body = {**body, "code_hash": snap.hash}
+        try:
+            return self.submit(body), {"hash": snap.hash, "files": snap.files, "bytes": snap.bytes, "sent": 0}
+        except DlboxError as exc:
+            if exc.code != "snapshot_missing":
+                raise
+        sent = self.upload_code(snap)
+        return self.submit(body), sent
+
     # --- code snapshots
 
     def put_code(self, snap) -> dict:
         """Make sure the service has snapshot `snap` (a dlbox.snapshots.Snapshot): sent as a tar only
         when it answers that it lacks that hash. {"hash", "files", "bytes", "sent": bytes sent}."""
-        from dlbox import snapshots
         from dlbox.errors import NotFound
 
         try:
             self._call("GET", f"/api/snapshots/{snap.hash}")
             return {"hash": snap.hash, "files": snap.files, "bytes": snap.bytes, "sent": 0}
         except NotFound:
-            pass
+            return self.upload_code(snap)
+
+    def upload_code(self, snap) -> dict:
+        from dlbox import snapshots
+
         data = snapshots.to_tar(snap=snap)
         self._call("PUT", f"/api/snapshots/{snap.hash}", data=data, content_type="application/x-tar")
         return {"hash": snap.hash, "files": snap.files, "bytes": snap.bytes, "sent": len(data)}
@@ -515,6 +531,10 @@ class LocalBackend(ServiceBackend):
 
         return {"hash": snap.hash, "files": snap.files, "bytes": snap.bytes,
                 "sent": snap.bytes if snapshots.store(snap) else 0}
+
+    def submit_with_code(self, body: dict, snap) -> tuple[dict, dict]:
+        sent = self.put_code(snap)  # stored here first: the service finds it on its disk
+        return self.submit({**body, "code_hash": snap.hash}), sent
 
     def job_image(self, spec_file, preset, image, workspace):
         """The same, the spec's image built first if it is missing."""

@@ -221,7 +221,7 @@ def _result(status: int, data: bytes, raw: bool = False):
     except (ValueError, KeyError, TypeError):
         raise DlboxError(f"the dlbox service answered {status}") from None
     if status == 404:
-        raise NotFound(error["message"])
+        raise NotFound(error["message"], code=errors.known(error.get("code"), "not_found"))
     if status == 401:
         raise DlboxError(f"{error['message']} (check DLBOX_TOKEN)", code="unauthorized")
     if status in (400, 422):

@@ -7,16 +7,53 @@ SDK, pydantic models, Rich) are imported inside commands so that `dlbox --help` 
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from dlbox import __version__
-from dlbox.cli import deployments, images, jobs, models, pipelines, runs, server, specs, supply, users, workspaces
 from dlbox.cli.output import report
 
 __all__ = ["cli", "main", "report"]
 
+# command name -> (module in dlbox.cli, attribute): a command's module is imported only when that
+# command runs (or help lists them all), so `dlbox up` loads one noun's commands, not eleven
+COMMANDS = {
+    "presets": ("specs", "presets"), "init": ("specs", "init"),
+    "build": ("images", "build"), "images": ("images", "images_cmd"), "inspect": ("images", "inspect"),
+    "verify": ("images", "verify"), "rmi": ("images", "rmi"),
+    "scan": ("supply", "scan"), "sbom": ("supply", "sbom"),
+    "up": ("workspaces", "up"), "ls": ("workspaces", "ls_cmd"), "stop": ("workspaces", "stop"),
+    "start": ("workspaces", "start"), "restart": ("workspaces", "restart"), "rm": ("workspaces", "rm"),
+    "logs": ("workspaces", "logs"), "exec": ("workspaces", "exec_cmd"), "ssh": ("workspaces", "ssh"),
+    "ssh-config": ("workspaces", "ssh_config"), "open": ("workspaces", "open_cmd"), "token": ("workspaces", "token"),
+    "run": ("jobs", "run"), "jobs": ("jobs", "jobs_cmd"), "wait": ("jobs", "wait"), "cancel": ("jobs", "cancel"),
+    "runs": ("runs", "runs"), "reproduce": ("runs", "reproduce"), "gc": ("runs", "gc"),
+    "models": ("models", "models"), "serve": ("deployments", "serve"), "deployments": ("deployments", "deployments"),
+    "pipeline": ("pipelines", "pipeline"), "hooks": ("pipelines", "hooks"),
+    "server": ("server", "server"), "users": ("users", "users"), "tokens": ("users", "tokens"),
+    "service": ("server", "service"),
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+
+def command_of(name: str) -> click.Command | None:
+    found = COMMANDS.get(name)
+    if found is None:
+        return None
+    module, attribute = found
+    __import__(f"dlbox.cli.{module}")  # not importlib.import_module: `python -X importtime` sees this one
+    return getattr(sys.modules[f"dlbox.cli.{module}"], attribute)
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return command_of(cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "--version", prog_name="dlbox")
 def cli() -> None:
     """dlbox: deep-learning environments as versioned, reproducible artifacts.
@@ -36,22 +73,10 @@ def cli() -> None:
     """
 
 
-for command in (
-    specs.presets, specs.init,
-    images.build, images.images_cmd, images.inspect, images.verify, images.rmi,
-    supply.scan, supply.sbom,
-    workspaces.up, workspaces.ls_cmd, workspaces.stop, workspaces.start, workspaces.restart, workspaces.rm,
-    workspaces.logs, workspaces.exec_cmd, workspaces.ssh, workspaces.ssh_config, workspaces.open_cmd,
-    workspaces.token,
-    jobs.run, jobs.jobs_cmd, jobs.wait, jobs.cancel,
-    runs.runs, runs.reproduce, runs.gc, models.models, deployments.serve, deployments.deployments,
-    pipelines.pipeline, pipelines.hooks,
-    server.server, users.users, users.tokens, server.service,
-):
-    cli.add_command(command)
-del command
-
-run = jobs.run  # tests read click's `run` options against cli/submit.py's table
+def __getattr__(name: str):
+    if name == "run":  # tests read click's `run` options against cli/submit.py's table
+        return command_of("run")
+    raise AttributeError(name)
 
 
 def main() -> None:

@@ -138,12 +138,11 @@ def submit(*, spec: list[str], command: list[str], preset=None, image=None, work
         targets = {m.split(":")[1] for m in mounts if ":" in m}
         mounts = list(mounts) + [m for m in defaults.mounts if m.split(":")[1] not in targets]
     code_dir = None if no_code else (Path(code) if code else project_dir)
-    sent = None
+    snap = None
     if code_dir is not None:  # refused here (size, links) before anything is queued
         from dlbox import snapshots
 
         snap = snapshots.take(code_dir)
-        sent = where.put_code(snap)
         if snap.skipped:
             sys.stderr.write(f"code: skipped special files: {', '.join(snap.skipped[:10])}"
                              f"{' ...' if len(snap.skipped) > 10 else ''}\n")
@@ -151,9 +150,11 @@ def submit(*, spec: list[str], command: list[str], preset=None, image=None, work
     body = {"image": ref, "command": list(command), "name": name, "params": parse_params(params),
             "mounts": list(mounts), "workspace": workspace, "memory": memory, "cpus": cpus, "gpus": gpus,
             "project_dir": str(project_dir), "git_commit": git["commit"], "git_dirty": git["dirty"],
-            "git_diff": git["diff"] or None,
-            "code_hash": sent["hash"] if sent else None, "code_dest": code_dest if sent else None}
-    job = where.submit(body)
+            "git_diff": git["diff"] or None, "code_hash": None, "code_dest": code_dest if snap else None}
+    if snap is not None:
+        job, sent = where.submit_with_code(body, snap)
+    else:
+        job, sent = where.submit(body), None
     if as_json:
         sys.stdout.write(json.dumps(job, indent=2) + "\n")
     else:

@@ -12,7 +12,7 @@ from dlbox.containers import mount_policy
 from dlbox.containers import policy as containers
 from dlbox.engine import api as engine
 from dlbox.engine import gpus
-from dlbox.errors import DlboxError, UsageError
+from dlbox.errors import DlboxError, NotFound, UsageError
 from dlbox.jobs import runner as jobs
 from dlbox.jobs.state import JobState
 from dlbox.store.db import Job
@@ -120,7 +120,10 @@ def code_of(request: JobRequest, mounts: list[dict]) -> dict:
 
     if not request.code_hash:
         return {}
-    found = snapshots.manifest(snapshots.check_hash(request.code_hash))  # NotFound when not kept
+    try:
+        found = snapshots.manifest(snapshots.check_hash(request.code_hash))
+    except NotFound as exc:  # the CLI answers this code by sending the snapshot and asking again
+        raise NotFound(exc.message, code="snapshot_missing") from None
     dest = snapshots.check_dest(request.code_dest or snapshots.DEFAULT_DEST)
     if any(dest == r or dest.startswith(r + "/") for r in mount_policy.RESERVED_TARGETS):
         raise UsageError(f"code.dest: {dest} is dlbox's own ({', '.join(mount_policy.RESERVED_TARGETS)} are reserved)")

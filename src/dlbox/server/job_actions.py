@@ -29,7 +29,8 @@ def submit_job(ctx: Context, request: JobRequest, who: accounts.Caller) -> Job:
         request.mounts = [mount_policy.check_mount_roots(m, ctx.mount_roots, who=who) for m in request.mounts]
     if request.code_hash and ctx.mode == "server" and not who.admin \
             and not ctx.store.has_snapshot(who.name, request.code_hash):  # a hash alone proves nothing
-        raise NotFound(f"no code snapshot {request.code_hash[:12]} of yours on this server (send it first)")
+        raise NotFound(f"no code snapshot {request.code_hash[:12]} of yours on this server (send it first)",
+                       code="snapshot_missing")
     if request.workspace is not None:  # its volume is mounted: only its owner's jobs may
         containers.check_name(request.workspace, "workspace")
         if ctx.mode == "server":
