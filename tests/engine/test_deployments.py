@@ -199,7 +199,8 @@ def test_a_killed_server_and_a_removed_container_come_back(dlbox, model, served,
     docker_client.api.remove_container(name, force=True)  # gone: the loop starts it again from the record
     wait_for(lambda: _answers(served["rest_url"], model["name"], 1), timeout=180, what="started again by the loop")
     listed = _listed(dlbox, served["name"])
-    assert listed["recreated"] == 1 and listed["last_error"].startswith("started again: the front (its container is gone")
+    assert listed["recreated"] == 1
+    assert listed["last_error"].startswith("started again: the front (its container is gone")
     assert "restarts" in dlbox("deployments", "ls").stdout.splitlines()[0].lower()
 
 

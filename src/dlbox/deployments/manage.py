@@ -162,7 +162,8 @@ def describe(row: Deployment) -> dict:
         attrs = s.replicas.get(index)
         status, health = _state(attrs)
         replicas.append({"name": fleet.replica_name(row.name, s.generation or 1, index), "generation": s.generation,
-                         "state": status, "health": health, "restart_count": int((attrs or {}).get("RestartCount") or 0)})
+                         "state": status, "health": health,
+                         "restart_count": int((attrs or {}).get("RestartCount") or 0)})
     for attrs in s.others:
         status, health = _state(attrs)
         replicas.append({"name": attrs["Name"].lstrip("/"), "state": status, "health": health,

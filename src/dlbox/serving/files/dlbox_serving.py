@@ -921,12 +921,14 @@ def start_front_grpc(pool: Pool, port: int, workers: int):
                         time.sleep(0.2 * attempt)
                     tried.append(b)
                     if b.channel is None:
-                        b.channel = grpc.insecure_channel(f"{b.host}:{b.grpc}", options=options)
+                        b.channel = grpc.insecure_channel(f"{b.host}:{b.grpc}", options=options + [
+                            ("grpc.dns_min_time_between_resolutions_ms", 500)])  # a replaced replica: a new IP
                     try:
                         answer = b.channel.unary_unary(method)(request, timeout=context.time_remaining())
                     except grpc.RpcError as exc:
-                        pool.done(b, failed=exc.code() == grpc.StatusCode.UNAVAILABLE)
-                        if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                        down = exc.code() == grpc.StatusCode.UNAVAILABLE
+                        pool.done(b, failed=down)
+                        if not down:
                             context.abort(exc.code(), exc.details())
                         error = exc
                         continue
