@@ -6,7 +6,9 @@ the same image), so every figure pays the same costs: in-process
 `model.signatures["serving_default"]` calls (the physical limit), dlbox REST at batch 1 and 32 over
 one keep-alive connection, and dlbox gRPC (tensorflow-serving-api's client) at batch 1. Sequential
 requests: req/s = 1 / mean latency. Then 16 client processes at once (batch 1 each, keep-alive),
-against the same server with and without --batch-max 16.
+against the same server with and without --batch-max 16. Then the same sequential client through a
+deployment's front (`--replicas 1`: the front holds the ports and proxies to one replica), run inside that
+replica and sending to the front by its container name, with its own in-process figures from the same run.
 
 The peer a user would otherwise pick: `mlflow models serve` (MLflow 2.22.5, its TensorFlow
 flavor, `--env-manager local`) of the same SavedModel, in a container of its own made from the model's
@@ -21,7 +23,7 @@ equal dlbox's (so both do the same work). MLflow's server is as `mlflow models s
 each comparison are measured one right after the other.
 
 Targets: dlbox REST at batch 1 has at least 2x MLflow's req/s and a lower p99; a REST request at
-batch 1 costs at most 1.5 ms p50 more than the in-process call; batching gives at least 1.5x the
+batch 1 costs at most 1.5 ms p50 more than the in-process call, to the server and through the front; batching gives at least 1.5x the
 unbatched req/s under 16 clients.
 """
 
@@ -95,13 +97,14 @@ out = {}
 fn = tf.saved_model.load("/models/1").signatures["serving_default"]
 for b in (1, 32):
     out[f"inprocess{b}"] = run(lambda: fn(pixels=x[b])["probabilities"].numpy())
-conn = http.client.HTTPConnection("127.0.0.1", 8501)
+server = sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1"  # the front's container name: through the front
+conn = http.client.HTTPConnection(server, 8501)
 rest = lambda body: post(conn, "/v1/models/digits:predict", body)
 out["check"] = rest(json.dumps({"instances": check.tolist()}))["predictions"]
 for b in (1, 32):
     body = json.dumps({"instances": x[b].tolist()})
     out[f"rest{b}"] = run(lambda: rest(body))
-stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel("127.0.0.1:8500"))
+stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(f"{server}:8500"))
 req = predict_pb2.PredictRequest()
 req.model_spec.name = "digits"
 req.inputs["pixels"].CopyFrom(tf.make_tensor_proto(x[1]))
@@ -289,6 +292,8 @@ def bench(runner: Runner, work: Path) -> list[Row]:
     clients, then MLflow's; then MLflow's server goes and dlbox's restarts with --batch-max."""
     from dlbox import serving
     from dlbox.engine import api as engine
+    from dlbox.serving import fleet
+    from dlbox.serving.plan import replica_name
 
     saved = os.environ.copy()
     os.environ["DLBOX_HOME"] = str(work / "serving-home")
@@ -339,6 +344,14 @@ def bench(runner: Runner, work: Path) -> list[Row]:
         if peer:
             subprocess.run([DOCKER, "rm", "-f", peer], capture_output=True)
         serving.remove(name)
+        say(f"12. serving: {REQUESTS} sequential requests of each kind through a deployment's front (--replicas 1)")
+        fleet.up(name, fleet.Shape("bench", "digits", MEMORY, access_log=False), image["Id"], {1: models / "1"}, {})
+        replica = replica_name(name, 1, 0)  # the client runs in the replica (its cores, its model for in-process)
+        runner.run("serving-wait-front", [DOCKER, "exec", replica, "python", "-c",
+                                          wait_script(f"http://{container}:8501/healthz", 600)])
+        got["front"] = _results(runner.run("serving-client-front", [DOCKER, "exec", replica, "python", "-c", CLIENT,
+                                                                   str(REQUESTS), container])[1])
+        fleet.remove(name)
         say(f"12. serving: {CLIENTS} concurrent clients for {seconds} s, --batch-max {CLIENTS}")
         batched = serving.up(name, "bench", image["Id"], {1: models / "1"}, {}, "digits", memory=MEMORY,
                              access_log=False, grpc=False, batch_max=CLIENTS, batch_timeout_ms=1.0)
@@ -349,7 +362,7 @@ def bench(runner: Runner, work: Path) -> list[Row]:
         try:
             if peer:
                 subprocess.run([DOCKER, "rm", "-f", peer], capture_output=True)
-            serving.remove(name)
+            fleet.remove(name)  # the front and replicas, or the one serving container (same name)
         finally:
             os.environ.clear()
             os.environ.update(saved)
@@ -373,6 +386,19 @@ def dlbox_rows(got: dict) -> list[Row]:
                         f"+{over * 1000:.2f} ms", "p50 <= +1.5 ms" if target else "-",
                         ("pass" if over <= OVERHEAD_TARGET else "MISS") if target else "-",
                         f"p99 {_ms(ours['p99'])}, {ours['rps']:.0f} req/s, {REQUESTS} sequential"))
+    front = got.get("front")
+    for key, what in (("rest1", "REST, batch 1"), ("rest32", "REST, batch 32"), ("grpc1", "gRPC, batch 1")):
+        if front is None:
+            break
+        b = "32" if key.endswith("32") else "1"
+        ours, theirs = front[key], front[f"inprocess{b}"]  # in-process measured in the same run, same container
+        over = ours["p50"] - theirs["p50"]
+        target = key == "rest1"
+        rows.append(Row(f"12. dlbox {what} through the front, --replicas 1 (vs in-process)", _ms(ours["p50"]),
+                        _ms(theirs["p50"]), f"+{over * 1000:.2f} ms", "p50 <= +1.5 ms" if target else "-",
+                        ("pass" if over <= OVERHEAD_TARGET else "MISS") if target else "-",
+                        f"p99 {_ms(ours['p99'])}, {ours['rps']:.0f} req/s; the front costs "
+                        f"+{(ours['p50'] - got[key]['p50']) * 1000:.2f} ms p50 over the server alone"))
     plain, batched = got["concurrent"], got["batched"]
     gain = batched["rps"] / plain["rps"]
     rows.append(Row(f"12. dlbox REST, {CLIENTS} clients, --batch-max {CLIENTS} (vs off)", f"{batched['rps']:.0f} req/s",

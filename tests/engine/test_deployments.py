@@ -6,6 +6,7 @@ server neither serves nor sees the model or the deployment."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import subprocess
@@ -19,7 +20,8 @@ import pytest
 from helpers import Rest, Traffic, ms, until
 
 X = [[1.0, 2.0, 3.0], [0.5, -1.0, 2.0]]
-ANSWERS = {1: [[14.0], [4.5]], 2: [[140.0], [45.0]]}  # x @ [[1], [2], [3]] * scale, scale 1 and 10: exact floats
+# x @ [[1], [2], [3]] * scale, scale 1, 10 and (version 3, trained in another image) 100: exact floats
+ANSWERS = {1: [[14.0], [4.5]], 2: [[140.0], [45.0]], 3: [[1400.0], [450.0]]}
 
 SAVE = """
 import os
@@ -41,11 +43,11 @@ for version, scale in ((1, 1.0), (2, 10.0)):
 """
 
 
-def _answers(url: str, model: str, version: int) -> bool:
+def _answers(url: str, model: str, version: int, label: str = "champion") -> bool:
     try:
-        return Rest(url)("POST", f"/v1/models/{model}/labels/champion:predict", {"instances": X}) == (
+        return Rest(url)("POST", f"/v1/models/{model}/labels/{label}:predict", {"instances": X}) == (
             200, {"predictions": ANSWERS[version]})
-    except OSError:
+    except (OSError, http.client.HTTPException):
         return False
 
 
@@ -130,7 +132,8 @@ def test_a_killed_server_and_a_removed_container_come_back(dlbox, model, served,
     docker_client.api.remove_container(name, force=True)  # gone: the loop starts it again from the record
     until(lambda: _answers(served["rest_url"], model["name"], 1), timeout=180, what="started again by the loop")
     listed = _listed(dlbox, served["name"])
-    assert listed["recreated"] == 1 and listed["last_error"].startswith("started again: its container is gone")
+    assert listed["recreated"] == 1
+    assert listed["last_error"].startswith("started again: the front (its container is gone")
     assert "restarts" in dlbox("deployments", "ls").stdout.splitlines()[0].lower()
 
 
@@ -155,3 +158,123 @@ def test_another_user_can_neither_serve_nor_see_the_model(dlbox, model, served, 
                              capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
         assert cli.returncode == 1 and "no model" in cli.stderr and cli.stderr.count("\n") == 1
         assert _answers(served["rest_url"], model["name"], 1)  # still serving, untouched
+
+
+def _front(url: str) -> dict:
+    try:
+        return Rest(url)("GET", "/healthz")[1]
+    except (OSError, http.client.HTTPException):
+        return {}
+
+
+def test_replicas_out_of_range_are_refused_in_one_line(dlbox, model):
+    for bad in ("0", "9"):
+        refused = dlbox("serve", model["name"], "--replicas", bad, "--name", "toomany", check=False)
+        assert refused.returncode == 2 and "--replicas" in refused.stderr and refused.stderr.count("\n") == 1
+    assert all(d["name"] != "toomany" for d in dlbox.json("deployments", "ls"))
+
+
+def test_two_replicas_behind_a_front_lose_no_request_when_one_dies(dlbox, model, docker_client, run_id):
+    """--replicas 2: a replica killed (the engine restarts it) and one removed (the loop replaces it),
+    each under steady traffic through the front: zero failed requests, counted."""
+    name = f"r{run_id}"
+    dep = dlbox.json("serve", f"{model['name']}:1", "--replicas", "2", "--name", name, "--memory", "1g")
+    try:
+        path = f"/v1/models/{model['name']}:predict"
+        until(lambda: _front(dep["rest_url"]).get("ready") == 2, timeout=240, what="both replicas ready")
+        listed = _listed(dlbox, name)
+        assert listed["replicas"] == 2 and [r["name"] for r in listed["replica_states"]] == [
+            f"dlbox-replica-{name}-g1-r0", f"dlbox-replica-{name}-g1-r1"]
+        for replica in listed["replica_states"]:  # hardened like the front; only the front publishes ports
+            attrs = docker_client.api.inspect_container(replica["name"])
+            assert attrs["HostConfig"]["ReadonlyRootfs"] and attrs["HostConfig"]["CapDrop"] == ["ALL"]
+            assert attrs["Config"]["User"] == "1000:1000" and not attrs["HostConfig"]["PortBindings"]
+        front = docker_client.api.inspect_container(f"dlbox-deploy-{name}")
+        assert front["HostConfig"]["ReadonlyRootfs"] and front["HostConfig"]["CapDrop"] == ["ALL"]
+        assert set(front["HostConfig"]["PortBindings"]) == {"8501/tcp", "8500/tcp"}
+        for how, replica in (("killed", 1), ("removed", 0)):
+            target = f"dlbox-replica-{name}-g1-r{replica}"
+            with Traffic(dep["rest_url"], path, X, ANSWERS) as traffic:
+                time.sleep(2)
+                cut = time.monotonic()
+                if how == "killed":  # its server process: the engine's restart policy brings it back
+                    init_pid = docker_client.api.inspect_container(target)["State"]["Pid"]
+                    os.kill(int(Path(f"/proc/{init_pid}/task/{init_pid}/children").read_text().split()[0]), 9)
+                else:
+                    docker_client.api.remove_container(target, force=True)  # gone: the loop starts it again
+                until(lambda: _front(dep["rest_url"]).get("ready") == 1, timeout=30, what="the front to see it")
+                until(lambda: _front(dep["rest_url"]).get("ready") == 2, timeout=240,
+                         what=f"replica {replica} back")
+                back = time.monotonic()
+                time.sleep(1)
+            assert traffic.failed == [], traffic.failed[:5]
+            assert {v for _, _, v in traffic.samples} == {1}
+            steady = [t for at, t, _ in traffic.samples if at < cut]
+            during = [t for at, t, _ in traffic.samples if cut <= at <= back]
+            print(f"replica {replica} {how}: back in {back - cut:.1f}s, 0 failed of {len(traffic.samples)}; "
+                  f"steady {ms(steady)}; while one replica was down {ms(during)}")
+        listed = _listed(dlbox, name)
+        assert listed["recreated"] == 1 and listed["restarts"] >= 2
+        assert listed["last_error"].startswith(f"started again: replica 0 of generation 1 (its container is gone")
+        logs = dlbox("deployments", "logs", name, "--tail", "50").stdout
+        assert f"==> dlbox-replica-{name}-g1-r1 <==" in logs and f"==> dlbox-deploy-{name} <==" in logs
+    finally:
+        dlbox("deployments", "rm", name, check=False)
+    assert not [c for c in docker_client.api.containers(all=True, filters={"label": f"dlbox.deployment={name}"})]
+
+
+@pytest.fixture(scope="module")
+def other_image(dlbox, tf_image, tmp_path_factory, run_id) -> dict:
+    """The same preset with one more ENV line: another image ID, built from the cached layers."""
+    from dlbox.spec import presets
+
+    project = tmp_path_factory.mktemp("tf-project-two")
+    spec = presets.text("tensorflow-2.9").replace("name: tensorflow-2.9\n", f"name: t{run_id}-tf-two\n", 1)
+    (project / "dlbox.yaml").write_text(spec + "env:\n  DLBOX_TEST_IMAGE: two\n")
+    built = dlbox.json("build", cwd=project)
+    assert built["id"] != tf_image["id"]
+    return built
+
+
+def test_a_move_to_a_version_of_another_image_loses_no_request(dlbox, model, other_image, docker_client, run_id):
+    """Version 3 was trained in another image: moving the alias to it starts a new generation of
+    replicas, the front switches once they are ready, the old generation drains and goes; and back."""
+    submitted = dlbox.json("run", "--image", other_image["image"], "--", "python", "-c",
+                           SAVE.replace("((1, 1.0), (2, 10.0))", "((3, 100.0),)"))
+    waited = dlbox("wait", submitted["id"], "--json", "--timeout", "600", check=False)
+    assert json.loads(waited.stdout)["state"] == "succeeded", dlbox("logs", submitted["id"]).stdout[-2000:]
+    three = dlbox.json("models", "register", model["name"], "--run", submitted["id"], "--path", "v3")
+    assert three["version"] == 3 and three["image_id"] != model["image_id"]
+    dlbox.json("models", "alias", model["name"], "cross", "1")
+    name = f"x{run_id}"
+    dep = dlbox.json("serve", model["name"], "--alias", "cross", "--replicas", "2", "--name", name, "--memory", "1g")
+    try:
+        until(lambda: _front(dep["rest_url"]).get("ready") == 2, timeout=240, what="both replicas ready")
+        path = f"/v1/models/{model['name']}/labels/cross:predict"
+        for old, new, generation in ((1, 3, 2), (3, 1, 3)):  # promotion, then rollback: each a new generation
+            with Traffic(dep["rest_url"], path, X, ANSWERS) as traffic:
+                time.sleep(2)
+                moved = time.monotonic()
+                dlbox.json("models", "alias", model["name"], "cross", str(new))
+                until(lambda: traffic.samples and traffic.samples[-1][2] == new, timeout=300,
+                         what=f"the deployment to follow cross -> {new}")
+                switched = time.monotonic()
+                until(lambda: _listed(dlbox, name)["moving_from"] is None, timeout=60,
+                         what="the old generation drained and removed")
+                time.sleep(1)
+            assert traffic.failed == [], traffic.failed[:5]
+            after = {v for at, _, v in traffic.samples if at > switched}
+            assert after == {new}, "every request after the switch goes to the new generation"
+            steady = [t for at, t, _ in traffic.samples if at < moved]
+            during = [t for at, t, _ in traffic.samples if moved <= at <= switched]
+            print(f"cross-image move {old}->{new} (generation {generation}) in {switched - moved:.1f}s, 0 failed of "
+                  f"{len(traffic.samples)}; steady {ms(steady)}; during the switch {ms(during)}")
+            listed = _listed(dlbox, name)
+            image = three["image_id"] if new == 3 else model["image_id"]
+            assert (listed["generation"], listed["image_id"], listed["labels"]) == (generation, image, {"cross": new})
+            assert [r["generation"] for r in listed["replica_states"]] == [generation, generation]
+            left = docker_client.api.containers(all=True, filters={"label": f"dlbox.deployment={name}"})
+            assert sorted(c["Names"][0].lstrip("/") for c in left) == sorted(
+                [f"dlbox-deploy-{name}"] + [f"dlbox-replica-{name}-g{generation}-r{i}" for i in range(2)])
+    finally:
+        dlbox("deployments", "rm", name, check=False)

@@ -28,8 +28,8 @@ def test_the_model_reference_or_the_flags_say_what_is_served(given, alias, versi
 @pytest.mark.parametrize(("given", "message"), [
     (Request("digits", alias="champion", versions=(1,)), "not both"),
     (Request("digits@champion", versions=(1,)), "not both"),
-    (Request("digits", replicas=3), "only 1 replica is supported for now"),
-    (Request("digits", replicas=0), "at least 1"),
+    (Request("digits", replicas=9), "--replicas 9: 1 to 8 serving containers"),
+    (Request("digits", replicas=0), "--replicas 0: 1 to 8 serving containers"),
     (Request("digits", port=70000), "a port is 1 to 65535"),
     (Request("digits", port=9000, grpc_port=9000), "give two ports"),
     (Request("digits", host="my host"), "give an IP address"),

@@ -115,3 +115,35 @@ def test_link_versions_makes_whole_version_folders_of_links_and_skips_links(monk
     assert deploy.linked_versions("web") == [3]
     deploy.link_versions("web", {3: tmp_path / "nowhere", 4: src})  # 3 is kept as it is
     assert deploy.linked_versions("web") == [3, 4] and not [p for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def test_a_replica_publishes_nothing_and_is_named_by_generation_and_index(monkeypatch, tmp_path):
+    monkeypatch.setenv("DLBOX_HOME", str(tmp_path))
+    spec = make(replica=(3, 1), models_dir=Path("/h/deployments/web/g3/models"),
+                config_dir=Path("/h/deployments/web/g3/config"))
+    assert spec.name == "dlbox-replica-web-g3-r1" and spec.ports == {}
+    assert (spec.labels["dlbox.kind"], spec.labels["dlbox.generation"], spec.labels["dlbox.replica"]) == (
+        "deployment-replica", "3", "1")
+    assert {m.target: m.read_only for m in spec.mounts} == {
+        "/models": True, "/opt/dlbox/serving": True, "/dlbox/serving/config": True}
+    assert spec.read_only and spec.healthcheck and spec.restart["Name"] == "on-failure" and spec.user == "1000:1000"
+
+
+def test_the_front_holds_the_ports_and_reads_the_replicas_file_read_only(monkeypatch, tmp_path):
+    from dlbox.serving.plan import FRONT_MEMORY, backends, front
+
+    monkeypatch.setenv("DLBOX_HOME", str(tmp_path))
+    spec = front("web", "ann", "sha256:" + "a" * 64, "digits", 18501, None, "127.0.0.1",
+                 lib_dir=Path("/h/lib/serving-x"), front_dir=Path("/h/deployments/web/front"),
+                 image_labels=IMAGE_LABELS)
+    assert spec.name == "dlbox-deploy-web" and spec.ports == {8501: ("127.0.0.1", 18501)}
+    assert spec.command[spec.command.index("--front") + 1] == "/dlbox/serving/front/backends.json"
+    assert spec.command[spec.command.index("--grpc-port") + 1] == "0"
+    assert {m.target: m.read_only for m in spec.mounts} == {"/opt/dlbox/serving": True, "/dlbox/serving/front": True}
+    assert spec.read_only and spec.user == "1000:1000" and spec.limits.memory == FRONT_MEMORY
+    assert spec.labels["dlbox.role"] == "front" and spec.network.labels["dlbox.owner"] == "ann"
+    with pytest.raises(UsageError):
+        front("web", "ann", "sha256:x", "bad name", 1, None, lib_dir=Path("/l"), front_dir=Path("/f"))
+    made = backends(2, "sha256:b", ["dlbox-replica-web-g2-r0"], True, {"generation": 1})
+    assert made["backends"] == [{"host": "dlbox-replica-web-g2-r0", "rest": 8501, "grpc": 8500}]
+    assert (made["generation"], made["previous"]) == (2, {"generation": 1})

@@ -54,7 +54,7 @@ def print_deployment(d: dict, **_params) -> None:
 @click.option("--grpc-port", type=int, help="The gRPC port on the host (default: a free one).")
 @click.option("--host", help="The host address the ports listen on (default 127.0.0.1; a server chooses its own).")
 @click.option("--memory", help="The container's memory limit, e.g. 2g.")
-@click.option("--replicas", type=int, default=1, show_default=True, help="Containers (only 1 is supported now).")
+@click.option("--replicas", type=int, default=1, show_default=True, help="Serving containers behind one front (1-8).")
 @click.option("--name", help="The deployment's name (default: the model's).")
 @click.option("--batch-max", type=int, default=0, help="Server-side batching: up to N requests a batch (off: 0).")
 @click.option("--batch-timeout-ms", type=float, help="How long a batch waits to fill (with --batch-max; 2).")

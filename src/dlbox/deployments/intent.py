@@ -13,6 +13,7 @@ from dlbox.containers import policy as containers
 from dlbox.errors import UsageError
 
 MAX_BATCH = 1024
+MAX_REPLICAS = 8  # serving containers behind one front (plan.MAX_REPLICAS)
 MIN_MEMORY = 64 * 1024**2
 DEFAULT_BATCH_TIMEOUT_MS = 2.0
 
@@ -65,11 +66,8 @@ def check(req: Request) -> Request:
         if not versions:
             raise UsageError("--versions: give at least one version")
         versions = tuple(refs.check_version(v) for v in versions)
-    if req.replicas < 1:
-        raise UsageError(f"--replicas {req.replicas}: at least 1")
-    if req.replicas > 1:
-        raise UsageError(f"--replicas {req.replicas}: only 1 replica is supported for now (one container per "
-                         "deployment); serve more deployments for more")
+    if isinstance(req.replicas, bool) or not isinstance(req.replicas, int) or not 1 <= req.replicas <= MAX_REPLICAS:
+        raise UsageError(f"--replicas {req.replicas}: 1 to {MAX_REPLICAS} serving containers")
     for flag, port in (("--port", req.port), ("--grpc-port", req.grpc_port)):
         if port is not None and not 1 <= port <= 65535:
             raise UsageError(f"{flag} {port}: a port is 1 to 65535")

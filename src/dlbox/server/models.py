@@ -565,6 +565,14 @@ class Batching(Answer):
     timeout_ms: Number = Field(description="how long a batch waits to fill")
 
 
+class ReplicaState(Answer):
+    name: str = Field(description="the replica's container: dlbox-replica-NAME-gG-rI")
+    generation: int | None = Field(description="the generation it belongs to (a new one per image moved to)")
+    state: str = Field(description="its container's state; missing: none now (the loop starts it again)")
+    health: str | None
+    restart_count: int
+
+
 class Deployment(Answer):
     name: str
     owner: str
@@ -572,12 +580,13 @@ class Deployment(Answer):
     model_owner: str
     follows: str | None = Field(description="the alias followed (null: pinned versions)")
     pinned: list[int] | None = Field(description="the versions served when no alias is followed")
-    state: str = Field(description="the container's state: running, restarting, exited, ...; missing: none now")
+    state: str = Field(description="the front's state: running, restarting, exited, ...; missing: none now; "
+                                   "'no replica running' while none is")
     health: str | None = Field(description="the engine's healthcheck: starting, healthy, unhealthy")
     labels: dict[str, int] = Field(description="label -> the version it points to, as last set")
     versions: list[int] = Field(description="the versions the container holds (loaded or not)")
     serving: list[int] = Field(description="the versions the server keeps loaded")
-    restart_count: int = Field(description="the engine's restarts of the current container (its RestartCount)")
+    restart_count: int = Field(description="the engine's restarts of the front and replicas (RestartCount)")
     recreated: int = Field(description="containers dlbox started again (gone, or dead beyond the restart policy)")
     restarts: int = Field(description="restart_count + recreated")
     last_error: str | None
@@ -589,7 +598,11 @@ class Deployment(Answer):
     port: int
     grpc_port: int | None
     memory: int | None
-    replicas: int
+    replicas: int = Field(description="serving containers behind the front")
+    generation: int | None = Field(default=None, description="the replicas' generation serving (or moved to)")
+    moving_from: int | None = Field(default=None, description="the generation still serving while a move to "
+                                                              "another image's replicas is under way")
+    replica_states: list[ReplicaState] = Field(default_factory=list)
     batching: Batching | None
     desired: str
     created_at: str | None

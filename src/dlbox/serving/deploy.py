@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import socket
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,11 +44,12 @@ def models_dir(name: str) -> Path:
     return deployment_dir(name) / "models"
 
 
-def link_versions(name: str, versions: dict[int, Path]) -> Path:
+def link_versions(name: str, versions: dict[int, Path], folder: Path | None = None) -> Path:
     """Put each version's files at models_dir(name)/N: hard links to the (read-only, root's) files, a
     copy where a link cannot be made. A version appears whole or not at all (renamed into place), so
-    the server never sees half of one. Versions already there are kept as they are."""
-    folder = models_dir(name)
+    the server never sees half of one. Versions already there are kept as they are. `folder`: another
+    models folder than the deployment's own (a generation's, see fleet)."""
+    folder = folder or models_dir(name)
     folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o755)
     for number, source in sorted(versions.items()):
@@ -79,9 +81,10 @@ def _link_tree(source: Path, target: Path) -> None:
                 (target / entry.name).chmod(0o444)
 
 
-def linked_versions(name: str) -> list[int]:
+def linked_versions(name: str, folder: Path | None = None) -> list[int]:
     try:
-        return sorted(int(p.name) for p in models_dir(name).iterdir() if p.name.isdigit() and p.is_dir())
+        return sorted(int(p.name) for p in (folder or models_dir(name)).iterdir()
+                      if p.name.isdigit() and p.is_dir())
     except FileNotFoundError:
         return []
 
@@ -92,15 +95,19 @@ def free_port(host: str) -> int:
         return probe.getsockname()[1]
 
 
-def write_config(name: str, labels: dict[str, int], serve: list[int] = ()) -> Path:
+def write_config(name: str, labels: dict[str, int], serve: list[int] = (), folder: Path | None = None) -> Path:
     """The label config, replaced atomically (the server never reads half a file)."""
-    folder = config_dir(name)
+    return write_json(folder or config_dir(name), "config.json", label_config(labels, serve))
+
+
+def write_json(folder: Path, file: str, data: dict) -> Path:
+    """`folder`/`file`, replaced atomically; world-readable (a container's non-root user reads it)."""
     folder.mkdir(parents=True, exist_ok=True)
-    folder.chmod(0o755)  # the container's non-root user reads it through the bind
-    partial = folder / f".config.json.{os.getpid()}"
-    partial.write_text(json.dumps(label_config(labels, serve)))
+    folder.chmod(0o755)
+    partial = folder / f".{file}.{os.getpid()}.{threading.get_ident()}"
+    partial.write_text(json.dumps(data))
     partial.chmod(0o644)
-    partial.replace(folder / "config.json")
+    partial.replace(folder / file)
     return folder
 
 
@@ -164,10 +171,10 @@ def move_labels(name: str, labels: dict[str, int], serve: list[int] = (), *,
     write_config(name, labels, serve)
 
 
-def current_labels(name: str) -> dict | None:
+def current_labels(name: str, folder: Path | None = None) -> dict | None:
     """The label config as last written here (host-written: the container mounts it read-only)."""
     try:
-        return json.loads((config_dir(name) / "config.json").read_text())
+        return json.loads(((folder or config_dir(name)) / "config.json").read_text())
     except (OSError, ValueError):
         return None
 

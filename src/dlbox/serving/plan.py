@@ -33,8 +33,19 @@ HEALTHCHECK = {"test": ["CMD", "python", PROGRAM, "--probe", "--rest-port", str(
                "start_period": containers.seconds(180)}
 
 
+REPLICA_PREFIX = "dlbox-replica-"
+FRONT_DIR = "/dlbox/serving/front"  # the replicas file's folder (a folder: atomic replaces are seen)
+FRONT_MEMORY = 256 * 1024**2  # a proxy: python and grpcio, no TensorFlow
+MAX_REPLICAS = 8
+
+
 def container_name(name: str) -> str:
+    """The container holding a deployment's published ports: its server, or the front of its replicas."""
     return PREFIX + name
+
+
+def replica_name(name: str, generation: int, index: int) -> str:
+    return f"{REPLICA_PREFIX}{name}-g{int(generation)}-r{int(index)}"
 
 
 def check(versions: dict[int, Path], labels: dict[str, int], model_name: str, serve: list[int]) -> None:
@@ -60,12 +71,17 @@ def plan(name: str, owner: str, image_id: str, versions: dict[int, Path], labels
          model_name: str, port: int, grpc_port: int | None, host: str = "127.0.0.1", memory: int | None = None,
          *, lib_dir: Path, config_dir: Path, image_labels: dict[str, str] | None = None,
          serve: list[int] = (), cpus: float | None = None, batch_max: int = 0, batch_timeout_ms: float = 2.0,
-         access_log: bool = True, models_dir: Path | None = None) -> containers.ContainerSpec:
+         access_log: bool = True, models_dir: Path | None = None,
+         replica: tuple[int, int] | None = None) -> containers.ContainerSpec:
     """The serving container of deployment `name` (the label config itself is written by apply).
 
     `models_dir`: one host folder holding a folder per version (N/), mounted read-only at /models, so
     versions linked into it later are served without a new container; without it, each version's folder
-    is mounted at /models/N and the set is fixed for the container's life."""
+    is mounted at /models/N and the set is fixed for the container's life.
+
+    `replica` (generation, index): one of the replicas behind the deployment's front (see `front`):
+    the same server, named by generation and index, with no published port (the front reaches it on
+    the owner's network)."""
     containers.check_name(name, "deployment name")
     check(versions, labels, model_name, list(serve))
     user = containers.run_as(image_labels)
@@ -83,14 +99,19 @@ def plan(name: str, owner: str, image_id: str, versions: dict[int, Path], labels
                   for n, path in sorted(versions.items())]
     mounts += [Mount(str(lib_dir), LIB, read_only=True), Mount(str(config_dir), CONFIG_DIR, read_only=True)]
     ports = {REST_PORT: (host, port)} | ({GRPC_PORT: (host, grpc_port)} if grpc_port else {})
+    labels = {"dlbox.kind": "deployment", "dlbox.deployment": name, "dlbox.owner": owner,
+              "dlbox.home": config.home_id(), "dlbox.model": model_name,
+              "dlbox.versions": ",".join(str(n) for n in sorted(versions)),
+              "dlbox.layout": "folder" if models_dir is not None else "mounts",
+              "dlbox.rest-port": str(port), "dlbox.grpc-port": str(grpc_port or ""), "dlbox.host": host}
+    if replica is not None:
+        generation, index = replica
+        ports = {}
+        labels |= {"dlbox.kind": "deployment-replica", "dlbox.generation": str(generation),
+                   "dlbox.replica": str(index), "dlbox.rest-port": "", "dlbox.grpc-port": "", "dlbox.host": ""}
     return containers.ContainerSpec(
-        name=container_name(name), image=image_id, command=command, user=user,
-        labels={"dlbox.kind": "deployment", "dlbox.deployment": name, "dlbox.owner": owner,
-                "dlbox.home": config.home_id(), "dlbox.model": model_name,
-                "dlbox.versions": ",".join(str(n) for n in sorted(versions)),
-                "dlbox.layout": "folder" if models_dir is not None else "mounts",
-                "dlbox.rest-port": str(port), "dlbox.grpc-port": str(grpc_port or ""), "dlbox.host": host},
-        mounts=mounts, limits=containers.Limits(memory=memory, cpus=cpus),
+        name=replica_name(name, *replica) if replica else container_name(name), image=image_id, command=command,
+        user=user, labels=labels, mounts=mounts, limits=containers.Limits(memory=memory, cpus=cpus),
         ports=ports, env={"PYTHONPATH": LIB, "PYTHONDONTWRITEBYTECODE": "1", "TF_CPP_MIN_LOG_LEVEL": "1"},
         network=networks.for_owner(owner),
         read_only=True, tmpfs=containers.scratch(user, containers.image_home(image_labels)),
@@ -101,3 +122,39 @@ def plan(name: str, owner: str, image_id: str, versions: dict[int, Path], labels
 def label_config(labels: dict[str, int], serve: list[int] = ()) -> dict:
     """What the server reads: the labels, and versions kept loaded without one."""
     return {"labels": dict(sorted(labels.items())), "versions": sorted(set(serve))}
+
+
+def front(name: str, owner: str, image_id: str, model_name: str, port: int, grpc_port: int | None,
+          host: str = "127.0.0.1", *, lib_dir: Path, front_dir: Path,
+          image_labels: dict[str, str] | None = None) -> containers.ContainerSpec:
+    """The front of deployment `name`'s replicas: the same program with --front, holding the published
+    ports, following the replicas file (front_dir/backends.json, read-only) the host rewrites. Hardened
+    like the replicas; a small memory limit (it loads no model)."""
+    containers.check_name(name, "deployment name")
+    if not MODEL_NAME.fullmatch(model_name):
+        raise UsageError(f"model name {model_name!r}: letters, digits, '.', '_' or '-' (at most 100)")
+    user = containers.run_as(image_labels)
+    command = ["python", PROGRAM, "--front", f"{FRONT_DIR}/backends.json", "--rest-port", str(REST_PORT),
+               "--grpc-port", str(GRPC_PORT if grpc_port else 0)]
+    ports = {REST_PORT: (host, port)} | ({GRPC_PORT: (host, grpc_port)} if grpc_port else {})
+    return containers.ContainerSpec(
+        name=container_name(name), image=image_id, command=command, user=user,
+        labels={"dlbox.kind": "deployment", "dlbox.role": "front", "dlbox.deployment": name, "dlbox.owner": owner,
+                "dlbox.home": config.home_id(), "dlbox.model": model_name, "dlbox.layout": "replicas",
+                "dlbox.rest-port": str(port), "dlbox.grpc-port": str(grpc_port or ""), "dlbox.host": host},
+        mounts=[Mount(str(lib_dir), LIB, read_only=True), Mount(str(front_dir), FRONT_DIR, read_only=True)],
+        limits=containers.Limits(memory=FRONT_MEMORY), ports=ports,
+        env={"PYTHONPATH": LIB, "PYTHONDONTWRITEBYTECODE": "1"}, network=networks.for_owner(owner),
+        read_only=True, tmpfs=containers.scratch(user, containers.image_home(image_labels)),
+        healthcheck=HEALTHCHECK | {"start_period": containers.seconds(600)}, restart=RESTART,
+    )
+
+
+def backends(generation: int, image_id: str, names: list[str], grpc: bool,
+             previous: dict | None = None) -> dict:
+    """The replicas file the front follows: the generation to serve, its replicas by container name
+    (the owner's network resolves them), and the generation serving until that one is ready.
+    `image` is the host's note of the generation's image; the front ignores it."""
+    return {"generation": int(generation), "image": image_id,
+            "backends": [{"host": n, "rest": REST_PORT, "grpc": GRPC_PORT if grpc else 0} for n in names],
+            "previous": previous}

@@ -34,7 +34,8 @@ class NewDeployment(BaseModel):
     grpc_port: int | None = Field(default=None, ge=1, le=65535)
     host: str | None = Field(default=None, max_length=64)
     memory: str | None = Field(default=None, max_length=32, description="e.g. 2g")
-    replicas: int = Field(default=1, ge=1, le=64, description="only 1 is supported for now")
+    replicas: int = Field(default=1, ge=1, le=intent.MAX_REPLICAS,
+                          description="serving containers behind the deployment's front")
     name: str | None = Field(default=None, max_length=64)
     batch_max: int = Field(default=0, ge=0, le=intent.MAX_BATCH)
     batch_timeout_ms: float | None = Field(default=None, gt=0, le=1000)
@@ -59,7 +60,7 @@ def create_deployment(body: NewDeployment, who: Caller, ctx: Ctx) -> dict:
     if account is not None and "memory" in (account.quota or {}) and memory is None:
         raise UsageError("memory: your quota limits memory, so give a limit (e.g. --memory 2g)")
     with ctx.user_lock(who.name):  # check and serve as one step: parallel requests cannot pass the quota
-        check_quota(ctx.store, who.name, memory=memory)
+        check_quota(ctx.store, who.name, memory=memory * body.replicas if memory else None)  # each replica's
         return deployments.serve(ctx.store, who.name, req, default_host=ctx.workspace_host, choose_host=False)
 
 

@@ -28,6 +28,7 @@ AVAILABLE, LOADING, UNLOADING, END = "AVAILABLE", "LOADING", "UNLOADING", "END"
 MAX_BODY = 64 * 1024 * 1024
 CONFIG_MAX = 1024 * 1024
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+HEALTH = ("/healthz", "/v1/health")
 PATH = re.compile(r"^/v1/models/([^/:]+)(?:/versions/([0-9]+)|/labels/([^/:]+))?(?:/(metadata)|:([a-z]+))?$")
 
 
@@ -547,7 +548,7 @@ def make_handler(model: Model, metrics: Metrics, access_log: bool):
                     close = True
                     raise Fail(413, f"request body over {MAX_BODY} bytes")
                 body = self.rfile.read(length) if length else b""
-                status, payload, ctype = 200, *self.route(method, body, info)
+                status, payload, ctype = self.answer(method, body, info)
             except Fail as exc:
                 status, payload, ctype = exc.status, json.dumps({"error": exc.message}).encode(), "application/json"
             except Exception as exc:  # noqa: BLE001 - a bug or a model's own failure: said, not fatal
@@ -564,13 +565,16 @@ def make_handler(model: Model, metrics: Metrics, access_log: bool):
             elapsed = time.perf_counter() - started
             if info.get("api"):
                 metrics.observe(model.name, info["version"], info["signature"], "rest", status, elapsed, status >= 400)
-            if access_log:
+            if access_log and not (status == 200 and self.path in HEALTH):  # the front probes often
                 log(f"{self.client_address[0]} {method} {self.path[:200]} {status} {elapsed * 1000:.2f}ms "
                     f"version={info['version']} signature={info['signature']}")
 
+        def answer(self, method: str, body: bytes, info: dict) -> tuple[int, bytes, str]:
+            return (200, *self.route(method, body, info))
+
         def route(self, method: str, body: bytes, info: dict):
             path = self.path.split("?", 1)[0]
-            if path in ("/healthz", "/v1/health"):
+            if path in HEALTH:
                 ok = any(v.state == AVAILABLE for v in list(model.versions.values()))
                 if not ok:
                     raise Fail(503, "no version is loaded yet")
@@ -728,6 +732,228 @@ def start_grpc(model: Model, metrics: Metrics, port: int, workers: int):
     return server
 
 
+# --- the front: a deployment's published ports, in front of its replicas ---------------------------
+# Each REST request (keep-alive: a connection per client thread and replica) and each gRPC call (raw
+# bytes, any method) goes to a ready replica of the current generation, the least busy. A connection
+# that fails before an answer is tried on another replica (predict is idempotent), so a replica that
+# dies loses no request. A new generation (another image) gets traffic only once every one of its
+# replicas answers /healthz (loaded and warmed); the old one then drains and the host removes it.
+
+
+class Backend:
+    def __init__(self, entry: dict):
+        self.host, self.rest, self.grpc = str(entry["host"]), int(entry["rest"]), int(entry.get("grpc") or 0)
+        self.key = (self.host, self.rest, self.grpc)
+        self.healthy, self.inflight, self.channel = False, 0, None
+
+
+class Pool:
+    """The replicas, from the backends file: {"generation": G, "backends": [{"host", "rest", "grpc"}],
+    "previous": {"generation": G0, "backends": [...]} or null}."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.generation, self.active, self.pending = None, [], None  # pending: (generation, [Backend])
+        self.known: dict = {}
+        self.turn = 0
+        self.local = threading.local()  # a thread's REST connections, by backend
+
+    def _backends(self, entries) -> list:
+        out = []
+        for entry in entries or []:
+            b = Backend(entry)
+            out.append(self.known.setdefault(b.key, b))
+        return out
+
+    def apply(self, config: dict) -> None:
+        generation = int(config["generation"])
+        with self.lock:
+            new = self._backends(config["backends"])
+            previous = config.get("previous") or None
+            if self.generation == generation:
+                self.active, self.pending = new, None
+            elif self.generation is None and previous:  # started mid-move: the old one serves meanwhile
+                self.generation, self.active = int(previous["generation"]), self._backends(previous["backends"])
+                self.pending = (generation, new)
+            elif self.generation is None:
+                self.generation, self.active = generation, new
+            else:
+                self.pending = (generation, new)
+        self.check()
+
+    def check(self) -> None:
+        """Probe every replica in use or coming; switch to a pending generation once all of it is ready."""
+        with self.lock:
+            probing = {b.key: b for b in self.active + (self.pending[1] if self.pending else [])}
+        for b in probing.values():
+            b.healthy = _healthy(b.host, b.rest)
+        with self.lock:
+            if self.pending and self.pending[1] and all(b.healthy for b in self.pending[1]):
+                old, (self.generation, self.active) = self.generation, self.pending
+                self.pending = None
+                log(f"generation {self.generation}: every replica ready; traffic moves from generation {old}")
+            keep = {b.key for b in self.active + (self.pending[1] if self.pending else [])}
+            for key, b in list(self.known.items()):
+                if key not in keep and b.inflight == 0:
+                    del self.known[key]
+                    if b.channel is not None:
+                        b.channel.close()
+
+    def pick(self, tried: list):
+        """A replica for one request (counted in flight until done): the least busy ready one not yet tried."""
+        with self.lock:
+            fresh = [b for b in self.active if b not in tried]
+            ready = [b for b in fresh if b.healthy] or fresh or self.active
+            if not ready:
+                return None
+            self.turn += 1
+            ready = ready[self.turn % len(ready):] + ready[:self.turn % len(ready)]
+            chosen = min(ready, key=lambda b: b.inflight)
+            chosen.inflight += 1
+            return chosen
+
+    def done(self, b: Backend, failed: bool = False) -> None:
+        with self.lock:
+            b.inflight -= 1
+            if failed:
+                b.healthy = False  # until its next good probe
+
+    def status(self) -> tuple[int, dict]:
+        with self.lock:
+            ready = sum(b.healthy for b in self.active)
+            draining = sum(b.inflight for k, b in self.known.items() if b not in self.active)
+            body = {"status": "ok" if ready else "no replica is ready", "generation": self.generation,
+                    "pending": self.pending[0] if self.pending else None, "ready": ready,
+                    "replicas": len(self.active), "draining": draining}
+        return (200 if ready else 503), body
+
+    def connection(self, b: Backend):
+        import http.client
+
+        conns = self.local.__dict__.setdefault("conns", {})
+        conn = conns.get(b.key)
+        if conn is None:
+            conn = conns[b.key] = http.client.HTTPConnection(b.host, b.rest, timeout=300)
+        return conn
+
+    def drop(self, b: Backend) -> None:
+        conn = self.local.__dict__.get("conns", {}).pop(b.key, None)
+        if conn is not None:
+            conn.close()
+
+
+def _healthy(host: str, port: int) -> bool:
+    import http.client
+
+    conn = http.client.HTTPConnection(host, port, timeout=2)
+    try:
+        conn.request("GET", "/healthz")
+        return conn.getresponse().status == 200
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
+TRIES = 4  # replicas a request is tried on before its failure is the client's
+
+
+def make_front_handler(pool: Pool):
+    import http.client
+
+    class Front(make_handler(None, None, False)):
+        def answer(self, method: str, body: bytes, info: dict) -> tuple[int, bytes, str]:
+            if self.path in HEALTH:
+                status, state = pool.status()
+                return status, json.dumps(state).encode(), "application/json"
+            tried, last = [], "no replica is ready"
+            for attempt in range(TRIES):
+                b = pool.pick(tried)
+                if b is None:
+                    break
+                if b in tried:  # every replica failed once: a moment for one to come back
+                    time.sleep(0.2 * attempt)
+                tried.append(b)
+                conn = pool.connection(b)
+                try:
+                    conn.request(method, self.path, body=body or None,
+                                 headers={"Content-Type": self.headers.get("Content-Type") or "application/json"})
+                    response = conn.getresponse()
+                    payload = response.read()
+                except socket.timeout:
+                    pool.drop(b)
+                    pool.done(b)
+                    raise Fail(504, "the replica did not answer in time") from None
+                except (OSError, http.client.HTTPException) as exc:  # before any answer: another replica
+                    pool.drop(b)
+                    pool.done(b, failed=True)
+                    last = f"replica {b.host}: {type(exc).__name__}"
+                    continue
+                pool.done(b)
+                if response.getheader("Connection", "").lower() == "close":
+                    pool.drop(b)
+                return response.status, payload, response.getheader("Content-Type") or "application/json"
+            raise Fail(503, last)
+
+    return Front
+
+
+def start_front_grpc(pool: Pool, port: int, workers: int):
+    from concurrent import futures
+
+    import grpc
+
+    options = [("grpc.max_receive_message_length", MAX_BODY), ("grpc.max_send_message_length", MAX_BODY)]
+
+    class Proxy(grpc.GenericRpcHandler):
+        def service(self, details):
+            method = details.method
+
+            def unary(request: bytes, context):
+                tried, error = [], None
+                for attempt in range(TRIES):
+                    b = pool.pick(tried)
+                    if b is None or not b.grpc:
+                        if b is not None:
+                            pool.done(b)
+                        break
+                    if b in tried:
+                        time.sleep(0.2 * attempt)
+                    tried.append(b)
+                    if b.channel is None:
+                        b.channel = grpc.insecure_channel(f"{b.host}:{b.grpc}", options=options + [
+                            ("grpc.dns_min_time_between_resolutions_ms", 500)])  # a replaced replica: a new IP
+                    try:
+                        answer = b.channel.unary_unary(method)(request, timeout=context.time_remaining())
+                    except grpc.RpcError as exc:
+                        down = exc.code() == grpc.StatusCode.UNAVAILABLE
+                        pool.done(b, failed=down)
+                        if not down:
+                            context.abort(exc.code(), exc.details())
+                        error = exc
+                        continue
+                    pool.done(b)
+                    return answer
+                context.abort(grpc.StatusCode.UNAVAILABLE, error.details() if error else "no replica is ready")
+
+            return grpc.unary_unary_rpc_method_handler(unary)  # no (de)serializers: the bytes as they are
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=options,
+                         handlers=[Proxy()])
+    server.add_insecure_port(f"0.0.0.0:{port}")
+    server.start()
+    return server
+
+
+def checker(pool: Pool, every: float = 0.5) -> None:
+    while True:
+        try:
+            pool.check()
+        except Exception as exc:  # noqa: BLE001 - the prober never dies
+            log(f"probing replicas: {type(exc).__name__}: {exc}")
+        time.sleep(every)
+
+
 # --- the config watcher and main -------------------------------------------------------------------
 
 
@@ -757,7 +983,7 @@ def watch(model: Model, path: str, wake: threading.Event) -> None:
             else:
                 try:
                     model.apply(config)
-                except (TypeError, ValueError, AttributeError) as exc:  # a malformed config: keep serving
+                except (TypeError, ValueError, AttributeError, KeyError) as exc:  # a malformed config: keep serving
                     log(f"config {path}: {type(exc).__name__}: {exc}; kept the last one")
         wake.wait(0.2)
 
@@ -772,6 +998,27 @@ def probe(port: int) -> int:
         return 1
 
 
+def front(args) -> int:
+    pool = Pool()
+    wake = threading.Event()
+    signal.signal(signal.SIGHUP, lambda *_: wake.set())
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    http = ThreadingHTTPServer(("0.0.0.0", args.rest_port), make_front_handler(pool))
+    http.daemon_threads = True
+    threading.Thread(target=http.serve_forever, daemon=True).start()
+    threading.Thread(target=watch, args=(pool, args.front, wake), daemon=True).start()
+    threading.Thread(target=checker, args=(pool,), daemon=True).start()
+    grpc_server = start_front_grpc(pool, args.grpc_port, args.grpc_workers) if args.grpc_port else None
+    log(f"front: REST :{args.rest_port}, gRPC :{args.grpc_port or 'off'}, replicas from {args.front}")
+    stopping.wait()
+    log("SIGTERM: stopping")
+    http.shutdown()
+    if grpc_server:
+        grpc_server.stop(5).wait()
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="dlbox_serving")
     p.add_argument("--model-name", default="model")
@@ -784,9 +1031,12 @@ def main(argv=None) -> int:
     p.add_argument("--grpc-workers", type=int, default=16)
     p.add_argument("--no-access-log", action="store_true")
     p.add_argument("--probe", action="store_true", help="exit 0 when the REST port answers healthy")
+    p.add_argument("--front", metavar="BACKENDS", help="be a deployment's front: the replicas file to follow")
     args = p.parse_args(argv)
     if args.probe:
         return probe(args.rest_port)
+    if args.front:
+        return front(args)
     if not re.fullmatch(r"[A-Za-z0-9._-]{1,100}", args.model_name):
         p.error("--model-name: letters, digits, . _ - only")
     metrics = Metrics()
