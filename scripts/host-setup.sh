@@ -25,7 +25,7 @@ need_packages() {
   # benchmark 9 loads the team server from a separate process
   command -v wrk >/dev/null || missing+=(wrk)
   # issue 15's registry tests and benchmark 15: a real OCI registry (CNCF Distribution) with bcrypt
-  # htpasswd auth and TLS from a CA of the test's; skopeo checks dlbox's signatures as cosign's
+  # htpasswd auth and TLS from a CA of the test's; skopeo reads the signature manifests independently
   command -v docker-registry >/dev/null || missing+=(docker-registry)
   command -v htpasswd >/dev/null || missing+=(apache2-utils)
   command -v skopeo >/dev/null || missing+=(skopeo)

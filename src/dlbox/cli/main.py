@@ -10,7 +10,8 @@ from __future__ import annotations
 import click
 
 from dlbox import __version__
-from dlbox.cli import deployments, images, jobs, models, pipelines, runs, server, specs, supply, users, workspaces
+from dlbox.cli import (deployments, images, jobs, models, pipelines, registry, runs, server, specs, supply, users,
+                       workspaces)
 from dlbox.cli.output import report
 
 __all__ = ["cli", "main", "report"]
@@ -39,7 +40,7 @@ def cli() -> None:
 for command in (
     specs.presets, specs.init,
     images.build, images.images_cmd, images.inspect, images.verify, images.rmi,
-    supply.scan, supply.sbom,
+    supply.scan, supply.sbom, registry.login, registry.push, registry.pull,
     workspaces.up, workspaces.ls_cmd, workspaces.stop, workspaces.start, workspaces.restart, workspaces.rm,
     workspaces.logs, workspaces.exec_cmd, workspaces.ssh, workspaces.ssh_config, workspaces.open_cmd,
     workspaces.token,
