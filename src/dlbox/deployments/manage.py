@@ -19,9 +19,11 @@ from dlbox.deployments.intent import Action, Facts, Request, Want, check, decide
 from dlbox.engine import api as engine
 from dlbox.errors import DlboxError, Forbidden, NotFound
 from dlbox.models import refs, registry
+from dlbox.progress import Progress
 from dlbox.serving import deploy as serving
 from dlbox.serving.plan import container_name
 from dlbox.store.db import Deployment, Store
+from dlbox.supply import distribute
 
 PERIOD = 2.0  # the loop looks at deployments at most this often
 RECREATE_PAUSE = 30.0  # at most one re-create of a deployment in this long (a crashing one is not hammered)
@@ -52,6 +54,23 @@ def _versions(store: Store, caller: str, model_owner: str | None, model_name: st
     return Want(image_id=found[0].image_id, versions=tuple(sorted(by_number)), labels=labels, serve=serve), by_number
 
 
+def _digests(versions: dict[int, registry.ModelVersion]) -> list[str]:
+    return sorted({d for v in versions.values() for d in v.repo_digests})
+
+
+def _image(want: Want, versions: dict[int, registry.ModelVersion]) -> list[str]:
+    """Make sure the engine has the versions' image: pulled by a recorded repository digest when it lacks
+    it. Its repository digests (recorded and the engine's own), for the deployment's row."""
+    digests = _digests(versions)
+    if distribute.ensure(want.image_id, digests, Progress(quiet=True), "serve") is None:
+        raise DlboxError(f"the image {want.image_id[:19]} the model was trained in is not in the engine"
+                         + (" and could not be pulled by its digest" if digests else
+                            " and no repository digest of it was recorded (push it with `dlbox push`)"),
+                         code="not_built")
+    found = engine.image_attrs(want.image_id).get("RepoDigests") or []
+    return sorted(set(digests) | set(found))
+
+
 def _want(store: Store, row: Deployment):
     return _versions(store, row.model_owner, row.model_owner, row.model_name, row.alias, row.versions, admin=True)
 
@@ -76,6 +95,7 @@ def serve(store: Store, caller: str, request: Request, *, admin: bool = False, d
         if store.get_deployment(req.name) is not None or engine.container_attrs(container_name(req.name)):
             raise DlboxError(f"a deployment named {req.name} already exists (see `dlbox deployments ls`; "
                              "--name gives another)", code="exists")
+        repo_digests = _image(want, versions)
         dep = serving.up(req.name, caller, want.image_id, {n: v.files for n, v in versions.items()}, want.labels,
                          model.name, req.port, req.grpc_port, host, req.memory, linked=True, serve=list(want.serve),
                          batch_max=req.batch_max, batch_timeout_ms=req.batch_timeout_ms or 2.0)
@@ -85,7 +105,8 @@ def serve(store: Store, caller: str, request: Request, *, admin: bool = False, d
                 versions=pinned if req.alias is None else None, port=int(dep.rest_url.rsplit(":", 1)[1]),
                 grpc_port=int(dep.grpc_target.rsplit(":", 1)[1]) if dep.grpc_target else None, host=host,
                 memory=req.memory, replicas=1, batch_max=req.batch_max,
-                batch_timeout_ms=req.batch_timeout_ms or 2.0, desired="running", restarts=0))
+                batch_timeout_ms=req.batch_timeout_ms or 2.0, desired="running", restarts=0,
+                image_id=want.image_id, repo_digests=repo_digests))
         except BaseException:
             serving.remove(req.name)
             raise
@@ -128,7 +149,8 @@ def describe(row: Deployment) -> dict:
         "health": health.get("Status"), "labels": dict(seen.labels), "versions": list(seen.versions),
         "serving": sorted(set(seen.labels.values()) | set(seen.serve)),
         "restart_count": seen.restart_count, "recreated": row.restarts, "restarts": seen.restart_count + row.restarts,
-        "last_error": row.last_error, "image_id": seen.image_id,
+        "last_error": row.last_error, "image_id": seen.image_id or row.image_id,
+        "repo_digests": list(row.repo_digests or []),
         "rest_url": f"http://{url_host}:{row.port}", "predict_url": f"http://{url_host}:{row.port}/v1/models/"
                                                                     f"{row.model_name}:predict",
         "grpc_target": f"{url_host}:{row.grpc_port}" if row.grpc_port else None,
@@ -225,9 +247,11 @@ class Reconciler:
         if now - self.recreated_at.get(row.name, -RECREATE_PAUSE) < RECREATE_PAUSE:
             return f"{action.reason}; started again less than {RECREATE_PAUSE:.0f}s ago, waiting"
         self.recreated_at[row.name] = now
+        repo_digests = _image(want, versions)  # before the old container goes: a pull that fails keeps it
         serving.remove(row.name)
         serving.up(row.name, row.owner, want.image_id, {n: v.files for n, v in versions.items()}, want.labels,
                    row.model_name, row.port, row.grpc_port, row.host, row.memory, linked=True,
                    serve=list(want.serve), batch_max=row.batch_max, batch_timeout_ms=row.batch_timeout_ms)
-        self.store.update_deployment(row.name, restarts=row.restarts + 1)
+        self.store.update_deployment(row.name, restarts=row.restarts + 1, image_id=want.image_id,
+                                     repo_digests=repo_digests)
         return f"started again: {action.reason}"
