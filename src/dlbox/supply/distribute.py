@@ -15,7 +15,7 @@ from pathlib import Path
 
 from dlbox.engine import api as engine
 from dlbox.engine import registry as engine_registry
-from dlbox.errors import DlboxError, NotFound
+from dlbox.errors import DlboxError
 from dlbox.progress import Progress
 from dlbox.supply import signing
 from dlbox.supply.registry import NAME, Client, Ref, config_digest, parse
@@ -97,7 +97,7 @@ def ensure(image_id: str, repo_digests: list[str] | None, progress: Progress, wh
         progress.step(f"{what}: image {image_id[:19]} is not in the engine; pulling {repo_digest}")
         try:
             pulled = pull(repo_digest, progress=progress)
-        except (NotFound, DlboxError) as exc:
+        except DlboxError as exc:  # gone from the registry, refused, unreachable: the next digest, or none
             failures.append(exc.message)
             continue
         if pulled["id"] != image_id:  # the digest pins the content: this is never expected
