@@ -10,10 +10,11 @@ pull downloads it all). Not the TF preset itself: its layers are the user's and 
 second push of them would only say "layer already exists". Samples alternate A B B A.
 dlbox's push also reads the registry's tag first (immutable tags); its pull checks the digest form.
 Target: dlbox/docker <= 1.1 for push and for pull.
-Measured 2026-12-03 on the shared 2-core machine (load ~18, 128 MB): push 24.0 s vs 28.0 s (0.86x, pass);
-pull 6.6 s vs 3.9 s (1.69x, MISS). The pull's gap is dlbox's start as a Python process (the Docker SDK and
-click; `dlbox pull --help` alone took 1.4-2.5 s at that load) against docker's Go CLI: a fixed cost that
-a larger image (the TF preset is 1.8 GB: BENCH_REGISTRY_MB=1800) spreads out.
+Measured 2026-12-03 on the shared 2-core machine, 128 MB: at load ~3, push 5.22 s vs 5.67 s (0.92x, pass),
+pull 2.07 s vs 2.02 s (1.03x, pass); at load ~18, push 0.86x (pass) but pull 6.6 s vs 3.9 s (1.69x, MISS).
+The pull's gap under load is dlbox's start as a Python process (the Docker SDK and click; `dlbox pull
+--help` alone took 1.4-2.5 s at load 18) against docker's Go CLI: a fixed cost that a larger image (the
+TF preset is 1.8 GB: BENCH_REGISTRY_MB=1800) spreads out.
 """
 
 from __future__ import annotations
