@@ -21,6 +21,7 @@ what, and its target); this script runs them in the order of BENCHES below and p
     b12_serving.py      12. the inference server: REST and gRPC against in-process signature calls
                         and against `mlflow models serve` of the same SavedModel
     b13_scan.py         13. `dlbox scan` of the preset, cold and warm advisory cache
+    b15_registry.py     15. push and pull through a local registry, against docker push/pull
     common.py            what they share: settings, Runner, rows and the table, the benchmark's
                          own dlbox service, cleanup
 
@@ -83,12 +84,13 @@ import b10_dashboard
 import b11_snapshot
 import b12_serving
 import b13_scan
+import b15_registry
 from common import (DLBOX, DOCKER, KEEP, QUICK, RUN_ID, SHORT, STARTED, BenchError, Row, Runner, cleanup,
                     print_table, say, service, user_cache_dir)
 
 # The order they run in: the quick one first, it fails fast if dlbox is broken.
-BENCHES = [b03_cli, b10_dashboard, b13_scan, b04_up, b05_memory, b06_submit, b11_snapshot, b07_queue, b08_train,
-           b12_serving, b09_server_load, b01_cold_build, b02_rebuild]
+BENCHES = [b03_cli, b10_dashboard, b13_scan, b15_registry, b04_up, b05_memory, b06_submit, b11_snapshot, b07_queue,
+           b08_train, b12_serving, b09_server_load, b01_cold_build, b02_rebuild]
 NUMBERS = sorted(b.NUMBER for b in BENCHES)
 
 

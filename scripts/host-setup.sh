@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prepare a Debian host for dlbox: the packages it drives, and a running Docker Engine.
-#   scripts/host-setup.sh packages   install what is missing (python3-venv, debootstrap, docker.io, postgresql, chromium, ...)
+#   scripts/host-setup.sh packages   install what is missing (python3-venv, debootstrap, docker.io, postgresql, chromium, docker-registry, skopeo, ...)
 #   scripts/host-setup.sh engine     start dockerd if no engine answers, and wait for it; before it starts
 #                                    one, /etc/docker/daemon.json gets log rotation and live-restore
 #                                    (scripts/daemon_json.py: merged, an admin's own settings kept)
@@ -24,6 +24,12 @@ need_packages() {
   compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || missing+=(postgresql)
   # benchmark 9 loads the team server from a separate process
   command -v wrk >/dev/null || missing+=(wrk)
+  # issue 15's registry tests and benchmark 15: a real OCI registry (CNCF Distribution) with bcrypt
+  # htpasswd auth and TLS from a CA of the test's; skopeo reads the signature manifests independently
+  command -v docker-registry >/dev/null || missing+=(docker-registry)
+  command -v htpasswd >/dev/null || missing+=(apache2-utils)
+  command -v skopeo >/dev/null || missing+=(skopeo)
+  command -v openssl >/dev/null || missing+=(openssl)
   if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
       echo "error: missing ${missing[*]}; install them as root (apt-get install ${missing[*]})" >&2

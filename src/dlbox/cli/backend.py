@@ -114,6 +114,15 @@ class ServiceBackend:
     def sbom(self, image: str, *, fmt: str) -> str:
         return self._call("GET", f"/api/images/{image}/sbom", params={"format": fmt})["document"]
 
+    def login(self, registry: str, *, username: str, password: str) -> dict:
+        self._local_only("login")
+
+    def push(self, image: str, registry: str, *, force: bool, sign_key: Path | None) -> dict:
+        self._local_only("push")
+
+    def pull(self, ref: str, *, verify_key: Path | None) -> dict:
+        self._local_only("pull")
+
     # --- workspaces
 
     def up(self, name: str, *, spec_file, preset, image, jupyter, ssh, ssh_key, mounts, memory, cpus, gpus,
@@ -428,6 +437,25 @@ class LocalBackend(ServiceBackend):
         from dlbox.supply import scan
 
         return scan.sbom(image, fmt=fmt)
+
+    def login(self, registry, *, username, password):
+        from dlbox.engine import registry as engine_registry
+
+        return engine_registry.login(registry, username, password)
+
+    def push(self, image, registry, *, force, sign_key):
+        from dlbox.progress import Progress
+        from dlbox.supply import distribute
+
+        with Progress() as progress:
+            return distribute.push(image, registry, force=force, sign_key=sign_key, progress=progress)
+
+    def pull(self, ref, *, verify_key):
+        from dlbox.progress import Progress
+        from dlbox.supply import distribute
+
+        with Progress() as progress:
+            return distribute.pull(ref, verify_key=verify_key, progress=progress)
 
     def verify_workspace(self, name):
         from dlbox.workspaces import drift

@@ -23,6 +23,7 @@ COMMANDS = {
     "build": ("images", "build"), "images": ("images", "images_cmd"), "inspect": ("images", "inspect"),
     "verify": ("images", "verify"), "rmi": ("images", "rmi"),
     "scan": ("supply", "scan"), "sbom": ("supply", "sbom"),
+    "login": ("registry", "login"), "push": ("registry", "push"), "pull": ("registry", "pull"),
     "up": ("workspaces", "up"), "ls": ("workspaces", "ls_cmd"), "stop": ("workspaces", "stop"),
     "start": ("workspaces", "start"), "restart": ("workspaces", "restart"), "rm": ("workspaces", "rm"),
     "logs": ("workspaces", "logs"), "exec": ("workspaces", "exec_cmd"), "ssh": ("workspaces", "ssh"),

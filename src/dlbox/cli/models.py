@@ -79,6 +79,8 @@ def print_version(v: dict) -> None:
     for key in ("run_id", "image_id", "lock_hash", "git_commit", "git_dirty", "code_hash", "registered_by",
                 "registered_at", "path", "files_hash", "files_bytes"):
         click.echo(f"  {key:<14} {v[key] if v[key] is not None else '-'}")
+    for repo_digest in v.get("repo_digests") or []:
+        click.echo(f"  {'repo_digest':<14} {repo_digest}")
     click.echo(f"  {'metrics':<14} " + (", ".join(f"{k}={val:.4g}" for k, val in v["metrics"].items()) or "-"))
     for key, sig in v["signature"]["signatures"].items():
         click.echo(f"  signature {key} ({sig['method_name']})")

@@ -47,6 +47,8 @@ def runs_show(run_id: str, as_json: bool) -> None:
     for key in ("id", "state", "reason", "exit_code", "image", "image_id", "lock_hash", "spec_hash", "git_commit",
                 "git_dirty", "submitted_at", "started_at", "ended_at", "peak_memory"):
         click.echo(f"{key:<13} {record[key]}")
+    for repo_digest in record.get("repo_digests") or []:
+        click.echo(f"{'repo_digest':<13} {repo_digest}")
     code = record.get("code")
     if code:
         from dlbox.snapshots import human
@@ -121,8 +123,8 @@ def runs_export(run_id: str, uri: str, experiment: str, as_json: bool) -> None:
 def reproduce(run_id: str, as_json: bool) -> None:
     """Run a recorded run again: same command and params on the exact image ID.
 
-    If that image is gone, it is rebuilt from the run's stored lock; the job runs only if the
-    rebuilt lock hash is the recorded one.
+    If that image is gone, it is pulled by a repository digest the run recorded (`dlbox push`), else
+    rebuilt from the run's stored lock; the job runs only if the rebuilt lock hash is the recorded one.
     """
     from dlbox.cli.backend import backend
     from dlbox.progress import Progress

@@ -21,10 +21,12 @@ from dlbox.deployments.intent import Facts, Request, Want, check, decide
 from dlbox.engine import api as engine
 from dlbox.errors import DlboxError, Forbidden, NotFound
 from dlbox.models import refs, registry
+from dlbox.progress import Progress
 from dlbox.serving import fleet
 from dlbox.serving.fleet import Shape
 from dlbox.serving.plan import container_name
 from dlbox.store.db import Deployment, Store
+from dlbox.supply import distribute
 
 PERIOD = 2.0  # the loop looks at deployments at most this often
 RECREATE_PAUSE = 30.0  # at most one re-create of a deployment in this long (a crashing one is not hammered)
@@ -55,6 +57,23 @@ def _versions(store: Store, caller: str, model_owner: str | None, model_name: st
     return Want(image_id=found[0].image_id, versions=tuple(sorted(by_number)), labels=labels, serve=serve), by_number
 
 
+def _digests(versions: dict[int, registry.ModelVersion]) -> list[str]:
+    return sorted({d for v in versions.values() for d in v.repo_digests})
+
+
+def _image(want: Want, versions: dict[int, registry.ModelVersion]) -> list[str]:
+    """Make sure the engine has the versions' image: pulled by a recorded repository digest when it lacks
+    it. Its repository digests (recorded and the engine's own), for the deployment's row."""
+    digests = _digests(versions)
+    if distribute.ensure(want.image_id, digests, Progress(quiet=True), "serve") is None:
+        raise DlboxError(f"the image {want.image_id[:19]} the model was trained in is not in the engine"
+                         + (" and could not be pulled by its digest" if digests else
+                            " and no repository digest of it was recorded (push it with `dlbox push`)"),
+                         code="not_built")
+    found = engine.image_attrs(want.image_id).get("RepoDigests") or []
+    return sorted(set(digests) | set(found))
+
+
 def _want(store: Store, row: Deployment):
     return _versions(store, row.model_owner, row.model_owner, row.model_name, row.alias, row.versions, admin=True)
 
@@ -79,6 +98,7 @@ def serve(store: Store, caller: str, request: Request, *, admin: bool = False, d
         if store.get_deployment(req.name) is not None or engine.container_attrs(container_name(req.name)):
             raise DlboxError(f"a deployment named {req.name} already exists (see `dlbox deployments ls`; "
                              "--name gives another)", code="exists")
+        repo_digests = _image(want, versions)
         shape = Shape(caller, model.name, req.memory, batch_max=req.batch_max,
                       batch_timeout_ms=req.batch_timeout_ms or 2.0)
         dep = fleet.up(req.name, shape, want.image_id, {n: v.files for n, v in versions.items()}, want.labels,
@@ -89,7 +109,8 @@ def serve(store: Store, caller: str, request: Request, *, admin: bool = False, d
                 versions=pinned if req.alias is None else None, port=int(dep.rest_url.rsplit(":", 1)[1]),
                 grpc_port=int(dep.grpc_target.rsplit(":", 1)[1]) if dep.grpc_target else None, host=host,
                 memory=req.memory, replicas=req.replicas, batch_max=req.batch_max,
-                batch_timeout_ms=req.batch_timeout_ms or 2.0, desired="running", restarts=0))
+                batch_timeout_ms=req.batch_timeout_ms or 2.0, desired="running", restarts=0,
+                image_id=want.image_id, repo_digests=repo_digests))
         except BaseException:
             fleet.remove(req.name)
             raise
@@ -181,7 +202,8 @@ def describe(row: Deployment) -> dict:
         "state": state, "health": _state(s.front)[1], "labels": dict(front.labels), "versions": list(front.versions),
         "serving": sorted(set(front.labels.values()) | set(front.serve)),
         "restart_count": engine_restarts, "recreated": row.restarts, "restarts": engine_restarts + row.restarts,
-        "last_error": row.last_error, "image_id": (s.file or {}).get("image"),
+        "last_error": row.last_error, "image_id": (s.file or {}).get("image") or row.image_id,
+        "repo_digests": list(row.repo_digests or []),
         "rest_url": f"http://{url_host}:{row.port}", "predict_url": f"http://{url_host}:{row.port}/v1/models/"
                                                                     f"{row.model_name}:predict",
         "grpc_target": f"{url_host}:{row.grpc_port}" if row.grpc_port else None,
@@ -275,7 +297,8 @@ class Reconciler:
                       batch_max=row.batch_max, batch_timeout_ms=row.batch_timeout_ms or 2.0)
         files = {n: v.files for n, v in versions.items()}
         if s.file is None:  # nothing of it is left: all of it again
-            return self._again(row, ("all",), "its containers are gone", lambda: self._up(row, shape, want, files))
+            return self._again(row, ("all",), "its containers are gone",
+                               lambda: self._up(row, shape, want, versions, files))
         notes = []
         front = decide(want, replace(_facts(s.front), image_id=None))  # its state only: it holds no model
         if front.kind in ("create", "recreate"):
@@ -293,8 +316,10 @@ class Reconciler:
         if s.file.get("previous"):
             notes.append(self._moving(row))
         elif image != want.image_id:
+            digests = _image(want, versions)  # pulled first: a pull that fails leaves the old generation serving
             new = fleet.begin_generation(row.name, shape, want.image_id, files, want.labels, want.serve,
                                          row.replicas)
+            self.store.update_deployment(row.name, image_id=want.image_id, repo_digests=digests)
             notes.append(f"moving to generation {new} (the version was trained in another image): its "
                          f"{row.replicas} replica(s) load and warm; generation {generation} serves meanwhile")
         else:
@@ -317,10 +342,12 @@ class Reconciler:
         return (f"moving to generation {now['generation']}: waiting for its replicas to be ready "
                 f"(generation {now['previous']['generation']} serves meanwhile)")
 
-    def _up(self, row: Deployment, shape: Shape, want: Want, files: dict) -> None:
+    def _up(self, row: Deployment, shape: Shape, want: Want, versions: dict, files: dict) -> None:
+        digests = _image(want, versions)  # before the old containers go: a pull that fails keeps them
         fleet.remove(row.name)
         fleet.up(row.name, shape, want.image_id, files, want.labels, want.serve, row.port, row.grpc_port, row.host,
                  count=row.replicas)
+        self.store.update_deployment(row.name, image_id=want.image_id, repo_digests=digests)
 
     def _again(self, row: Deployment, key: tuple, reason: str, start) -> str:
         """Start one part again, at most once a RECREATE_PAUSE (a crashing one is not hammered)."""

@@ -110,7 +110,7 @@ def build_job(request: JobRequest, user: str, capacity: jobs.Capacity, *, guarde
         project_dir=request.project_dir, workdir=workdir, mounts=mounts, volumes=volumes, cpus=cpus, memory=memory,
         shm_size=shm, gpu_ids=None, gpu_request=wanted, cancel_requested=False, submitted_at=time.time(),
         reproduces=request.reproduces, code_hash=code.get("hash"), code_files=code.get("files"),
-        code_bytes=code.get("bytes"), code_dest=code.get("dest"),
+        code_bytes=code.get("bytes"), code_dest=code.get("dest"), repo_digests=list(attrs.get("RepoDigests") or []),
     )
 
 

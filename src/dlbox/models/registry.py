@@ -52,6 +52,7 @@ class ModelVersion:
     verdict: str | None = None  # a pipeline's candidate: "blessed" or "rejected"; None: registered by hand
     verdict_detail: dict | None = None  # the gate's verdict, metric by metric
     pipeline_id: str | None = None
+    repo_digests: tuple[str, ...] = field(default=())
 
     @property
     def ref(self) -> str:
@@ -61,8 +62,21 @@ class ModelVersion:
         data = asdict(self)
         data["files"] = str(self.files)
         data["aliases"] = list(self.aliases)
+        data["repo_digests"] = list(self.repo_digests)
         data["registered_at"] = iso(self.registered_at)
         return data
+
+
+def _repo_digests(job) -> list[str]:
+    """The job's recorded repository digests, and any the image has gained since (pushed after the run)."""
+    from dlbox.engine import api as engine
+
+    found = list(job.repo_digests or [])
+    try:
+        found += [d for d in engine.image_attrs(job.image_id).get("RepoDigests") or [] if d not in found]
+    except DlboxError:  # the image is gone, or the engine does not answer: what was recorded stays
+        pass
+    return found
 
 
 def iso(ts: float | None) -> str | None:
@@ -76,7 +90,7 @@ def _version(model: Model, row: VersionRow, aliases: tuple[str, ...] = ()) -> Mo
         run_id=row.run_id, git_commit=row.git_commit, git_dirty=bool(row.git_dirty), code_hash=row.code_hash,
         metrics=dict(row.metrics or {}), signature=dict(row.signature or {}), path=row.path,
         registered_by=row.registered_by, registered_at=row.registered_at, aliases=aliases, verdict=row.verdict,
-        verdict_detail=row.verdict_detail, pipeline_id=row.pipeline_id)
+        verdict_detail=row.verdict_detail, pipeline_id=row.pipeline_id, repo_digests=tuple(row.repo_digests or ()))
 
 
 # --- who sees what ------------------------------------------------------------------------------
@@ -203,7 +217,8 @@ def register(store: Store, owner: str, name: str, *, run: str, path: str = DEFAU
             owner, name, files_hash=digest.files_hash, files_bytes=digest.bytes, path=clean, run_id=job.id,
             image_id=job.image_id, lock_hash=job.lock_hash, git_commit=job.git_commit, git_dirty=bool(job.git_dirty),
             code_hash=_code_hash(job), metrics=metrics, signature=sig, registered_by=owner,
-            registered_at=time.time(), verdict=verdict, verdict_detail=verdict_detail, pipeline_id=pipeline_id)
+            registered_at=time.time(), verdict=verdict, verdict_detail=verdict_detail, pipeline_id=pipeline_id,
+            repo_digests=_repo_digests(job))
     except BaseException:
         if made is not None and not store_uses(store, made.name):
             files.remove_tree(made)

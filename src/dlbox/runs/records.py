@@ -17,7 +17,7 @@ def job_json(job: Job) -> dict:
         "id": job.id, "name": job.name, "user": job.user, "state": job.state, "reason": job.reason,
         # secret-looking params and URL credentials never leave the store (the job gets the real ones)
         "command": redact.words(job.command), "params": redact.mapping(job.params), "image": job.image_ref,
-        "image_id": job.image_id,
+        "image_id": job.image_id, "repo_digests": list(job.repo_digests or []),
         "lock_hash": job.lock_hash, "spec_hash": job.spec_hash, "git_commit": job.git_commit,
         "git_dirty": job.git_dirty, "exit_code": job.exit_code, "peak_memory": job.peak_memory,
         "resources": {"cpus": job.cpus, "memory": job.memory, "gpus": job.gpu_ids, "gpu_request": job.gpu_request},

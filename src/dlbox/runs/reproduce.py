@@ -1,4 +1,5 @@
-"""`dlbox reproduce`: the same command and params on the exact image, rebuilt from its lock if gone."""
+"""`dlbox reproduce`: the same command and params on the exact image: pulled by its recorded repository
+digest if the engine lacks it, else rebuilt from its lock."""
 
 from __future__ import annotations
 
@@ -6,17 +7,18 @@ import tempfile
 from pathlib import Path
 
 from dlbox import config, redact
-from dlbox.engine import api as engine
 from dlbox.build import images
 from dlbox.build import lock as locks
 from dlbox.spec import model as specs
 from dlbox.errors import DlboxError
 from dlbox.progress import Progress
+from dlbox.supply import distribute
 
 
 def image_for(record: dict, progress: Progress) -> str:
-    """The recorded image ID if the engine still has it, else a rebuild whose lock hash must match."""
-    if engine.image_exists(record["image_id"]):
+    """The recorded image ID if the engine still has it, else the same image pulled by a recorded repository
+    digest, else a rebuild whose lock hash must match."""
+    if distribute.ensure(record["image_id"], record.get("repo_digests"), progress, f"run {record['id']}"):
         return record["image_id"]
     if not (record.get("lock") and record.get("spec")):
         raise DlboxError(f"run {record['id']}: its image {record['image_id'][:19]} is gone and the run kept no "

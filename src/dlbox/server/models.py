@@ -167,6 +167,7 @@ class Job(Answer):
     params: dict[str, Any]
     image: str | None
     image_id: str | None
+    repo_digests: list[str] = Field(default=[], description="the image's REPO@sha256:... when the job was submitted")
     lock_hash: str | None
     spec_hash: str | None
     git_commit: str | None
@@ -456,6 +457,7 @@ class ModelVersion(Answer):
     path: str = Field(description="where in the run's artifacts it came from")
     run_id: str
     image_id: str
+    repo_digests: list[str] = Field(default=[], description="where its image can be pulled by digest")
     lock_hash: str | None
     git_commit: str | None
     git_dirty: bool
@@ -591,6 +593,8 @@ class Deployment(Answer):
     restarts: int = Field(description="restart_count + recreated")
     last_error: str | None
     image_id: str | None
+    repo_digests: list[str] = Field(default=[], description="the image's REPO@sha256:..., by which an engine "
+                                    "that lacks it pulls it")
     rest_url: str
     predict_url: str
     grpc_target: str | None

@@ -72,6 +72,7 @@ class Job(Base):
     code_dest: Mapped[str | None] = mapped_column(Text)  # where the job saw it (read-only)
     # a pipeline's evaluate job: this run's artifacts read-only at /dlbox/input (0009); set by the service only
     input_run: Mapped[str | None] = mapped_column(String(32))
+    repo_digests: Mapped[list | None] = mapped_column(JSON)  # the image's REPO@sha256:... at submit (0011)
 
 
 class CodeSnapshot(Base):
@@ -183,6 +184,7 @@ class ModelVersion(Base):
     verdict: Mapped[str | None] = mapped_column(String(16))  # a pipeline's candidate: blessed or rejected (0009)
     verdict_detail: Mapped[dict | None] = mapped_column(JSON)  # the gate's verdict, metric by metric
     pipeline_id: Mapped[str | None] = mapped_column(String(32), index=True)  # the pipeline that registered it
+    repo_digests: Mapped[list | None] = mapped_column(JSON)  # where its image can be pulled by digest (0011)
 
 
 class Pipeline(Base):
@@ -287,6 +289,8 @@ class Deployment(Base):
     restarts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
+    image_id: Mapped[str | None] = mapped_column(String(80))  # the image its container was last started on (0011)
+    repo_digests: Mapped[list | None] = mapped_column(JSON)  # that image's REPO@sha256:... (0011)
 
 
 def database_url() -> str:
