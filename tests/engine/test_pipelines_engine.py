@@ -214,7 +214,9 @@ def test_a_service_killed_during_train_finishes_the_pipeline_with_no_stage_run_t
     until(lambda: not Path(f"/proc/{killed}").exists() or "zombie" in Path(f"/proc/{killed}/status").read_text()
           .lower(), 10, "the service to die", period=0.1)
 
-    done = wait_done(show, submitted["id"])  # the first call starts a new service
+    # the first call starts a new service; on a loaded machine its start may outlast one CLI's 30 s wait
+    until(lambda: dlbox("jobs", "--json", check=False, timeout=120).returncode == 0, 300, "a new service")
+    done = wait_done(show, submitted["id"])
     assert int(pid_file.read_text()) != killed
     assert done["state"] == "promoted", done
     for stage in done["stages"]:
