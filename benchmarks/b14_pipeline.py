@@ -17,8 +17,10 @@ Target (issue 14): the pipeline's wall time at most 1.10x the steps by hand.
 Read the split with care: the by-hand script starts a Python and imports matplotlib each time (seconds
 on a loaded machine), where dlbox's service has it loaded, so that step favours dlbox; the row of the
 four engine stages alone (build to evaluate) shows what dlbox's jobs cost beyond plain `docker run`.
-Measured 2026-12-03 on the shared 2-core machine, load ~20: 14.4 s vs 13.5 s, 1.07x (pass); the
-engine stages 10.2 s vs 7.7 s (1.33x), the gate/register/report 2.4 s vs 5.6 s.
+Measured 2026-12-03 on the shared 2-core machine. Load ~20: 14.4 s vs 13.5 s, 1.07x (pass); the
+engine stages 10.2 s vs 7.7 s (1.33x), the gate/register/report 2.4 s vs 5.6 s. Load ~2.5: 3.15 s vs
+2.47 s, 1.27x (MISS; 1.43x before --follow polled faster than each 1 s): each job stage takes 0.6-0.9 s
+against 0.4 s for a plain `docker run --rm` (the job's isolation, its network, collecting its results).
 """
 
 from __future__ import annotations
