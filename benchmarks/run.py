@@ -21,11 +21,12 @@ what, and its target); this script runs them in the order of BENCHES below and p
     b12_serving.py      12. the inference server: REST and gRPC against in-process signature calls
                         and against `mlflow models serve` of the same SavedModel
     b13_scan.py         13. `dlbox scan` of the preset, cold and warm advisory cache
+    b14_pipeline.py     14. a whole pipeline of a small project, against the same steps by hand
     b15_registry.py     15. push and pull through a local registry, against docker push/pull
     common.py            what they share: settings, Runner, rows and the table, the benchmark's
                          own dlbox service, cleanup
 
-6-8 and 11 use a dlbox service of their own: DLBOX_HOME is a directory in the work directory (so the
+6-8, 11 and 14 use a dlbox service of their own: DLBOX_HOME is a directory in the work directory (so the
 user's jobs never mix in; DLBOX_CACHE_DIR stays the user's), DLBOX_CAPACITY=cpus=2, and it is
 stopped at the end. dlbox commands for 6-8 run in the work directory (no git repository) with --no-code; 11 in projects
 of its own there.
@@ -84,13 +85,14 @@ import b10_dashboard
 import b11_snapshot
 import b12_serving
 import b13_scan
+import b14_pipeline
 import b15_registry
 from common import (DLBOX, DOCKER, KEEP, QUICK, RUN_ID, SHORT, STARTED, BenchError, Row, Runner, cleanup,
                     print_table, say, service, user_cache_dir)
 
 # The order they run in: the quick one first, it fails fast if dlbox is broken.
 BENCHES = [b03_cli, b10_dashboard, b13_scan, b15_registry, b04_up, b05_memory, b06_submit, b11_snapshot, b07_queue,
-           b08_train, b12_serving, b09_server_load, b01_cold_build, b02_rebuild]
+           b08_train, b14_pipeline, b12_serving, b09_server_load, b01_cold_build, b02_rebuild]
 NUMBERS = sorted(b.NUMBER for b in BENCHES)
 
 

@@ -137,7 +137,7 @@ def start_server():
         proc = subprocess.Popen([sys.executable, "-m", "dlbox", "server", "--port", str(port), *args], env=env,
                                 stdin=subprocess.DEVNULL, stdout=log.open("wb"), stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
-        wait_until_answers(f"{url}/api/health", proc, log, 30, "dlbox server")
+        wait_until_answers(f"{url}/api/health", proc, log, 90, "dlbox server")  # 30 s was short at load ~20
         try:
             yield url
         finally:

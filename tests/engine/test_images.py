@@ -197,3 +197,33 @@ def test_progress_is_a_live_status_on_a_terminal_and_plain_lines_otherwise(dlbox
                          text=True, timeout=600)
     assert tty.returncode == 0, tty.stdout[-2000:]
     assert "\x1b[" in tty.stdout and "built dlbox/" in tty.stdout  # Rich drew a status line
+
+
+def test_an_unchanged_rebuild_tags_the_same_image_and_starts_no_helper(dlbox, first_build, project, docker_client,
+                                                                         run_id, labelled):
+    """The engine's cache gives the same image ID: its packages are not read again in a helper container,
+    nor is another labelled image committed. An image derived from the build (carrying its labels) is never
+    what the rebuild tags."""
+    import time
+
+    git = ["git", "-C", str(project), "-c", "user.email=t@example.com", "-c", "user.name=t"]
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "everything", "--allow-empty"], check=True)
+    first = json.loads(dlbox("build", "--json", cwd=project).stdout)
+    container = docker_client.containers.create(first["id"], ["true"], labels=labelled)
+    derived = container.commit(repository=first["image"].split(":")[0], tag="derived", changes="ENV X=1")
+    container.remove()
+    assert derived.labels["dlbox.lock-hash"] == first["lock_hash"]  # it looks like a dlbox image
+
+    since = int(time.time()) - 1
+    again = dlbox("build", "--json", cwd=project)
+    until = int(time.time()) + 1
+    rebuilt = json.loads(again.stdout)
+    assert rebuilt["id"] == first["id"] != derived.id
+    assert rebuilt["lock_hash"] == first["lock_hash"]
+    assert "whose packages an earlier build read" in again.stderr
+    created = [e for e in docker_client.events(since=since, until=until, decode=True,
+                                               filters={"type": "container", "event": "create",
+                                                        "label": f"dlbox.test-run={run_id}"})]
+    assert created == []  # neither the package reader nor the relabel's container
+    assert docker_client.images.get(f"{first['image']}").id == first["id"]

@@ -16,7 +16,7 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 MODULES = ["b01_cold_build", "b02_rebuild", "b03_cli", "b04_up", "b05_memory", "b06_submit", "b07_queue",
            "b08_train", "b09_server_load", "b10_dashboard", "b11_snapshot", "b12_serving", "b13_scan",
-           "b15_registry"]
+           "b14_pipeline", "b15_registry"]
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def bench():
 
 def test_the_runner_holds_every_benchmark_once(bench):
     assert sorted(m.__name__ for m in bench.BENCHES) == MODULES
-    assert sorted(m.NUMBER for m in bench.BENCHES) == [*range(1, 14), 15]
+    assert sorted(m.NUMBER for m in bench.BENCHES) == list(range(1, 16))
     for module in bench.BENCHES:
         assert module.__name__ == f"b{module.NUMBER:02d}_" + module.__name__.split("_", 1)[1]
         assert module.TITLE.startswith(f"{module.NUMBER}. ")
@@ -45,7 +45,7 @@ def test_the_runner_holds_every_benchmark_once(bench):
 
 
 def test_run_order_is_the_quick_ones_first(bench):
-    assert [m.NUMBER for m in bench.chosen(None)] == [3, 10, 13, 15, 4, 5, 6, 11, 7, 8, 12, 9, 1, 2]
+    assert [m.NUMBER for m in bench.chosen(None)] == [3, 10, 13, 15, 4, 5, 6, 11, 7, 8, 14, 12, 9, 1, 2]
 
 
 def test_bench_only_picks_exactly_those(bench, monkeypatch):
@@ -61,10 +61,10 @@ def test_bench_only_picks_exactly_those(bench, monkeypatch):
 def test_no_bench_only_runs_all(bench, monkeypatch, value):
     monkeypatch.setenv("BENCH_ONLY", value)
     assert bench.selected() is None
-    assert len(bench.chosen(bench.selected())) == len(bench.BENCHES) == 14
+    assert len(bench.chosen(bench.selected())) == len(bench.BENCHES) == 15
 
 
-@pytest.mark.parametrize("value", ["0", "14", "x", ",", "3,x", "3;6"])
+@pytest.mark.parametrize("value", ["0", "16", "x", ",", "3,x", "3;6"])
 def test_bench_only_refuses_other_values(bench, monkeypatch, capsys, value):
     monkeypatch.setenv("BENCH_ONLY", value)
     with pytest.raises(ValueError, match="a comma list of benchmark numbers 1-15"):

@@ -2,6 +2,12 @@
 
 Flow: spec -> base (bootstrapped or registry) -> rendered Dockerfile -> engine build ->
 packages read back out of the image -> lock -> labels and content tag.
+
+A build the engine answers entirely from its cache gives the same image ID as before. Each build records
+(in $DLBOX_HOME/builds/) which labelled image it made of the engine's image and with which lock; the next
+build of that same ID takes the lock from there instead of reading the packages in another helper
+container, and, labels equal, tags that same image instead of committing another one (`_earlier`). The
+record is dlbox's own: an image someone derived from a dlbox image carries its labels, never its record.
 """
 
 from __future__ import annotations
@@ -142,9 +148,18 @@ def _build_once(spec, base, pinned, shape, *, project_dir, lock_file, nocache, c
     except engine.BuildFailed as exc:
         progress.show_tail(exc.tail)
         raise
-    progress.step("reading the installed packages for the lock")
-    listing = engine.read_packages(built)
-    lock = locks.from_listing(name=spec.name, spec_hash=spec.environment_hash(), base=base, listing=listing)
+    git = gitinfo.describe(project_dir)
+    wanted = {LOCK_HASH_LABEL: "", "dlbox.git-commit": git["commit"] or "",
+              "dlbox.git-dirty": str(git["dirty"]).lower(), "dlbox.from": shape}
+    earlier = None if nocache else _earlier(built)
+    lock = _earlier_lock(earlier, pinned) if earlier else None
+    if lock is not None:
+        progress.step(f"the engine's cache gave {built[:19]}, whose packages an earlier build read: lock "
+                      f"{lock.hash[:12]}")
+    else:
+        progress.step("reading the installed packages for the lock")
+        listing = engine.read_packages(built)
+        lock = locks.from_listing(name=spec.name, spec_hash=spec.environment_hash(), base=base, listing=listing)
     if not lock.python.version.startswith(f"{spec.python}."):
         _discard(built)
         raise DlboxError(f"python: the image has Python {lock.python.version}, the spec says {spec.python}",
@@ -159,13 +174,11 @@ def _build_once(spec, base, pinned, shape, *, project_dir, lock_file, nocache, c
         raise DlboxError(f"the rebuilt image does not match {lock_file.name} ({len(changes)} differences, "
                          f"first: {first['name']} {first.get('locked')} -> {first.get('found')}); "
                          "rebuild with --update-lock to accept the new set", code="lock_mismatch")
-    git = gitinfo.describe(project_dir)
-    final = engine.relabel(built, {
-        LOCK_HASH_LABEL: lock.hash,
-        "dlbox.git-commit": git["commit"] or "",
-        "dlbox.git-dirty": str(git["dirty"]).lower(),
-        "dlbox.from": shape,
-    }, files=[(LOCK_PATH, lock.to_json().encode(), 0o644, 0), (SPEC_PATH, spec_yaml(spec).encode(), 0o644, 0)])
+    wanted[LOCK_HASH_LABEL] = lock.hash
+    same = earlier is not None and all(_labels(earlier).get(k) == v for k, v in wanted.items())
+    final = earlier["Id"] if same else engine.relabel(built, wanted, files=[
+        (LOCK_PATH, lock.to_json().encode(), 0o644, 0), (SPEC_PATH, spec_yaml(spec).encode(), 0o644, 0)])
+    _record(built, final)
     tags = [f"{repository(spec)}:{lock.hash[:12]}", f"{repository(spec)}:{tag}"]
     for full in tags:
         repo, _, name = full.rpartition(":")
@@ -173,6 +186,50 @@ def _build_once(spec, base, pinned, shape, *, project_dir, lock_file, nocache, c
     locks.write(lock, lock_file)
     progress.step(f"built {tags[-1]} ({final[:19]}), lock {lock.hash[:12]} written to {lock_file}")
     return BuildResult(image=tags[-1], id=final, lock=lock, lock_file=lock_file, tags=tags)
+
+
+def _record_path(built: str) -> Path:
+    from dlbox import config
+
+    return config.home() / "builds" / (built.removeprefix("sha256:")[:64] + ".json")
+
+
+def _record(built: str, final: str) -> None:
+    """Remember which labelled image this build made of the engine's image `built` (best effort)."""
+    import os
+    import threading
+
+    path = _record_path(built)
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}-{threading.get_ident()}.tmp")  # builds run in threads too
+        partial.write_text(json.dumps({"built": built, "image": final}))
+        partial.replace(path)
+    except OSError:
+        pass  # without the record the next build reads the packages again
+
+
+def _earlier(built: str) -> dict | None:
+    """The labelled image (its inspect document) that an earlier build here made of `built`, if it is there."""
+    try:
+        record = json.loads(_record_path(built).read_text())
+        if record.get("built") != built:
+            return None
+        attrs = engine.image_attrs(record["image"])
+    except (OSError, ValueError, KeyError, TypeError, NotFound):
+        return None
+    return attrs if attrs.get("Id") == record["image"] and LOCK_HASH_LABEL in _labels(attrs) else None
+
+
+def _earlier_lock(earlier: dict, pinned: locks.Lock | None) -> locks.Lock | None:
+    """The lock of `built`'s packages as the earlier build read them: an image ID is a hash of the image's
+    content, so the same ID holds the same packages. Without a lock file it is read from that image (no
+    container starts); a lock file that disagrees is checked against the packages as usual (None)."""
+    recorded = _labels(earlier).get(LOCK_HASH_LABEL)
+    if pinned is not None:
+        return pinned if recorded == pinned.hash else None
+    lock = lock_of(earlier)
+    return lock if lock.hash == recorded else None
 
 
 # --- reading images back ------------------------------------------------------------------
