@@ -284,3 +284,46 @@ def test_compare_takes_two_to_eight_runs_and_refuses_hostile_ids(server):
         assert answer.status_code == 400, (query[:60], answer.status_code)
         message = answer.text.split('id="message">')[1].split("</p>")[0]
         assert message.startswith("ids: ") and len(message) < 200 and "<script" not in message, message
+
+
+def finished_pipeline(store, user="ann", train_run="a1b2c3d4e5f6"):
+    """A promoted pipeline whose train stage ran `train_run`, with its report written by the real writer."""
+    from dlbox.pipelines import report
+    from dlbox.pipelines.state import STAGES
+    from dlbox.store.db import Pipeline
+
+    store.add_pipeline(Pipeline(id="p0p0p0p0p0p0", user=user, state="promoted", code_hash="0" * 64, trigger="cli",
+                                git_commit="ab" * 20, message="more epochs", cancel_requested=False,
+                                submitted_at=time.time()), list(STAGES))
+    for name in STAGES:
+        store.stage_transition("p0p0p0p0p0p0", name, "running")
+        if name == "train":
+            store.update_stage("p0p0p0p0p0p0", name, job_ids=[train_run])
+        store.stage_transition("p0p0p0p0p0p0", name, "failed" if name == "deploy" else "succeeded")
+    assert "curves.png" in report.write(store, store.get_pipeline("p0p0p0p0p0p0"))
+    return "p0p0p0p0p0p0"
+
+
+def test_the_pipeline_page_sizes_its_report_by_css_lets_its_plots_sign_in_and_marks_states(server):
+    client, tokens = server
+    pipeline = finished_pipeline(client.app.state.ctx.store)
+    sign_in(client, tokens["ann"])
+    page = client.get(f"/pipelines/{pipeline}")
+    assert page.status_code == 200
+    frame = re.search(r"<iframe[^>]*>", page.text).group(0)
+    assert " style=" not in frame and 'class="report"' in frame  # the policy drops style attributes
+    sandbox = re.search(r'sandbox="([^"]*)"', frame).group(1).split()
+    assert "allow-same-origin" in sandbox and "allow-scripts" not in sandbox  # the cookie goes; no script runs
+    css = client.get("/static/app.css").text
+    assert re.search(r"\.report \{[^}]*height: 70em", css)
+    build = page.text.split('<tr data-stage="build">')[1].split("</tr>")[0]
+    assert '<span class="mark" aria-hidden="true">✓</span> succeeded' in build
+    deploy = page.text.split('<tr data-stage="deploy">')[1].split("</tr>")[0]
+    assert '<span class="mark" aria-hidden="true">✗</span> failed' in deploy
+    assert '✓</span> promoted' in page.text.split("</h1>")[0]
+    listing = client.get("/pipelines").text
+    assert 'title="deploy: failed"><span class="mark" aria-hidden="true">✗</span> deploy' in listing
+    report = client.get(f"/api/pipelines/{pipeline}/report/report.html")
+    assert report.status_code == 200 and '<img src="curves.png"' in report.text and '<base target="_top">' in report.text
+    assert "script-src" not in report.headers["content-security-policy"]  # default-src 'none': no script
+    assert client.get(f"/api/pipelines/{pipeline}/report/curves.png").headers["content-type"] == "image/png"
