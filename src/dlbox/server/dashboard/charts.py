@@ -12,7 +12,7 @@ import math
 # Okabe-Ito colours (told apart by colour-blind readers), each with a dash pattern of its own too.
 STYLES = [("#0072b2", ""), ("#d55e00", "6 3"), ("#009e73", "2 2"), ("#cc79a7", "8 3 2 3"),
           ("#e69f00", "4 4"), ("#56b4e9", "1 3"), ("#000000", "10 2"), ("#999933", "3 1 1 1")]
-MAX_POINTS = 400  # per curve: two points a pixel column is all a 640-wide chart can show
+MAX_POINTS = 300  # per curve: 150 columns of low and high; 8 curves x 2 charts stay in the 100 KB page budget
 LABEL = 28  # characters of a legend label
 
 
