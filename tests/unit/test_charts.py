@@ -61,6 +61,8 @@ def test_values_that_are_not_finite_are_left_out():
                             {"name": "acc", "step": None, "value": 0.7}])
     assert got == {"loss": [(0, 1.0)], "acc": [(0, 0.5), (1, 0.7)]}
     assert charts.chart([("a", [(0, -1.7e308), (1, 1.7e308)])], metric="m") == ""  # no float spans it
+    huge = charts.chart([("a", [(0.0, 0.0)]), ("b", [(-1e300, 1.0), (4.2e306, 0.0)])], metric="m")
+    assert huge and "inf" not in huge and "nan" not in huge  # found by the property below: scale, then multiply
 
 
 def test_long_curves_are_thinned_keeping_their_extremes():

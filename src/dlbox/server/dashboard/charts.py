@@ -83,7 +83,7 @@ def chart(series: list[tuple[str | None, list[tuple[float, float]]]], *, metric:
     plot_w, plot_h = width - left - right, height - top - bottom
 
     def px(x: float) -> float:
-        return left + plot_w * (x - x0) / (x1 - x0)
+        return left + plot_w * ((x - x0) / (x1 - x0))  # the ratio first: plot_w * a huge span overflows
 
     def py(y: float) -> float:
         return top + plot_h * (1 - (y - y0) / (y1 - y0))
