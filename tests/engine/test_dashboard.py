@@ -188,3 +188,136 @@ def test_other_users_things_are_not_found(server, browser, small_image, run_id):
     finally:
         context.close()
         api(server, ann, "DELETE", f"/api/workspaces/{name}?purge_data=true")
+
+
+def finished_job(server, token: str, image: str, code: str, params: dict) -> str:
+    """A real job through the API that logs metrics; its id once it succeeded."""
+    import time
+
+    job = api(server, token, "POST", "/api/jobs", {"image": image, "command": ["python", "-c", code],
+                                                   "params": params, "cpus": 0.5})
+    deadline = time.monotonic() + 240
+    while (state := api(server, token, "GET", f"/api/jobs/{job['id']}")["state"]) not in (
+            "succeeded", "failed", "cancelled", "oom-killed", "lost"):
+        assert time.monotonic() < deadline, f"job {job['id']} still {state}"
+        time.sleep(0.5)
+    assert state == "succeeded", api(server, token, "GET", f"/api/runs/{job['id']}")
+    return job["id"]
+
+
+CURVE = ("import dlbox_metrics as m; f = {f}; "
+         "[m.log('loss', f / (i + 1), step=i) for i in range(6)]; m.log('accuracy', 1 - f / 10)")
+
+
+def test_comparing_runs_overlays_their_curves_beside_their_diff(server, browser, small_image):
+    from playwright.sync_api import expect
+
+    token = server["add_user"]("cleo")
+    a = finished_job(server, token, small_image["image"], CURVE.format(f=1.0), {"lr": "0.1"})
+    b = finished_job(server, token, small_image["image"], CURVE.format(f=2.0), {"lr": "0.01"})
+    context, page, errors = watched_page(browser, server)
+    try:
+        sign_in(page, token)
+        page.goto("/runs")
+        page.check(f"input[name=ids][value='{a}']")
+        page.check(f"input[name=ids][value='{b}']")
+        page.click("#compare button[type=submit]")
+        page.wait_for_url(re.compile(r"/runs/compare\?"))
+        assert page.locator("#compared tbody tr").count() == 2
+        loss = page.locator("figure[data-metric=loss] svg")
+        curves = loss.locator("polyline.series")
+        assert curves.count() == 2
+        assert [len(curves.nth(i).get_attribute("points").split()) for i in range(2)] == [6, 6]
+        # shared axes: run b's loss is twice a's at every step, so its line lies above a's at each x
+        order = [row.get_attribute("data-run") for row in page.locator("#compared tbody tr").all()]
+        assert sorted(order) == sorted([a, b])  # the newest first, as the runs list ticked them
+        pa, pb = ([tuple(map(float, p.split(","))) for p in curves.nth(order.index(run)).get_attribute("points").split()]
+                  for run in (a, b))
+        assert [x for x, _ in pa] == [x for x, _ in pb] and all(yb < ya for (_, ya), (_, yb) in zip(pa, pb))
+        assert loss.locator("text.xlabel").text_content() == "step"
+        assert loss.locator("text.ylabel").text_content() == "loss"
+        assert loss.locator("g.legend").count() == 2
+        box = loss.bounding_box()
+        assert box["width"] >= 300 and box["height"] >= 150, box  # drawn at its size, not squashed
+        # a single value is a number in the table, not an empty chart
+        assert page.locator("figure[data-metric=accuracy]").count() == 0
+        values = page.locator("#last-values tr[data-metric=accuracy] td").all_text_contents()[1:]
+        assert values == [{a: "0.9", b: "0.8"}[run] for run in order]
+        # beside them, what `dlbox runs diff` prints
+        base, other = order
+        expect(page.locator(f"section[data-against='{other}'] tr[data-section=params]")).to_contain_text("0.1")
+        out = subprocess.run([sys.executable, "-m", "dlbox", "runs", "diff", base, other, "--json"], capture_output=True,
+                             text=True, env={**server["env"], "DLBOX_URL": server["url"], "DLBOX_TOKEN": token})
+        cli = json.loads(out.stdout)
+        shown = page.locator(f"section[data-against='{other}'] tr.changed[data-section=params] td").all_text_contents()
+        assert shown == ["params", cli["params"][0]["name"], cli["params"][0]["a"], cli["params"][0]["b"]]
+        assert errors == []  # no policy violation, no script error
+
+        # someone else's runs are not there; hostile ids are a 400, never a 500
+        other = server["add_user"]("dora")
+        context.close()
+        context, page, errors = watched_page(browser, server)
+        sign_in(page, other)
+        assert page.goto(f"/runs/compare?ids={a},{b}").status == 404
+        for ids in ("../../etc/passwd,x", "%E2%80%AE" + a, a + "," + "f" * 8000, ",".join(["ab"] * 9),
+                    "%00," + a, a):
+            answer = page.goto(f"/runs/compare?ids={ids}")
+            assert answer.status == 400 and page.text_content("#message").startswith("ids: "), ids[:40]
+    finally:
+        context.close()
+
+
+def test_the_pipeline_page_shows_its_report_full_size_with_its_plots_and_marked_states(server, browser,
+                                                                                       small_image, monkeypatch):
+    """The report frame was once 300x150 (the policy dropped its style attribute), its plots a 401 (a sandbox
+    without allow-same-origin sends no SameSite cookie), and stage states had no marks."""
+    import time
+
+    from dlbox.pipelines import report
+    from dlbox.pipelines.state import STAGES
+    from dlbox.store.db import Pipeline, Store
+
+    token = server["add_user"]("erin")
+    train = finished_job(server, token, small_image["image"], CURVE.format(f=1.0), {})
+    monkeypatch.setenv("DLBOX_HOME", server["env"]["DLBOX_HOME"])  # the server's database and run folders
+    store = Store()
+    pipeline_id = f"p{train}"[:12]
+    store.add_pipeline(Pipeline(id=pipeline_id, user="erin", state="promoted", code_hash="0" * 64, trigger="cli",
+                                git_commit="ab" * 20, message="more epochs", cancel_requested=False,
+                                submitted_at=time.time()), list(STAGES))
+    for name in STAGES:  # finished as the driver finishes them; the service's loop leaves a finished one be
+        store.stage_transition(pipeline_id, name, "running")
+        if name == "train":
+            store.update_stage(pipeline_id, name, job_ids=[train])
+        store.stage_transition(pipeline_id, name, "skipped" if name == "deploy" else "succeeded")
+    assert "curves.png" in report.write(store, store.get_pipeline(pipeline_id))
+
+    context, page, errors = watched_page(browser, server)
+    plots: dict[str, int] = {}
+    page.on("response", lambda r: plots.__setitem__(r.url.rsplit("/", 1)[1], r.status) if ".png" in r.url else None)
+    try:
+        sign_in(page, token)
+        page.goto(f"/pipelines/{pipeline_id}")
+        frame_box = page.locator("iframe#report").bounding_box()
+        assert frame_box["width"] > 600 and frame_box["height"] > 600, frame_box  # not the default 300x150
+        frame = page.frame_locator("iframe#report")
+        image = frame.locator("img[src='curves.png']")
+        image.wait_for()
+        page.wait_for_function("() => { const f = document.querySelector('iframe#report').contentDocument;"
+                               " const i = f && f.querySelector('img'); return i && i.complete; }")
+        assert plots == {"curves.png": 200}, plots
+        assert image.evaluate("i => i.naturalWidth") > 100  # a decoded PNG, not a broken image
+        marks = {row.get_attribute("data-stage"): row.locator(".mark").text_content()
+                 for row in page.locator("#stages tbody tr").all()}
+        assert marks == {**{s: "✓" for s in STAGES}, "deploy": "–"}, marks
+        assert page.locator("h1 .mark").text_content() == "✓"
+        page.goto("/pipelines")
+        assert page.locator(f"tr:has(a[href='/pipelines/{pipeline_id}']) .stage .mark").count() == len(STAGES)
+        # the report's links open in the whole tab (a dashboard page may not be framed)
+        page.goto(f"/pipelines/{pipeline_id}")
+        page.frame_locator("iframe#report").locator(f"a[href='/runs/{train}']").first.click()
+        page.wait_for_url(f"**/runs/{train}")
+        assert page.locator("figure[data-metric=loss] svg polyline").count() == 1
+        assert errors == []
+    finally:
+        context.close()

@@ -1,4 +1,4 @@
-"""The dashboard without an engine: the chart, signing in, CSRF and isolation on store-only pages."""
+"""The dashboard without an engine: the run page's curves, signing in, CSRF and isolation on store-only pages."""
 
 import re
 from pathlib import Path
@@ -14,25 +14,13 @@ from dlbox.server import app as service
 from dlbox.store.db import Job, Store
 
 
-def test_chart_scales_the_curve_into_the_box():
-    svg = dashboard.chart_svg([(0, 1.0), (1, 0.5), (2, 0.25)], width=100, height=50, pad=5)
-    points = re.search(r'<polyline[^>]* points="([^"]+)"', svg).group(1).split()
-    assert points == ["5.0,5.0", "50.0,31.7", "95.0,45.0"]  # highest value at the top, lowest at the bottom
-    assert svg.startswith("<svg") and 'viewBox="0 0 100 50"' in svg
-
-
-def test_chart_of_one_value_or_a_flat_line_stays_inside():
-    flat = dashboard.chart_svg([(0, 2.0), (3, 2.0)], width=100, height=50, pad=5)
-    assert 'points="5.0,25.0 95.0,25.0"' in flat
-    assert 'points="50.0,25.0"' in dashboard.chart_svg([(7, 1.0)], width=100, height=50, pad=5)
-    assert dashboard.chart_svg([]) == ""
-
-
 def test_curves_group_metrics_and_number_steps_when_missing():
     got = dashboard.curves([{"name": "loss", "step": 0, "value": 1.0}, {"name": "acc", "step": None, "value": 0.5},
                             {"name": "loss", "step": 1, "value": 0.5}, {"name": "acc", "step": None, "value": 0.7}])
     assert {k: (v["last"], v["count"]) for k, v in got.items()} == {"loss": (0.5, 2), "acc": (0.7, 2)}
     assert "<polyline" in got["acc"]["svg"]
+    one = dashboard.curves([{"name": "acc", "step": None, "value": 0.9}])
+    assert one["acc"]["svg"] == "" and one["acc"]["last"] == 0.9  # a single value is a number, not a chart
 
 
 @pytest.fixture()
@@ -220,3 +208,127 @@ def test_the_workspaces_page_says_running_or_why_it_stopped(server, monkeypatch)
     page = client.get("/workspaces")
     assert page.status_code == 200
     assert 'data-state-of="busy">running<' in page.text and 'data-state-of="quiet">stopped: idle for 2h<' in page.text
+
+
+def add_run(store, job_id, user="ann", *, lr="0.01", metrics=None, name=None):
+    store.add_job(Job(id=job_id, user=user, state="succeeded", command=["python", "train.py"], params={"lr": lr},
+                      env={}, image_ref="img", image_id="sha256:00", submitted_at=time.time(), name=name))
+    store.replace_metrics(job_id, metrics if metrics is not None else
+                          [{"name": "loss", "step": i, "value": 2 / (i + 2)} for i in range(5)]
+                          + [{"name": "acc", "step": None, "value": 0.8}])
+
+
+def test_compare_overlays_curves_shows_single_values_as_numbers_and_the_cli_diff(server):
+    from dlbox.runs.diff import runs_diff
+    from dlbox.server import job_actions
+
+    client, tokens = server
+    store = client.app.state.ctx.store
+    add_run(store, "b1b2c3d4e5f6", name="<b>candidate</b>")
+    sign_in(client, tokens["ann"])
+    page = client.get("/runs/compare?ids=a1b2c3d4e5f6,b1b2c3d4e5f6")
+    assert page.status_code == 200
+    assert "'unsafe-inline'" not in page.headers["content-security-policy"]
+    body = page.text.split("</head>")[1]
+    assert "<script" not in body and " style=" not in body and "<b>candidate" not in body
+    loss = body.split('<figure class="metric" data-metric="loss">')[1].split("</figure>")[0]
+    assert loss.count("<polyline") == 2 and ">step</text>" in loss and 'class="ylabel"' in loss
+    assert "&lt;b&gt;candidate" in loss  # the run's name labels its curve, escaped
+    assert 'data-metric="acc"' in body and '<figure class="metric" data-metric="acc">' not in body  # a number
+    acc = body.split('<tr data-metric="acc">')[1].split("</tr>")[0]
+    assert "<td>-</td>" in acc and "<td>0.8</td>" in acc  # the base run logged no acc
+    me = accounts.Caller(name="ann", role="user")
+    expected = runs_diff(job_actions.RunsOf(client.app.state.ctx, me), "a1b2c3d4e5f6", "b1b2c3d4e5f6")
+    section = body.split('<section class="diff" data-against="b1b2c3d4e5f6">')[1].split("</section>")[0]
+    changed = re.findall(r'<tr class="changed" data-section="(\w+)"><td>\w+</td><td><code>([^<]*)</code></td>'
+                         r'<td><code>([^<]*)</code></td><td><code>([^<]*)</code></td></tr>', section)
+    shown = {(s, n, a, b) for s, n, a, b in changed}
+    want = {(s, c["name"], "-" if c["a"] is None else str(c["a"]), "-" if c["b"] is None else str(c["b"]))
+            for s in ("image", "packages", "params", "command", "code", "metrics") for c in expected[s]}
+    assert shown == want and ("params", "lr", "0.1", "0.01") in shown
+    repeated = client.get("/runs/compare?ids=a1b2c3d4e5f6&ids=b1b2c3d4e5f6")  # as the runs page's form sends them
+    assert repeated.status_code == 200 and repeated.text.count("<polyline") == 2
+    runs = client.get("/runs").text
+    assert '<form id="compare" method="get" action="/runs/compare"' in runs
+    assert 'name="ids" value="b1b2c3d4e5f6" form="compare"' in runs
+
+
+def test_compare_hides_other_users_runs_as_missing_ones(server):
+    client, tokens = server
+    store = client.app.state.ctx.store
+    add_run(store, "b0b0b0b0b0b0", user="bob")
+    add_run(store, "b0b0b0b0b0b1", user="bob")
+    sign_in(client, tokens["bob"])
+    assert client.get("/runs/compare?ids=b0b0b0b0b0b0,b0b0b0b0b0b1").status_code == 200
+    theirs = client.get("/runs/compare?ids=b0b0b0b0b0b0,a1b2c3d4e5f6")
+    missing = client.get("/runs/compare?ids=b0b0b0b0b0b0,ffffffffffff")
+    assert theirs.status_code == missing.status_code == 404
+    assert theirs.text.replace("a1b2c3d4e5f6", "X") == missing.text.replace("ffffffffffff", "X")
+    assert "lr=0.1" not in theirs.text and "loss" not in theirs.text
+
+
+def test_compare_takes_two_to_eight_runs_and_refuses_hostile_ids(server):
+    client, tokens = server
+    store = client.app.state.ctx.store
+    ids = ["a1b2c3d4e5f6"] + [f"c{i}c2c3d4e5f6" for i in range(8)]
+    for run_id in ids[1:]:
+        add_run(store, run_id)
+    sign_in(client, tokens["ann"])
+    eight = client.get("/runs/compare?ids=" + ",".join(ids[:8]))
+    assert eight.status_code == 200 and eight.text.count("<polyline") == 8 and eight.text.count('class="diff"') == 7
+    nine = client.get("/runs/compare?ids=" + ",".join(ids))
+    assert nine.status_code == 400 and "at most 8 runs" in nine.text
+    same_twice = client.get("/runs/compare?ids=a1b2c3d4e5f6,a1b2c3d4e5f6")
+    assert same_twice.status_code == 400 and "two or more runs" in same_twice.text
+    hostile = ["", "ids=", "ids=a1b2c3d4e5f6", "ids=../../etc/passwd,a1b2c3d4e5f6", "ids=%2e%2e%2f%2e%2e,a1b2c3d4e5f6",
+               "ids=a1b2c3d4e5f6,..%5c..%5cwindows", "ids=" + "f" * 60_000, "ids=" + ",".join(["ab"] * 5000),
+               "ids=%E2%80%AEa1b2,a1b2c3d4e5f6", "ids=a1b2c3d4e5f%C3%A9,a1b2c3d4e5f6", "ids=a1b2%00c3,a1b2c3d4e5f6",
+               "ids=a1b2c3d4e5f6,%3Cscript%3Ealert(1)%3C/script%3E", "ids=%FF%FE,a1b2c3d4e5f6"]
+    for query in hostile:
+        answer = client.get("/runs/compare?" + query)
+        assert answer.status_code == 400, (query[:60], answer.status_code)
+        message = answer.text.split('id="message">')[1].split("</p>")[0]
+        assert message.startswith("ids: ") and len(message) < 200 and "<script" not in message, message
+
+
+def finished_pipeline(store, user="ann", train_run="a1b2c3d4e5f6"):
+    """A promoted pipeline whose train stage ran `train_run`, with its report written by the real writer."""
+    from dlbox.pipelines import report
+    from dlbox.pipelines.state import STAGES
+    from dlbox.store.db import Pipeline
+
+    store.add_pipeline(Pipeline(id="p0p0p0p0p0p0", user=user, state="promoted", code_hash="0" * 64, trigger="cli",
+                                git_commit="ab" * 20, message="more epochs", cancel_requested=False,
+                                submitted_at=time.time()), list(STAGES))
+    for name in STAGES:
+        store.stage_transition("p0p0p0p0p0p0", name, "running")
+        if name == "train":
+            store.update_stage("p0p0p0p0p0p0", name, job_ids=[train_run])
+        store.stage_transition("p0p0p0p0p0p0", name, "failed" if name == "deploy" else "succeeded")
+    assert "curves.png" in report.write(store, store.get_pipeline("p0p0p0p0p0p0"))
+    return "p0p0p0p0p0p0"
+
+
+def test_the_pipeline_page_sizes_its_report_by_css_lets_its_plots_sign_in_and_marks_states(server):
+    client, tokens = server
+    pipeline = finished_pipeline(client.app.state.ctx.store)
+    sign_in(client, tokens["ann"])
+    page = client.get(f"/pipelines/{pipeline}")
+    assert page.status_code == 200
+    frame = re.search(r"<iframe[^>]*>", page.text).group(0)
+    assert " style=" not in frame and 'class="report"' in frame  # the policy drops style attributes
+    sandbox = re.search(r'sandbox="([^"]*)"', frame).group(1).split()
+    assert "allow-same-origin" in sandbox and "allow-scripts" not in sandbox  # the cookie goes; no script runs
+    css = client.get("/static/app.css").text
+    assert re.search(r"\.report \{[^}]*height: 70em", css)
+    build = page.text.split('<tr data-stage="build">')[1].split("</tr>")[0]
+    assert '<span class="mark" aria-hidden="true">✓</span> succeeded' in build
+    deploy = page.text.split('<tr data-stage="deploy">')[1].split("</tr>")[0]
+    assert '<span class="mark" aria-hidden="true">✗</span> failed' in deploy
+    assert '✓</span> promoted' in page.text.split("</h1>")[0]
+    listing = client.get("/pipelines").text
+    assert 'title="deploy: failed"><span class="mark" aria-hidden="true">✗</span> deploy' in listing
+    report = client.get(f"/api/pipelines/{pipeline}/report/report.html")
+    assert report.status_code == 200 and '<img src="curves.png"' in report.text and '<base target="_top">' in report.text
+    assert "script-src" not in report.headers["content-security-policy"]  # default-src 'none': no script
+    assert client.get(f"/api/pipelines/{pipeline}/report/curves.png").headers["content-type"] == "image/png"

@@ -10,7 +10,8 @@ from dlbox.containers import policy as containers
 from dlbox.engine import gpus
 from dlbox.errors import NotFound, UsageError
 from dlbox.jobs.submit import JobRequest, build_job
-from dlbox.server import accounts, quota, workspace_actions
+from dlbox.runs.records import run_json
+from dlbox.server import accounts, quota, snapshot_actions, workspace_actions
 from dlbox.server.deps import Context
 from dlbox.store.db import Job, Store
 
@@ -20,6 +21,25 @@ def get_job(store: Store, job_id: str, who: accounts.Caller) -> Job:
     if job is None or not who.sees(job.user):  # someone else's job does not exist, as far as you know
         raise NotFound(f"no job {job_id!r} (see `dlbox jobs`)")
     return job
+
+
+class RunsOf:
+    """The run records and code snapshots `who` may see, read as runs/diff.runs_diff reads the CLI's
+    backend: someone else's run or snapshot is NotFound, as through the API. Each record is read once."""
+
+    def __init__(self, ctx: Context, who: accounts.Caller):
+        self.ctx, self.who, self.records = ctx, who, {}
+
+    def run(self, run_id: str) -> dict:
+        if run_id not in self.records:
+            self.records[run_id] = run_json(self.ctx.store, get_job(self.ctx.store, run_id, self.who))
+        return self.records[run_id]
+
+    def code_manifest(self, snapshot_hash: str) -> dict:
+        return snapshot_actions.manifest(self.ctx, self.who, snapshot_hash)
+
+    def code_tar(self, snapshot_hash: str) -> bytes:
+        return snapshot_actions.tar(self.ctx, self.who, snapshot_hash)
 
 
 def submit_job(ctx: Context, request: JobRequest, who: accounts.Caller) -> Job:

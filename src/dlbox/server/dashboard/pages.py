@@ -27,6 +27,7 @@ from dlbox.jobs.submit import JobRequest
 from dlbox.runs import records
 from dlbox.server import deps
 from dlbox.server import job_actions
+from dlbox.server.dashboard import charts, compare
 from dlbox.errors import DlboxError, NotFound, UsageError
 from dlbox.jobs.state import JobState
 from dlbox.models import registry
@@ -106,34 +107,11 @@ def invalid(exc: ValidationError) -> UsageError:
     return UsageError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}")
 
 
-def chart_svg(points: list[tuple[float, float]], width: int = 480, height: int = 160, pad: int = 6) -> str:
-    """One metric's curve as an inline SVG polyline, scaled to fill the box; (step, value) pairs."""
-    if not points:
-        return ""
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
-    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
-
-    def scale(v: float, lo: float, hi: float, size: int) -> float:
-        return pad + (size - 2 * pad) * ((v - lo) / (hi - lo) if hi > lo else 0.5)
-
-    coords = " ".join(f"{scale(x, x0, x1, width):.1f},{height - scale(y, y0, y1, height):.1f}" for x, y in points)
-    return (f'<svg class="chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
-            f'aria-label="from {ys[0]:.4g} to {ys[-1]:.4g}">'
-            f'<rect x="0.5" y="0.5" width="{width - 1}" height="{height - 1}" fill="none" stroke="#ccc"/>'
-            f'<polyline fill="none" stroke="#1f6feb" stroke-width="2" points="{coords}"/>'
-            f'<text x="{pad}" y="{pad + 10}" font-size="10" fill="#656d76">{y1:.4g}</text>'
-            f'<text x="{pad}" y="{height - pad}" font-size="10" fill="#656d76">{y0:.4g}</text>'
-            f'<text x="{width - pad}" y="{height - pad}" font-size="10" fill="#656d76" text-anchor="end">'
-            f'step {x0:g}–{x1:g}</text></svg>')
-
-
 def curves(history: list[dict]) -> dict[str, dict]:
-    """metric name -> its points (steps, or the order logged when a value has none), last value, chart."""
-    points: dict[str, list[tuple[float, float]]] = {}
-    for m in history:
-        row = points.setdefault(m["name"], [])
-        row.append((m["step"] if m["step"] is not None else len(row), m["value"]))
-    return {name: {"last": row[-1][1], "count": len(row), "svg": chart_svg(row)} for name, row in points.items()}
+    """metric name -> its last finite value, how many there are, and (for two or more) its chart."""
+    return {name: {"last": points[-1][1], "count": len(points),
+                   "svg": charts.chart([(None, points)], metric=name) if len(points) > 1 else ""}
+            for name, points in charts.series_of(history).items()}
 
 
 # --- signing in ---------------------------------------------------------------------------------
@@ -302,6 +280,14 @@ def runs_page(request: Request, who: Who, offset: deps.Offset = 0) -> Response:
     rows = [records.job_json(j) | {"metrics": last[j.id]} for j in shown]
     return render("runs.html", request, who, runs=rows, offset=offset,
                   next_page=len(found) > PAGE and offset + PAGE)
+
+
+@router.get("/runs/compare")  # before /runs/{job_id}, which would take "compare" for a run id
+def compare_page(request: Request, who: Who) -> Response:
+    """Two to eight runs: curves on shared axes, last values, and `runs diff` of each against the first."""
+    ids = compare.parse_ids(request.query_params.getlist("ids"))
+    found = compare.compare(job_actions.RunsOf(request.app.state.ctx, who), ids)
+    return render("compare.html", request, who, **found)
 
 
 @router.get("/runs/{job_id}")

@@ -64,6 +64,7 @@ document.addEventListener("DOMContentLoaded", () => {
   }));
   document.querySelectorAll("form").forEach((form) => form.addEventListener("submit", (event) => {
     if (form.dataset.confirm && !confirm(form.dataset.confirm)) { event.preventDefault(); return; }
+    if (form.method === "get") return;  // a search: coming back to the page must find its button working
     const button = form.querySelector("button[type=submit]");
     if (button) { button.disabled = true; button.textContent += "…"; }
   }));
