@@ -56,9 +56,8 @@ def test_every_label_is_escaped():
 
 
 def test_values_that_are_not_finite_are_left_out():
-    got = charts.series_of([{"name": "loss", "step": 0, "value": 1.0}, {"name": "loss", "step": 1, "value": math.nan},
-                            {"name": "loss", "step": 2, "value": math.inf}, {"name": "acc", "step": None, "value": 0.5},
-                            {"name": "acc", "step": None, "value": 0.7}])
+    got = charts.series_of([("loss", 0, 1.0), ("loss", 1, math.nan), ("loss", 2, math.inf), ("acc", None, 0.5),
+                            ("acc", None, 0.7)])
     assert got == {"loss": [(0, 1.0)], "acc": [(0, 0.5), (1, 0.7)]}
     assert charts.chart([("a", [(0, -1.7e308), (1, 1.7e308)])], metric="m") == ""  # no float spans it
     huge = charts.chart([("a", [(0.0, 0.0)]), ("b", [(-1e300, 1.0), (4.2e306, 0.0)])], metric="m")

@@ -30,14 +30,16 @@ def job_json(job: Job) -> dict:
     }
 
 
-def run_json(store: Store, job: Job) -> dict:
-    history = store.metrics(job.id)
-    last: dict[str, float] = {}
-    for m in history:
-        last[m.name] = m.value
+def run_json(store: Store, job: Job, *, history: bool = True) -> dict:
+    """The run record; without `history`, no metric_history (a long one is 100,000 rows), only last values."""
     kept = jobs.artifacts(job.id)  # the manifest the service wrote: nothing the job made is followed
-    return {**job_json(job), "metrics": last,
-            "metric_history": [{"step": m.step, "name": m.name, "value": m.value} for m in history],
+    if history:
+        rows = store.metrics(job.id)
+        last = {m.name: m.value for m in rows}  # the last one logged of each name
+        logged = {"metric_history": [{"step": m.step, "name": m.name, "value": m.value} for m in rows]}
+    else:
+        last, logged = store.last_metrics([job.id])[job.id], {}
+    return {**job_json(job), "metrics": last, **logged,
             "env": redact.mapping(job.env), "git_diff": job.git_diff, "project_dir": job.project_dir,
             "artifacts": [f["path"] for f in kept["files"]], "artifact_links": kept["links"],
             "artifact_bytes": kept["bytes"], "artifacts_dir": str(jobs.run_dir(job.id) / "artifacts"),

@@ -27,13 +27,18 @@ class RunsOf:
     """The run records and code snapshots `who` may see, read as runs/diff.runs_diff reads the CLI's
     backend: someone else's run or snapshot is NotFound, as through the API. Each record is read once."""
 
-    def __init__(self, ctx: Context, who: accounts.Caller):
-        self.ctx, self.who, self.records = ctx, who, {}
+    def __init__(self, ctx: Context, who: accounts.Caller, *, history: bool = True):
+        self.ctx, self.who, self.records, self.with_history = ctx, who, {}, history
 
     def run(self, run_id: str) -> dict:
         if run_id not in self.records:
-            self.records[run_id] = run_json(self.ctx.store, get_job(self.ctx.store, run_id, self.who))
+            self.records[run_id] = run_json(self.ctx.store, get_job(self.ctx.store, run_id, self.who),
+                                            history=self.with_history)
         return self.records[run_id]
+
+    def history(self, run_id: str) -> list:
+        """The run's metric rows (.name, .step, .value) as logged; run() first, so another's run is NotFound."""
+        return self.ctx.store.metrics(self.run(run_id)["id"])
 
     def code_manifest(self, snapshot_hash: str) -> dict:
         return snapshot_actions.manifest(self.ctx, self.who, snapshot_hash)

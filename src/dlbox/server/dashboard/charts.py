@@ -16,14 +16,15 @@ MAX_POINTS = 300  # per curve: 150 columns of low and high; 8 curves x 2 charts 
 LABEL = 28  # characters of a legend label
 
 
-def series_of(history: list[dict]) -> dict[str, list[tuple[float, float]]]:
-    """metric name -> (step, value) in the order logged; a value without a step gets its index."""
+def series_of(history) -> dict[str, list[tuple[float, float]]]:
+    """metric name -> (step, value) in the order logged, from (name, step, value) triples; a value without a
+    step gets its index."""
     found: dict[str, list[tuple[float, float]]] = {}
     counts: dict[str, int] = {}
-    for m in history:
-        index = counts[m["name"]] = counts.get(m["name"], -1) + 1
-        if math.isfinite(m["value"]):
-            found.setdefault(m["name"], []).append((m["step"] if m["step"] is not None else index, m["value"]))
+    for name, step, value in history:
+        index = counts[name] = counts.get(name, -1) + 1
+        if math.isfinite(value):
+            found.setdefault(name, []).append((step if step is not None else index, value))
     return found
 
 

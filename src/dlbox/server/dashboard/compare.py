@@ -34,9 +34,10 @@ def label(record: dict) -> str:
 
 
 def compare(where, ids: list[str]) -> dict:
-    """Everything the page shows; `where` gives run records and snapshots (job_actions.RunsOf)."""
+    """Everything the page shows; `where` gives run records and snapshots (job_actions.RunsOf(history=False):
+    the curves read the store's rows once, not as the record's list of dicts first)."""
     records = [where.run(run_id) for run_id in ids]  # NotFound (404) before anything else is read
-    series = [charts.series_of(r["metric_history"]) for r in records]
+    series = [charts.series_of((m.name, m.step, m.value) for m in where.history(run_id)) for run_id in ids]
     names = sorted({name for s in series for name in s} | {name for r in records for name in r["metrics"]})
     table = [{"name": name, "values": [r["metrics"].get(name) for r in records],
               "counts": [len(s.get(name, [])) for s in series]} for name in names]

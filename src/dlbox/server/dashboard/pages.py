@@ -111,7 +111,7 @@ def curves(history: list[dict]) -> dict[str, dict]:
     """metric name -> its last finite value, how many there are, and (for two or more) its chart."""
     return {name: {"last": points[-1][1], "count": len(points),
                    "svg": charts.chart([(None, points)], metric=name) if len(points) > 1 else ""}
-            for name, points in charts.series_of(history).items()}
+            for name, points in charts.series_of((m["name"], m["step"], m["value"]) for m in history).items()}
 
 
 # --- signing in ---------------------------------------------------------------------------------
@@ -286,7 +286,7 @@ def runs_page(request: Request, who: Who, offset: deps.Offset = 0) -> Response:
 def compare_page(request: Request, who: Who) -> Response:
     """Two to eight runs: curves on shared axes, last values, and `runs diff` of each against the first."""
     ids = compare.parse_ids(request.query_params.getlist("ids"))
-    found = compare.compare(job_actions.RunsOf(request.app.state.ctx, who), ids)
+    found = compare.compare(job_actions.RunsOf(request.app.state.ctx, who, history=False), ids)
     return render("compare.html", request, who, **found)
 
 
