@@ -317,6 +317,18 @@ def test_replace_metrics_and_metrics(store):
     assert store.metrics(a.id) == []
 
 
+def test_last_metrics_are_the_last_logged_of_each_name(store):
+    a, b, c = (store.add_job(new_job()) for _ in range(3))
+    store.replace_metrics(a.id, [{"step": 1, "name": "loss", "value": 0.9}, {"name": "acc", "value": 0.1},
+                                 {"step": 2, "name": "loss", "value": 0.5}, {"name": "acc", "value": 0.05},
+                                 {"step": 3, "name": "loss", "value": 0.7}])  # the last, not the lowest
+    store.replace_metrics(b.id, [{"step": 1, "name": "loss", "value": 3.0}])
+    got = store.last_metrics([a.id, b.id, c.id])
+    assert got[a.id] == {"loss": 0.7, "acc": 0.05}
+    assert got[b.id] == {"loss": 3.0} and got[c.id] == {}
+    assert store.last_metrics([b.id]) == {b.id: {"loss": 3.0}}
+
+
 def test_metrics_need_an_existing_job(store):
     with pytest.raises(sa.exc.IntegrityError):
         store.replace_metrics("f" * 32, [{"step": 1, "name": "loss", "value": 1.0}])
