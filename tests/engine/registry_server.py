@@ -1,6 +1,6 @@
 """A real OCI registry for the engine tests and benchmark 15: Debian's `docker-registry` (CNCF
 Distribution) on loopback, with htpasswd (bcrypt) authentication, TLS from a CA made here (openssl)
-and deletion enabled. The engine trusts the CA through /etc/docker/certs.d/HOST:PORT/ca.crt, which
+and deletion enabled (unless delete=False). The engine trusts the CA through /etc/docker/certs.d/HOST:PORT/ca.crt, which
 dockerd reads at each connection (no restart); skopeo reads the same folder.
 
     with registry_server.running(work_dir) as reg:
@@ -66,7 +66,7 @@ def make_tls(folder: Path, ip: str = "127.0.0.1") -> tuple[Path, Path, Path]:
     return folder / "ca.crt", folder / "server.crt", folder / "server.key"
 
 
-def _config(work: Path, port: int, cert: Path, key: Path, htpasswd: Path) -> Path:
+def _config(work: Path, port: int, cert: Path, key: Path, htpasswd: Path, delete: bool) -> Path:
     path = work / "config.yml"
     path.write_text(f"""version: 0.1
 log:
@@ -75,7 +75,7 @@ storage:
   filesystem:
     rootdirectory: {work / 'storage'}
   delete:
-    enabled: true
+    enabled: {str(delete).lower()}
 http:
   addr: 127.0.0.1:{port}
   secret: {secrets.token_hex(16)}
@@ -110,7 +110,7 @@ def _wait(url: str, ca: Path, proc: subprocess.Popen, log: Path, timeout: float 
 
 
 @contextlib.contextmanager
-def running(work: Path, username: str = "dlbox-tester"):
+def running(work: Path, username: str = "dlbox-tester", *, delete: bool = True):
     work.mkdir(parents=True, exist_ok=True)
     password = secrets.token_urlsafe(18)
     ca, cert, key = make_tls(work / "tls")
@@ -123,7 +123,7 @@ def running(work: Path, username: str = "dlbox-tester"):
     trust.mkdir(parents=True, exist_ok=True)
     shutil.copy(ca, trust / "ca.crt")
     log = work / "registry.log"
-    proc = subprocess.Popen([REGISTRY, "serve", str(_config(work, port, cert, key, htpasswd))],
+    proc = subprocess.Popen([REGISTRY, "serve", str(_config(work, port, cert, key, htpasswd, delete))],
                             stdin=subprocess.DEVNULL, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     try:
         _wait(f"https://{host}/v2/", ca, proc, log)

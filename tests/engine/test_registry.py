@@ -244,3 +244,82 @@ def test_sign_verify_tamper_refuse(reg, registry, child, docker_client, docker_c
     # the signed image itself still verifies
     assert json.loads(reg("pull", signed["ref"], "--verify", str(pub), "--json").stdout)["id"] == good
 
+
+
+def status_of(registry, path: str) -> int:
+    import urllib.error
+
+    try:
+        return ask(registry, "GET", path)[0]
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+@pytest.fixture(scope="module")
+def own_home(dlbox, test_env, docker_config, tmp_path_factory, stop_service):
+    """dlbox with a home of its own whose service holds this module's credential store: the service
+    prunes a registry with its own credentials, as its pulls by digest do."""
+    home = tmp_path_factory.mktemp("regprune-home")
+    yield type(dlbox)({**test_env, **docker_config, "DLBOX_HOME": str(home)})
+    stop_service(home)
+
+
+def test_prune_in_the_registry_keeps_the_newest_and_what_records_name(reg, own_home, registry, child,
+                                                                     docker_client, run_id, tmp_path):
+    import time
+
+    from dlbox.store.db import Store
+
+    repo, target = f"t{run_id}-reg/gens", f"{registry.host}/keep"
+    key, _ = keys(tmp_path / "k")
+    pushed = []
+    for n in range(3):  # three images of one repository, each newer than the last
+        docker_client.api.tag(child(f"gen{n}"), repo, f"v{n}")
+        sign = ["--sign", str(key)] if n == 1 else []  # the one that goes has a signature, which goes with it
+        pushed.append(json.loads(reg("push", f"{repo}:v{n}", "--registry", target, *sign, "--json").stdout))
+    path = f"/v2/keep/{repo}"
+    sig_tag = pushed[1]["digest"].replace(":", "-") + ".sig"
+    assert status_of(registry, f"{path}/manifests/{sig_tag}") == 200
+
+    assert own_home.json("images", "prune", "--keep", "3", "--registry", target)["remove"] == []  # starts the service
+    store = Store(f"sqlite:///{own_home.env['DLBOX_HOME']}/dlbox.db")
+    store.add_model_version("local", f"regprune-{run_id}", files_hash="f" * 64, files_bytes=1, path="model",
+                            run_id="t-none", image_id="sha256:" + "0" * 64, registered_by="local",
+                            registered_at=time.time(), repo_digests=[pushed[0]["ref"]])  # named by digest only
+
+    dry = own_home.json("images", "prune", "--keep", "1", "--registry", target, "--name", repo, "--dry-run")
+    assert dry["registry"] == target and [r["digest"] for r in dry["remove"]] == [pushed[1]["digest"]]
+    reasons = {k["digest"]: k["reasons"] for k in dry["kept"]}
+    assert reasons == {pushed[2]["digest"]: [f"one of the newest 1 of {repo}"],
+                       pushed[0]["digest"]: [f"model local/regprune-{run_id}:1 records it"]}
+    assert dry["remove"][0]["id"] == pushed[1]["id"] and dry["remove"][0]["tags"] == ["v1"]
+    assert status_of(registry, f"{path}/manifests/{pushed[1]['digest']}") == 200  # a dry run deletes nothing
+
+    text = own_home("images", "prune", "--keep", "1", "--registry", target, "--name", repo).stdout
+    assert f"removed {target}/{repo}:v1  {pushed[1]['digest'][:19]}" in text and "1 removed, 2 kept" in text
+    assert status_of(registry, f"{path}/manifests/{pushed[1]['digest']}") == 404
+    assert status_of(registry, f"{path}/manifests/{sig_tag}") == 404
+    assert sorted(json.loads(ask(registry, "GET", f"{path}/tags/list")[1])["tags"]) == ["v0", "v2"]
+    for kept in (pushed[0], pushed[2]):
+        assert status_of(registry, f"{path}/manifests/{kept['digest']}") == 200
+    assert own_home.json("images", "prune", "--keep", "1", "--registry", target, "--name", repo)["remove"] == []
+
+
+def test_prune_in_a_registry_without_deletion_says_so_and_bad_targets_are_usage_errors(
+        reg, own_home, child, docker_client, run_id, tmp_path):
+    with registry_server.running(tmp_path / "nodelete", delete=False) as fixed:
+        login = reg("login", fixed.host, "--username", fixed.username, "--password-stdin",
+                    stdin=fixed.password + "\n")
+        assert login.returncode == 0, login.stderr
+        repo = f"t{run_id}-reg/fixed"
+        for n in range(2):
+            docker_client.api.tag(child(f"fixed{n}"), repo, f"v{n}")
+            reg("push", f"{repo}:v{n}", "--registry", fixed.host)
+        refused = own_home("images", "prune", "--keep", "1", "--registry", fixed.host, check=False)
+        assert refused.returncode == 1, refused.stderr
+        assert f"not removed {fixed.host}/{repo}:v0" in refused.stdout
+        assert "does not allow deletion" in refused.stdout and "0 removed, 1 kept, 1 refused" in refused.stdout
+        assert fixed.password not in refused.stdout + refused.stderr
+    for bad in ("not a host", "127.0.0.1:5000/UPPER", "127.0.0.1:5000/a//b"):
+        wrong = own_home("images", "prune", "--keep", "1", "--registry", bad, check=False)
+        assert wrong.returncode == 2 and one_line_error(wrong).startswith("error: --registry: "), wrong.stderr

@@ -144,3 +144,36 @@ def test_a_dry_run_asks_no_deleter():
     deleter = Refusing({})
     result = retention.apply(retention.plan(images, {}, 1), [deleter], dry_run=True)
     assert deleter.asked == [] and [r["removed"] for r in result["remove"]] == [False] and result["dry_run"]
+
+
+def manifest(n: int, repository: str, created: str | None, image_id: str | None = "same") -> dict:
+    """A registry image as registry_images lists it: a manifest digest, its tags, its config digest."""
+    digest = "sha256:" + hashlib.sha256(f"m{n}".encode()).hexdigest()
+    config = "sha256:" + hashlib.sha256(f"c{n}".encode()).hexdigest() if image_id == "same" else image_id
+    return {"id": config, "digest": digest, "repository": f"team/{repository}", "tags": [f"v{n}"],
+            "ref": f"reg.example:5000/team/{repository}@{digest}", "created": created, "name": repository}
+
+
+def test_a_recorded_repository_digest_keeps_a_registry_image():
+    old, mid, new = (manifest(n, "tf", f"2026-12-0{n}T00:00:00Z") for n in (1, 2, 3))
+    found = retention.plan([old, mid, new], {old["ref"]: ["model team/m:1 records it"]}, 1)
+    assert {d.image["digest"]: d.reasons for d in found.kept} == {
+        new["digest"]: ("one of the newest 1 of tf",), old["digest"]: ("model team/m:1 records it",)}
+    assert [d.image["digest"] for d in found.remove] == [mid["digest"]]
+    assert found.remove[0].to_json()["digest"] == mid["digest"]
+
+
+def test_a_registry_image_is_kept_for_its_image_id_too():
+    old, new = manifest(1, "tf", "2026-12-01T00:00:00Z"), manifest(2, "tf", "2026-12-02T00:00:00Z")
+    found = retention.plan([old, new], {old["id"][7:19]: ["job j1 is running"]}, 1)
+    assert found.remove == () and {d.image["digest"] for d in found.kept} == {old["digest"], new["digest"]}
+
+
+def test_two_manifests_of_one_image_count_as_two_and_an_index_is_never_removed():
+    a, b = manifest(1, "tf", "2026-12-01T00:00:00Z"), manifest(2, "tf", "2026-12-02T00:00:00Z")
+    b["id"] = a["id"]  # the same config pushed twice (another compression): two manifests
+    index = manifest(0, "tf", None, image_id=None)
+    found = retention.plan([a, b, index], {}, 0)
+    assert sorted(d.image["digest"] for d in found.remove) == sorted([a["digest"], b["digest"]])
+    assert [(d.image["digest"], d.reasons) for d in found.kept] == [
+        (index["digest"], ("an index of several platforms: not judged, kept",))]

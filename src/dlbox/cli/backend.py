@@ -98,9 +98,11 @@ class ServiceBackend:
     def rmi(self, image: str, *, force: bool) -> dict:
         return self._call("DELETE", f"/api/images/{image}", params={"force": force})
 
-    def prune_images(self, *, keep: int, name: str | None, dry_run: bool) -> dict:
-        """Here too through the service: what needs an image is in its store."""
-        return self._call("POST", "/api/images/prune", json={"keep": keep, "name": name, "dry_run": dry_run})
+    def prune_images(self, *, keep: int, name: str | None, dry_run: bool, registry: str | None = None) -> dict:
+        """Here too through the service: what needs an image is in its store (and a registry is pruned with
+        the service's own credentials, the ones its pulls by digest use)."""
+        return self._call("POST", "/api/images/prune",
+                          json={"keep": keep, "name": name, "dry_run": dry_run, "registry": registry})
 
     def scan(self, image: str | None, *, sbom: Path | None, advisories: str | None, fail_on: str | None) -> dict:
         if sbom is not None:  # the file is on this machine: read and scanned here

@@ -84,15 +84,22 @@ def images_cmd(ctx, show_all: bool, limit: int, offset: int, as_json: bool) -> N
         IMAGES_TABLE(rows, limit=limit, offset=offset)
 
 
+def _pruned(row: dict) -> str:
+    """An engine image's ref and ID; a registry manifest's repository, tags and digest."""
+    if row.get("digest"):
+        return f"{row['ref'].rpartition('@')[0]}:{','.join(row['tags']) or '(untagged)'}  {row['digest'][:19]}"
+    return f"{row['ref']}  {row['id'][:19]}"
+
+
 def prune_text(result: dict, **_params) -> None:
     verb = "would remove" if result["dry_run"] else "removed"
     for row in result["remove"]:
         if row["errors"]:
-            click.echo(f"not removed {row['ref']}  {row['id'][:19]}: {'; '.join(row['errors'])}")
+            click.echo(f"not removed {_pruned(row)}: {'; '.join(row['errors'])}")
         else:
-            click.echo(f"{verb} {row['ref']}  {row['id'][:19]}  ({row['reasons'][0]})")
+            click.echo(f"{verb} {_pruned(row)}  ({row['reasons'][0]})")
     for row in result["kept"]:
-        click.echo(f"kept {row['ref']}  {row['id'][:19]}: {'; '.join(row['reasons'])}")
+        click.echo(f"kept {_pruned(row)}: {'; '.join(row['reasons'])}")
     done = sum(1 for r in result["remove"] if r["removed"])
     click.echo(f"{len(result['remove']) if result['dry_run'] else done} {verb}, {len(result['kept'])} kept"
                + (f", {result['failed']} refused" if result["failed"] else ""))
@@ -103,13 +110,20 @@ def prune_text(result: dict, **_params) -> None:
               help="Keep the newest N images of each name (and every image something still uses).")
 @click.option("--dry-run", is_flag=True, help="Only list what would go, and why each kept one stays.")
 @click.option("--name", metavar="NAME", help="Only the images of this name (a spec's name, e.g. tensorflow-2.9).")
+@click.option("--registry", metavar="HOST:PORT[/PROJECT]",
+              help="Prune this registry's images (under PROJECT) instead of the engine's; it must allow deletion.")
 @answers(prune_text, ok=lambda result: not result["failed"])
-def prune(backend, keep: int, dry_run: bool, name: str | None):
+def prune(backend, keep: int, dry_run: bool, name: str | None, registry: str | None):
     """Remove old dlbox images: per name all but the newest N, never one that a workspace (in any state),
     a queued or running job, a model version, an unfinished pipeline, a deployment or any container
     needs. Removals are never forced (the engine refuses an image still in use); exit 1 if one was
-    refused."""
-    return backend.prune_images(keep=keep, name=name, dry_run=dry_run)
+    refused.
+
+    With --registry the same rules prune a registry: per repository all but the newest N manifests
+    (every tag on a manifest goes with it, and its signature), never one that is needed as above or
+    whose REPO@sha256:... digest a job, model version or deployment recorded. Finished runs do not
+    hold an image: reproducing one whose image was pruned everywhere fails."""
+    return backend.prune_images(keep=keep, name=name, dry_run=dry_run, registry=registry)
 
 
 def megabytes(size: int | None) -> str:

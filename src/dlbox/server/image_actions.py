@@ -3,13 +3,15 @@ records), then supply/retention's plan carried out on the engine.
 
 Needs are gathered fresh for each prune, from every container on the engine (dlbox's or not, any
 state: a stopped workspace still needs its image) and from this home's store: active jobs, every
-model version (reproduce and serve use its image), unfinished pipelines, and deployments.
+model version (reproduce and serve use its image), unfinished pipelines, and deployments. In a
+registry the same needs hold, and so do the REPO@sha256:... digests those records keep.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 
+from dlbox.errors import DlboxError, UsageError
 from dlbox.jobs.state import ACTIVE
 from dlbox.store.db import Store
 from dlbox.supply import retention
@@ -60,8 +62,44 @@ def references(store: Store) -> dict[str, list[str]]:
     return dict(needs)
 
 
-def prune(store: Store, *, keep: int, name: str | None, dry_run: bool) -> dict:
-    from dlbox.build import images
+def recorded_digests(store: Store) -> dict[str, list[str]]:
+    """REPO@sha256:... -> why it must stay in its registry: the digests that active jobs, model versions
+    and live deployments recorded (reproduce and serve pull by them when the engine lacks the image)."""
+    needs: dict[str, list[str]] = defaultdict(list)
+    for job in store.jobs(states=set(ACTIVE)):
+        for digest in job.repo_digests or []:
+            needs[digest].append(f"job {job.id} is {job.state}")
+    for model in store.models():
+        for v in store.model_versions(model.id):
+            for digest in v.repo_digests or []:
+                needs[digest].append(f"model {model.owner}/{model.name}:{v.version} records it")
+    for dep in store.deployments():
+        if dep.desired == "running":
+            for digest in dep.repo_digests or []:
+                needs[digest].append(f"deployment {dep.name} records it")
+    return dict(needs)
 
-    found = retention.plan(images.list_images(include_untagged=True), references(store), keep, name=name)
-    return retention.apply(found, [retention.EngineDeleter()], dry_run=dry_run)
+
+def prune(store: Store, *, keep: int, name: str | None, dry_run: bool, registry: str | None = None) -> dict:
+    """The engine's images, or with `registry` (HOST:PORT[/PROJECT]) those in that registry; an image's
+    copy in a registry is kept for the same needs as in the engine, and for the digests records name."""
+    if registry is None:
+        from dlbox.build import images
+
+        found = retention.plan(images.list_images(include_untagged=True), references(store), keep, name=name)
+        return retention.apply(found, [retention.EngineDeleter()], dry_run=dry_run) | {"registry": None}
+    from dlbox.engine.registry import check_host
+    from dlbox.supply.registry import NAME, Client
+
+    host, _, project = registry.partition("/")
+    try:
+        check_host(host)
+    except DlboxError as exc:
+        raise UsageError(f"--registry: {exc.message}") from None
+    if project and not NAME.fullmatch(project):
+        raise UsageError(f"--registry: {project!r} is not a project path (lower-case letters, digits, '.', '_', "
+                         "'-', '/')")
+    needs = references(store) | recorded_digests(store)
+    with Client(host) as client:
+        found = retention.plan(retention.registry_images(client, project), needs, keep, name=name)
+        return retention.apply(found, [retention.RegistryDeleter(client)], dry_run=dry_run) | {"registry": registry}

@@ -385,7 +385,8 @@ class ImageRemoved(Answer):
 
 
 class PruneKept(Answer):
-    id: str
+    id: str | None = Field(description="the image ID (in a registry: its config digest; none for an index)")
+    digest: str | None = Field(default=None, description="in a registry: the manifest's digest")
     ref: str
     name: str
     created: str | None = None
@@ -403,6 +404,7 @@ class PruneResult(Answer):
 
     keep: int
     name: str | None
+    registry: str | None = Field(default=None, description="HOST:PORT[/PROJECT] pruned; none: the engine")
     dry_run: bool
     kept: list[PruneKept]
     remove: list[PruneRemoved]

@@ -1,5 +1,6 @@
 """Talking to an OCI registry over its HTTP API (distribution-spec v2), for what the engine does not
-do: read which digest a tag points at (immutable tags), and read and write signature manifests.
+do: read which digest a tag points at (immutable tags), read and write signature manifests, and
+list and delete manifests for retention.
 
 TLS trusts what the engine trusts for that registry (/etc/docker/certs.d/HOST/ca.crt) on top of the
 system's CAs. Credentials are the ones `dlbox login` kept (engine/registry.py): Basic, or the bearer
@@ -180,6 +181,47 @@ class Client:
         if answer.status_code != 201:
             raise self._failed(answer, f"manifest {name}:{reference}")
         return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+    # --- listing and deleting (`images prune --registry`)
+
+    def _pages(self, path: str, key: str, what: str, most: int = 10_000) -> list[str]:
+        """Every entry of a paged list (the distribution API's n= and Link: <...>; rel="next")."""
+        found: list[str] = []
+        url: str | None = f"{path}?n=1000"
+        while url:
+            answer = self._request("GET", url)
+            if answer.status_code == 404 and key == "tags":
+                return []  # a repository whose tags were all deleted
+            if answer.status_code != 200:
+                raise self._failed(answer, what)
+            try:
+                found.extend(str(entry) for entry in (answer.json().get(key) or []))
+            except ValueError:
+                raise DlboxError(f"registry {self.host} answered {what} with no JSON", code="registry_unavailable") from None
+            if len(found) > most:
+                raise DlboxError(f"registry {self.host} lists more than {most} {key}; prune a narrower --registry "
+                                 "project", code="invalid")
+            link = re.match(r'\s*<([^>]+)>\s*;\s*rel="?next"?', answer.headers.get("link", ""))
+            url = link.group(1) if link else None
+            if url and not url.startswith("/v2/"):
+                raise DlboxError(f"registry {self.host} paged {what} off its own API", code="registry_unavailable")
+        return found
+
+    def repositories(self) -> list[str]:
+        return self._pages("/v2/_catalog", "repositories", "the repository catalog")
+
+    def tags(self, name: str) -> list[str]:
+        return self._pages(f"/v2/{name}/tags/list", "tags", f"the tags of {name}")
+
+    def delete_manifest(self, name: str, digest: str) -> None:
+        """Delete NAME@digest (every tag on it goes too); a clear line when the registry allows no deletes."""
+        answer = self._request("DELETE", f"/v2/{name}/manifests/{digest}")
+        if answer.status_code == 405:
+            raise DlboxError(f"registry {self.host} does not allow deletion (its storage: delete: enabled is "
+                             "false)", code="registry_unavailable")
+        if answer.status_code not in (200, 202):
+            raise self._failed(answer, f"manifest {name}@{digest}")
 
 
 def config_digest(manifest: bytes) -> str | None:

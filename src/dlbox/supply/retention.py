@@ -3,11 +3,17 @@
 `plan` is pure: the images (summaries as `images.list_images` gives them), what needs each one
 (image ID -> reasons, gathered by the caller from the engine and the store) and N. Per image name it
 keeps the newest N and every image something needs; the rest may go. `apply` hands each removal to
-Deleters, so a registry side can be added next to the engine's without touching the plan.
+Deleters: the engine's, or a registry's (`--registry`), whose images `registry_images` lists.
+
+In a registry an "image" is one manifest of one repository: every tag on that digest counts as one
+image, its ID is the config digest (the engine's image ID, so the same needs match it), and what
+needs it may also name it by the REPO@sha256:... that runs, model versions and deployments record.
+Signature tags (sha256-<hex>.sig) are not images of their own: they go with the digest they sign.
 """
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Protocol
@@ -15,6 +21,8 @@ from typing import Protocol
 from dlbox.errors import DlboxError, NotFound, UsageError
 
 MOST = 10_000
+MOST_CONFIG = 8 << 20  # an image config's bytes: its history grows with every layer
+SIGNATURE_TAG = re.compile(r"sha256-[0-9a-f]{64}\.sig")
 
 
 @dataclass(frozen=True)
@@ -25,7 +33,8 @@ class Decision:
     def to_json(self) -> dict:
         i = self.image
         return {"id": i["id"], "ref": i.get("ref") or i["id"], "name": name_of(i), "created": i.get("created"),
-                "tags": list(i.get("tags") or []), "reasons": list(self.reasons)}
+                "tags": list(i.get("tags") or []), "reasons": list(self.reasons)} | (
+                    {"digest": i["digest"]} if i.get("digest") else {})
 
 
 @dataclass(frozen=True)
@@ -68,15 +77,19 @@ def plan(images: list[dict], references: dict[str, list[str]], keep: int, *, nam
     groups: dict[str, dict[str, dict]] = defaultdict(dict)
     for image in images:
         if name is None or name_of(image) == name:
-            groups[name_of(image)].setdefault(image["id"], image)  # an image listed twice counts once
+            groups[name_of(image)].setdefault(image.get("digest") or image["id"], image)  # listed twice: once
     kept: list[Decision] = []
     remove: list[Decision] = []
     for group, members in sorted(groups.items()):
-        newest_first = sorted(members.values(), key=lambda i: (i.get("created") or "", i["id"]), reverse=True)
+        newest_first = sorted(members.values(), key=lambda i: (i.get("created") or "", i.get("digest") or i["id"]),
+                              reverse=True)
         for rank, image in enumerate(newest_first):
-            reasons = needs_of(image["id"], references)
+            reasons = needs_of(image["id"], references) if image["id"] else []
+            reasons += [r for r in references.get(image.get("ref") or "", []) if r not in reasons]
             if rank < keep:
                 reasons.insert(0, f"one of the newest {keep} of {group}")
+            if not image["id"]:
+                reasons.append("an index of several platforms: not judged, kept")
             if reasons:
                 kept.append(Decision(image, tuple(reasons)))
             else:
@@ -101,6 +114,61 @@ class EngineDeleter:
 
         # by ID and unforced: the engine itself refuses an image any container (even a stopped one) uses
         engine.remove_image(image["id"], force=False)
+
+
+class RegistryDeleter:
+    """Deletes a manifest (with its tags and its signature) from a registry; never an index."""
+
+    def __init__(self, client):
+        self.client = client
+        self.where = f"registry {client.host}"
+
+    def remove(self, image: dict) -> None:
+        from dlbox.supply.signing import signature_tag
+
+        self.client.delete_manifest(image["repository"], image["digest"])
+        signature = self.client.manifest(image["repository"], signature_tag(image["digest"]))
+        if signature is not None:
+            self.client.delete_manifest(image["repository"], signature[0])
+
+
+def registry_images(client, project: str) -> list[dict]:
+    """Every image under PROJECT in the registry, as `plan` takes them: repository, digest, tags, ID
+    (the config digest) and created (the config's own time). An index (several platforms) has no one
+    config: its ID is None, and it is always kept."""
+    import json
+
+    from dlbox.supply.registry import config_digest
+
+    prefix = f"{project}/" if project else ""
+    found: list[dict] = []
+    for repository in client.repositories():
+        if not repository.startswith(prefix):
+            continue
+        by_digest: dict[str, dict] = {}
+        for tag in client.tags(repository):
+            if SIGNATURE_TAG.fullmatch(tag):
+                continue
+            there = client.manifest(repository, tag)
+            if there is None:
+                continue  # deleted between the listing and now
+            digest, body, _media = there
+            if digest in by_digest:
+                by_digest[digest]["tags"].append(tag)
+                continue
+            image_id = config_digest(body)
+            created = None
+            if image_id:
+                try:
+                    created = json.loads(client.blob(repository, image_id, most=MOST_CONFIG)).get("created")
+                except ValueError:
+                    pass
+            name = repository.removeprefix(prefix)
+            by_digest[digest] = {"id": image_id, "digest": digest, "repository": repository, "tags": [tag],
+                                 "ref": f"{client.host}/{repository}@{digest}", "created": created,
+                                 "name": name.removeprefix("dlbox/")}
+        found.extend(by_digest.values())
+    return found
 
 
 def apply(found: Plan, deleters: list[Deleter], *, dry_run: bool) -> dict:

@@ -99,6 +99,8 @@ class PruneRequest(BaseModel):
     keep: int = Field(ge=0, le=10_000, description="how many of the newest images of each name to keep")
     name: str | None = Field(default=None, min_length=1, max_length=128, description="only this image name")
     dry_run: bool = False
+    registry: str | None = Field(default=None, min_length=1, max_length=255,
+                                 description="HOST:PORT[/PROJECT]: prune that registry instead of the engine")
 
 
 @router.post("/images/prune", response_model=m.PruneResult, responses=m.ENGINE)
@@ -110,7 +112,8 @@ def prune_images(body: PruneRequest, who: Caller, ctx: Ctx) -> dict:
 
     if not who.admin:
         raise accounts.Forbidden("only an admin may prune images on the server")
-    return image_actions.prune(ctx.store, keep=body.keep, name=body.name, dry_run=body.dry_run)
+    return image_actions.prune(ctx.store, keep=body.keep, name=body.name, dry_run=body.dry_run,
+                               registry=body.registry)
 
 
 @router.get("/images/{ref:path}/verify", response_model=m.ImageVerify, responses=m.ENGINE)
