@@ -47,6 +47,13 @@ def home_id() -> str:
     return hashlib.sha256(str(home().resolve()).encode()).hexdigest()[:12]
 
 
+def verify_key() -> Path | None:
+    """The public key every image pulled from a registry must be signed by (DLBOX_VERIFY_KEY, which
+    `dlbox server --verify-key` sets), or None: no signature policy."""
+    found = os.environ.get("DLBOX_VERIFY_KEY")
+    return Path(found) if found else None
+
+
 def remote_url() -> str | None:
     """The team server the CLI acts on (DLBOX_URL), or None for this machine's own service."""
     return os.environ.get("DLBOX_URL") or None

@@ -323,3 +323,35 @@ def test_prune_in_a_registry_without_deletion_says_so_and_bad_targets_are_usage_
     for bad in ("not a host", "127.0.0.1:5000/UPPER", "127.0.0.1:5000/a//b"):
         wrong = own_home("images", "prune", "--keep", "1", "--registry", bad, check=False)
         assert wrong.returncode == 2 and one_line_error(wrong).startswith("error: --registry: "), wrong.stderr
+
+
+def test_a_signature_policy_refuses_an_unsigned_image_and_pulls_a_signed_one(dlbox, reg, registry, child,
+                                                                            docker_client, docker_config, run_id,
+                                                                            tmp_path):
+    """DLBOX_VERIFY_KEY (what `dlbox server --verify-key` sets): every pull by digest is verified, here
+    reproduce's; a refusal stops it (no rebuild, no other digest) and pulls nothing."""
+    key, pub = keys(tmp_path / "policy")
+    policy = {**docker_config, "DLBOX_VERIFY_KEY": str(pub)}
+    unsigned, signed = child("policy-unsigned"), child("policy-signed")
+    runs = {}
+    for image, name, sign in ((unsigned, "policy-unsigned", []), (signed, "policy-signed", ["--sign", str(key)])):
+        reg("push", f"t{run_id}-reg/{name}:v1", "--registry", f"{registry.host}/policy", *sign)
+        runs[image] = json.loads(reg("run", "--image", image, "--no-code", "--json", "--", "true").stdout)["id"]
+        reg("wait", runs[image], "--timeout", "300")
+        forget(docker_client, image)
+
+    refused = dlbox("reproduce", runs[unsigned], check=False, extra_env=policy)
+    last = refused.stderr.strip().splitlines()[-1]  # after reproduce's progress lines
+    assert refused.returncode == 1 and last.startswith("error: ") and "is not signed" in last, refused.stderr
+    assert "rebuilding" not in refused.stderr and "Traceback" not in refused.stderr
+    with pytest.raises(Exception):
+        docker_client.api.inspect_image(unsigned)  # nothing was pulled
+
+    allowed = dlbox("reproduce", runs[signed], "--json", extra_env=policy)
+    assert "signature of " in allowed.stderr and "verified" in allowed.stderr
+    assert docker_client.api.inspect_image(signed)["Id"] == signed
+    reg("wait", json.loads(allowed.stdout)["id"], "--timeout", "300")
+
+    missing = dlbox("reproduce", runs[unsigned], check=False,
+                    extra_env={**docker_config, "DLBOX_VERIFY_KEY": str(tmp_path / "nope.pub")})
+    assert missing.returncode == 2 and "DLBOX_VERIFY_KEY: no key file at" in one_line_error(missing)

@@ -86,3 +86,31 @@ def test_prune_keeps_what_the_store_and_the_containers_need_and_removes_the_rest
     only = client.post("/api/images/prune", json={"keep": 0, "name": "other", "dry_run": True},
                        headers=tokens["boss"]).json()
     assert only["kept"] == [] and only["remove"] == []
+
+
+@pytest.mark.parametrize("target", ["not a host", "127.0.0.1:5000/UPPER", "127.0.0.1:5000/a//b"])
+def test_a_bad_registry_target_is_named_and_asks_no_registry(api, target):
+    client, tokens, removed = api
+    answer = client.post("/api/images/prune", json={"keep": 1, "registry": target}, headers=tokens["boss"])
+    assert answer.status_code == 400 and answer.json()["error"]["message"].startswith("--registry: ")
+    assert removed == []
+
+
+def test_the_digests_records_keep_are_needs_in_a_registry(tmp_path):
+    from dlbox.server import image_actions
+
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    now = time.time()
+    ref = "reg.example:5000/team/tf@" + digest(1)
+    for job_id, state in (("q1", "queued"), ("d1", "succeeded")):
+        store.add_job(Job(id=job_id, user="ann", state=state, command=["true"], params={}, env={}, image_ref="x",
+                          image_id=digest(2), submitted_at=now, repo_digests=[ref, f"{ref[:-1]}0"]))
+    store.add_model_version("ann", "digits", files_hash="f" * 64, files_bytes=1, path="model", run_id="d1",
+                            image_id=digest(2), registered_by="ann", registered_at=now, repo_digests=[ref])
+    store.add_deployment(Deployment(name="web", owner="ann", model_owner="ann", model_name="digits", port=18501,
+                                    host="127.0.0.1", versions=[1], repo_digests=[ref]))
+    store.add_deployment(Deployment(name="gone", owner="ann", model_owner="ann", model_name="digits", port=18502,
+                                    host="127.0.0.1", versions=[1], desired="removed", repo_digests=[ref]))
+    needs = image_actions.recorded_digests(store)
+    assert needs[ref] == ["job q1 is queued", "model ann/digits:1 records it", "deployment web records it"]
+    assert needs[f"{ref[:-1]}0"] == ["job q1 is queued"]  # a finished job holds nothing

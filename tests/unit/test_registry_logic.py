@@ -111,5 +111,22 @@ def test_a_key_that_is_no_key_is_a_usage_error(tmp_path, key_pair):
         signing.sign_bytes(junk, b"x")
     assert err.value.code == "invalid" and "c2VjcmV0" not in err.value.message
     with pytest.raises(DlboxError) as err:
-        signing._check_public_key(junk)
+        signing.check_public_key(junk)
     assert err.value.code == "invalid"
+
+
+def test_the_servers_verify_key_must_be_a_public_key(tmp_path, key_pair):
+    """`dlbox server --verify-key` checks its key before serving: a bad one is a one-line usage error
+    (a server that started would outlive the timeout)."""
+    import os
+    import sys
+
+    junk = tmp_path / "junk.pub"
+    junk.write_text("-----BEGIN PUBLIC KEY-----\nc2VjcmV0\n-----END PUBLIC KEY-----\n")
+    env = {**os.environ, "DLBOX_HOME": str(tmp_path / "home")}
+    for bad, said in ((junk, "is no public key"), (tmp_path / "none.pub", "no key file at")):
+        done = subprocess.run([sys.executable, "-m", "dlbox", "server", "--port", "1", "--verify-key", str(bad)],
+                              capture_output=True, text=True, timeout=60, env=env)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1, done.stderr
+        assert lines[0].startswith("error: --verify-key: ") and said in lines[0] and "c2VjcmV0" not in done.stderr

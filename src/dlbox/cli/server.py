@@ -25,11 +25,15 @@ from dlbox.errors import UsageError
               help="Let dlbox containers (workspaces, jobs) reach this port; by default an iptables rule rejects them.")
 @click.option("--allow-foreign-images", is_flag=True,
               help="Let jobs run images dlbox did not build (default: only images with a dlbox lock).")
+@click.option("--verify-key", type=click.Path(dir_okay=False, path_type=Path), metavar="PUBKEY",
+              help="Pull only images signed by this public key (PEM; `dlbox push --sign`): deployments and "
+                   "reproduced runs whose image comes from a registry. Also $DLBOX_VERIFY_KEY.")
 @click.option("--idle-stop", metavar="DURATION",
               help="Stop workspaces idle this long (90s, 30m, 2h) unless their own `up --idle-stop` or spec says "
                    "otherwise (default: never).")
 def server(host: str, port: int, mount_roots: tuple[str, ...], workspace_host: str, tls_cert: Path | None,
-           tls_key: Path | None, allow_containers: bool, allow_foreign_images: bool, idle_stop: str | None) -> None:
+           tls_key: Path | None, allow_containers: bool, allow_foreign_images: bool, verify_key: Path | None,
+           idle_stop: str | None) -> None:
     """Serve dlbox to a team: the HTTP API under /api/ and the dashboard, on HOST:PORT.
 
     Every API route but /api/health needs a token (Authorization: Bearer dlb_...). On this
@@ -49,6 +53,11 @@ def server(host: str, port: int, mount_roots: tuple[str, ...], workspace_host: s
 
     if allow_foreign_images:
         os.environ["DLBOX_ALLOW_FOREIGN_IMAGES"] = "1"  # read at each submit (containers.foreign_images_allowed)
+    if verify_key is not None:
+        from dlbox.supply import signing
+
+        signing.check_public_key(verify_key.resolve(), "--verify-key")
+        os.environ["DLBOX_VERIFY_KEY"] = str(verify_key.resolve())  # read at each pull (config.verify_key)
     idle_default = duration_flag(idle_stop, "--idle-stop")
     roots = mount_policy.mount_roots(list(mount_roots) + [r for r in os.environ.get("DLBOX_MOUNT_ROOTS", "").split(":") if r])
     if bool(tls_cert) != bool(tls_key):

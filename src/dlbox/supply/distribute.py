@@ -6,13 +6,14 @@ A push names the target HOST:PORT[/PROJECT]; the image keeps its own repository 
 when the registry's tag already holds another image (its config digest, which is the engine's
 image ID, differs) the push is refused unless --force. A pull takes only REF@sha256:DIGEST, so
 what arrives is exactly what was pushed; with --verify the signature is checked before anything
-is pulled.
+is pulled. DLBOX_VERIFY_KEY (`dlbox server --verify-key`) makes that check a policy for every pull.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from dlbox import config
 from dlbox.engine import api as engine
 from dlbox.engine import registry as engine_registry
 from dlbox.errors import DlboxError
@@ -78,9 +79,12 @@ def pull(reference: str, *, verify_key: Path | None = None, progress: Progress |
         raise DlboxError(f"REF: {reference[:200]!r} has no digest; pull by REF@sha256:DIGEST (`dlbox push` "
                          "prints it)", code="invalid")
     verified = None
+    flag = "--verify"
+    if verify_key is None and (verify_key := config.verify_key()) is not None:
+        flag = "DLBOX_VERIFY_KEY"  # the policy: every pull, the service's (serve) and the CLI's (reproduce)
     if verify_key is not None:
         with Client(ref.host) as client:
-            verified = signing.verify(client, ref, ref.digest, verify_key)
+            verified = signing.verify(client, ref, ref.digest, verify_key, flag=flag)
         progress.step(f"signature of {ref.digest[:19]} verified with {verify_key}")
     attrs = engine_registry.pull(ref.repository, ref.digest, on_line=progress.line)
     return {"ref": f"{ref.repository}@{ref.digest}", "id": attrs["Id"], "repo_digests": attrs.get("RepoDigests") or [],
@@ -92,18 +96,25 @@ def ensure(image_id: str, repo_digests: list[str] | None, progress: Progress, wh
     digests (which must bring exactly that image). None when none can be pulled."""
     if engine.image_exists(image_id):
         return image_id
+    if repo_digests and (policy := config.verify_key()) is not None:
+        signing.check_public_key(policy, "DLBOX_VERIFY_KEY")  # a broken policy is an error, never a fallback
     failures = []
+    refused = None
     for repo_digest in repo_digests or []:
         progress.step(f"{what}: image {image_id[:19]} is not in the engine; pulling {repo_digest}")
         try:
             pulled = pull(repo_digest, progress=progress)
         except DlboxError as exc:  # gone from the registry, refused, unreachable: the next digest, or none
             failures.append(exc.message)
+            if exc.code == "signature_refused":
+                refused = refused or exc
             continue
         if pulled["id"] != image_id:  # the digest pins the content: this is never expected
             raise DlboxError(f"{what}: {repo_digest} brought {pulled['id'][:19]}, not {image_id[:19]}",
                              code="lock_mismatch")
         return image_id
+    if refused is not None:  # the signature policy refused it: never fall back to anything else
+        raise DlboxError(f"{what}: {refused.message}", code="signature_refused")
     if failures:
         progress.step(f"{what}: could not pull it ({failures[-1]})")
     return None

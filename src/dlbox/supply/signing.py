@@ -78,9 +78,11 @@ def verify_bytes(public_key: Path, data: bytes, signature_b64: str) -> bool:
     return done.returncode == 0 and b"Verified OK" in done.stdout
 
 
-def _check_public_key(public_key: Path) -> None:
+def check_public_key(public_key: Path, flag: str = "--verify") -> Path:
+    _key_file(public_key, flag)
     if _openssl(["pkey", "-pubin", "-in", str(public_key), "-noout"], b"", "verifying").returncode != 0:
-        raise DlboxError(f"--verify: {public_key} is no public key (a PEM EC public key)", code="invalid")
+        raise DlboxError(f"{flag}: {public_key} is no public key (a PEM EC public key)", code="invalid")
+    return public_key
 
 
 def sign(client: Client, ref: Ref, digest: str, key: Path) -> dict:
@@ -110,11 +112,10 @@ def sign(client: Client, ref: Ref, digest: str, key: Path) -> dict:
     return {"signature_tag": f"{ref.repository}:{tag}", "signatures": len(layers)}
 
 
-def verify(client: Client, ref: Ref, digest: str, public_key: Path) -> dict:
+def verify(client: Client, ref: Ref, digest: str, public_key: Path, *, flag: str = "--verify") -> dict:
     """The first signature of `digest` that `public_key` made and whose payload names this digest and
-    repository; signature_refused when there is none."""
-    _key_file(public_key, "--verify")
-    _check_public_key(public_key)
+    repository; signature_refused when there is none. `flag` names where the key came from, for errors."""
+    check_public_key(public_key, flag)
     found = client.manifest(ref.name, signature_tag(digest))
     if found is None:
         raise DlboxError(f"{ref.repository}@{digest[:19]} is not signed (no {signature_tag(digest)[:23]}... "
