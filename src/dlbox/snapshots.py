@@ -544,13 +544,19 @@ def _open_tar(data):
         raise UsageError(f"code: not a tar archive ({exc})") from None
 
 
-def _members(data, max_bytes: int, max_files: int) -> list[Entry]:
+def _members(data, max_bytes: int, max_files: int, write_to: Path | None = None,
+             modes: tuple[int, int] = (0o644, 0o755)) -> list[Entry]:
     """The tar's entries, every member checked: plain files and links only, paths inside the tree,
-    no repeats, nothing below a file or a link; contents hashed as they are read (never held)."""
+    no repeats, nothing below a file or a link; contents hashed as they are read (never held).
+
+    With `write_to` (a fresh folder made by the caller) each file is also written there as it is read,
+    so an upload is read once: folders made here, files with O_EXCL|O_NOFOLLOW, links last (so no file
+    is written through one). The caller removes the folder when this raises or the hash is wrong."""
     import tarfile
 
     found: list[Entry] = []
     seen: set[str] = set()
+    below: dict[str, str] = {}  # each folder the names so far imply -> the first name below it
     total = 0
     try:
         with _open_tar(data) as tar:
@@ -558,7 +564,14 @@ def _members(data, max_bytes: int, max_files: int) -> list[Entry]:
                 name = check_path(info.name.removeprefix("./"))
                 if name in seen:
                     raise UsageError(f"code: {name!r} is in the archive twice")
+                parts = name.split("/")
+                folders = ["/".join(parts[:i]) for i in range(1, len(parts))]
+                if name in below or any(folder in seen for folder in folders):  # checked before any write
+                    raise UsageError(f"code: {below.get(name, name)!r} lies below a file or link of the "
+                                     "archive (refused)")
                 seen.add(name)
+                for folder in folders:
+                    below.setdefault(folder, name)
                 if info.issym():
                     target = info.linkname
                     if not target or os.path.isabs(target) or "\0" in target or not _inside(name, target):
@@ -568,22 +581,45 @@ def _members(data, max_bytes: int, max_files: int) -> list[Entry]:
                     total += info.size
                     if total > max_bytes:
                         raise UsageError("code: the archive is over the snapshot size limit")
+                    mode = "755" if info.mode & 0o100 else "644"
                     digest, src = hashlib.sha256(), tar.extractfile(info)
-                    while chunk := src.read(CHUNK):
-                        digest.update(chunk)
-                    found.append(Entry(name, "755" if info.mode & 0o100 else "644", info.size, digest.hexdigest()))
+                    out = _create(write_to, name, modes[1] if mode == "755" else modes[0]) if write_to else None
+                    try:
+                        while chunk := src.read(CHUNK):
+                            digest.update(chunk)
+                            if out is not None:
+                                out.write(chunk)
+                    finally:
+                        if out is not None:
+                            out.close()
+                    found.append(Entry(name, mode, info.size, digest.hexdigest()))
                 else:
                     raise UsageError(f"code: {name!r} is not a plain file or a link (refused)")
                 if len(found) > max_files:
                     raise UsageError("code: the archive holds more files than a snapshot may")
     except tarfile.TarError as exc:
         raise UsageError(f"code: a broken tar archive ({exc})") from None
-    for name in seen:  # `a` a link (or file) and `a/b` a file: writing a/b would go through the link
-        parts = name.split("/")
-        for i in range(1, len(parts)):
-            if "/".join(parts[:i]) in seen:
-                raise UsageError(f"code: {name!r} lies below a file or link of the archive (refused)")
+    if write_to is not None:
+        for entry in found:
+            if entry.mode == "link":
+                _folders(write_to, entry.path)
+                os.symlink(entry.target, write_to / entry.path)
     return found
+
+
+def _folders(base: Path, path: str) -> Path:
+    """The folders above `path` below `base`, made where missing; a file or link there fails."""
+    folder = base
+    for part in path.split("/")[:-1]:
+        folder = folder / part
+        if folder.is_symlink() or not folder.is_dir():
+            folder.mkdir()  # a file or link there already: mkdir fails, and so does the whole
+    return folder
+
+
+def _create(base: Path, path: str, mode: int):
+    _folders(base, path)
+    return os.fdopen(os.open(base / path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode), "wb")
 
 
 def _inside(name: str, target: str) -> bool:
@@ -608,15 +644,8 @@ def _write(data, entries: list[Entry], base: Path, modes: tuple[int, int] = (0o6
             entry = wanted.get(info.name.removeprefix("./"))
             if entry is None or entry.mode == "link" or not info.isreg():
                 continue
-            folder = base
-            for part in entry.path.split("/")[:-1]:
-                folder = folder / part
-                if folder.is_symlink() or not folder.is_dir():
-                    folder.mkdir()  # a file or link there already: mkdir fails, and so does the whole
-            fd = os.open(base / entry.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
-                         modes[1] if entry.mode == "755" else modes[0])
             digest, src = hashlib.sha256(), tar.extractfile(info)
-            with os.fdopen(fd, "wb") as out:
+            with _create(base, entry.path, modes[1] if entry.mode == "755" else modes[0]) as out:
                 while chunk := src.read(CHUNK):
                     digest.update(chunk)
                     out.write(chunk)
@@ -624,11 +653,7 @@ def _write(data, entries: list[Entry], base: Path, modes: tuple[int, int] = (0o6
                 raise UsageError(f"code: {entry.path} changed between two reads of the archive")
     for entry in entries:
         if entry.mode == "link":
-            folder = base
-            for part in entry.path.split("/")[:-1]:
-                folder = folder / part
-                if folder.is_symlink() or not folder.is_dir():
-                    folder.mkdir()
+            _folders(base, entry.path)
             os.symlink(entry.target, base / entry.path)
 
 
@@ -638,22 +663,27 @@ def unpack(data, expected: str) -> tuple[Snapshot, bool]:
     private folder made here, then sealed read-only and renamed into place."""
     check_hash(expected)
     max_bytes, max_files = limits()
-    entries = _members(data, max_bytes, max_files)
-    got = tree_hash(entries)
-    if got != expected:
-        raise UsageError(f"code: the archive's content hashes to {got[:12]}, not {expected[:12]}")
-    if exists(expected):
+    if exists(expected):  # only checked, nothing written
+        entries = _members(data, max_bytes, max_files)
+        _hashes_to(entries, expected)
         return Snapshot(root=path_of(expected) / "tree", entries=entries, hash=expected), False
     work = _new_dir()
     try:
         base = work / "tree"
         base.mkdir()
-        _write(data, entries, base, modes=(0o444, 0o555))
+        entries = _members(data, max_bytes, max_files, write_to=base, modes=(0o444, 0o555))  # read once
+        _hashes_to(entries, expected)
         snap = Snapshot(root=base, entries=entries, hash=expected)
         return snap, _seal(work, snap)
     except BaseException:
         remove(work)
         raise
+
+
+def _hashes_to(entries: list[Entry], expected: str) -> None:
+    got = tree_hash(entries)
+    if got != expected:
+        raise UsageError(f"code: the archive's content hashes to {got[:12]}, not {expected[:12]}")
 
 
 def from_archive(data: bytes, dest: Path) -> Snapshot:

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import subprocess
+import stat
 import tarfile
 import time
 from pathlib import Path
@@ -256,7 +257,10 @@ def test_an_upload_round_trips_and_must_hash_to_its_name(tmp_path):
     data = snapshots.to_tar(snap=snap)
     with pytest.raises(UsageError, match="hashes to"):
         snapshots.unpack(data, "0" * 64)
+    assert list(snapshots.store_root().iterdir()) == []  # what was written while reading is gone
     stored, new = snapshots.unpack(data, snap.hash)
+    assert sorted(p.name for p in snapshots.store_root().iterdir()) == [snap.hash]
+    assert stat.S_IMODE((snapshots.tree(snap.hash) / "d" / "b.txt").stat().st_mode) == 0o444
     assert new and stored.hash == snap.hash
     assert snapshots.unpack(data, snap.hash)[1] is False
     assert snapshots.export(snap.hash, None, tmp_path / "out") == 3
@@ -278,6 +282,8 @@ def test_paths_that_leave_the_tree_are_refused(bad):
     [member("d/link", kind=tarfile.SYMTYPE, link="../../x")],
     [member("link", kind=tarfile.SYMTYPE, link="sub"), member("link/passwd")],  # a file through a link
     [member("a"), member("a/b")],
+    [member("a/b"), member("a")],  # the other order: refused before `a` is written over a folder
+    [member("s/f"), member("s", kind=tarfile.SYMTYPE, link="t")],
     [member("a"), member("a")],
     [member("hard", kind=tarfile.LNKTYPE, link="/etc/passwd")],
     [member("dev", kind=tarfile.CHRTYPE)],
@@ -292,6 +298,15 @@ def test_hostile_archives_are_refused_and_nothing_is_written(members, tmp_path):
     assert entries == []
     with pytest.raises(UsageError):
         snapshots.unpack(data, "a" * 64)
+    root = snapshots.store_root()
+    assert not root.exists() or list(root.iterdir()) == []
+
+
+@pytest.mark.parametrize("members", [[member("x/a"), member("x/a/b")], [member("x/a/b"), member("x/a")],
+                                     [member("x/a/b/c"), member("x/a", kind=tarfile.SYMTYPE, link="b")]])
+def test_a_name_below_a_file_or_link_is_named_in_either_order(members):
+    with pytest.raises(UsageError, match=r"'x/a/b(/c)?' lies below a file or link"):
+        snapshots.unpack(tar_of(members), "a" * 64)
     root = snapshots.store_root()
     assert not root.exists() or list(root.iterdir()) == []
 
