@@ -10,6 +10,12 @@ stored). Medians of 7 (3 with BENCH_QUICK), interleaved, after one untimed warm-
 Targets: the snapshot adds at most 0.3 s the first time and 0.05 s when unchanged.
 The same three again against a `dlbox server` over loopback (its own dlbox home, a user with
 a token; the CLI uploads the tar only when the server lacks the hash), with the same targets.
+Each server sample is cancelled and waited for before the next, as the local ones are: without the
+wait, the previous sample's stop and collection overlapped the next submit (0.5-1.0 s samples).
+Measured 2026-12-04 on the quiet 2-core machine, two runs: local first +0.419 s (MISS) and +0.238 s,
+unchanged +0.004 and +0.027 s; server first +0.263 s, unchanged +0.024 s (after the wait). The local
+first time is the store's 1,000 file creations on ext4 (0.09-0.38 s in-process, varying with the
+disk's writeback of earlier samples); hashing 20 MB is ~0.05 s.
 """
 
 from __future__ import annotations
@@ -119,8 +125,9 @@ def on_server(runner: Runner, work: Path, projects) -> list[Row]:
                 raise BenchError(f"{tag}: `dlbox run --json` printed no job id: {out.strip()[-300:]}")
             try:
                 return until_running(f"dlbox-job-{match.group(1)}", start)
-            finally:
+            finally:  # untimed, and ended before the next sample, as the local samples are (wait_jobs)
                 subprocess.run([DLBOX, "cancel", match.group(1)], env=user_env, capture_output=True)
+                subprocess.run([DLBOX, "wait", match.group(1), "--timeout", "60"], env=user_env, capture_output=True)
 
         return rows(" (server)", sampled(runner, "server", projects, timed_one))
     finally:

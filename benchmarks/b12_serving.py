@@ -424,6 +424,14 @@ def mlflow_rows(got: dict, peer: dict, limits: str) -> list[Row]:
                         ("pass" if ok else "MISS") if target else "-",
                         f"p99 {_ms(ours['p99'])} vs {_ms(theirs['p99'])}, "
                         f"p50 {_ms(ours['p50'])} vs {_ms(theirs['p50'])}"))
+    if (front := got.get("front")) is not None:  # what `dlbox serve` deploys: the server behind its front
+        ours, theirs = front["rest1"], peer["mlflow1"]
+        gain = ours["rps"] / theirs["rps"]
+        ok = gain >= MLFLOW_TARGET and ours["p99"] < theirs["p99"]
+        rows.append(Row("12. dlbox REST through the front vs mlflow models serve, batch 1", f"{ours['rps']:.0f} req/s",
+                        f"{theirs['rps']:.0f} req/s", f"{gain:.2f}x", f">= {MLFLOW_TARGET:g}x, lower p99",
+                        "pass" if ok else "MISS", f"p99 {_ms(ours['p99'])} vs {_ms(theirs['p99'])}, "
+                                                  f"p50 {_ms(ours['p50'])} vs {_ms(theirs['p50'])}"))
     ours, theirs = got["concurrent"], peer["concurrent"]
     rows.append(Row(f"12. {CLIENTS} clients: dlbox REST vs mlflow models serve", f"{ours['rps']:.0f} req/s",
                     f"{theirs['rps']:.0f} req/s", f"{ours['rps'] / theirs['rps']:.2f}x", "-", "-",
