@@ -998,6 +998,16 @@ def probe(port: int) -> int:
         return 1
 
 
+def until_stopped(stopping: threading.Event, http, grpc_server) -> int:
+    """Serve until SIGTERM, then stop taking requests (gRPC's in flight get 5 s)."""
+    stopping.wait()
+    log("SIGTERM: stopping")
+    http.shutdown()
+    if grpc_server:
+        grpc_server.stop(5).wait()
+    return 0
+
+
 def front(args) -> int:
     pool = Pool()
     wake = threading.Event()
@@ -1011,12 +1021,7 @@ def front(args) -> int:
     threading.Thread(target=checker, args=(pool,), daemon=True).start()
     grpc_server = start_front_grpc(pool, args.grpc_port, args.grpc_workers) if args.grpc_port else None
     log(f"front: REST :{args.rest_port}, gRPC :{args.grpc_port or 'off'}, replicas from {args.front}")
-    stopping.wait()
-    log("SIGTERM: stopping")
-    http.shutdown()
-    if grpc_server:
-        grpc_server.stop(5).wait()
-    return 0
+    return until_stopped(stopping, http, grpc_server)
 
 
 def main(argv=None) -> int:
@@ -1052,12 +1057,7 @@ def main(argv=None) -> int:
     grpc_server = start_grpc(model, metrics, args.grpc_port, args.grpc_workers) if args.grpc_port else None
     log(f"serving {args.model_name}: REST :{args.rest_port}, gRPC :{args.grpc_port or 'off'}, "
         f"batching {'max ' + str(args.batch_max) if args.batch_max > 1 else 'off'}")
-    stopping.wait()
-    log("SIGTERM: stopping")
-    http.shutdown()
-    if grpc_server:
-        grpc_server.stop(5).wait()
-    return 0
+    return until_stopped(stopping, http, grpc_server)
 
 
 if __name__ == "__main__":
