@@ -15,6 +15,9 @@ pull 2.07 s vs 2.02 s (1.03x, pass); at load ~18, push 0.86x (pass) but pull 6.6
 The pull's gap under load is dlbox's start as a Python process (the Docker SDK and click; `dlbox pull
 --help` alone took 1.4-2.5 s at load 18) against docker's Go CLI: a fixed cost that a larger image (the
 TF preset is 1.8 GB: BENCH_REGISTRY_MB=1800) spreads out.
+Measured 2026-12-04 on the quiet machine: 128 MB, push 1.02x and 1.10x (pass), pull 1.11x and 1.13x (MISS,
+dlbox's Python start, ~0.12 s); at the TF preset's size (BENCH_REGISTRY_MB=1800, 10.7 min for the
+benchmark), push 42.5 s vs 40.8 s (1.04x, pass), pull 16.5 s vs 15.6 s (1.06x, pass).
 """
 
 from __future__ import annotations
