@@ -21,6 +21,8 @@ Measured 2026-12-03 on the shared 2-core machine. Load ~20: 14.4 s vs 13.5 s, 1.
 engine stages 10.2 s vs 7.7 s (1.33x), the gate/register/report 2.4 s vs 5.6 s. Load ~2.5: 3.15 s vs
 2.47 s, 1.27x (MISS; 1.43x before --follow polled faster than each 1 s): each job stage takes 0.6-0.9 s
 against 0.4 s for a plain `docker run --rm` (the job's isolation, its network, collecting its results).
+2026-12-04, quiet machine (full make bench): 2.87 s vs 1.29 s, 2.22x (MISS); train 0.92 s and evaluate
+1.00 s against 0.23-0.24 s each by hand, while gate+register+report took 0.22 s against 0.52 s.
 """
 
 from __future__ import annotations
