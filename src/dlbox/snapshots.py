@@ -600,11 +600,16 @@ def _members(data, max_bytes: int, max_files: int, write_to: Path | None = None,
     except tarfile.TarError as exc:
         raise UsageError(f"code: a broken tar archive ({exc})") from None
     if write_to is not None:
-        for entry in found:
-            if entry.mode == "link":
-                _folders(write_to, entry.path)
-                os.symlink(entry.target, write_to / entry.path)
+        _links(write_to, found)
     return found
+
+
+def _links(base: Path, entries: list[Entry]) -> None:
+    """The links of `entries` below `base`, made after every file (so no file is written through one)."""
+    for entry in entries:
+        if entry.mode == "link":
+            _folders(base, entry.path)
+            os.symlink(entry.target, base / entry.path)
 
 
 def _folders(base: Path, path: str) -> Path:
@@ -651,10 +656,7 @@ def _write(data, entries: list[Entry], base: Path, modes: tuple[int, int] = (0o6
                     out.write(chunk)
             if digest.hexdigest() != entry.sha256:
                 raise UsageError(f"code: {entry.path} changed between two reads of the archive")
-    for entry in entries:
-        if entry.mode == "link":
-            _folders(base, entry.path)
-            os.symlink(entry.target, base / entry.path)
+    _links(base, entries)
 
 
 def unpack(data, expected: str) -> tuple[Snapshot, bool]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from dlbox.errors import DlboxError, UsageError
 from dlbox.jobs.state import ACTIVE
 from dlbox.store.db import Store
 from dlbox.supply import retention
@@ -88,17 +87,10 @@ def prune(store: Store, *, keep: int, name: str | None, dry_run: bool, registry:
 
         found = retention.plan(images.list_images(include_untagged=True), references(store), keep, name=name)
         return retention.apply(found, [retention.EngineDeleter()], dry_run=dry_run) | {"registry": None}
-    from dlbox.engine.registry import check_host
-    from dlbox.supply.registry import NAME, Client
+    from dlbox.supply.distribute import registry_target
+    from dlbox.supply.registry import Client
 
-    host, _, project = registry.partition("/")
-    try:
-        check_host(host)
-    except DlboxError as exc:
-        raise UsageError(f"--registry: {exc.message}") from None
-    if project and not NAME.fullmatch(project):
-        raise UsageError(f"--registry: {project!r} is not a project path (lower-case letters, digits, '.', '_', "
-                         "'-', '/')")
+    host, project = registry_target(registry)
     needs = references(store) | recorded_digests(store)
     with Client(host) as client:
         found = retention.plan(retention.registry_images(client, project), needs, keep, name=name)

@@ -16,19 +16,28 @@ from pathlib import Path
 from dlbox import config
 from dlbox.engine import api as engine
 from dlbox.engine import registry as engine_registry
-from dlbox.errors import DlboxError
+from dlbox.errors import DlboxError, UsageError
 from dlbox.progress import Progress
 from dlbox.supply import signing
 from dlbox.supply.registry import NAME, Client, Ref, config_digest, parse
 
 
+def registry_target(registry: str) -> tuple[str, str]:
+    """--registry HOST:PORT[/PROJECT] checked: (host, project, "" for none); a UsageError naming the flag."""
+    host, _, project = registry.partition("/")
+    try:
+        engine_registry.check_host(host)
+    except DlboxError as exc:
+        raise UsageError(f"--registry: {exc.message}") from None
+    if project and not NAME.fullmatch(project):
+        raise UsageError(f"--registry: {project!r} is not a project path (lower-case letters, digits, '.', '_', "
+                         "'-', '/')")
+    return host, project
+
+
 def target(image: str, attrs: dict, registry: str) -> Ref:
     """Where IMAGE goes under --registry HOST:PORT[/PROJECT]."""
-    host, _, project = registry.partition("/")
-    engine_registry.check_host(host)
-    if project and not NAME.fullmatch(project):
-        raise DlboxError(f"--registry: {project!r} is not a project path (lower-case letters, digits, '.', '_', "
-                         "'-', '/')", code="invalid")
+    host, project = registry_target(registry)
     name, tag = _local_name(image, attrs)
     return Ref(host, f"{project}/{name}" if project else name, tag)
 

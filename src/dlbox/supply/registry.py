@@ -182,7 +182,6 @@ class Client:
             raise self._failed(answer, f"manifest {name}:{reference}")
         return "sha256:" + hashlib.sha256(body).hexdigest()
 
-
     # --- listing and deleting (`images prune --registry`)
 
     def _pages(self, path: str, key: str, what: str, most: int = 10_000) -> list[str]:

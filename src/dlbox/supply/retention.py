@@ -13,7 +13,6 @@ Signature tags (sha256-<hex>.sig) are not images of their own: they go with the 
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Protocol
@@ -22,7 +21,6 @@ from dlbox.errors import DlboxError, NotFound, UsageError
 
 MOST = 10_000
 MOST_CONFIG = 8 << 20  # an image config's bytes: its history grows with every layer
-SIGNATURE_TAG = re.compile(r"sha256-[0-9a-f]{64}\.sig")
 
 
 @dataclass(frozen=True)
@@ -139,6 +137,7 @@ def registry_images(client, project: str) -> list[dict]:
     import json
 
     from dlbox.supply.registry import config_digest
+    from dlbox.supply.signing import is_signature_tag
 
     prefix = f"{project}/" if project else ""
     found: list[dict] = []
@@ -147,7 +146,7 @@ def registry_images(client, project: str) -> list[dict]:
             continue
         by_digest: dict[str, dict] = {}
         for tag in client.tags(repository):
-            if SIGNATURE_TAG.fullmatch(tag):
+            if is_signature_tag(tag):
                 continue
             there = client.manifest(repository, tag)
             if there is None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -36,6 +37,10 @@ MOST_SIGNATURES = 32  # layers read from one signature manifest
 
 def signature_tag(digest: str) -> str:
     return digest.replace(":", "-", 1) + ".sig"
+
+
+def is_signature_tag(tag: str) -> bool:
+    return re.fullmatch(r"sha256-[0-9a-f]{64}\.sig", tag) is not None
 
 
 def payload(repository: str, digest: str) -> bytes:
